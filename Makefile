@@ -1,0 +1,40 @@
+# vmdkpop: build, check and test. `make help` lists the targets.
+GO        ?= go
+BIN       ?= bin
+FUZZTIME  ?= 15s
+GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
+
+.PHONY: all build test unit fuzz fmt vet lint bench help clean
+
+all: build
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## build bin/imager
+	$(GO) build -o $(BIN)/imager ./imager
+
+fmt: ## format the Go sources
+	gofmt -w $(GOFILES)
+
+vet: ## go vet
+	$(GO) vet ./...
+
+lint: vet ## gofmt check + go vet
+	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+unit: ## go test (qemu-img interop tests included; needs qemu-utils)
+	$(GO) test -race -count=1 ./...
+
+fuzz: ## run each fuzz target for FUZZTIME
+	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzParseDescriptor$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME)
+
+test: lint unit fuzz ## everything CI runs
+
+bench: build ## imager vs qemu-img convert on 1 GiB images (hack/bench-convert.sh)
+	hack/bench-convert.sh
+
+clean:
+	rm -rf $(BIN)

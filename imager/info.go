@@ -1,0 +1,161 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// infoJSON is `imager info --output=json`. CIDs are 8 lowercase hex digits.
+type infoJSON struct {
+	Filename       string       `json:"filename"`
+	Format         string       `json:"format"`
+	VirtualSize    int64        `json:"virtualSize"`
+	AllocatedBytes int64        `json:"allocatedBytes"`
+	CreateType     string       `json:"createType"`
+	CID            string       `json:"cid"`
+	ParentCID      string       `json:"parentCID"`
+	BackingFile    string       `json:"backingFile,omitempty"`
+	ChainError     string       `json:"chainError,omitempty"`
+	HeaderVersion  uint32       `json:"headerVersion,omitempty"`
+	HeaderFlags    uint32       `json:"headerFlags,omitempty"`
+	ClusterSize    int64        `json:"clusterSize,omitempty"`
+	AdapterType    string       `json:"adapterType,omitempty"`
+	DDB            []kvJSON     `json:"ddb,omitempty"`
+	Extents        []extentJSON `json:"extents"`
+	BackingChain   []infoJSON   `json:"backingChain,omitempty"`
+}
+
+type kvJSON struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+type extentJSON struct {
+	Access     string `json:"access"`
+	Type       string `json:"type"`
+	Format     string `json:"format"`
+	Start      int64  `json:"start"`
+	Size       int64  `json:"size"`
+	Filename   string `json:"filename,omitempty"`
+	Offset     int64  `json:"offset,omitempty"`
+	GrainSize  int64  `json:"grainSize,omitempty"`
+	Compressed bool   `json:"compressed,omitempty"`
+}
+
+func runInfo(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("info", flag.ContinueOnError)
+	output := fs.String("output", "human", "output format: human or json")
+	chain := fs.Bool("backing-chain", false, "also describe every backing image")
+	var pf pathFlags
+	pf.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	d, err := vmdk.Open(pos[0], pf.options())
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	info := describe(d)
+	if *chain {
+		for p := d.Parent(); p != nil; p = p.Parent() {
+			info.BackingChain = append(info.BackingChain, describe(p))
+		}
+	}
+	switch *output {
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	case "human":
+		printInfo(stdout, info)
+		for _, p := range info.BackingChain {
+			fmt.Fprintln(stdout)
+			printInfo(stdout, p)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown --output %q (want human or json)", *output)
+}
+
+func describe(d *vmdk.Disk) infoJSON {
+	desc := d.Descriptor()
+	info := infoJSON{
+		Filename:       d.Path(),
+		Format:         "vmdk",
+		VirtualSize:    d.Size(),
+		AllocatedBytes: d.AllocatedBytes(),
+		CreateType:     d.CreateType(),
+		CID:            fmt.Sprintf("%08x", d.CID()),
+		ParentCID:      fmt.Sprintf("%08x", d.ParentCID()),
+		BackingFile:    d.ParentFileNameHint(),
+		AdapterType:    desc.DDBValue("ddb.adapterType"),
+		Extents:        []extentJSON{},
+	}
+	if err := d.ChainError(); err != nil {
+		info.ChainError = err.Error()
+	}
+	if h := d.Header(); h != nil {
+		info.HeaderVersion, info.HeaderFlags = h.Version, h.Flags
+		info.ClusterSize = int64(h.GrainSize) * vmdk.SectorSize
+	}
+	for _, kv := range desc.DDB {
+		info.DDB = append(info.DDB, kvJSON{kv.Key, kv.Value})
+	}
+	for _, e := range d.Extents() {
+		info.Extents = append(info.Extents, extentJSON{
+			Access: string(e.Access), Type: string(e.Type), Format: e.Format,
+			Start: e.Start, Size: e.Size, Filename: e.File, Offset: e.Offset,
+			GrainSize: e.GrainSize, Compressed: e.Compressed,
+		})
+	}
+	return info
+}
+
+func printInfo(w io.Writer, i infoJSON) {
+	fmt.Fprintf(w, "image: %s\n", i.Filename)
+	fmt.Fprintf(w, "file format: %s\n", i.Format)
+	fmt.Fprintf(w, "virtual size: %s (%d bytes)\n", humanSize(i.VirtualSize), i.VirtualSize)
+	fmt.Fprintf(w, "disk size: %s\n", humanSize(i.AllocatedBytes))
+	if i.ClusterSize > 0 {
+		fmt.Fprintf(w, "cluster_size: %d\n", i.ClusterSize)
+	}
+	if i.BackingFile != "" {
+		fmt.Fprintf(w, "backing file: %s\n", i.BackingFile)
+	}
+	fmt.Fprintf(w, "create type: %s\ncid: %s\nparent cid: %s\n", i.CreateType, i.CID, i.ParentCID)
+	if i.AdapterType != "" {
+		fmt.Fprintf(w, "adapter type: %s\n", i.AdapterType)
+	}
+	if i.ChainError != "" {
+		fmt.Fprintf(w, "chain error: %s\n", i.ChainError)
+	}
+	fmt.Fprintln(w, "extents:")
+	for n, e := range i.Extents {
+		fmt.Fprintf(w, "    [%d]: %s %s %s, %d bytes at %d", n, e.Access, e.Type, e.Format, e.Size, e.Start)
+		if e.Filename != "" {
+			fmt.Fprintf(w, ", file %s", e.Filename)
+		}
+		if e.Compressed {
+			fmt.Fprint(w, ", compressed")
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func humanSize(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	v, u := float64(n), 0
+	for v >= 1024 && u < len(units)-1 {
+		v, u = v/1024, u+1
+	}
+	if u == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.3g %s", v, units[u])
+}

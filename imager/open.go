@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// image is what the commands read: a VMDK disk or a raw file.
+type image interface {
+	io.ReaderAt
+	Size() int64
+	Close() error
+	// status returns the mapping of a prefix of [off, off+n).
+	status(off, n int64) (vmdk.Mapping, error)
+}
+
+// pathFlags are the flags every command that opens a VMDK takes.
+type pathFlags struct {
+	root        string
+	unsafePaths bool
+}
+
+func (p *pathFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.root, "root", "", "directory extent and parent paths must stay inside (default: each descriptor's own directory)")
+	fs.BoolVar(&p.unsafePaths, "unsafe-paths", false, "accept absolute and escaping extent/parent paths (trusted images only)")
+}
+
+func (p *pathFlags) options() *vmdk.Options {
+	return &vmdk.Options{Root: p.root, AllowUnsafePaths: p.unsafePaths}
+}
+
+// openImage opens path as format ("vmdk", "raw", or "" to probe).
+func openImage(path, format string, pf *pathFlags) (image, error) {
+	if format == "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		_, perr := vmdk.Probe(f)
+		f.Close()
+		format = "vmdk"
+		if perr != nil {
+			format = "raw"
+		}
+	}
+	switch format {
+	case "vmdk":
+		d, err := vmdk.Open(path, pf.options())
+		if err != nil {
+			return nil, err
+		}
+		return vmdkImage{d}, nil
+	case "raw":
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		size, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return rawImage{f, size}, nil
+	}
+	return nil, fmt.Errorf("unknown format %q (want vmdk or raw)", format)
+}
+
+type vmdkImage struct{ *vmdk.Disk }
+
+func (v vmdkImage) status(off, n int64) (vmdk.Mapping, error) { return v.BlockStatus(off, n) }
+
+type rawImage struct {
+	*os.File
+	size int64
+}
+
+func (r rawImage) Size() int64 { return r.size }
+
+// status of a raw file: all data (zeros are found when copying).
+func (r rawImage) status(off, n int64) (vmdk.Mapping, error) {
+	return vmdk.Mapping{Offset: off, Length: n, Data: true, Allocated: true, File: r.Name(), HostOffset: off}, nil
+}
+
+// parseArgs parses flags that may come before or after the positional
+// arguments (qemu-img accepts both) and checks the positional count.
+func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != want {
+		return nil, fmt.Errorf("want %d file argument(s), got %d", want, len(pos))
+	}
+	return pos, nil
+}
+
+var background = context.Background()

@@ -1,0 +1,97 @@
+package vmdk
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// source is one file an extent reads from: an *os.File, or any io.ReaderAt
+// for images opened with OpenReaderAt.
+type source struct {
+	name string
+	r    io.ReaderAt
+	size int64
+	f    *os.File // nil unless backed by a real file
+}
+
+// readFull reads exactly len(p) bytes at off, turning a short file into
+// ErrCorrupt that names what was being read.
+func (s *source) readFull(p []byte, off int64, what string) error {
+	if off < 0 || off > s.size || int64(len(p)) > s.size-off {
+		return fmt.Errorf("%w: %s: %s at byte %d (+%d) is past the end of the file (%d bytes)", ErrCorrupt, s.name, what, off, len(p), s.size)
+	}
+	n, err := s.r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("%s: read %s at byte %d: %w", s.name, what, off, err)
+}
+
+// runKind says where a range of an extent's content comes from.
+type runKind uint8
+
+const (
+	runUnallocated runKind = iota // not in this image: the parent's content, or zeros
+	runData                       // stored uncompressed at host
+	runCompressed                 // stored in compressed grains
+	runZero                       // reads as zeros (zeroed grain, ZERO extent)
+	runNoAccess                   // a NOACCESS extent: reading is an error
+)
+
+// run is the status of a prefix of a requested range within one extent.
+type run struct {
+	kind runKind
+	n    int64 // bytes
+	host int64 // byte offset in the extent file for runData
+}
+
+// extent is the content of one descriptor extent line. Offsets are bytes
+// relative to the extent's first byte. Implementations are safe for
+// concurrent use.
+type extent interface {
+	// lookup returns the status of the longest prefix of [off, off+n) that
+	// has one kind (and, for data, contiguous host offsets).
+	lookup(off, n int64) (run, error)
+	// read fills p (len(p) == r.n) with the content of run r at off.
+	read(p []byte, off int64, r run) error
+	// file is the extent file, or nil for ZERO/NOACCESS.
+	file() *source
+}
+
+// flatExtent is a FLAT (or VMFS, raw device) extent: content stored as is.
+type flatExtent struct {
+	src  *source
+	base int64 // byte offset of the extent's content in src
+}
+
+func (e *flatExtent) lookup(off, n int64) (run, error) {
+	return run{kind: runData, n: n, host: e.base + off}, nil
+}
+
+func (e *flatExtent) read(p []byte, off int64, r run) error {
+	return e.src.readFull(p, r.host, "flat extent data")
+}
+
+func (e *flatExtent) file() *source { return e.src }
+
+// zeroExtent is a ZERO extent line: no file, reads zeros.
+type zeroExtent struct{}
+
+func (zeroExtent) lookup(off, n int64) (run, error)      { return run{kind: runZero, n: n}, nil }
+func (zeroExtent) read(p []byte, off int64, r run) error { clear(p); return nil }
+func (zeroExtent) file() *source                         { return nil }
+
+// noAccessExtent is a NOACCESS extent line: it holds the disk's place but
+// reading it is an error (QEMU drops the line and misplaces what follows).
+type noAccessExtent struct{}
+
+func (noAccessExtent) lookup(off, n int64) (run, error) { return run{kind: runNoAccess, n: n}, nil }
+func (noAccessExtent) read(p []byte, off int64, r run) error {
+	return ErrNoAccess
+}
+func (noAccessExtent) file() *source { return nil }

@@ -1,0 +1,393 @@
+package vmdk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// gtCacheTables bounds the grain tables kept in memory per extent: 4096
+// tables of 2 KiB (8 MiB) cover 128 GiB of a disk with default grains.
+const gtCacheTables = 4096
+
+// SparseExtent is a hosted sparse ("KDMV", including streamOptimized) or
+// COWD/vmfsSparse extent: a grain directory (GD) of grain tables (GT) whose
+// entries (GTE) give each grain's sector in the file.
+type SparseExtent struct {
+	src        *source
+	header     *SparseHeader // nil for COWD
+	grainBytes int64
+	gtEntries  int64    // GTEs per GT
+	capacity   int64    // bytes covered by the tables
+	gd         []uint32 // sector of each GT; 0 = no table
+	zeroedGTE  bool     // GTE 1 means a zeroed grain
+	compressed bool
+	markers    bool
+
+	mu     sync.Mutex
+	tables map[uint32][]uint32 // GD index -> GT
+	pinned bool                // tables built by scanning: never evicted
+	last   struct {            // last inflated grain, for small reads
+		index int64
+		data  []byte
+	}
+}
+
+// Header returns the extent's hosted sparse header (the footer's copy for
+// stream images), or nil for a COWD extent.
+func (e *SparseExtent) Header() *SparseHeader { return e.header }
+
+func (e *SparseExtent) file() *source { return e.src }
+
+// openKDMV reads a hosted sparse extent's header, footer and grain
+// directory, bounding every size by the file's size before allocating.
+func openKDMV(src *source) (*SparseExtent, error) {
+	buf := make([]byte, SectorSize)
+	if err := src.readFull(buf, 0, "sparse header"); err != nil {
+		return nil, err
+	}
+	h, err := parseSparseHeader(buf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src.name, err)
+	}
+	if h.GDOffset == gdAtEnd {
+		footer, err := readFooter(src)
+		if err != nil {
+			return nil, err
+		}
+		if footer != nil {
+			h = footer
+		}
+	}
+	e := &SparseExtent{
+		src:        src,
+		header:     h,
+		grainBytes: int64(h.GrainSize) * SectorSize,
+		gtEntries:  int64(h.NumGTEsPerGT),
+		capacity:   int64(h.Capacity) * SectorSize,
+		zeroedGTE:  h.ZeroedGTE(),
+		compressed: h.Compressed(),
+		markers:    h.HasMarkers(),
+		tables:     map[uint32][]uint32{},
+	}
+	if h.GDOffset == gdAtEnd {
+		// No footer: a stream whose grain markers are the only index
+		// (a writer that never wrote its GD, or a truncated upload).
+		if !e.markers {
+			return nil, fmt.Errorf("%w: %s: grain directory at end but no footer", ErrCorrupt, src.name)
+		}
+		if err := e.scanMarkers(); err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
+	if err := e.loadGD(int64(h.GDOffset), h.gdEntries()); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// readFooter returns the footer header of a stream image (the last two
+// sectors are footer and end-of-stream, the footer's marker before them), or
+// nil when the file has no valid footer.
+func readFooter(src *source) (*SparseHeader, error) {
+	if src.size < 4*SectorSize || src.size%SectorSize != 0 {
+		return nil, nil
+	}
+	buf := make([]byte, 3*SectorSize)
+	if err := src.readFull(buf, src.size-3*SectorSize, "footer"); err != nil {
+		return nil, err
+	}
+	m := parseMarker(buf[:SectorSize])
+	if m.size != 0 || m.typ != markerFooter || string(buf[SectorSize:SectorSize+4]) != magicKDMV {
+		return nil, nil
+	}
+	h, err := parseSparseHeader(buf[SectorSize : 2*SectorSize])
+	if err != nil {
+		return nil, fmt.Errorf("%s: footer: %w", src.name, err)
+	}
+	if h.GDOffset == gdAtEnd {
+		return nil, fmt.Errorf("%w: %s: footer has no grain directory offset", ErrCorrupt, src.name)
+	}
+	return h, nil
+}
+
+// openCOWD reads a VMDK3 / vmfsSparse extent.
+func openCOWD(src *source) (*SparseExtent, error) {
+	buf := make([]byte, cowdHeaderSize)
+	if err := src.readFull(buf, 0, "COWD header"); err != nil {
+		return nil, err
+	}
+	h, err := parseCOWDHeader(buf)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src.name, err)
+	}
+	e := &SparseExtent{
+		src:        src,
+		grainBytes: int64(h.GrainSize) * SectorSize,
+		gtEntries:  cowdGTEsPerGT,
+		capacity:   int64(h.Capacity) * SectorSize,
+		tables:     map[uint32][]uint32{},
+	}
+	if err := e.loadGD(int64(h.GDOffset), uint64(h.NumGDEntries)); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// loadGD reads the grain directory and checks that every table it points
+// at lies inside the file.
+func (e *SparseExtent) loadGD(sector int64, entries uint64) error {
+	gdBytes := int64(entries) * 4
+	if end := sector*SectorSize + gdBytes; sector > maxDiskSectors || end > e.src.size {
+		return fmt.Errorf("%w: %s: File truncated, expecting at least %d bytes for the grain directory", ErrCorrupt, e.src.name, end)
+	}
+	raw := make([]byte, gdBytes)
+	if err := e.src.readFull(raw, sector*SectorSize, "grain directory"); err != nil {
+		return err
+	}
+	e.gd = make([]uint32, entries)
+	gtBytes := e.gtEntries * 4
+	for i := range e.gd {
+		v := binary.LittleEndian.Uint32(raw[i*4:])
+		if v != 0 && int64(v)*SectorSize+gtBytes > e.src.size {
+			return fmt.Errorf("%w: %s: grain directory entry %d points at sector %d, past the end of the file", ErrCorrupt, e.src.name, i, v)
+		}
+		e.gd[i] = v
+	}
+	return nil
+}
+
+// grainTable returns GT i (nil when the GD has no table there).
+func (e *SparseExtent) grainTable(i uint32) ([]uint32, error) {
+	e.mu.Lock()
+	gt, ok := e.tables[i]
+	e.mu.Unlock()
+	if ok || e.pinned || int(i) >= len(e.gd) || e.gd[i] == 0 {
+		return gt, nil
+	}
+	raw := make([]byte, e.gtEntries*4)
+	if err := e.src.readFull(raw, int64(e.gd[i])*SectorSize, fmt.Sprintf("grain table %d", i)); err != nil {
+		return nil, err
+	}
+	gt = make([]uint32, e.gtEntries)
+	for j := range gt {
+		gt[j] = binary.LittleEndian.Uint32(raw[j*4:])
+	}
+	e.mu.Lock()
+	if len(e.tables) >= gtCacheTables {
+		for k := range e.tables { // evict an arbitrary table: bounded memory
+			delete(e.tables, k)
+			break
+		}
+	}
+	e.tables[i] = gt
+	e.mu.Unlock()
+	return gt, nil
+}
+
+// gte returns the grain table entry of grain g (0 when unallocated).
+func (e *SparseExtent) gte(g int64) (uint32, error) {
+	gt, err := e.grainTable(uint32(g / e.gtEntries))
+	if err != nil || gt == nil {
+		return 0, err
+	}
+	return gt[g%e.gtEntries], nil
+}
+
+func (e *SparseExtent) kindOf(gte uint32) runKind {
+	switch {
+	case gte == 0:
+		return runUnallocated
+	case gte == 1 && e.zeroedGTE:
+		return runZero
+	case e.compressed:
+		return runCompressed
+	default:
+		return runData
+	}
+}
+
+func (e *SparseExtent) lookup(off, n int64) (run, error) {
+	if off >= e.capacity {
+		// Past what the tables cover (descriptor larger than the header's
+		// capacity): nothing is allocated there.
+		return run{kind: runUnallocated, n: n}, nil
+	}
+	n = min(n, e.capacity-off)
+	g := off / e.grainBytes
+	gte, err := e.gte(g)
+	if err != nil {
+		return run{}, err
+	}
+	r := run{kind: e.kindOf(gte), n: min(n, (g+1)*e.grainBytes-off)}
+	if r.kind == runData {
+		r.host = int64(gte)*SectorSize + off%e.grainBytes
+		if err := e.checkGrain(g, gte); err != nil {
+			return run{}, err
+		}
+	}
+	// Extend over following grains of the same kind so sequential reads
+	// become few large reads (uncompressed data must be contiguous).
+	for next := int64(gte); r.n < n; {
+		g++
+		v, err := e.gte(g)
+		if err != nil {
+			return run{}, err
+		}
+		if e.kindOf(v) != r.kind {
+			break
+		}
+		if r.kind == runData {
+			if next += int64(e.grainBytes / SectorSize); int64(v) != next {
+				break
+			}
+			if err := e.checkGrain(g, v); err != nil {
+				return run{}, err
+			}
+		}
+		r.n = min(n, r.n+e.grainBytes)
+	}
+	return r, nil
+}
+
+// checkGrain rejects an uncompressed grain that lies past the end of the file
+// before anything is read from it.
+func (e *SparseExtent) checkGrain(g int64, gte uint32) error {
+	need := min(e.grainBytes, e.capacity-g*e.grainBytes)
+	if int64(gte)*SectorSize+need > e.src.size {
+		return fmt.Errorf("%w: %s: grain %d at sector %d lies past the end of the file", ErrCorrupt, e.src.name, g, gte)
+	}
+	return nil
+}
+
+func (e *SparseExtent) read(p []byte, off int64, r run) error {
+	switch r.kind {
+	case runData:
+		return e.src.readFull(p, r.host, "grain data")
+	case runCompressed:
+		return e.readCompressed(p, off)
+	}
+	return fmt.Errorf("vmdk: internal error: read of run kind %d", r.kind)
+}
+
+// readCompressed fills p with the content of consecutive compressed grains
+// starting at off, inflating whole grains in parallel.
+func (e *SparseExtent) readCompressed(p []byte, off int64) error {
+	first, last := off/e.grainBytes, (off+int64(len(p))-1)/e.grainBytes
+	one := func(g int64) error {
+		start := g * e.grainBytes
+		lo, hi := max(off, start), min(off+int64(len(p)), start+e.grainBytes)
+		dst := p[lo-off : hi-off]
+		if lo == start && hi-start == e.grainLen(g) {
+			return e.inflateGrain(g, dst) // whole grain: straight into p
+		}
+		data, err := e.cachedGrain(g)
+		if err != nil {
+			return err
+		}
+		copy(dst, data[lo-start:hi-start])
+		return nil
+	}
+	workers := min(int64(runtime.GOMAXPROCS(0)), last-first+1)
+	if workers <= 1 {
+		for g := first; g <= last; g++ {
+			if err := one(g); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+		nextMu   sync.Mutex
+		next     = first
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				nextMu.Lock()
+				g := next
+				next++
+				nextMu.Unlock()
+				if g > last {
+					return
+				}
+				if err := one(g); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// grainLen is the content length of grain g: a full grain, or less for the
+// final grain of a capacity that is not a grain multiple.
+func (e *SparseExtent) grainLen(g int64) int64 {
+	return min(e.grainBytes, e.capacity-g*e.grainBytes)
+}
+
+// cachedGrain returns grain g's inflated content, keeping the last one so a
+// run of small reads inflates each grain once.
+func (e *SparseExtent) cachedGrain(g int64) ([]byte, error) {
+	e.mu.Lock()
+	if e.last.data != nil && e.last.index == g {
+		d := e.last.data
+		e.mu.Unlock()
+		return d, nil
+	}
+	e.mu.Unlock()
+	data := make([]byte, e.grainLen(g))
+	if err := e.inflateGrain(g, data); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.last.index, e.last.data = g, data
+	e.mu.Unlock()
+	return data, nil
+}
+
+// inflateGrain reads compressed grain g and inflates it into dst, which is
+// exactly the grain's content length.
+func (e *SparseExtent) inflateGrain(g int64, dst []byte) error {
+	gte, err := e.gte(g)
+	if err != nil {
+		return err
+	}
+	host := int64(gte) * SectorSize
+	maxCompressed := maxCompressedSize(e.grainBytes)
+	var data []byte
+	if e.markers {
+		var m [grainMarkerSize]byte
+		if err := e.src.readFull(m[:], host, fmt.Sprintf("grain marker of grain %d", g)); err != nil {
+			return err
+		}
+		lba, size := binary.LittleEndian.Uint64(m[:8]), int64(binary.LittleEndian.Uint32(m[8:]))
+		if want := uint64(g * e.grainBytes / SectorSize); lba != want {
+			return fmt.Errorf("%w: %s: grain marker at sector %d says LBA %d, its grain table says %d", ErrCorrupt, e.src.name, gte, lba, want)
+		}
+		if size == 0 || size > maxCompressed {
+			return fmt.Errorf("%w: %s: grain %d has compressed size %d (limit %d)", ErrCorrupt, e.src.name, g, size, maxCompressed)
+		}
+		data = make([]byte, size)
+		if err := e.src.readFull(data, host+grainMarkerSize, fmt.Sprintf("compressed grain %d", g)); err != nil {
+			return err
+		}
+	} else {
+		// No marker: the compressed stream starts at the GTE and ends itself.
+		data = make([]byte, min(maxCompressed, e.src.size-host))
+		if err := e.src.readFull(data, host, fmt.Sprintf("compressed grain %d", g)); err != nil {
+			return err
+		}
+	}
+	if err := inflate(dst, data); err != nil {
+		return fmt.Errorf("%w: %s: grain %d at sector %d: %v", ErrCorrupt, e.src.name, g, gte, err)
+	}
+	return nil
+}

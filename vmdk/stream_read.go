@@ -1,0 +1,237 @@
+package vmdk
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+)
+
+// StreamReader reads a streamOptimized image sequentially from any
+// io.Reader (an HTTP body, a pipe) without seeking: every grain marker
+// carries its LBA, so grains can be placed as they arrive. Grains are
+// inflated on all cores while the stream is read; they are returned in
+// stream order.
+type StreamReader struct {
+	r          *bufio.Reader
+	pos        int64 // bytes consumed from the stream
+	header     *SparseHeader
+	descriptor *Descriptor
+	grainBytes int64
+	capacity   int64
+	lastLBA    int64 // LBA of the previous grain, -1 before the first
+
+	results chan chan grainResult // in stream order
+	stop    chan struct{}
+	done    bool
+	err     error
+}
+
+// Grain is one grain of content from a StreamReader.
+type Grain struct {
+	Offset int64  // byte offset in the disk
+	Data   []byte // inflated content; shorter than a grain only at the disk's end
+}
+
+type grainResult struct {
+	g   Grain
+	err error
+}
+
+// NewStreamReader reads the header and descriptor of a streamOptimized
+// image and prepares to return its grains.
+func NewStreamReader(r io.Reader) (*StreamReader, error) {
+	s := &StreamReader{r: bufio.NewReaderSize(r, 1<<20), lastLBA: -1}
+	buf := make([]byte, SectorSize)
+	if err := s.readFull(buf, "sparse header"); err != nil {
+		return nil, err
+	}
+	h, err := parseSparseHeader(buf)
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	if !h.Compressed() || !h.HasMarkers() {
+		return nil, fmt.Errorf("%w: stream: not a streamOptimized image (flags %#x): it needs random access", ErrUnsupported, h.Flags)
+	}
+	s.header, s.grainBytes, s.capacity = h, int64(h.GrainSize)*SectorSize, int64(h.Capacity)*SectorSize
+	if h.DescriptorSize == 0 || h.DescriptorOffset == 0 {
+		s.descriptor = bareDescriptor("streamOptimized", int64(h.Capacity))
+	} else {
+		if err := s.skipTo(int64(h.DescriptorOffset) * SectorSize); err != nil {
+			return nil, err
+		}
+		text := make([]byte, h.DescriptorSize*SectorSize)
+		if err := s.readFull(text, "embedded descriptor"); err != nil {
+			return nil, err
+		}
+		if s.descriptor, err = ParseDescriptor(text); err != nil {
+			return nil, fmt.Errorf("stream: embedded descriptor: %w", err)
+		}
+	}
+	// Metadata a writer preallocated (qemu: RGD, GD and GTs) lies before
+	// the first grain; skip it.
+	if err := s.skipTo(int64(h.OverHead) * SectorSize); err != nil {
+		return nil, err
+	}
+	s.start()
+	return s, nil
+}
+
+// Header is the stream's sparse header (its gdOffset may be GD_AT_END).
+func (s *StreamReader) Header() *SparseHeader { return s.header }
+
+// Descriptor is the stream's embedded descriptor.
+func (s *StreamReader) Descriptor() *Descriptor { return s.descriptor }
+
+// Size is the virtual disk size in bytes.
+func (s *StreamReader) Size() int64 { return s.capacity }
+
+func (s *StreamReader) readFull(p []byte, what string) error {
+	n, err := io.ReadFull(s.r, p)
+	s.pos += int64(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: stream: truncated in %s at byte %d", ErrCorrupt, what, s.pos)
+		}
+		return fmt.Errorf("stream: read %s at byte %d: %w", what, s.pos, err)
+	}
+	return nil
+}
+
+func (s *StreamReader) skipTo(off int64) error {
+	if off < s.pos {
+		return nil
+	}
+	n, err := s.r.Discard(int(min(off-s.pos, 1<<62)))
+	s.pos += int64(n)
+	if err != nil {
+		return fmt.Errorf("%w: stream: truncated at byte %d before byte %d", ErrCorrupt, s.pos, off)
+	}
+	return nil
+}
+
+// start runs the parser: it reads markers in order and hands compressed
+// grains to a bounded set of inflating goroutines; results keeps their order.
+func (s *StreamReader) start() {
+	workers := runtime.GOMAXPROCS(0)
+	s.results = make(chan chan grainResult, 2*workers)
+	s.stop = make(chan struct{})
+	sem := make(chan struct{}, workers)
+	go func() {
+		defer close(s.results)
+		for {
+			res := make(chan grainResult, 1)
+			select {
+			case s.results <- res:
+			case <-s.stop:
+				return
+			}
+			lba, data, err := s.nextCompressed()
+			if err != nil {
+				res <- grainResult{err: err}
+				return
+			}
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				off := lba * SectorSize
+				out := make([]byte, min(s.grainBytes, s.capacity-off))
+				if err := inflate(out, data); err != nil {
+					res <- grainResult{err: fmt.Errorf("%w: stream: grain at LBA %d: %v", ErrCorrupt, lba, err)}
+					return
+				}
+				res <- grainResult{g: Grain{Offset: off, Data: out}}
+			}()
+		}
+	}()
+}
+
+// Next returns the next grain in stream order, or io.EOF after the
+// end-of-stream marker. All-zero grains are absent from a stream: ranges
+// Next never returns read as zeros.
+func (s *StreamReader) Next() (Grain, error) {
+	if s.err != nil {
+		return Grain{}, s.err
+	}
+	res, ok := <-s.results
+	if !ok {
+		s.err = io.EOF
+		return Grain{}, s.err
+	}
+	r := <-res
+	if r.err != nil {
+		s.err = r.err
+		s.Close()
+		return Grain{}, r.err
+	}
+	return r.g, nil
+}
+
+// Close stops the background parser; it does not close the underlying
+// reader.
+func (s *StreamReader) Close() error {
+	if !s.done {
+		s.done = true
+		close(s.stop)
+		for range s.results { // let the parser exit
+		}
+	}
+	return nil
+}
+
+// nextCompressed reads markers up to the next grain and returns its LBA and
+// compressed data; io.EOF at the end of the stream.
+func (s *StreamReader) nextCompressed() (int64, []byte, error) {
+	sector := make([]byte, SectorSize)
+	maxCompressed := maxCompressedSize(s.grainBytes)
+	for {
+		at := s.pos
+		n, err := io.ReadFull(s.r, sector)
+		s.pos += int64(n)
+		if err == io.EOF && s.header.GDOffset != gdAtEnd {
+			// qemu's layout has no end-of-stream marker: its tables were
+			// preallocated up front, so a clean end at a sector is the end.
+			return 0, nil, io.EOF
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("%w: stream: ends at byte %d without an end-of-stream marker", ErrCorrupt, at)
+		}
+		m := parseMarker(sector)
+		if m.size == 0 {
+			switch m.typ {
+			case markerEOS:
+				return 0, nil, io.EOF
+			case markerGT, markerGD, markerFooter:
+				if m.val > maxDiskSectors {
+					return 0, nil, fmt.Errorf("%w: stream: metadata marker at byte %d claims %d sectors", ErrCorrupt, at, m.val)
+				}
+				if err := s.skipTo(s.pos + int64(m.val)*SectorSize); err != nil {
+					return 0, nil, err
+				}
+				continue
+			default:
+				return 0, nil, fmt.Errorf("%w: stream: unknown marker type %d at byte %d", ErrCorrupt, m.typ, at)
+			}
+		}
+		lba := int64(m.val)
+		if int64(m.size) > maxCompressed {
+			return 0, nil, fmt.Errorf("%w: stream: grain marker at byte %d has compressed size %d (limit %d)", ErrCorrupt, at, m.size, maxCompressed)
+		}
+		if m.val > maxDiskSectors || lba*SectorSize%s.grainBytes != 0 || lba*SectorSize >= s.capacity {
+			return 0, nil, fmt.Errorf("%w: stream: grain marker at byte %d has LBA %d (capacity %d sectors)", ErrCorrupt, at, lba, s.capacity/SectorSize)
+		}
+		if lba <= s.lastLBA {
+			return 0, nil, fmt.Errorf("%w: stream: grain at LBA %d follows LBA %d; out-of-order streams need random access", ErrUnsupported, lba, s.lastLBA)
+		}
+		s.lastLBA = lba
+		total := (grainMarkerSize + int64(m.size) + SectorSize - 1) / SectorSize * SectorSize
+		data := make([]byte, total-SectorSize)
+		if err := s.readFull(data, "compressed grain"); err != nil {
+			return 0, nil, err
+		}
+		data = append(sector[grainMarkerSize:], data...)[:m.size]
+		sector = make([]byte, SectorSize)
+		return lba, data, nil
+	}
+}
