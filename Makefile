@@ -4,7 +4,7 @@ BIN       ?= bin
 FUZZTIME  ?= 15s
 GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
-.PHONY: all build test unit fuzz fmt vet lint bench help clean
+.PHONY: all build test unit race fuzz fmt vet lint bench help clean
 
 all: build
 
@@ -24,14 +24,17 @@ lint: vet ## gofmt check + go vet
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 unit: ## go test (qemu-img interop tests included; needs qemu-utils)
-	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 ./...
+
+race: ## the concurrent paths under the race detector
+	$(GO) test -race -count=1 -run 'Concurrent|StreamVMDKstream|StreamQemu' ./...
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzParseDescriptor$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME)
 
-test: lint unit fuzz ## everything CI runs
+test: lint unit race fuzz ## everything CI runs
 
 bench: build ## imager vs qemu-img convert on 1 GiB images (hack/bench-convert.sh)
 	hack/bench-convert.sh
