@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -111,6 +112,9 @@ func ParseDescriptor(text []byte) (*Descriptor, error) {
 		}
 		lineNo := n + 1
 		if ext, ok, err := parseExtentLine(line); err != nil {
+			if errors.Is(err, ErrUnsupported) {
+				return nil, fmt.Errorf("descriptor line %d: %w", lineNo, err)
+			}
 			return nil, fmt.Errorf("%w: descriptor line %d: %v", ErrCorrupt, lineNo, err)
 		} else if ok {
 			if len(d.Extents) >= maxExtents {
