@@ -30,9 +30,9 @@ race: ## the concurrent paths under the race detector
 	$(GO) test -race -count=1 -run 'Concurrent|StreamVMDKstream|StreamQemu' ./...
 
 fuzz: ## run each fuzz target for FUZZTIME
-	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzParseDescriptor$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzParseDescriptor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 test: lint unit race fuzz ## everything CI runs
 

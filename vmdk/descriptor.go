@@ -218,6 +218,9 @@ func parseExtentLine(line string) (e ExtentLine, ok bool, err error) {
 		return e, true, fmt.Errorf("extent line %q: missing file name", truncate(line))
 	}
 	e.File = fields[2]
+	if strings.ContainsAny(e.File, "\"\x00") {
+		return e, true, fmt.Errorf("extent line %q: file name holds a quote or NUL", truncate(line))
+	}
 	if len(fields) == 4 {
 		if !e.Type.flatLike() {
 			return e, true, fmt.Errorf("extent line %q: only flat extents take an offset", truncate(line))
