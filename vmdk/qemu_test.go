@@ -214,3 +214,39 @@ func TestQemuReadsOurReadings(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "ours.raw"), readAll(t, d))
 	sh(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", "s.vmdk", "ours.raw")
 }
+
+// TestQemuLargeFlat (qemu-iotests 059): twoGbMaxExtentFlat of 1000G is 500
+// extents, and a 4T monolithicFlat image written at 900G reads back.
+func TestQemuLargeFlat(t *testing.T) {
+	dir := t.TempDir()
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", "split.vmdk", "1000G")
+	qemuIO(t, dir, "split.vmdk", "write -P 0x42 999g 1m")
+	d := mustOpen(t, filepath.Join(dir, "split.vmdk"), nil)
+	if n := len(d.Extents()); n != 500 {
+		t.Fatalf("1000G twoGbMaxExtentFlat: %d extents, want 500", n)
+	}
+	buf := make([]byte, 1<<20)
+	if _, err := d.ReadAt(buf, 999<<30); err != nil || !bytes.Equal(buf, bytes.Repeat([]byte{0x42}, 1<<20)) {
+		t.Fatalf("read at 999G: %v", err)
+	}
+
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "big.vmdk", "4T")
+	qemuIO(t, dir, "big.vmdk", "write -P 0x43 900g 64k")
+	d = mustOpen(t, filepath.Join(dir, "big.vmdk"), nil)
+	if d.Size() != 4<<40 {
+		t.Fatalf("size %d", d.Size())
+	}
+	if _, err := d.ReadAt(buf[:64<<10], 900<<30); err != nil || !bytes.Equal(buf[:64<<10], bytes.Repeat([]byte{0x43}, 64<<10)) {
+		t.Fatalf("read at 900G: %v", err)
+	}
+}
+
+// TestQemuSizeRoundedUp: sizes that are not a sector multiple round up.
+func TestQemuSizeRoundedUp(t *testing.T) {
+	dir := t.TempDir()
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "odd.vmdk", "1000001")
+	d := checkAgainstQemu(t, dir, "odd.vmdk", nil)
+	if d.Size() != 1000448 {
+		t.Fatalf("size %d, want 1000448", d.Size())
+	}
+}

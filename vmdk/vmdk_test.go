@@ -124,6 +124,16 @@ func TestDescriptorExtentLines(t *testing.T) {
 	}
 }
 
+// TestLowercaseCreateType: QEMU rejects createType="monolithicflat"; the
+// grammar is case-insensitive, so it reads.
+func TestLowercaseCreateType(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "d-flat.vmdk"), bytes.Repeat([]byte{3}, 4096))
+	writeFile(t, filepath.Join(dir, "d.vmdk"), []byte("version=1\ncid=00000001\nparentcid=ffffffff\ncreatetype=\"monolithicflat\"\nrw 8 flat \"d-flat.vmdk\" 0\n"))
+	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), nil)
+	sameBytes(t, "lowercase descriptor", readAll(t, d), bytes.Repeat([]byte{3}, 4096))
+}
+
 func TestParseDescriptorErrors(t *testing.T) {
 	for _, c := range []struct {
 		text string

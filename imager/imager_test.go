@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// imager runs the command in-process and returns exit code, stdout, stderr.
+func imager(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func qemu(t *testing.T, dir string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}
+
+// chainDir makes a 3-deep chain and one image of every subformat.
+func chainDir(t *testing.T) string {
+	dir := t.TempDir()
+	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "base.vmdk", "8M")
+	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 1 0 2M", "-c", "write -P 9 6M 64k", "base.vmdk")
+	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "mid.vmdk")
+	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 2 1M 2M", "mid.vmdk")
+	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "mid.vmdk", "-F", "vmdk", "top.vmdk")
+	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 3 1536k 100k", "top.vmdk")
+	for _, sf := range []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized"} {
+		qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "vmdk", "-o", "subformat="+sf, "top.vmdk", sf+".vmdk")
+	}
+	return dir
+}
+
+var images = []string{"base.vmdk", "mid.vmdk", "top.vmdk", "monolithicSparse.vmdk", "monolithicFlat.vmdk",
+	"twoGbMaxExtentSparse.vmdk", "twoGbMaxExtentFlat.vmdk", "streamOptimized.vmdk"}
+
+func TestInfoMatchesQemu(t *testing.T) {
+	dir := chainDir(t)
+	for _, img := range images {
+		code, out, errs := imager("info", "--output=json", filepath.Join(dir, img))
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", img, code, errs)
+		}
+		var ours infoJSON
+		if err := json.Unmarshal([]byte(out), &ours); err != nil {
+			t.Fatal(err)
+		}
+		var theirs struct {
+			VirtualSize    int64  `json:"virtual-size"`
+			Backing        string `json:"backing-filename"`
+			FormatSpecific struct {
+				Data struct {
+					CID        uint32 `json:"cid"`
+					ParentCID  uint32 `json:"parent-cid"`
+					CreateType string `json:"create-type"`
+				} `json:"data"`
+			} `json:"format-specific"`
+		}
+		json.Unmarshal(qemu(t, dir, "qemu-img", "info", "-f", "vmdk", "--output=json", img), &theirs)
+		q := theirs.FormatSpecific.Data
+		want := fmt.Sprintf("%d %08x %08x %s %s", theirs.VirtualSize, q.CID, q.ParentCID, q.CreateType, theirs.Backing)
+		got := fmt.Sprintf("%d %s %s %s %s", ours.VirtualSize, ours.CID, ours.ParentCID, ours.CreateType, ours.BackingFile)
+		if got != want {
+			t.Errorf("%s: imager info %q, qemu-img info %q", img, got, want)
+		}
+		if ours.Format != "vmdk" || ours.AllocatedBytes <= 0 || len(ours.Extents) == 0 {
+			t.Errorf("%s: %+v", img, ours)
+		}
+	}
+}
+
+func TestConvertMatchesQemu(t *testing.T) {
+	dir := chainDir(t)
+	for _, img := range images {
+		ours, theirs := filepath.Join(dir, img+".ours.raw"), filepath.Join(dir, img+".qemu.raw")
+		if code, _, errs := imager("convert", "-O", "raw", filepath.Join(dir, img), ours); code != 0 {
+			t.Fatalf("%s: exit %d: %s", img, code, errs)
+		}
+		qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", img, theirs)
+		a, _ := os.ReadFile(ours)
+		b, _ := os.ReadFile(theirs)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("%s: imager convert differs from qemu-img convert", img)
+		}
+		qemu(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", img, ours)
+		var st syscall.Stat_t
+		syscall.Stat(ours, &st)
+		if st.Blocks*512 >= int64(len(a)) {
+			t.Errorf("%s: output is not sparse: %d bytes allocated of %d", img, st.Blocks*512, len(a))
+		}
+	}
+	// raw -> raw works too, and compare agrees.
+	raw := filepath.Join(dir, "top.vmdk.ours.raw")
+	if code, _, errs := imager("convert", "-f", "raw", "-O", "raw", raw, raw+".2"); code != 0 {
+		t.Fatal(errs)
+	}
+	if code, out, _ := imager("compare", raw, raw+".2"); code != 0 || !strings.Contains(out, "identical") {
+		t.Fatalf("compare raw copies: %d %s", code, out)
+	}
+}
+
+// TestMapMatchesQemu compares which 64 KiB grains hold data, and at which
+// depth, with qemu-img map.
+func TestMapMatchesQemu(t *testing.T) {
+	dir := chainDir(t)
+	type rng struct {
+		Start, Length int64
+		Depth         int
+		Data          bool
+	}
+	grains := func(rs []rng) map[int64]string {
+		m := map[int64]string{}
+		for _, r := range rs {
+			for o := r.Start; o < r.Start+r.Length; o += 64 << 10 {
+				if r.Data {
+					m[o] = fmt.Sprintf("data@%d", r.Depth)
+				}
+			}
+		}
+		return m
+	}
+	for _, img := range []string{"top.vmdk", "monolithicSparse.vmdk", "twoGbMaxExtentFlat.vmdk"} {
+		code, out, errs := imager("map", "--output=json", filepath.Join(dir, img))
+		if code != 0 {
+			t.Fatal(errs)
+		}
+		var ours, theirs []rng
+		json.Unmarshal([]byte(out), &ours)
+		json.Unmarshal(qemu(t, dir, "qemu-img", "map", "-f", "vmdk", "--output=json", img), &theirs)
+		var total int64
+		for _, r := range ours {
+			total += r.Length
+		}
+		if total != 8<<20 {
+			t.Errorf("%s: map covers %d bytes", img, total)
+		}
+		if g, w := fmt.Sprint(grains(ours)), fmt.Sprint(grains(theirs)); g != w {
+			t.Errorf("%s: map\n ours %s\nqemu's %s", img, g, w)
+		}
+	}
+}
+
+func TestCompareExitCodes(t *testing.T) {
+	dir := chainDir(t)
+	p := func(n string) string { return filepath.Join(dir, n) }
+	if code, out, _ := imager("compare", p("top.vmdk"), p("streamOptimized.vmdk")); code != 0 {
+		t.Errorf("same content: exit %d %s", code, out)
+	}
+	code, out, _ := imager("compare", p("top.vmdk"), p("mid.vmdk"))
+	if code != 1 || !strings.Contains(out, fmt.Sprintf("Content mismatch at offset %d!", 1536<<10)) {
+		t.Errorf("different content: exit %d %q", code, out)
+	}
+	if code, _, errs := imager("compare", p("top.vmdk"), p("nonexistent.vmdk")); code != 2 || !strings.Contains(errs, "nonexistent.vmdk") {
+		t.Errorf("missing file: exit %d %q", code, errs)
+	}
+	// Different sizes: equal unless strict, when the tail reads zeros.
+	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "small.vmdk", "1M")
+	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "big.vmdk", "2M")
+	if code, _, _ := imager("compare", p("small.vmdk"), p("big.vmdk")); code != 0 {
+		t.Errorf("zero tail: exit %d", code)
+	}
+	if code, _, _ := imager("compare", "-s", p("small.vmdk"), p("big.vmdk")); code != 1 {
+		t.Errorf("strict: exit %d", code)
+	}
+}
+
+// TestErrorsAreOneLine: failures print one line naming the file, exit
+// non-zero, and never show a Go panic.
+func TestErrorsAreOneLine(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.vmdk")
+	hdr := make([]byte, 1024)
+	copy(hdr, "KDMV\x01\x00\x00\x00\x00\x00\x00\x00")
+	os.WriteFile(bad, hdr, 0o644)
+	for _, args := range [][]string{
+		{"info", bad},
+		{"convert", "-O", "raw", bad, filepath.Join(dir, "out.raw")},
+		{"map", bad},
+		{"info", filepath.Join(dir, "missing.vmdk")},
+		{"convert", "-O", "qcow2", bad, "x"},
+		{"info"},
+		{"frobnicate"},
+	} {
+		code, _, errs := imager(args...)
+		if code == 0 || strings.Contains(errs, "goroutine") || strings.Contains(errs, "panic") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errs)
+		}
+		if args[0] != "frobnicate" && len(args) > 1 && strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Errorf("%v: stderr is not one line: %q", args, errs)
+		}
+	}
+	if _, _, errs := imager("info", bad); !strings.Contains(errs, bad) {
+		t.Errorf("error does not name the file: %q", errs)
+	}
+}
