@@ -122,7 +122,7 @@ func (o *opener) open(path string, depth int) (*Disk, error) {
 	if st, ok := statID(src.f); ok {
 		if o.seen[st] {
 			o.closeAll()
-			return nil, fmt.Errorf("%w: %s: backing chain loops back to this file", ErrChainBroken, path)
+			return nil, fmt.Errorf("%s: %w: backing chain loops back to this file", path, ErrChainBroken)
 		}
 		o.seen[st] = true
 	}
@@ -161,7 +161,7 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 	switch kind {
 	case KindDescriptor:
 		if src.size > maxDescriptorBytes {
-			return nil, fmt.Errorf("%w: %s: descriptor file of %d bytes is too big", ErrCorrupt, src.name, src.size)
+			return nil, fmt.Errorf("%s: %w: descriptor file of %d bytes is too big", src.name, ErrCorrupt, src.size)
 		}
 		text := make([]byte, src.size)
 		if err := src.readFull(text, 0, "descriptor"); err != nil {
@@ -187,7 +187,7 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 		self = se
 		d.descriptor = bareDescriptor("vmfsSparse", se.capacity/SectorSize)
 	case KindSESparse:
-		return nil, fmt.Errorf("%w: %s: seSparse extents", ErrUnsupported, src.name)
+		return nil, fmt.Errorf("%s: %w: seSparse extents", src.name, ErrUnsupported)
 	}
 	if err := o.placeExtents(d, src, self); err != nil {
 		return nil, err
@@ -238,7 +238,7 @@ func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
 	dir := filepath.Dir(src.name)
 	lines := d.descriptor.Extents
 	if len(lines) == 0 {
-		return fmt.Errorf("%w: %s: descriptor lists no extents", ErrCorrupt, src.name)
+		return fmt.Errorf("%s: %w: descriptor lists no extents", src.name, ErrCorrupt)
 	}
 	var pos int64
 	for i, line := range lines {
@@ -255,7 +255,7 @@ func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
 			// name it had before being renamed).
 			ext = self
 		case self != nil && d.kind == KindCOWD:
-			return fmt.Errorf("%w: %s: COWD extent with more than one extent line", ErrCorrupt, src.name)
+			return fmt.Errorf("%s: %w: COWD extent with more than one extent line", src.name, ErrCorrupt)
 		default:
 			ext, err = o.openExtent(dir, line)
 		}
@@ -284,7 +284,7 @@ func (o *opener) openExtent(dir string, line ExtentLine) (extent, error) {
 	if line.Type.flatLike() {
 		base := line.Offset * SectorSize
 		if need := base + line.Sectors*SectorSize; src.size < need {
-			return nil, fmt.Errorf("%w: %s: flat extent file is %d bytes, expecting at least %d", ErrCorrupt, path, src.size, need)
+			return nil, fmt.Errorf("%s: %w: flat extent file is %d bytes, expecting at least %d", path, ErrCorrupt, src.size, need)
 		}
 		return &flatExtent{src: src, base: base}, nil
 	}
@@ -298,9 +298,9 @@ func (o *opener) openExtent(dir string, line ExtentLine) (extent, error) {
 	case KindCOWD:
 		return openCOWD(src)
 	case KindSESparse:
-		return nil, fmt.Errorf("%w: %s: seSparse extents", ErrUnsupported, path)
+		return nil, fmt.Errorf("%s: %w: seSparse extents", path, ErrUnsupported)
 	}
-	return nil, fmt.Errorf("%w: %s: sparse extent has neither a KDMV nor a COWD header", ErrCorrupt, path)
+	return nil, fmt.Errorf("%s: %w: sparse extent has neither a KDMV nor a COWD header", path, ErrCorrupt)
 }
 
 // resolve turns a path from a descriptor into a file path, refusing
@@ -350,7 +350,7 @@ func (o *opener) openParent(d *Disk, depth int) error {
 		return nil
 	}
 	if depth+1 >= o.opts.MaxChainDepth {
-		return fmt.Errorf("%w: %s: backing chain deeper than %d", ErrChainBroken, d.path, o.opts.MaxChainDepth)
+		return fmt.Errorf("%s: %w: backing chain deeper than %d", d.path, ErrChainBroken, o.opts.MaxChainDepth)
 	}
 	path, err := o.resolve(filepath.Dir(d.path), desc.ParentFileNameHint)
 	if err != nil {
@@ -359,12 +359,12 @@ func (o *opener) openParent(d *Disk, depth int) error {
 	parent, err := o.open(path, depth+1)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%w: %s: parent %q: %v", ErrChainBroken, d.path, desc.ParentFileNameHint, err)
+			return fmt.Errorf("%s: %w: parent %q: %v", d.path, ErrChainBroken, desc.ParentFileNameHint, err)
 		}
 		return fmt.Errorf("%s: parent: %w", d.path, err)
 	}
 	if parent.kind != KindDescriptor && parent.kind != KindSparse {
-		return fmt.Errorf("%w: %s: parent %s is not a VMDK with a descriptor", ErrChainBroken, d.path, path)
+		return fmt.Errorf("%s: %w: parent %s is not a VMDK with a descriptor", d.path, ErrChainBroken, path)
 	}
 	d.parent = parent
 	if parent.descriptor.CID != desc.ParentCID {
@@ -524,7 +524,7 @@ func (d *Disk) read(p []byte, off int64) error {
 		case runZero:
 			clear(chunk)
 		case runNoAccess:
-			err = fmt.Errorf("%w: %s: byte %d is in NOACCESS extent %q", ErrNoAccess, d.path, off, pe.line.File)
+			err = fmt.Errorf("%s: %w: byte %d is in NOACCESS extent %q", d.path, ErrNoAccess, off, pe.line.File)
 		case runUnallocated:
 			err = d.readParent(chunk, off)
 		}

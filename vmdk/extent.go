@@ -20,7 +20,7 @@ type source struct {
 // ErrCorrupt that names what was being read.
 func (s *source) readFull(p []byte, off int64, what string) error {
 	if off < 0 || off > s.size || int64(len(p)) > s.size-off {
-		return fmt.Errorf("%w: %s: %s at byte %d (+%d) is past the end of the file (%d bytes)", ErrCorrupt, s.name, what, off, len(p), s.size)
+		return fmt.Errorf("%s: %w: %s at byte %d (+%d) is past the end of the file (%d bytes)", s.name, ErrCorrupt, what, off, len(p), s.size)
 	}
 	n, err := s.r.ReadAt(p, off)
 	if n == len(p) {

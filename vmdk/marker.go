@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/klauspost/compress/flate"
@@ -121,7 +122,7 @@ func (e *SparseExtent) scanMarkers() error {
 	maxCompressed := maxCompressedSize(e.grainBytes)
 	for {
 		if pos+SectorSize > e.src.size {
-			return fmt.Errorf("%w: %s: stream ends at byte %d without an end-of-stream marker", ErrCorrupt, e.src.name, e.src.size)
+			return fmt.Errorf("%s: %w: stream ends at byte %d without an end-of-stream marker", e.src.name, ErrCorrupt, e.src.size)
 		}
 		if err := e.src.readFull(buf[:], pos, "stream marker"); err != nil {
 			return err
@@ -133,19 +134,22 @@ func (e *SparseExtent) scanMarkers() error {
 				return nil
 			case markerGT, markerGD:
 				if m.val > uint64(e.src.size/SectorSize) {
-					return fmt.Errorf("%w: %s: metadata marker at byte %d claims %d sectors", ErrCorrupt, e.src.name, pos, m.val)
+					return fmt.Errorf("%s: %w: metadata marker at byte %d claims %d sectors", e.src.name, ErrCorrupt, pos, m.val)
 				}
 				pos += SectorSize + int64(m.val)*SectorSize
 				continue
 			default:
-				return fmt.Errorf("%w: %s: unknown marker type %d at byte %d", ErrCorrupt, e.src.name, m.typ, pos)
+				return fmt.Errorf("%s: %w: unknown marker type %d at byte %d", e.src.name, ErrCorrupt, m.typ, pos)
 			}
 		}
 		if int64(m.size) > maxCompressed {
-			return fmt.Errorf("%w: %s: grain marker at byte %d has compressed size %d (limit %d)", ErrCorrupt, e.src.name, pos, m.size, maxCompressed)
+			return fmt.Errorf("%s: %w: grain marker at byte %d has compressed size %d (limit %d)", e.src.name, ErrCorrupt, pos, m.size, maxCompressed)
 		}
 		if m.val%uint64(e.grainBytes/SectorSize) != 0 || m.val >= uint64(e.capacity/SectorSize) {
-			return fmt.Errorf("%w: %s: grain marker at byte %d has LBA %d (capacity %d sectors)", ErrCorrupt, e.src.name, pos, m.val, e.capacity/SectorSize)
+			return fmt.Errorf("%s: %w: grain marker at byte %d has LBA %d (capacity %d sectors)", e.src.name, ErrCorrupt, pos, m.val, e.capacity/SectorSize)
+		}
+		if pos/SectorSize > math.MaxUint32 {
+			return fmt.Errorf("%s: %w: grain at byte %d is past what a grain table entry can address", e.src.name, ErrCorrupt, pos)
 		}
 		g := int64(m.val) / (e.grainBytes / SectorSize)
 		i := uint32(g / e.gtEntries)

@@ -75,7 +75,7 @@ func openKDMV(src *source) (*SparseExtent, error) {
 		// No footer: a stream whose grain markers are the only index
 		// (a writer that never wrote its GD, or a truncated upload).
 		if !e.markers {
-			return nil, fmt.Errorf("%w: %s: grain directory at end but no footer", ErrCorrupt, src.name)
+			return nil, fmt.Errorf("%s: %w: grain directory at end but no footer", src.name, ErrCorrupt)
 		}
 		if err := e.scanMarkers(); err != nil {
 			return nil, err
@@ -108,7 +108,7 @@ func readFooter(src *source) (*SparseHeader, error) {
 		return nil, fmt.Errorf("%s: footer: %w", src.name, err)
 	}
 	if h.GDOffset == gdAtEnd {
-		return nil, fmt.Errorf("%w: %s: footer has no grain directory offset", ErrCorrupt, src.name)
+		return nil, fmt.Errorf("%s: %w: footer has no grain directory offset", src.name, ErrCorrupt)
 	}
 	return h, nil
 }
@@ -141,7 +141,7 @@ func openCOWD(src *source) (*SparseExtent, error) {
 func (e *SparseExtent) loadGD(sector int64, entries uint64) error {
 	gdBytes := int64(entries) * 4
 	if end := sector*SectorSize + gdBytes; sector > maxDiskSectors || end > e.src.size {
-		return fmt.Errorf("%w: %s: File truncated, expecting at least %d bytes for the grain directory", ErrCorrupt, e.src.name, end)
+		return fmt.Errorf("%s: %w: File truncated, expecting at least %d bytes for the grain directory", e.src.name, ErrCorrupt, end)
 	}
 	raw := make([]byte, gdBytes)
 	if err := e.src.readFull(raw, sector*SectorSize, "grain directory"); err != nil {
@@ -152,7 +152,7 @@ func (e *SparseExtent) loadGD(sector int64, entries uint64) error {
 	for i := range e.gd {
 		v := binary.LittleEndian.Uint32(raw[i*4:])
 		if v != 0 && int64(v)*SectorSize+gtBytes > e.src.size {
-			return fmt.Errorf("%w: %s: grain directory entry %d points at sector %d, past the end of the file", ErrCorrupt, e.src.name, i, v)
+			return fmt.Errorf("%s: %w: grain directory entry %d points at sector %d, past the end of the file", e.src.name, ErrCorrupt, i, v)
 		}
 		e.gd[i] = v
 	}
@@ -257,7 +257,7 @@ func (e *SparseExtent) lookup(off, n int64) (run, error) {
 func (e *SparseExtent) checkGrain(g int64, gte uint32) error {
 	need := min(e.grainBytes, e.capacity-g*e.grainBytes)
 	if int64(gte)*SectorSize+need > e.src.size {
-		return fmt.Errorf("%w: %s: grain %d at sector %d lies past the end of the file", ErrCorrupt, e.src.name, g, gte)
+		return fmt.Errorf("%s: %w: grain %d at sector %d lies past the end of the file", e.src.name, ErrCorrupt, g, gte)
 	}
 	return nil
 }
@@ -370,10 +370,10 @@ func (e *SparseExtent) inflateGrain(g int64, dst []byte) error {
 		}
 		lba, size := binary.LittleEndian.Uint64(m[:8]), int64(binary.LittleEndian.Uint32(m[8:]))
 		if want := uint64(g * e.grainBytes / SectorSize); lba != want {
-			return fmt.Errorf("%w: %s: grain marker at sector %d says LBA %d, its grain table says %d", ErrCorrupt, e.src.name, gte, lba, want)
+			return fmt.Errorf("%s: %w: grain marker at sector %d says LBA %d, its grain table says %d", e.src.name, ErrCorrupt, gte, lba, want)
 		}
 		if size == 0 || size > maxCompressed {
-			return fmt.Errorf("%w: %s: grain %d has compressed size %d (limit %d)", ErrCorrupt, e.src.name, g, size, maxCompressed)
+			return fmt.Errorf("%s: %w: grain %d has compressed size %d (limit %d)", e.src.name, ErrCorrupt, g, size, maxCompressed)
 		}
 		data = make([]byte, size)
 		if err := e.src.readFull(data, host+grainMarkerSize, fmt.Sprintf("compressed grain %d", g)); err != nil {
@@ -387,7 +387,7 @@ func (e *SparseExtent) inflateGrain(g int64, dst []byte) error {
 		}
 	}
 	if err := inflate(dst, data); err != nil {
-		return fmt.Errorf("%w: %s: grain %d at sector %d: %v", ErrCorrupt, e.src.name, g, gte, err)
+		return fmt.Errorf("%s: %w: grain %d at sector %d: %v", e.src.name, ErrCorrupt, g, gte, err)
 	}
 	return nil
 }

@@ -1,0 +1,93 @@
+package vmdk
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Read-throughput benchmarks on ~64 MiB of mixed content (a quarter zeros, a
+// quarter random, half text-like, in 64 KiB pieces) written by qemu-img:
+//
+//	go test ./vmdk -run '^$' -bench . -benchtime 3x
+//
+// MB/s is guest bytes per second (zeros included). hack/bench-convert.sh
+// compares the whole imager convert against qemu-img on 1 GiB disks.
+
+const (
+	benchDiskBytes = 64 << 20
+	benchChunk     = 4 << 20 // what imager convert reads per step
+)
+
+// benchImage writes the mixed-content disk as subformat sf in a fresh
+// b.TempDir() and returns the image's path.
+func benchImage(b *testing.B, sf string) string {
+	b.Helper()
+	dir := b.TempDir()
+	writeFile(b, filepath.Join(dir, "src.raw"), mixedContent(42, benchDiskBytes))
+	sh(b, dir, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat="+sf, "src.raw", "d.vmdk")
+	if err := os.Remove(filepath.Join(dir, "src.raw")); err != nil {
+		b.Fatal(err)
+	}
+	return filepath.Join(dir, "d.vmdk")
+}
+
+// benchReadAt opens the image each iteration and reads the whole disk
+// sequentially through ReadAt in benchChunk pieces, as imager convert does.
+func benchReadAt(b *testing.B, sf string) {
+	img := benchImage(b, sf)
+	buf := make([]byte, benchChunk)
+	b.SetBytes(benchDiskBytes)
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := Open(img, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if d.Size() != benchDiskBytes {
+			b.Fatalf("size %d, want %d", d.Size(), benchDiskBytes)
+		}
+		for off := int64(0); off < d.Size(); off += benchChunk {
+			if _, err := d.ReadAt(buf, off); err != nil && err != io.EOF {
+				b.Fatalf("ReadAt(%d): %v", off, err)
+			}
+		}
+		d.Close()
+	}
+}
+
+func BenchmarkReadAtMonolithicSparse(b *testing.B) { benchReadAt(b, "monolithicSparse") }
+func BenchmarkReadAtMonolithicFlat(b *testing.B)   { benchReadAt(b, "monolithicFlat") }
+func BenchmarkReadAtStreamOptimized(b *testing.B)  { benchReadAt(b, "streamOptimized") }
+
+// BenchmarkStreamReader inflates the whole stream image from memory with
+// NewStreamReader/Next.
+func BenchmarkStreamReader(b *testing.B) {
+	data := readFileT(b, benchImage(b, "streamOptimized"))
+	b.SetBytes(benchDiskBytes)
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := NewStreamReader(bytes.NewReader(data))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var got int64
+		for {
+			g, err := s.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += int64(len(g.Data))
+		}
+		s.Close()
+		if got == 0 || got > benchDiskBytes {
+			b.Fatalf("stream returned %d bytes of grains", got)
+		}
+	}
+}
