@@ -211,3 +211,40 @@ func TestErrorsAreOneLine(t *testing.T) {
 		t.Errorf("error does not name the file: %q", errs)
 	}
 }
+
+// loopDevice attaches a file of size bytes, prefilled with 0xff so skipped
+// zero ranges would show, to a loop device (needs root, as CI is).
+func loopDevice(t *testing.T, size int64) string {
+	t.Helper()
+	backing := filepath.Join(t.TempDir(), "dev.img")
+	os.WriteFile(backing, bytes.Repeat([]byte{0xff}, int(size)), 0o644)
+	out, err := exec.Command("losetup", "-f", "--show", backing).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup (the block-device tests need root): %v %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+func TestConvertToBlockDevice(t *testing.T) {
+	dir := chainDir(t)
+	dev := loopDevice(t, 8<<20)
+	if code, _, errs := imager("convert", "-O", "raw", filepath.Join(dir, "top.vmdk"), dev); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	got, err := os.ReadFile(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(dir, "want.raw")
+	qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", "top.vmdk", want)
+	if w, _ := os.ReadFile(want); !bytes.Equal(got, w) {
+		t.Fatal("block device content differs from qemu-img convert")
+	}
+	small := loopDevice(t, 4<<20)
+	code, _, errs := imager("convert", "-O", "raw", filepath.Join(dir, "top.vmdk"), small)
+	if code == 0 || !strings.Contains(errs, "needs 8388608") {
+		t.Fatalf("too-small device: exit %d %q", code, errs)
+	}
+}
