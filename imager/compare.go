@@ -57,9 +57,9 @@ func runCompare(args []string, stdout io.Writer) error {
 // the shorter image, the longer one is compared against zeros.
 func firstDifference(a, b image, report func(int64)) (int64, bool, error) {
 	size := max(a.Size(), b.Size())
-	bufA, bufB := make([]byte, copyChunk), make([]byte, copyChunk)
-	for off := int64(0); off < size; off += copyChunk {
-		n := min(copyChunk, size-off)
+	bufA, bufB := make([]byte, chunkSize), make([]byte, chunkSize)
+	for off := int64(0); off < size; off += chunkSize {
+		n := min(chunkSize, size-off)
 		for _, x := range []struct {
 			img image
 			buf []byte

@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 )
 
 const (
-	copyChunk  = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
+	chunkSize  = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
 	sparseUnit = 4 << 10 // zero runs of this size become holes (qemu-img's -S 4k)
-	copyDepth  = 4       // chunks in flight between reader and writer
 )
 
 func runConvert(args []string, stdout io.Writer) error {
@@ -22,11 +22,15 @@ func runConvert(args []string, stdout io.Writer) error {
 	srcFormat := fs.String("f", "", "source format: vmdk or raw (default: probe)")
 	dstFormat := fs.String("O", "raw", "output format (raw)")
 	progress := fs.Bool("p", false, "show progress on stderr")
+	cache := fs.String("t", "writeback", "output cache mode: writeback (fsync when done) or unsafe (no fsync, like qemu-img convert's default)")
 	var pf pathFlags
 	pf.register(fs)
 	pos, err := parseArgs(fs, args, 2)
 	if err != nil {
 		return err
+	}
+	if *cache != "writeback" && *cache != "unsafe" {
+		return fmt.Errorf("cache mode %q: want writeback or unsafe", *cache)
 	}
 	if *dstFormat != "raw" {
 		return fmt.Errorf("output format %q is not supported yet (want raw)", *dstFormat)
@@ -48,7 +52,7 @@ func runConvert(args []string, stdout io.Writer) error {
 	if err == nil && !block {
 		err = dst.Truncate(src.Size())
 	}
-	if err == nil {
+	if err == nil && *cache == "writeback" {
 		err = dst.Sync()
 	}
 	if cerr := dst.Close(); err == nil {
@@ -84,89 +88,79 @@ func openRawTarget(path string, size int64) (f *os.File, block bool, err error) 
 	return f, false, err
 }
 
+// chunk is a range of the source to copy: data to read, or a zero range.
 type chunk struct {
-	off  int64
-	buf  []byte
-	zero bool // nothing stored: write zeros only to a block device
-	n    int64
+	off, n int64
+	zero   bool // nothing stored: write zeros only to a block device
 }
 
-// copyImage copies src's guest content to dst: ranges the source maps as
-// zero are skipped (or zero-filled on a block device), data is read in
-// chunks while the previous chunks are written, and zero runs inside data
-// become holes.
+// copyImage copies src's guest content to dst. Ranges the source maps as
+// zero are skipped (zero-filled on a block device); data is read in chunks
+// by several workers at once, so inflating, reading and writing overlap,
+// and zero runs inside data become holes.
 func copyImage(ctx context.Context, src image, dst io.WriterAt, block bool, report func(int64)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pool := sync.Pool{New: func() any { return make([]byte, copyChunk) }}
-	chunks := make(chan chunk, copyDepth)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(chunks)
-		readErr <- readChunks(ctx, src, &pool, chunks)
-	}()
-	var done int64
-	var zeros []byte
-	for c := range chunks {
-		var err error
-		switch {
-		case c.zero && block:
-			if zeros == nil {
-				zeros = make([]byte, copyChunk)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	workers := runtime.GOMAXPROCS(0) + 1
+	chunks := make(chan chunk, workers)
+	var (
+		wg       sync.WaitGroup
+		reportMu sync.Mutex
+		done     int64
+	)
+	for range workers {
+		wg.Go(func() {
+			buf := make([]byte, chunkSize)
+			for c := range chunks {
+				if ctx.Err() != nil {
+					continue // drain after a failure
+				}
+				if err := copyChunk(src, dst, c, buf, block); err != nil {
+					cancel(err)
+					continue
+				}
+				if report != nil {
+					reportMu.Lock()
+					done += c.n
+					report(done)
+					reportMu.Unlock()
+				}
 			}
-			for o := int64(0); o < c.n && err == nil; o += copyChunk {
-				_, err = dst.WriteAt(zeros[:min(copyChunk, c.n-o)], c.off+o)
-			}
-		case !c.zero:
-			err = writeSparse(dst, c.buf, c.off, block)
-			pool.Put(c.buf[:cap(c.buf)])
-		}
-		if err != nil {
-			cancel()
-			for range chunks {
-			}
-			return err
-		}
-		done += c.n
-		if report != nil {
-			report(done)
-		}
+		})
+	}
+	err := walkChunks(ctx, src, chunks)
+	close(chunks)
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil {
+		return cause
+	}
+	if err != nil {
+		return err
 	}
 	if report != nil {
 		report(-1)
 	}
-	return <-readErr
+	return nil
 }
 
-func readChunks(ctx context.Context, src image, pool *sync.Pool, out chan<- chunk) error {
+// walkChunks sends src's content as chunks of at most chunkSize bytes,
+// following its block status.
+func walkChunks(ctx context.Context, src image, out chan<- chunk) error {
 	size := src.Size()
 	for off := int64(0); off < size; {
 		m, err := src.status(off, size-off)
 		if err != nil {
 			return err
 		}
-		if !m.Data {
-			if m.NoAccess {
-				return fmt.Errorf("byte %d is in a NOACCESS extent", off)
-			}
-			select {
-			case out <- chunk{off: off, zero: true, n: m.Length}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			off += m.Length
-			continue
+		if m.NoAccess {
+			return fmt.Errorf("byte %d is in a NOACCESS extent", off)
 		}
 		for end := off + m.Length; off < end; {
-			n := min(copyChunk, end-off)
-			buf := pool.Get().([]byte)[:n]
-			if _, err := src.ReadAt(buf, off); err != nil && err != io.EOF {
-				return err
-			}
+			n := min(chunkSize, end-off)
 			select {
-			case out <- chunk{off: off, buf: buf, n: n}:
+			case out <- chunk{off: off, n: n, zero: !m.Data}:
 			case <-ctx.Done():
-				return ctx.Err()
+				return context.Cause(ctx)
 			}
 			off += n
 		}
@@ -174,7 +168,22 @@ func readChunks(ctx context.Context, src image, pool *sync.Pool, out chan<- chun
 	return nil
 }
 
-var zeroUnit = make([]byte, sparseUnit)
+var zeroChunk = make([]byte, chunkSize)
+
+func copyChunk(src image, dst io.WriterAt, c chunk, buf []byte, block bool) error {
+	if c.zero {
+		if !block {
+			return nil // the destination was created empty: a hole
+		}
+		_, err := dst.WriteAt(zeroChunk[:c.n], c.off)
+		return err
+	}
+	buf = buf[:c.n]
+	if _, err := src.ReadAt(buf, c.off); err != nil && err != io.EOF {
+		return err
+	}
+	return writeSparse(dst, buf, c.off, block)
+}
 
 // writeSparse writes buf at off, skipping sparseUnit-aligned zero blocks
 // (a block device gets every byte).
@@ -186,7 +195,7 @@ func writeSparse(dst io.WriterAt, buf []byte, off int64, block bool) error {
 	start := -1 // start of the pending non-zero run
 	for i := 0; i < len(buf); i += sparseUnit {
 		end := min(i+sparseUnit, len(buf))
-		if bytes.Equal(buf[i:end], zeroUnit[:end-i]) {
+		if bytes.Equal(buf[i:end], zeroChunk[:end-i]) {
 			if start >= 0 {
 				if _, err := dst.WriteAt(buf[start:i], off+int64(start)); err != nil {
 					return err

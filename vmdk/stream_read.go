@@ -225,13 +225,18 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 			return 0, nil, fmt.Errorf("%w: stream: grain at LBA %d follows LBA %d; out-of-order streams need random access", ErrUnsupported, lba, s.lastLBA)
 		}
 		s.lastLBA = lba
-		total := (grainMarkerSize + int64(m.size) + SectorSize - 1) / SectorSize * SectorSize
-		data := make([]byte, total-SectorSize)
-		if err := s.readFull(data, "compressed grain"); err != nil {
+		// The compressed bytes start inside the marker's sector; the grain
+		// is padded to a sector boundary.
+		data := make([]byte, m.size)
+		n = copy(data, sector[grainMarkerSize:])
+		if err := s.readFull(data[n:], "compressed grain"); err != nil {
 			return 0, nil, err
 		}
-		data = append(sector[grainMarkerSize:], data...)[:m.size]
-		sector = make([]byte, SectorSize)
+		if pad := (grainMarkerSize + int64(m.size)) % SectorSize; pad != 0 {
+			if err := s.skipTo(s.pos + SectorSize - pad); err != nil {
+				return 0, nil, err
+			}
+		}
 		return lba, data, nil
 	}
 }

@@ -1,0 +1,201 @@
+package vmdk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// Compressed (streamOptimized) grains: each GTE points at a grain marker
+// {LBA, compressed size} followed by zlib (or raw deflate) data.
+
+// maxWindow bounds the single read readCompressed makes for a request.
+const maxWindow = 16 << 20
+
+// readCompressed fills p with the content of consecutive compressed grains
+// starting at off. When the grains lie in ascending order in the file (as
+// every writer lays them out) their compressed bytes are read with one read
+// call; the grains are then inflated in parallel.
+func (e *SparseExtent) readCompressed(p []byte, off int64) error {
+	first, last := off/e.grainBytes, (off+int64(len(p))-1)/e.grainBytes
+	gtes := make([]uint32, last-first+1)
+	for i := range gtes {
+		v, err := e.gte(first + int64(i))
+		if err != nil {
+			return err
+		}
+		gtes[i] = v
+	}
+	window, windowOff, err := e.readWindow(gtes)
+	if err != nil {
+		return err
+	}
+	defer putWindow(window)
+	one := func(i int) error {
+		g := first + int64(i)
+		start := g * e.grainBytes
+		lo, hi := max(off, start), min(off+int64(len(p)), start+e.grainBytes)
+		dst := p[lo-off : hi-off]
+		if lo == start && hi-start == e.grainLen(g) {
+			return e.inflateGrain(g, gtes[i], dst, window, windowOff) // whole grain: straight into p
+		}
+		data, err := e.cachedGrain(g, gtes[i])
+		if err != nil {
+			return err
+		}
+		copy(dst, data[lo-start:hi-start])
+		return nil
+	}
+	return parallel(len(gtes), one)
+}
+
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines and returns the
+// first error.
+func parallel(n int, fn func(int) error) error {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			if err := fn(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		next     int
+		firstErr error
+	)
+	for range workers {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := firstErr != nil
+				mu.Unlock()
+				if i >= n || stop {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+var windows sync.Pool
+
+func putWindow(b []byte) {
+	if b != nil {
+		windows.Put(b[:0])
+	}
+}
+
+// readWindow reads the file range holding all of gtes' compressed grains
+// when they ascend and the range is small; otherwise it returns nil and
+// grains are read one by one.
+func (e *SparseExtent) readWindow(gtes []uint32) ([]byte, int64, error) {
+	if len(gtes) < 2 {
+		return nil, 0, nil
+	}
+	for i := 1; i < len(gtes); i++ {
+		if gtes[i] <= gtes[i-1] {
+			return nil, 0, nil
+		}
+	}
+	lo := int64(gtes[0]) * SectorSize
+	hi := min(int64(gtes[len(gtes)-1])*SectorSize+grainMarkerSize+maxCompressedSize(e.grainBytes), e.src.size)
+	if lo >= hi || hi-lo > maxWindow {
+		return nil, 0, nil
+	}
+	buf, _ := windows.Get().([]byte)
+	if cap(buf) < int(hi-lo) {
+		buf = make([]byte, hi-lo, (hi-lo+1<<20-1)&^(1<<20-1))
+	}
+	buf = buf[:hi-lo]
+	if err := e.src.readFull(buf, lo, "compressed grains"); err != nil {
+		putWindow(buf)
+		return nil, 0, err
+	}
+	return buf, lo, nil
+}
+
+// grainLen is the content length of grain g: a full grain, or less for the
+// final grain of a capacity that is not a grain multiple.
+func (e *SparseExtent) grainLen(g int64) int64 {
+	return min(e.grainBytes, e.capacity-g*e.grainBytes)
+}
+
+// cachedGrain returns grain g's inflated content, keeping the last one so a
+// run of small reads inflates each grain once.
+func (e *SparseExtent) cachedGrain(g int64, gte uint32) ([]byte, error) {
+	e.mu.Lock()
+	if e.last.data != nil && e.last.index == g {
+		d := e.last.data
+		e.mu.Unlock()
+		return d, nil
+	}
+	e.mu.Unlock()
+	data := make([]byte, e.grainLen(g))
+	if err := e.inflateGrain(g, gte, data, nil, 0); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.last.index, e.last.data = g, data
+	e.mu.Unlock()
+	return data, nil
+}
+
+// inflateGrain inflates compressed grain g (at GTE gte) into dst, which is
+// exactly the grain's content length. The compressed bytes come from window
+// (file bytes starting at windowOff) when it holds them, else from the file.
+func (e *SparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, windowOff int64) error {
+	host := int64(gte) * SectorSize
+	maxCompressed := maxCompressedSize(e.grainBytes)
+	// read returns n file bytes at off, from the window when it has them.
+	read := func(off, n int64, what string) ([]byte, error) {
+		if window != nil && off >= windowOff && off+n <= windowOff+int64(len(window)) {
+			return window[off-windowOff : off-windowOff+n], nil
+		}
+		b := make([]byte, n)
+		return b, e.src.readFull(b, off, what)
+	}
+	var data []byte
+	if e.markers {
+		m, err := read(host, grainMarkerSize, fmt.Sprintf("grain marker of grain %d", g))
+		if err != nil {
+			return err
+		}
+		lba, size := binary.LittleEndian.Uint64(m[:8]), int64(binary.LittleEndian.Uint32(m[8:]))
+		if want := uint64(g * e.grainBytes / SectorSize); lba != want {
+			return fmt.Errorf("%s: %w: grain marker at sector %d says LBA %d, its grain table says %d", e.src.name, ErrCorrupt, gte, lba, want)
+		}
+		if size == 0 || size > maxCompressed {
+			return fmt.Errorf("%s: %w: grain %d has compressed size %d (limit %d)", e.src.name, ErrCorrupt, g, size, maxCompressed)
+		}
+		if data, err = read(host+grainMarkerSize, size, fmt.Sprintf("compressed grain %d", g)); err != nil {
+			return err
+		}
+	} else {
+		// No marker: the compressed stream starts at the GTE and ends itself.
+		var err error
+		if data, err = read(host, min(maxCompressed, e.src.size-host), fmt.Sprintf("compressed grain %d", g)); err != nil {
+			return err
+		}
+	}
+	if err := inflate(dst, data); err != nil {
+		return fmt.Errorf("%s: %w: grain %d at sector %d: %v", e.src.name, ErrCorrupt, g, gte, err)
+	}
+	return nil
+}
