@@ -101,7 +101,7 @@ type chunk struct {
 func copyImage(ctx context.Context, src image, dst io.WriterAt, block bool, report func(int64)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	workers := runtime.GOMAXPROCS(0) + 1
+	workers := runtime.GOMAXPROCS(0)
 	chunks := make(chan chunk, workers)
 	var (
 		wg       sync.WaitGroup
