@@ -20,7 +20,10 @@ const (
 func runConvert(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	srcFormat := fs.String("f", "", "source format: vmdk or raw (default: probe)")
-	dstFormat := fs.String("O", "raw", "output format (raw)")
+	dstFormat := fs.String("O", "raw", "output format: raw or vmdk")
+	var options optionList
+	fs.Var(&options, "o", "vmdk output options, repeatable: subformat=streamOptimized,adapter_type=...,hwversion=...,toolsversion=...")
+	level := fs.Int("c", 0, "zlib level 1-9 for compressed (streamOptimized) output (default 6)")
 	progress := fs.Bool("p", false, "show progress on stderr")
 	cache := fs.String("t", "writeback", "output cache mode: writeback (fsync when done) or unsafe (no fsync, like qemu-img convert's default)")
 	var pf pathFlags
@@ -32,36 +35,55 @@ func runConvert(args []string, stdout io.Writer) error {
 	if *cache != "writeback" && *cache != "unsafe" {
 		return fmt.Errorf("cache mode %q: want writeback or unsafe", *cache)
 	}
-	if *dstFormat != "raw" {
-		return fmt.Errorf("output format %q is not supported yet (want raw)", *dstFormat)
+	var opts vmdkOptions
+	switch *dstFormat {
+	case "raw":
+		if len(options) != 0 || *level != 0 {
+			return fmt.Errorf("-o and -c apply to -O vmdk only")
+		}
+	case "vmdk":
+		if opts, err = parseVMDKOptions(options); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("output format %q: want raw or vmdk", *dstFormat)
 	}
 	src, err := openImage(pos[0], *srcFormat, &pf)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	dst, block, err := openRawTarget(pos[1], src.Size())
-	if err != nil {
-		return err
-	}
 	var report func(done int64)
 	if *progress {
 		report = progressPrinter(os.Stderr, src.Size())
 	}
-	err = copyImage(background, src, dst, block, report)
-	if err == nil && !block {
-		err = dst.Truncate(src.Size())
-	}
-	if err == nil && *cache == "writeback" {
-		err = dst.Sync()
-	}
-	if cerr := dst.Close(); err == nil {
-		err = cerr
+	if *dstFormat == "vmdk" {
+		err = convertToVMDK(src, pos[1], opts, *level, *cache == "writeback", report)
+	} else {
+		err = convertToRaw(src, pos[1], *cache == "writeback", report)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[1], err)
 	}
 	return nil
+}
+
+func convertToRaw(src image, path string, sync bool, report func(int64)) error {
+	dst, block, err := openRawTarget(path, src.Size())
+	if err != nil {
+		return err
+	}
+	err = copyImage(background, src, dst, block, report)
+	if err == nil && !block {
+		err = dst.Truncate(src.Size())
+	}
+	if err == nil && sync {
+		err = dst.Sync()
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // openRawTarget opens a raw destination: a regular file is created or

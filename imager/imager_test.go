@@ -248,3 +248,37 @@ func TestConvertToBlockDevice(t *testing.T) {
 		t.Fatalf("too-small device: exit %d %q", code, errs)
 	}
 }
+
+// TestConvertToStream: raw and VMDK chains convert to streamOptimized that
+// qemu-img checks and compares equal; no temporary file is left behind.
+func TestConvertToStream(t *testing.T) {
+	dir := chainDir(t)
+	qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", "top.vmdk", "top.raw")
+	for _, src := range []string{"top.vmdk", "top.raw", "streamOptimized.vmdk"} {
+		out := filepath.Join(dir, "out-"+src+".vmdk")
+		if code, _, errs := imager("convert", "-O", "vmdk", "-o", "subformat=streamOptimized,adapter_type=lsilogic", "-c", "9", filepath.Join(dir, src), out); code != 0 {
+			t.Fatalf("%s: exit %d: %s", src, code, errs)
+		}
+		qemu(t, dir, "qemu-img", "check", "-f", "vmdk", out)
+		qemu(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", out, "top.raw")
+		fi, _ := os.Stat(out)
+		if fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: mode %v", out, fi.Mode())
+		}
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, ".*tmp-*")); len(leftovers) != 0 {
+		t.Errorf("temporary files left: %v", leftovers)
+	}
+	for _, bad := range [][]string{
+		{"-O", "vmdk", "-o", "subformat=bogus"},
+		{"-O", "vmdk", "-o", "adapter_type=scsi9", "-o", "subformat=streamOptimized"},
+		{"-O", "vmdk", "-o", "nokey"},
+		{"-O", "raw", "-c", "5"},
+	} {
+		args := append([]string{"convert"}, bad...)
+		args = append(args, filepath.Join(dir, "top.vmdk"), filepath.Join(dir, "x.vmdk"))
+		if code, _, errs := imager(args...); code == 0 || errs == "" {
+			t.Errorf("%v: exit %d %q", bad, code, errs)
+		}
+	}
+}
