@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -117,4 +120,214 @@ func newDescriptor(o *ImageOptions, createType string, extents []ExtentLine) *De
 			{"ddb.longContentID", hex.EncodeToString(id[:])},
 		},
 	}
+}
+
+// CreateOptions describes a new image for Create.
+type CreateOptions struct {
+	ImageOptions
+	// Subformat is the createType: MonolithicSparse (default),
+	// MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat or
+	// StreamOptimized.
+	Subformat string
+	// ZeroedGrains enables zeroed-grain table entries (sparse only):
+	// whole-grain zero writes then store no data and hide the parent.
+	ZeroedGrains bool
+	// Backing is the path of the parent image (sparse subformats only). The
+	// child records the parent's CID and a parentFileNameHint relative to
+	// the child's directory; Size defaults to the parent's.
+	Backing string
+	// BackingOptions opens the parent (path checks, chain depth).
+	BackingOptions *Options
+}
+
+// maxSplitSectors is the largest extent of the twoGbMaxExtent* subformats.
+const maxSplitSectors = 0x80000000 / SectorSize
+
+// Create writes a new, empty image at path. Extent files are named after
+// path: NAME-flat.vmdk (monolithicFlat), NAME-s001.vmdk.. and
+// NAME-f001.vmdk.. (twoGbMaxExtent*). Existing files are not overwritten.
+func Create(path string, o CreateOptions) error {
+	if o.Subformat == "" {
+		o.Subformat = MonolithicSparse
+	}
+	flat := o.Subformat == MonolithicFlat || o.Subformat == TwoGbMaxExtentFlat
+	switch {
+	case o.Subformat != MonolithicSparse && o.Subformat != TwoGbMaxExtentSparse && o.Subformat != StreamOptimized && !flat:
+		return fmt.Errorf("%w: subformat %q (want %s, %s, %s, %s or %s)", ErrUnsupported, o.Subformat,
+			MonolithicSparse, MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat, StreamOptimized)
+	case flat && o.Backing != "":
+		return fmt.Errorf("%w: a %s image cannot have a backing file: flat extents have no unallocated grains to fall through", ErrUnsupported, o.Subformat)
+	case flat && o.ZeroedGrains:
+		return fmt.Errorf("%w: zeroed grains need sparse extents, not %s", ErrUnsupported, o.Subformat)
+	case o.Subformat == StreamOptimized && (o.Backing != "" || o.ZeroedGrains):
+		return fmt.Errorf("%w: streamOptimized images take no backing file or zeroed grains", ErrUnsupported)
+	}
+	var parentCID uint32 = NoParentCID
+	var hint string
+	if o.Backing != "" {
+		parent, err := Open(o.Backing, o.BackingOptions)
+		if err != nil {
+			return fmt.Errorf("backing file: %w", err)
+		}
+		parentCID = parent.CID()
+		if o.Size == 0 {
+			o.Size = parent.Size()
+		}
+		parent.Close()
+		absParent, err1 := filepath.Abs(o.Backing)
+		absDir, err2 := filepath.Abs(filepath.Dir(path))
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("backing file %s: cannot make a relative path", o.Backing)
+		}
+		if hint, err = filepath.Rel(absDir, absParent); err != nil {
+			return fmt.Errorf("backing file %s: %w", o.Backing, err)
+		}
+	}
+	if err := o.normalize(); err != nil {
+		return err
+	}
+	if o.Subformat == StreamOptimized {
+		return createFile(path, func(f *os.File) error {
+			w, err := NewStreamWriter(f, StreamOptions{ImageOptions: o.ImageOptions, ExtentFileName: filepath.Base(path)})
+			if err != nil {
+				return err
+			}
+			return w.Close()
+		})
+	}
+
+	// Lay out the extents: one, or one per 2 GiB for the split subformats.
+	sectors := o.Size / SectorSize
+	base := strings.TrimSuffix(filepath.Base(path), ".vmdk")
+	var lines []ExtentLine
+	for i, left := 1, sectors; left > 0 || i == 1; i++ {
+		n := left
+		var name string
+		switch o.Subformat {
+		case MonolithicSparse:
+			name = filepath.Base(path)
+		case MonolithicFlat:
+			name = base + "-flat.vmdk"
+		case TwoGbMaxExtentSparse:
+			n, name = min(left, maxSplitSectors), fmt.Sprintf("%s-s%03d.vmdk", base, i)
+		case TwoGbMaxExtentFlat:
+			n, name = min(left, maxSplitSectors), fmt.Sprintf("%s-f%03d.vmdk", base, i)
+		}
+		typ := ExtentSparse
+		if flat {
+			typ = ExtentFlat
+		}
+		lines = append(lines, ExtentLine{Access: AccessRW, Sectors: n, Type: typ, File: name})
+		left -= n
+	}
+	if len(lines) > 999 && !flat || len(lines) > maxExtents {
+		return fmt.Errorf("%w: %d extents", ErrUnsupported, len(lines))
+	}
+	desc := newDescriptor(&o.ImageOptions, o.Subformat, lines)
+	desc.ParentCID, desc.ParentFileNameHint = parentCID, hint
+
+	dir := filepath.Dir(path)
+	if o.Subformat == MonolithicSparse {
+		return createFile(path, func(f *os.File) error {
+			return writeSparseExtent(f, sectors, &o, desc.Format())
+		})
+	}
+	var created []string
+	for _, l := range lines {
+		p := filepath.Join(dir, l.File)
+		err := createFile(p, func(f *os.File) error {
+			if flat {
+				return f.Truncate(l.Sectors * SectorSize)
+			}
+			return writeSparseExtent(f, l.Sectors, &o, nil)
+		})
+		if err != nil {
+			for _, c := range created {
+				os.Remove(c)
+			}
+			return err
+		}
+		created = append(created, p)
+	}
+	err := createFile(path, func(f *os.File) error {
+		_, err := f.Write(desc.Format())
+		return err
+	})
+	if err != nil {
+		for _, c := range created {
+			os.Remove(c)
+		}
+	}
+	return err
+}
+
+// createFile creates path exclusively, fills it, syncs it and removes it
+// again if anything failed.
+func createFile(path string, fill func(*os.File) error) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	err = fill(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeSparseExtent writes an empty hosted sparse extent in qemu-img's
+// layout: header, embedded descriptor (if any, 20 sectors), redundant GD
+// and GTs, GD and GTs, padded to a grain. Every grain table is
+// preallocated so writes only append grains.
+func writeSparseExtent(f *os.File, sectors int64, o *CreateOptions, desc []byte) error {
+	grain := o.GrainSize / SectorSize
+	h := SparseHeader{
+		Version: 1, Flags: flagNewlineCheck | flagRedundantGT,
+		Capacity: uint64(sectors), GrainSize: uint64(grain), NumGTEsPerGT: maxGTEsPerGT,
+	}
+	if o.ZeroedGrains {
+		h.Version, h.Flags = 2, h.Flags|flagZeroedGTE
+	}
+	next := int64(1)
+	if desc != nil {
+		descSectors := max(descriptorSectors, (int64(len(desc))+SectorSize-1)/SectorSize)
+		h.DescriptorOffset, h.DescriptorSize = 1, uint64(descSectors)
+		next += descSectors
+	}
+	gdEntries := int64(h.gdEntries())
+	gdSectors := (gdEntries*4 + SectorSize - 1) / SectorSize
+	gtSectors := int64(maxGTEsPerGT * 4 / SectorSize)
+	h.RGDOffset = uint64(next)
+	h.GDOffset = uint64(next + gdSectors + gdEntries*gtSectors)
+	end := int64(h.GDOffset) + gdSectors + gdEntries*gtSectors
+	h.OverHead = uint64((end + grain - 1) / grain * grain)
+	if full := int64(h.OverHead) + (sectors+grain-1)/grain*grain; full > math.MaxUint32 {
+		return fmt.Errorf("%w: a sparse extent of %d sectors would need offsets past 2^32 sectors (2 TiB); use twoGbMaxExtentSparse", ErrUnsupported, sectors)
+	}
+
+	// The grain tables start all zero: holes in the file, so creating a
+	// large image writes (and buffers) only the directories.
+	head := make([]byte, SectorSize, (1+len(desc)/SectorSize+1)*SectorSize)
+	copy(head, h.marshal())
+	head = append(head, desc...)
+	if _, err := f.WriteAt(head, 0); err != nil {
+		return err
+	}
+	gdBuf := make([]byte, gdEntries*4)
+	for _, gd := range []int64{int64(h.RGDOffset), int64(h.GDOffset)} {
+		for i := range gdEntries {
+			binary.LittleEndian.PutUint32(gdBuf[i*4:], uint32(gd+gdSectors+i*gtSectors))
+		}
+		if _, err := f.WriteAt(gdBuf, gd*SectorSize); err != nil {
+			return err
+		}
+	}
+	return f.Truncate(int64(h.OverHead) * SectorSize)
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -25,6 +26,9 @@ type Options struct {
 	AllowUnsafePaths bool
 	// MaxChainDepth bounds the backing chain (DefaultMaxChainDepth if 0).
 	MaxChainDepth int
+	// ReadWrite opens the disk's own files for writing (its backing chain
+	// stays read-only): the Disk then implements io.WriterAt and Flush.
+	ReadWrite bool
 }
 
 // Disk is an opened VMDK: its descriptor, extents and backing disk. It
@@ -41,6 +45,10 @@ type Disk struct {
 	// chainErr, when set, is returned by any read that needs the parent.
 	chainErr error
 	sources  []*source // files this disk opened (closed by Close)
+
+	writable   bool
+	wmu        sync.Mutex // serialises writes and Flush
+	cidChanged bool       // the CID was re-randomised since Open
 }
 
 // placedExtent is an extent at its place in the disk's address space.
@@ -76,6 +84,7 @@ type fileID struct{ dev, ino uint64 }
 
 type opener struct {
 	opts    Options
+	rw      bool                // files opened now are for writing
 	seen    map[fileID]bool // cycle detection across the chain
 	noFiles bool            // OpenReaderAt: no other file may be opened
 	opened  []*source
@@ -85,7 +94,11 @@ func (o *opener) openFile(path string) (*source, error) {
 	if o.noFiles {
 		return nil, fmt.Errorf("%w: %s names another file, which needs Open, not OpenReaderAt", ErrUnsupported, path)
 	}
-	f, err := os.Open(path)
+	flag := os.O_RDONLY
+	if o.rw {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +128,7 @@ func (o *opener) closeAll() {
 
 func (o *opener) open(path string, depth int) (*Disk, error) {
 	mark := len(o.opened)
+	o.rw = depth == 0 && o.opts.ReadWrite
 	src, err := o.openFile(path)
 	if err != nil {
 		return nil, err
@@ -196,6 +210,8 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 	if src.f == nil {
 		d.sources = append(d.sources, src)
 	}
+	d.writable = o.rw
+	o.rw = false // the backing chain is only read
 	if err := o.openParent(d, depth); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 )
 
 // source is one file an extent reads from: an *os.File, or any io.ReaderAt
@@ -12,15 +13,20 @@ import (
 type source struct {
 	name string
 	r    io.ReaderAt
-	size int64
+	size int64    // at open; metadata is checked against it
 	f    *os.File // nil unless backed by a real file
+	// grown is the size after writes appended grains (0 if none).
+	grown atomic.Int64
 }
+
+// end is the file's current size, including appended grains.
+func (s *source) end() int64 { return max(s.size, s.grown.Load()) }
 
 // readFull reads exactly len(p) bytes at off, turning a short file into
 // ErrCorrupt that names what was being read.
 func (s *source) readFull(p []byte, off int64, what string) error {
-	if off < 0 || off > s.size || int64(len(p)) > s.size-off {
-		return fmt.Errorf("%s: %w: %s at byte %d (+%d) is past the end of the file (%d bytes)", s.name, ErrCorrupt, what, off, len(p), s.size)
+	if size := s.end(); off < 0 || off > size || int64(len(p)) > size-off {
+		return fmt.Errorf("%s: %w: %s at byte %d (+%d) is past the end of the file (%d bytes)", s.name, ErrCorrupt, what, off, len(p), size)
 	}
 	n, err := s.r.ReadAt(p, off)
 	if n == len(p) {

@@ -27,6 +27,11 @@ type SparseExtent struct {
 	mu     sync.Mutex
 	tables map[uint32][]uint32 // GD index -> GT
 	pinned bool                // tables built by scanning: never evicted
+	rgd    []uint32            // redundant GD, when the header has one
+
+	// Write state (guarded by the disk's write lock).
+	dirty    map[uint32]bool // GTs changed in memory since the last flush
+	nextFree int64           // sector where the next new grain goes
 	last   struct {            // last inflated grain, for small reads
 		index int64
 		data  []byte
@@ -84,6 +89,11 @@ func openKDMV(src *source) (*SparseExtent, error) {
 	if err := e.loadGD(int64(h.GDOffset), h.gdEntries()); err != nil {
 		return nil, err
 	}
+	if h.RedundantGT() && h.RGDOffset != 0 && !e.compressed {
+		if e.rgd, err = e.readGD(int64(h.RGDOffset), h.gdEntries(), "redundant grain directory"); err != nil {
+			return nil, err
+		}
+	}
 	return e, nil
 }
 
@@ -137,25 +147,30 @@ func openCOWD(src *source) (*SparseExtent, error) {
 
 // loadGD reads the grain directory and checks that every table it points
 // at lies inside the file.
-func (e *SparseExtent) loadGD(sector int64, entries uint64) error {
+func (e *SparseExtent) loadGD(sector int64, entries uint64) (err error) {
+	e.gd, err = e.readGD(sector, entries, "grain directory")
+	return err
+}
+
+func (e *SparseExtent) readGD(sector int64, entries uint64, what string) ([]uint32, error) {
 	gdBytes := int64(entries) * 4
 	if end := sector*SectorSize + gdBytes; sector > maxDiskSectors || end > e.src.size {
-		return fmt.Errorf("%s: %w: File truncated, expecting at least %d bytes for the grain directory", e.src.name, ErrCorrupt, end)
+		return nil, fmt.Errorf("%s: %w: File truncated, expecting at least %d bytes for the %s", e.src.name, ErrCorrupt, end, what)
 	}
 	raw := make([]byte, gdBytes)
-	if err := e.src.readFull(raw, sector*SectorSize, "grain directory"); err != nil {
-		return err
+	if err := e.src.readFull(raw, sector*SectorSize, what); err != nil {
+		return nil, err
 	}
-	e.gd = make([]uint32, entries)
+	gd := make([]uint32, entries)
 	gtBytes := e.gtEntries * 4
-	for i := range e.gd {
+	for i := range gd {
 		v := binary.LittleEndian.Uint32(raw[i*4:])
 		if v != 0 && int64(v)*SectorSize+gtBytes > e.src.size {
-			return fmt.Errorf("%s: %w: grain directory entry %d points at sector %d, past the end of the file", e.src.name, ErrCorrupt, i, v)
+			return nil, fmt.Errorf("%s: %w: %s entry %d points at sector %d, past the end of the file", e.src.name, ErrCorrupt, what, i, v)
 		}
-		e.gd[i] = v
+		gd[i] = v
 	}
-	return nil
+	return gd, nil
 }
 
 // grainTable returns GT i (nil when the GD has no table there).
@@ -176,9 +191,11 @@ func (e *SparseExtent) grainTable(i uint32) ([]uint32, error) {
 	}
 	e.mu.Lock()
 	if len(e.tables) >= gtCacheTables {
-		for k := range e.tables { // evict an arbitrary table: bounded memory
-			delete(e.tables, k)
-			break
+		for k := range e.tables { // evict a clean table: bounded memory
+			if !e.dirty[k] {
+				delete(e.tables, k)
+				break
+			}
 		}
 	}
 	e.tables[i] = gt
@@ -192,7 +209,10 @@ func (e *SparseExtent) gte(g int64) (uint32, error) {
 	if err != nil || gt == nil {
 		return 0, err
 	}
-	return gt[g%e.gtEntries], nil
+	e.mu.Lock() // writers change entries in place
+	v := gt[g%e.gtEntries]
+	e.mu.Unlock()
+	return v, nil
 }
 
 func (e *SparseExtent) kindOf(gte uint32) runKind {
@@ -255,7 +275,7 @@ func (e *SparseExtent) lookup(off, n int64) (run, error) {
 // before anything is read from it.
 func (e *SparseExtent) checkGrain(g int64, gte uint32) error {
 	need := min(e.grainBytes, e.capacity-g*e.grainBytes)
-	if int64(gte)*SectorSize+need > e.src.size {
+	if int64(gte)*SectorSize+need > e.src.end() {
 		return fmt.Errorf("%s: %w: grain %d at sector %d lies past the end of the file", e.src.name, ErrCorrupt, g, gte)
 	}
 	return nil

@@ -1,0 +1,149 @@
+package vmdk
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// maxDirtyTables bounds the grain tables held changed in memory; past it a
+// write flushes first, so memory stays bounded for any write size.
+const maxDirtyTables = 1024
+
+// write stores p at extent offset off. New grains are appended to the file
+// and their grain table entries changed only in memory until flush, which
+// makes the data durable before any table points at it: an interrupted
+// writer leaves unreferenced grains (a leak check reports), never a table
+// entry pointing at garbage. fill reads the content under a grain that is
+// only partly written (the parent's, or zeros) at extent offset off.
+func (e *SparseExtent) write(p []byte, off int64, fill func(p []byte, off int64) error) error {
+	if e.compressed {
+		return fmt.Errorf("%s: %w: writes to a compressed (streamOptimized) extent; convert it to another subformat first", e.src.name, ErrUnsupported)
+	}
+	if e.nextFree == 0 {
+		e.nextFree = (e.src.end() + SectorSize - 1) / SectorSize
+	}
+	if e.dirty == nil {
+		e.dirty = map[uint32]bool{}
+	}
+	for len(p) > 0 {
+		g := off / e.grainBytes
+		start := g * e.grainBytes
+		n := min(int64(len(p)), start+e.grainBytes-off)
+		part := p[:n]
+		gte, err := e.gte(g)
+		if err != nil {
+			return err
+		}
+		switch kind := e.kindOf(gte); {
+		case kind == runData:
+			if err := e.pwrite(part, int64(gte)*SectorSize+off-start, "grain data"); err != nil {
+				return err
+			}
+		case n == e.grainLen(g) && isZero(part) && (e.zeroedGTE || (kind == runUnallocated && fill == nil)):
+			// A whole grain of zeros needs no data: a zeroed-grain entry, or
+			// nothing at all for an unallocated grain with no parent.
+			if e.zeroedGTE && gte != 1 {
+				if err := e.setGTE(g, 1); err != nil {
+					return err
+				}
+			}
+		default:
+			if err := e.allocate(g, part, off-start, kind == runZero, fill); err != nil {
+				return err
+			}
+		}
+		p, off = p[n:], off+n
+	}
+	return nil
+}
+
+// allocate appends a new grain holding part at offset within, the rest of
+// the grain copied from fill (or zeros for a zeroed grain or without fill).
+func (e *SparseExtent) allocate(g int64, part []byte, within int64, zeroed bool, fill func([]byte, int64) error) error {
+	start := g * e.grainBytes
+	grain := make([]byte, e.grainBytes)
+	if int64(len(part)) < e.grainLen(g) && !zeroed && fill != nil {
+		if err := fill(grain[:e.grainLen(g)], start); err != nil {
+			return fmt.Errorf("copy-on-write of grain %d: %w", g, err)
+		}
+	}
+	copy(grain[within:], part)
+	sector := e.nextFree
+	if sector+e.grainBytes/SectorSize > math.MaxUint32 {
+		return fmt.Errorf("%s: %w: the extent would pass 2^32 sectors, the most a grain table entry can address", e.src.name, ErrUnsupported)
+	}
+	if err := e.pwrite(grain, sector*SectorSize, "new grain"); err != nil {
+		return err
+	}
+	e.nextFree += e.grainBytes / SectorSize
+	e.src.grown.Store(max(e.src.end(), e.nextFree*SectorSize))
+	return e.setGTE(g, uint32(sector))
+}
+
+// setGTE changes grain g's entry in memory and marks its table dirty.
+func (e *SparseExtent) setGTE(g int64, v uint32) error {
+	i := uint32(g / e.gtEntries)
+	if int(i) >= len(e.gd) || e.gd[i] == 0 {
+		return fmt.Errorf("%s: %w: grain table %d is not allocated", e.src.name, ErrUnsupported, i)
+	}
+	if len(e.dirty) >= maxDirtyTables && !e.dirty[i] {
+		if err := e.flush(); err != nil {
+			return err
+		}
+	}
+	gt, err := e.grainTable(i)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	gt[g%e.gtEntries] = v
+	e.dirty[i] = true
+	e.tables[i] = gt // keep it cached even if evicted meanwhile
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *SparseExtent) pwrite(p []byte, off int64, what string) error {
+	if e.src.f == nil {
+		return fmt.Errorf("%s: %w: write to an image opened from a reader", e.src.name, ErrUnsupported)
+	}
+	if _, err := e.src.f.WriteAt(p, off); err != nil {
+		return fmt.Errorf("%s: write %s at byte %d: %w", e.src.name, what, off, err)
+	}
+	return nil
+}
+
+// flush makes written grains durable, then writes the changed grain tables
+// and their redundant copies, then makes those durable.
+func (e *SparseExtent) flush() error {
+	if len(e.dirty) == 0 {
+		return nil
+	}
+	if err := e.src.f.Sync(); err != nil {
+		return fmt.Errorf("%s: sync grains: %w", e.src.name, err)
+	}
+	raw := make([]byte, e.gtEntries*4)
+	for i := range e.dirty {
+		e.mu.Lock()
+		for j, v := range e.tables[i] {
+			binary.LittleEndian.PutUint32(raw[j*4:], v)
+		}
+		e.mu.Unlock()
+		if err := e.pwrite(raw, int64(e.gd[i])*SectorSize, fmt.Sprintf("grain table %d", i)); err != nil {
+			return err
+		}
+		if e.rgd != nil && e.rgd[i] != 0 {
+			if err := e.pwrite(raw, int64(e.rgd[i])*SectorSize, fmt.Sprintf("redundant grain table %d", i)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := e.src.f.Sync(); err != nil {
+		return fmt.Errorf("%s: sync grain tables: %w", e.src.name, err)
+	}
+	e.mu.Lock()
+	clear(e.dirty)
+	e.mu.Unlock()
+	return nil
+}

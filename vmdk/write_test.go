@@ -1,0 +1,162 @@
+package vmdk
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand"
+	"path/filepath"
+	"testing"
+)
+
+// TestCreateAllSubformats: every subformat and option we create passes
+// qemu-img check, reads the same in qemu-img info, and after random writes
+// through WriterAt equals an in-memory model by qemu-img compare.
+func TestCreateAllSubformats(t *testing.T) {
+	for _, c := range []CreateOptions{
+		{Subformat: MonolithicSparse},
+		{Subformat: MonolithicSparse, ZeroedGrains: true, ImageOptions: ImageOptions{AdapterType: "lsilogic", HWVersion: "10"}},
+		{Subformat: MonolithicFlat, ImageOptions: ImageOptions{AdapterType: "pvscsi"}},
+		{Subformat: TwoGbMaxExtentSparse},
+		{Subformat: TwoGbMaxExtentFlat, ImageOptions: ImageOptions{AdapterType: "buslogic"}},
+		{Subformat: MonolithicSparse, ImageOptions: ImageOptions{GrainSize: 8 << 10}},
+	} {
+		name := fmt.Sprintf("%s-z%v-g%d", c.Subformat, c.ZeroedGrains, c.GrainSize)
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			c.Size = 5<<20 + 7*512
+			p := filepath.Join(dir, "d.vmdk")
+			if err := Create(p, c); err != nil {
+				t.Fatal(err)
+			}
+			sh(t, dir, "qemu-img", "check", "-f", "vmdk", "d.vmdk")
+			d := mustOpen(t, p, &Options{ReadWrite: true})
+			info := qemuImgInfo(t, dir, "d.vmdk")
+			if info.VirtualSize != c.Size || info.FormatSpecific.Data.CreateType != c.Subformat || info.FormatSpecific.Data.CID != d.CID() {
+				t.Fatalf("qemu-img info %+v, we have CID %08x", info, d.CID())
+			}
+			model := make([]byte, c.Size)
+			r := rand.New(rand.NewSource(int64(len(name))))
+			randomWrites(t, r, d, model, 40)
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			sameBytes(t, "our read after writes", readAll(t, d), model)
+			d.Close()
+			writeFile(t, filepath.Join(dir, "model.raw"), model)
+			sh(t, dir, "qemu-img", "check", "-f", "vmdk", "d.vmdk")
+			sh(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", "d.vmdk", "model.raw")
+		})
+	}
+}
+
+// randomWrites applies n random writes (sub-grain, grain-crossing, whole
+// zero grains) to d and to model.
+func randomWrites(t testing.TB, r *rand.Rand, d *Disk, model []byte, n int) {
+	t.Helper()
+	size := int64(len(model))
+	for range n {
+		off := r.Int63n(size)
+		ln := min(1+r.Int63n(200<<10), size-off)
+		buf := make([]byte, ln)
+		switch r.Intn(3) {
+		case 0: // zeros, often whole aligned grains
+			off = off / (64 << 10) * (64 << 10)
+			ln = min(int64(64<<10)*(1+r.Int63n(3)), size-off)
+			buf = make([]byte, ln)
+		default:
+			r.Read(buf)
+		}
+		if _, err := d.WriteAt(buf, off); err != nil {
+			t.Fatalf("WriteAt(%d, %d): %v", off, ln, err)
+		}
+		copy(model[off:], buf)
+	}
+}
+
+// TestWriteChildOverParent: writes into a child copy the rest of each grain
+// from the parent, zero writes hide the parent, and qemu-img reads the same.
+func TestWriteChildOverParent(t *testing.T) {
+	dir := t.TempDir()
+	const size = 3<<20 + 512
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "base.vmdk", fmt.Sprint(size))
+	qemuIO(t, dir, "base.vmdk", "write -P 0x11 0 3m")
+	model := bytes.Repeat([]byte{0x11}, size)
+	copy(model[3<<20:], make([]byte, 512))
+	for _, zeroed := range []bool{false, true} {
+		child := fmt.Sprintf("child-%v.vmdk", zeroed)
+		err := Create(filepath.Join(dir, child), CreateOptions{Backing: filepath.Join(dir, "base.vmdk"), ZeroedGrains: zeroed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := qemuImgInfo(t, dir, child)
+		if info.BackingFilename != "base.vmdk" || info.VirtualSize != size {
+			t.Fatalf("qemu-img info of child: %+v", info)
+		}
+		m := bytes.Clone(model)
+		d := mustOpen(t, filepath.Join(dir, child), &Options{ReadWrite: true})
+		randomWrites(t, rand.New(rand.NewSource(7)), d, m, 30)
+		if err := d.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		sameBytes(t, child, readAll(t, d), m)
+		d.Close()
+		sameBytes(t, "qemu-img's reading of "+child, qemuRaw(t, dir, child), m)
+		sh(t, dir, "qemu-img", "check", "-f", "vmdk", child)
+	}
+}
+
+// TestWriteChangesCID: the first write after open re-randomises the CID,
+// and a child made before then sees its chain broken, not mixed content.
+func TestWriteChangesCID(t *testing.T) {
+	dir := t.TempDir()
+	base, child := filepath.Join(dir, "base.vmdk"), filepath.Join(dir, "child.vmdk")
+	if err := Create(base, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(child, CreateOptions{Backing: base}); err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, base, &Options{ReadWrite: true})
+	old := d.CID()
+	if _, err := d.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d = mustOpen(t, base, nil)
+	if d.CID() == old {
+		t.Fatal("CID unchanged after a write")
+	}
+	c := mustOpen(t, child, nil)
+	if _, err := c.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrChainBroken) {
+		t.Fatalf("child read after the parent changed: %v, want ErrChainBroken", err)
+	}
+}
+
+func TestCreateRefusals(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.vmdk")
+	if err := Create(base, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "notvmdk.img"), []byte("hello"))
+	for name, c := range map[string]CreateOptions{
+		"flat+backing":     {Subformat: MonolithicFlat, Backing: base},
+		"flat+zeroed":      {Subformat: TwoGbMaxExtentFlat, ZeroedGrains: true, ImageOptions: ImageOptions{Size: 1 << 20}},
+		"backing-not-vmdk": {Backing: filepath.Join(dir, "notvmdk.img")},
+		"bad-subformat":    {Subformat: "qcow2", ImageOptions: ImageOptions{Size: 1 << 20}},
+		"bad-adapter":      {ImageOptions: ImageOptions{Size: 1 << 20, AdapterType: "scsi9"}},
+		"no-size":          {},
+		"too-big":          {ImageOptions: ImageOptions{Size: 3 << 40}},
+	} {
+		if err := Create(filepath.Join(dir, name+".vmdk"), c); err == nil {
+			t.Errorf("%s: created", name)
+		}
+	}
+	if err := Create(base, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}}); err == nil {
+		t.Error("overwrote an existing image")
+	}
+	if _, err := mustOpen(t, base, nil).WriteAt([]byte("x"), 0); !errors.Is(err, ErrReadOnly) {
+		t.Errorf("write to a read-only open: %v", err)
+	}
+}
