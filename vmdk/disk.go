@@ -84,7 +84,7 @@ type fileID struct{ dev, ino uint64 }
 
 type opener struct {
 	opts    Options
-	rw      bool                // files opened now are for writing
+	rw      bool            // files opened now are for writing
 	seen    map[fileID]bool // cycle detection across the chain
 	noFiles bool            // OpenReaderAt: no other file may be opened
 	opened  []*source

@@ -32,7 +32,7 @@ type SparseExtent struct {
 	// Write state (guarded by the disk's write lock).
 	dirty    map[uint32]bool // GTs changed in memory since the last flush
 	nextFree int64           // sector where the next new grain goes
-	last   struct {            // last inflated grain, for small reads
+	last     struct {        // last inflated grain, for small reads
 		index int64
 		data  []byte
 	}
