@@ -68,6 +68,12 @@ func runConvert(args []string, stdout io.Writer) error {
 	return nil
 }
 
+// runFlatten is convert with VMDK output by default: the chain's content
+// goes into one self-contained image, holes kept.
+func runFlatten(args []string, stdout io.Writer) error {
+	return runConvert(append([]string{"-O", "vmdk"}, args...), stdout)
+}
+
 func convertToRaw(src image, path string, sync bool, report func(int64)) error {
 	dst, block, err := openRawTarget(path, src.Size())
 	if err != nil {

@@ -282,3 +282,70 @@ func TestConvertToStream(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateAndConvertAllSubformats: imager create makes images qemu-img
+// accepts; convert and flatten write a chain into every subformat.
+func TestCreateAndConvertAllSubformats(t *testing.T) {
+	dir := chainDir(t)
+	qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", "top.vmdk", "top.raw")
+	for _, sf := range []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized"} {
+		blank := filepath.Join(dir, "blank-"+sf+".vmdk")
+		if code, _, errs := imager("create", "-q", "-o", "subformat="+sf+",adapter_type=lsilogic", blank, "3G"); code != 0 {
+			t.Fatalf("create %s: %s", sf, errs)
+		}
+		qemu(t, dir, "qemu-img", "check", "-f", "vmdk", blank)
+		var info struct {
+			VirtualSize int64 `json:"virtual-size"`
+		}
+		json.Unmarshal(qemu(t, dir, "qemu-img", "info", "-f", "vmdk", "--output=json", blank), &info)
+		if info.VirtualSize != 3<<30 {
+			t.Errorf("%s: qemu-img sees %d bytes", sf, info.VirtualSize)
+		}
+		for _, cmd := range []string{"convert", "flatten"} {
+			out := filepath.Join(dir, cmd+"-"+sf+".vmdk")
+			args := []string{cmd, "-o", "subformat=" + sf, filepath.Join(dir, "top.vmdk"), out}
+			if cmd == "convert" {
+				args = append([]string{cmd, "-O", "vmdk"}, args[1:]...)
+			}
+			if code, _, errs := imager(args...); code != 0 {
+				t.Fatalf("%s %s: %s", cmd, sf, errs)
+			}
+			qemu(t, dir, "qemu-img", "check", "-f", "vmdk", out)
+			qemu(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", out, "top.raw")
+		}
+	}
+	// A child of an imager-created base, written by qemu-io, reads the same.
+	if code, _, errs := imager("create", "-q", "-b", filepath.Join(dir, "flatten-monolithicSparse.vmdk"), filepath.Join(dir, "kid.vmdk")); code != 0 {
+		t.Fatal(errs)
+	}
+	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 7 100k 5k", "kid.vmdk")
+	if code, out, _ := imager("compare", filepath.Join(dir, "kid.vmdk"), filepath.Join(dir, "top.raw")); code != 1 || !strings.Contains(out, fmt.Sprint(100<<10)) {
+		t.Errorf("compare child with its base's content: %d %s", code, out)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(dir, ".*tmp-*")); len(leftovers) != 0 {
+		t.Errorf("temporary files left: %v", leftovers)
+	}
+	for _, bad := range [][]string{
+		{"create", filepath.Join(dir, "nosize.vmdk")},
+		{"create", "-o", "subformat=monolithicFlat", "-b", filepath.Join(dir, "top.vmdk"), filepath.Join(dir, "flatchild.vmdk")},
+		{"create", filepath.Join(dir, "badsize.vmdk"), "12Q"},
+		{"create", "-o", "zeroed_grain=maybe", filepath.Join(dir, "z.vmdk"), "1M"},
+	} {
+		if code, _, errs := imager(bad...); code == 0 || errs == "" {
+			t.Errorf("%v: exit %d %q", bad, code, errs)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512": 512, "1k": 1024, "64K": 65536, "1M": 1 << 20, "2G": 2 << 30, "1.5G": 3 << 29, "1T": 1 << 40, "10GiB": 10 << 30} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "0", "1X", "abc", "99999999P"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) accepted", in)
+		}
+	}
+}

@@ -25,8 +25,10 @@ type command struct {
 
 var commands = []command{
 	{"info", "info [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", runInfo},
-	{"convert", "convert [-f vmdk|raw] -O raw [-p] [--root DIR] [--unsafe-paths] SRC DST", runConvert},
+	{"convert", "convert [-f vmdk|raw] -O raw|vmdk [-o subformat=...] [-c LEVEL] [-p] [-t writeback|unsafe] [--root DIR] [--unsafe-paths] SRC DST", runConvert},
+	{"flatten", "flatten [-O vmdk|raw] [-o subformat=...] [-p] IMAGE OUT   (a chain into one self-contained image)", runFlatten},
 	{"map", "map [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", runMap},
+	{"create", "create [-o subformat=...,adapter_type=...,hwversion=...,toolsversion=...,zeroed_grain=on] [-b BACKING] IMAGE [SIZE]", runCreate},
 	{"compare", "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error)", runCompare},
 }
 

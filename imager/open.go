@@ -89,6 +89,10 @@ func (r rawImage) status(off, n int64) (vmdk.Mapping, error) {
 // parseArgs parses flags that may come before or after the positional
 // arguments (qemu-img accepts both) and checks the positional count.
 func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
+	return parseArgsRange(fs, args, want, want)
+}
+
+func parseArgsRange(fs *flag.FlagSet, args []string, least, most int) ([]string, error) {
 	fs.SetOutput(io.Discard)
 	var pos []string
 	for {
@@ -101,8 +105,12 @@ func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != want {
-		return nil, fmt.Errorf("want %d file argument(s), got %d", want, len(pos))
+	if len(pos) < least || len(pos) > most {
+		want := fmt.Sprint(least)
+		if most > least {
+			want = fmt.Sprintf("%d to %d", least, most)
+		}
+		return nil, fmt.Errorf("want %s argument(s), got %d (see imager --help)", want, len(pos))
 	}
 	return pos, nil
 }

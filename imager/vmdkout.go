@@ -14,7 +14,17 @@ import (
 // vmdkOptions are qemu-img's -o options for vmdk output.
 type vmdkOptions struct {
 	subformat string
+	zeroed    bool
 	image     vmdk.ImageOptions
+}
+
+func (o vmdkOptions) create(size int64, backing string, pf *pathFlags) vmdk.CreateOptions {
+	o.image.Size = size
+	c := vmdk.CreateOptions{ImageOptions: o.image, Subformat: o.subformat, ZeroedGrains: o.zeroed, Backing: backing}
+	if pf != nil {
+		c.BackingOptions = pf.options()
+	}
+	return c
 }
 
 // optionList collects repeated -o flags, each a comma-separated list.
@@ -42,46 +52,106 @@ func parseVMDKOptions(list optionList) (vmdkOptions, error) {
 			o.image.HWVersion = v
 		case "toolsversion":
 			o.image.ToolsVersion = v
+		case "zeroed_grain":
+			if v != "on" && v != "off" {
+				return o, fmt.Errorf("-o zeroed_grain=%s: want on or off", v)
+			}
+			o.zeroed = v == "on"
 		default:
-			return o, fmt.Errorf("-o %s: unknown option (want subformat, adapter_type, hwversion, toolsversion)", k)
+			return o, fmt.Errorf("-o %s: unknown option (want subformat, adapter_type, hwversion, toolsversion, zeroed_grain)", k)
 		}
 	}
 	return o, nil
 }
 
-// convertToVMDK writes src as a VMDK. The image is written under a
-// temporary name and renamed into place once complete, so an interrupted
-// convert never leaves a file that looks finished.
+// convertToVMDK writes src as a VMDK. The image is built in a temporary
+// directory beside path and its files renamed into place (descriptor last)
+// once complete, so an interrupted convert never leaves an image that looks
+// finished.
 func convertToVMDK(src image, path string, o vmdkOptions, level int, sync bool, report func(int64)) error {
-	if o.subformat != vmdk.StreamOptimized {
-		return fmt.Errorf("subformat %q is not supported for output yet (streamOptimized is)", o.subformat)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	dir := filepath.Dir(path)
+	tmpDir, err := os.MkdirTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
+	defer os.RemoveAll(tmpDir)
+	tmp := filepath.Join(tmpDir, filepath.Base(path))
+	if o.subformat == vmdk.StreamOptimized {
+		err = writeStreamFile(src, tmp, o, level, sync, report)
+	} else {
+		err = writeVMDK(src, tmp, o, report)
+	}
+	if err != nil {
+		return err
+	}
+	return moveImage(tmpDir, dir, filepath.Base(path))
+}
+
+func writeStreamFile(src image, path string, o vmdkOptions, level int, sync bool, report func(int64)) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
 	o.image.Size = src.Size()
-	w, err := vmdk.NewStreamWriter(tmp, vmdk.StreamOptions{ImageOptions: o.image, Level: level, ExtentFileName: filepath.Base(path)})
+	w, err := vmdk.NewStreamWriter(f, vmdk.StreamOptions{ImageOptions: o.image, Level: level, ExtentFileName: filepath.Base(path)})
 	if err == nil {
 		err = copyInOrder(background, src, w, report)
 		if cerr := w.Close(); err == nil {
 			err = cerr
 		}
 	}
-	if err == nil {
-		err = tmp.Chmod(0o644) // CreateTemp makes 0600
-	}
 	if err == nil && sync {
-		err = tmp.Sync()
+		err = f.Sync()
 	}
-	if cerr := tmp.Close(); err == nil {
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	return err
+}
+
+// writeVMDK creates a sparse or flat image and copies src into it; Flush
+// makes it durable (grain tables are written there in any case).
+func writeVMDK(src image, path string, o vmdkOptions, report func(int64)) error {
+	if err := vmdk.Create(path, o.create(src.Size(), "", nil)); err != nil {
+		return err
+	}
+	d, err := vmdk.Open(path, &vmdk.Options{ReadWrite: true})
 	if err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	err = copyImage(background, src, d, false, report)
+	if err == nil {
+		err = d.Flush()
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// moveImage renames the files of the image `name` from tmpDir into dir,
+// the descriptor last, then syncs dir.
+func moveImage(tmpDir, dir, name string) error {
+	entries, err := os.ReadDir(tmpDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() != name {
+			if err := os.Rename(filepath.Join(tmpDir, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Rename(filepath.Join(tmpDir, name), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // copyInOrder copies src's data chunks to dst in ascending order (a stream
