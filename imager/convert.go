@@ -53,6 +53,9 @@ func runConvert(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer src.Close()
+	if err := checkNotSource(src, pos[1]); err != nil {
+		return err
+	}
 	var report func(done int64)
 	if *progress {
 		report = progressPrinter(os.Stderr, src.Size())
@@ -143,7 +146,7 @@ func copyImage(ctx context.Context, src image, dst io.WriterAt, block bool, repo
 				if ctx.Err() != nil {
 					continue // drain after a failure
 				}
-				if err := copyChunk(src, dst, c, buf, block); err != nil {
+				if err := safeCopyChunk(src, dst, c, buf, block); err != nil {
 					cancel(err)
 					continue
 				}
@@ -197,6 +200,17 @@ func walkChunks(ctx context.Context, src image, out chan<- chunk) error {
 }
 
 var zeroChunk = make([]byte, chunkSize)
+
+// safeCopyChunk is copyChunk with a panic turned into an error: the
+// workers run where main's recover cannot see.
+func safeCopyChunk(src image, dst io.WriterAt, c chunk, buf []byte, block bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error: %v", r)
+		}
+	}()
+	return copyChunk(src, dst, c, buf, block)
+}
 
 func copyChunk(src image, dst io.WriterAt, c chunk, buf []byte, block bool) error {
 	if c.zero {

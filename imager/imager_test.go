@@ -349,3 +349,16 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestConvertRefusesItsSource(t *testing.T) {
+	dir := chainDir(t)
+	before, _ := os.ReadFile(filepath.Join(dir, "monolithicFlat-flat.vmdk"))
+	code, _, errs := imager("convert", "-O", "raw", filepath.Join(dir, "monolithicFlat.vmdk"), filepath.Join(dir, "monolithicFlat-flat.vmdk"))
+	after, _ := os.ReadFile(filepath.Join(dir, "monolithicFlat-flat.vmdk"))
+	if code == 0 || !strings.Contains(errs, "source") || !bytes.Equal(before, after) {
+		t.Fatalf("exit %d %q; source changed: %v", code, errs, !bytes.Equal(before, after))
+	}
+	if code, _, _ := imager("convert", "-O", "raw", filepath.Join(dir, "top.vmdk"), filepath.Join(dir, "base.vmdk")); code == 0 {
+		t.Fatal("overwrote a parent in the chain")
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ type image interface {
 	io.ReaderAt
 	Size() int64
 	Close() error
+	// Files are the paths the image reads.
+	Files() []string
 	// status returns the mapping of a prefix of [off, off+n).
 	status(off, n int64) (vmdk.Mapping, error)
 }
@@ -43,9 +46,13 @@ func openImage(path, format string, pf *pathFlags) (image, error) {
 		}
 		_, perr := vmdk.Probe(f)
 		f.Close()
-		format = "vmdk"
-		if perr != nil {
+		switch {
+		case perr == nil:
+			format = "vmdk"
+		case errors.Is(perr, vmdk.ErrNotVMDK):
 			format = "raw"
+		default:
+			return nil, fmt.Errorf("%s: %w", path, perr)
 		}
 	}
 	switch format {
@@ -79,7 +86,23 @@ type rawImage struct {
 	size int64
 }
 
-func (r rawImage) Size() int64 { return r.size }
+func (r rawImage) Size() int64     { return r.size }
+func (r rawImage) Files() []string { return []string{r.Name()} }
+
+// checkNotSource refuses an output path that is one of the files the
+// source reads: opening it for output would destroy the source.
+func checkNotSource(src image, out string) error {
+	fo, err := os.Stat(out)
+	if err != nil {
+		return nil // does not exist yet
+	}
+	for _, f := range src.Files() {
+		if fi, err := os.Stat(f); err == nil && os.SameFile(fi, fo) {
+			return fmt.Errorf("%s is a file of the source image; pick another output", out)
+		}
+	}
+	return nil
+}
 
 // status of a raw file: all data (zeros are found when copying).
 func (r rawImage) status(off, n int64) (vmdk.Mapping, error) {

@@ -30,7 +30,7 @@ type Mapping struct {
 // BlockStatus returns the mapping of the longest prefix of [off, off+n)
 // that comes from one place. n must be positive and off+n <= Size().
 func (d *Disk) BlockStatus(off, n int64) (Mapping, error) {
-	if off < 0 || n <= 0 || off+n > d.size {
+	if off < 0 || n <= 0 || off >= d.size || n > d.size-off {
 		return Mapping{}, fmt.Errorf("vmdk: %s: block status of [%d, +%d) outside the disk", d.path, off, n)
 	}
 	return d.blockStatus(off, n, 0)
@@ -58,7 +58,7 @@ func (d *Disk) blockStatus(off, n int64, depth int) (Mapping, error) {
 			return Mapping{}, fmt.Errorf("status at byte %d needs the parent: %w", off, d.chainErr)
 		}
 		if d.parent == nil || off >= d.parent.size {
-			m.Zero, m.Allocated, m.Depth = true, false, depth+1
+			m.Zero, m.Allocated, m.Depth = true, false, depth+d.chainLength()
 			return m, nil
 		}
 		pm, err := d.parent.blockStatus(off, min(r.n, d.parent.size-off), depth+1)
@@ -98,4 +98,13 @@ func (a Mapping) mergeable(b Mapping) bool {
 		return a.HostOffset == b.HostOffset
 	}
 	return a.HostOffset+a.Length == b.HostOffset
+}
+
+// chainLength counts this disk and its backing disks.
+func (d *Disk) chainLength() int {
+	n := 0
+	for ; d != nil; d = d.parent {
+		n++
+	}
+	return n
 }

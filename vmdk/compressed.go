@@ -13,6 +13,10 @@ import (
 // maxWindow bounds the single read readCompressed makes for a request.
 const maxWindow = 16 << 20
 
+// maxCompressedGrain bounds the grain size of compressed images (real ones
+// use 64 KiB): each grain is inflated whole, so this bounds that buffer.
+const maxCompressedGrain = 16 << 20
+
 // readCompressed fills p with the content of consecutive compressed grains
 // starting at off. When the grains lie in ascending order in the file (as
 // every writer lays them out) their compressed bytes are read with one read
@@ -51,8 +55,17 @@ func (e *SparseExtent) readCompressed(p []byte, off int64) error {
 }
 
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines and returns the
-// first error.
-func parallel(n int, fn func(int) error) error {
+// first error. A panic in fn becomes an error rather than killing the
+// process from a goroutine no caller can recover.
+func parallel(n int, f func(int) error) error {
+	fn := func(i int) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("vmdk: internal error: %v", r)
+			}
+		}()
+		return f(i)
+	}
 	workers := min(runtime.GOMAXPROCS(0), n)
 	if workers <= 1 {
 		for i := range n {
@@ -162,6 +175,9 @@ func (e *SparseExtent) cachedGrain(g int64, gte uint32) ([]byte, error) {
 // (file bytes starting at windowOff) when it holds them, else from the file.
 func (e *SparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, windowOff int64) error {
 	host := int64(gte) * SectorSize
+	if host+grainMarkerSize > e.src.end() {
+		return fmt.Errorf("%s: %w: compressed grain %d at sector %d lies past the end of the file", e.src.name, ErrCorrupt, g, gte)
+	}
 	maxCompressed := maxCompressedSize(e.grainBytes)
 	// read returns n file bytes at off, from the window when it has them.
 	read := func(off, n int64, what string) ([]byte, error) {

@@ -68,6 +68,11 @@ func (o *ImageOptions) normalize() error {
 	if o.ToolsVersion == "" {
 		o.ToolsVersion = defaultToolsVersion
 	}
+	for name, v := range map[string]string{"hardware version": o.HWVersion, "tools version": o.ToolsVersion} {
+		if strings.Trim(v, "0123456789") != "" || len(v) > 10 {
+			return fmt.Errorf("vmdk: %s %q: want a number", name, v)
+		}
+	}
 	if o.GrainSize == 0 {
 		o.GrainSize = defaultGrainSectors * SectorSize
 	}

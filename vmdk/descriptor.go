@@ -177,7 +177,10 @@ func ParseDescriptor(text []byte) (*Descriptor, error) {
 // parseExtentLine recognises "ACCESS SECTORS TYPE ["FILE" [OFFSET]]". ok is
 // false when the line is not an extent line at all (a key=value line).
 func parseExtentLine(line string) (e ExtentLine, ok bool, err error) {
-	first, rest, _ := strings.Cut(line, " ")
+	first, rest := line, ""
+	if i := strings.IndexAny(line, " \t"); i >= 0 {
+		first, rest = line[:i], line[i+1:]
+	}
 	switch Access(strings.ToUpper(strings.TrimSpace(first))) {
 	case AccessRW:
 		e.Access = AccessRW
@@ -290,22 +293,36 @@ func truncate(s string) string {
 	return s
 }
 
+// quoted renders a value between double quotes. Quotes and line breaks
+// cannot be expressed in the format, so they are dropped rather than let a
+// value start a new descriptor line.
+func quoted(v string) string {
+	return `"` + strings.Map(func(r rune) rune {
+		if r == '"' || r == '\n' || r == '\r' || r == 0 {
+			return -1
+		}
+		return r
+	}, v) + `"`
+}
+
 // Format renders the descriptor in the layout VMware and qemu-img write.
 func (d *Descriptor) Format() []byte {
 	var b strings.Builder
 	b.WriteString("# Disk DescriptorFile\n")
 	fmt.Fprintf(&b, "version=%d\n", max(d.Version, 1))
+	// Values are written between quotes verbatim, as the parser reads them
+	// (%q would add Go escapes that no VMDK reader removes).
 	if d.Encoding != "" {
-		fmt.Fprintf(&b, "encoding=%q\n", d.Encoding)
+		fmt.Fprintf(&b, "encoding=%s\n", quoted(d.Encoding))
 	}
 	fmt.Fprintf(&b, "CID=%08x\n", d.CID)
 	fmt.Fprintf(&b, "parentCID=%08x\n", d.ParentCID)
-	fmt.Fprintf(&b, "createType=%q\n", d.CreateType)
+	fmt.Fprintf(&b, "createType=%s\n", quoted(d.CreateType))
 	if d.ParentFileNameHint != "" {
-		fmt.Fprintf(&b, "parentFileNameHint=%q\n", d.ParentFileNameHint)
+		fmt.Fprintf(&b, "parentFileNameHint=%s\n", quoted(d.ParentFileNameHint))
 	}
 	for _, kv := range d.Other {
-		fmt.Fprintf(&b, "%s=%q\n", kv.Key, kv.Value)
+		fmt.Fprintf(&b, "%s=%s\n", kv.Key, quoted(kv.Value))
 	}
 	b.WriteString("\n# Extent description\n")
 	for _, e := range d.Extents {
@@ -313,7 +330,7 @@ func (d *Descriptor) Format() []byte {
 			fmt.Fprintf(&b, "%s %d %s\n", e.Access, e.Sectors, e.Type)
 			continue
 		}
-		fmt.Fprintf(&b, "%s %d %s \"%s\"", e.Access, e.Sectors, e.Type, e.File)
+		fmt.Fprintf(&b, "%s %d %s %s", e.Access, e.Sectors, e.Type, quoted(e.File))
 		if e.Type.flatLike() {
 			fmt.Fprintf(&b, " %d", e.Offset)
 		}
@@ -321,7 +338,7 @@ func (d *Descriptor) Format() []byte {
 	}
 	b.WriteString("\n# The Disk Data Base\n#DDB\n\n")
 	for _, kv := range d.DDB {
-		fmt.Fprintf(&b, "%s = %q\n", kv.Key, kv.Value)
+		fmt.Fprintf(&b, "%s = %s\n", kv.Key, quoted(kv.Value))
 	}
 	return []byte(b.String())
 }

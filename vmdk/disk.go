@@ -94,6 +94,12 @@ func (o *opener) openFile(path string) (*source, error) {
 	if o.noFiles {
 		return nil, fmt.Errorf("%w: %s names another file, which needs Open, not OpenReaderAt", ErrUnsupported, path)
 	}
+	// Only regular files and block devices: opening a FIFO would block.
+	if fi, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 {
+		return nil, fmt.Errorf("%s: %w: not a regular file or block device (%v)", path, ErrUnsupported, m.Type())
+	}
 	flag := os.O_RDONLY
 	if o.rw {
 		flag = os.O_RDWR
@@ -337,12 +343,14 @@ func (o *opener) resolve(dir, name string) (string, error) {
 		root = dir
 	}
 	path := filepath.Join(dir, name)
-	if !within(root, path) {
+	absRoot, err1 := filepath.Abs(root)
+	absPath, err2 := filepath.Abs(path)
+	if err1 != nil || err2 != nil || !within(absRoot, absPath) {
 		return "", fmt.Errorf("%w: %q leaves %s", ErrInsecurePath, name, root)
 	}
 	// The lexical check passed; make sure no symbolic link leads out.
-	realRoot, err1 := filepath.EvalSymlinks(root)
-	realPath, err2 := filepath.EvalSymlinks(path)
+	realRoot, err1 := filepath.EvalSymlinks(absRoot)
+	realPath, err2 := filepath.EvalSymlinks(absPath)
 	if err1 == nil && err2 == nil && !within(realRoot, realPath) {
 		return "", fmt.Errorf("%w: %q leads out of %s through a symbolic link", ErrInsecurePath, name, root)
 	}
@@ -364,6 +372,9 @@ func (o *opener) openParent(d *Disk, depth int) error {
 			d.chainErr = fmt.Errorf("%w: %s has parentCID %08x but no parentFileNameHint", ErrChainBroken, d.path, desc.ParentCID)
 		}
 		return nil
+	}
+	if o.noFiles {
+		return fmt.Errorf("%s: %w: it names a parent, which needs Open, not OpenReaderAt", d.path, ErrUnsupported)
 	}
 	if depth+1 >= o.opts.MaxChainDepth {
 		return fmt.Errorf("%s: %w: backing chain deeper than %d", d.path, ErrChainBroken, o.opts.MaxChainDepth)
@@ -405,6 +416,18 @@ func (d *Disk) Close() error {
 		}
 	}
 	return first
+}
+
+// Files lists the paths of every file the disk and its backing chain read,
+// descriptor first.
+func (d *Disk) Files() []string {
+	var out []string
+	for ; d != nil; d = d.parent {
+		for _, s := range d.sources {
+			out = append(out, s.name)
+		}
+	}
+	return out
 }
 
 // Size is the virtual disk size in bytes.

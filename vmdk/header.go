@@ -125,7 +125,8 @@ func (h *SparseHeader) validate() error {
 		return fmt.Errorf("%w: L2 table size too big: %d entries per grain table (limit %d)", ErrCorrupt, h.NumGTEsPerGT, maxGTEsPerGT)
 	case h.DescriptorSize > maxDescriptorBytes/SectorSize:
 		return fmt.Errorf("%w: embedded descriptor of %d sectors is too big", ErrCorrupt, h.DescriptorSize)
-	case h.DescriptorOffset > maxDiskSectors || h.OverHead > maxDiskSectors:
+	case h.DescriptorOffset > maxDiskSectors || h.OverHead > maxDiskSectors || h.RGDOffset > maxDiskSectors ||
+		(h.GDOffset > maxDiskSectors && h.GDOffset != gdAtEnd):
 		return fmt.Errorf("%w: header offsets out of range", ErrCorrupt)
 	case h.Compressed() && h.CompressAlgorithm != compressionDeflate:
 		return fmt.Errorf("%w: compression algorithm %d", ErrUnsupported, h.CompressAlgorithm)

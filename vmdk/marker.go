@@ -130,7 +130,15 @@ func (e *SparseExtent) scanMarkers() error {
 		m := parseMarker(buf[:])
 		if m.size == 0 {
 			switch m.typ {
-			case markerEOS, markerFooter:
+			case markerEOS:
+				if pos+SectorSize == e.src.size {
+					return nil
+				}
+				// A zero sector before the end is padding (a writer that
+				// understated overHead), not the end of the stream.
+				pos += SectorSize
+				continue
+			case markerFooter:
 				return nil
 			case markerGT, markerGD:
 				if m.val > uint64(e.src.size/SectorSize) {
@@ -148,7 +156,7 @@ func (e *SparseExtent) scanMarkers() error {
 		if m.val%uint64(e.grainBytes/SectorSize) != 0 || m.val >= uint64(e.capacity/SectorSize) {
 			return fmt.Errorf("%s: %w: grain marker at byte %d has LBA %d (capacity %d sectors)", e.src.name, ErrCorrupt, pos, m.val, e.capacity/SectorSize)
 		}
-		if pos/SectorSize > math.MaxUint32 {
+		if pos/SectorSize > math.MaxUint32 || (e.zeroedGTE && pos/SectorSize == 1) {
 			return fmt.Errorf("%s: %w: grain at byte %d is past what a grain table entry can address", e.src.name, ErrCorrupt, pos)
 		}
 		g := int64(m.val) / (e.grainBytes / SectorSize)

@@ -51,22 +51,33 @@ func Probe(r io.ReaderAt) (Kind, error) {
 	return KindUnknown, ErrNotVMDK
 }
 
+// looksLikeDescriptor accepts text whose lines within the probe window are
+// comments, blank, key=value or extent lines, with a version key among
+// them (usually first, but the grammar does not require it).
 func looksLikeDescriptor(buf []byte) bool {
+	if i := bytes.IndexByte(buf, 0); i >= 0 {
+		buf = buf[:i] // qemu pads rewritten descriptors with NULs
+	}
 	for len(buf) > 0 {
 		line, rest, found := bytes.Cut(buf, []byte("\n"))
-		if !found && len(buf) == probeBytes {
+		if !found && len(line) == probeBytes {
 			return false // a line longer than we looked at
 		}
+		buf = rest
 		line = bytes.TrimSpace(line)
-		switch {
-		case len(line) == 0 || line[0] == '#':
-			buf = rest
+		if len(line) == 0 || line[0] == '#' {
 			continue
-		case len(line) >= 8 && bytes.EqualFold(line[:8], []byte("version=")):
-			return true
 		}
 		k, _, ok := bytes.Cut(line, []byte("="))
-		return ok && bytes.EqualFold(bytes.TrimSpace(k), []byte("version"))
+		if !ok {
+			if _, isExtent, _ := parseExtentLine(string(line)); isExtent {
+				continue
+			}
+			return false
+		}
+		if bytes.EqualFold(bytes.TrimSpace(k), []byte("version")) {
+			return true
+		}
 	}
 	return false
 }

@@ -64,6 +64,9 @@ func openKDMV(src *source) (*SparseExtent, error) {
 			h = footer
 		}
 	}
+	if h.Compressed() && int64(h.GrainSize)*SectorSize > maxCompressedGrain {
+		return nil, fmt.Errorf("%s: %w: compressed grains of %d sectors (limit %d bytes)", src.name, ErrUnsupported, h.GrainSize, maxCompressedGrain)
+	}
 	e := &SparseExtent{
 		src:        src,
 		header:     h,

@@ -8,6 +8,10 @@ import (
 	"runtime"
 )
 
+// streamReadAhead bounds the content of grains a StreamReader holds ahead
+// of its caller.
+const streamReadAhead = 32 << 20
+
 // StreamReader reads a streamOptimized image sequentially from any
 // io.Reader (an HTTP body, a pipe) without seeking: every grain marker
 // carries its LBA, so grains can be placed as they arrive. Grains are
@@ -50,6 +54,9 @@ func NewStreamReader(r io.Reader) (*StreamReader, error) {
 	h, err := parseSparseHeader(buf)
 	if err != nil {
 		return nil, fmt.Errorf("stream: %w", err)
+	}
+	if int64(h.GrainSize)*SectorSize > maxCompressedGrain {
+		return nil, fmt.Errorf("stream: %w: grain size %d sectors (compressed grains are limited to %d bytes)", ErrUnsupported, h.GrainSize, maxCompressedGrain)
 	}
 	if !h.Compressed() || !h.HasMarkers() {
 		return nil, fmt.Errorf("%w: stream: not a streamOptimized image (flags %#x): it needs random access", ErrUnsupported, h.Flags)
@@ -114,8 +121,10 @@ func (s *StreamReader) skipTo(off int64) error {
 // start runs the parser: it reads markers in order and hands compressed
 // grains to a bounded set of inflating goroutines; results keeps their order.
 func (s *StreamReader) start() {
-	workers := runtime.GOMAXPROCS(0)
-	s.results = make(chan chan grainResult, 2*workers)
+	// Grains in flight (queued plus inflating) are bounded in bytes too, so
+	// large grains cannot multiply memory by the core count.
+	workers := int(max(1, min(int64(runtime.GOMAXPROCS(0)), streamReadAhead/s.grainBytes)))
+	s.results = make(chan chan grainResult, workers)
 	s.stop = make(chan struct{})
 	sem := make(chan struct{}, workers)
 	go func() {
@@ -168,14 +177,13 @@ func (s *StreamReader) Next() (Grain, error) {
 	return r.g, nil
 }
 
-// Close stops the background parser; it does not close the underlying
-// reader.
+// Close stops the background parser without waiting for it: a parser
+// blocked reading a stalled source exits once that read returns (close the
+// source to make it return). Close does not close the underlying reader.
 func (s *StreamReader) Close() error {
 	if !s.done {
 		s.done = true
 		close(s.stop)
-		for range s.results { // let the parser exit
-		}
 	}
 	return nil
 }
@@ -232,10 +240,8 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 		if err := s.readFull(data[n:], "compressed grain"); err != nil {
 			return 0, nil, err
 		}
-		if pad := (grainMarkerSize + int64(m.size)) % SectorSize; pad != 0 {
-			if err := s.skipTo(s.pos + SectorSize - pad); err != nil {
-				return 0, nil, err
-			}
+		if err := s.skipTo(at + (grainMarkerSize+int64(m.size)+SectorSize-1)/SectorSize*SectorSize); err != nil {
+			return 0, nil, err
 		}
 		return lba, data, nil
 	}
