@@ -362,3 +362,29 @@ func TestConvertRefusesItsSource(t *testing.T) {
 		t.Fatal("overwrote a parent in the chain")
 	}
 }
+
+func TestCheckExitCodes(t *testing.T) {
+	dir := chainDir(t)
+	p := func(n string) string { return filepath.Join(dir, n) }
+	for _, img := range images {
+		if code, out, errs := imager("check", p(img)); code != 0 {
+			t.Errorf("%s: exit %d %s %s", img, code, out, errs)
+		}
+	}
+	f, _ := os.OpenFile(p("top.vmdk"), os.O_RDWR|os.O_APPEND, 0)
+	f.Write(make([]byte, 64<<10))
+	f.Close()
+	if code, out, _ := imager("check", "--output=json", p("top.vmdk")); code != 3 || !strings.Contains(out, `"leakedBytes": 65536`) {
+		t.Errorf("leak: exit %d %s", code, out)
+	}
+	if code, out, _ := imager("check", "-r", p("top.vmdk")); code != 0 || !strings.Contains(out, "Repaired") {
+		t.Errorf("repair: exit %d %s", code, out)
+	}
+	os.WriteFile(p("corrupt.vmdk"), append([]byte("KDMV\x01\x00\x00\x00"), make([]byte, 1024)...), 0o644)
+	if code, _, _ := imager("check", p("corrupt.vmdk")); code != 2 {
+		t.Errorf("corrupt: exit %d", code)
+	}
+	if code, _, _ := imager("check", p("missing.vmdk")); code != 1 {
+		t.Errorf("missing: exit %d", code)
+	}
+}

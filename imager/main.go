@@ -29,6 +29,7 @@ var commands = []command{
 	{"flatten", "flatten [-O vmdk|raw] [-o subformat=...] [-p] IMAGE OUT   (a chain into one self-contained image)", runFlatten},
 	{"map", "map [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", runMap},
 	{"create", "create [-o subformat=...,adapter_type=...,hwversion=...,toolsversion=...,zeroed_grain=on] [-b BACKING] IMAGE [SIZE]", runCreate},
+	{"check", "check [--output=human|json] [-r] IMAGE   (exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check)", runCheck},
 	{"compare", "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error)", runCompare},
 }
 

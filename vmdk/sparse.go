@@ -184,13 +184,9 @@ func (e *SparseExtent) grainTable(i uint32) ([]uint32, error) {
 	if ok || e.pinned || int(i) >= len(e.gd) || e.gd[i] == 0 {
 		return gt, nil
 	}
-	raw := make([]byte, e.gtEntries*4)
-	if err := e.src.readFull(raw, int64(e.gd[i])*SectorSize, fmt.Sprintf("grain table %d", i)); err != nil {
-		return nil, err
-	}
-	gt = make([]uint32, e.gtEntries)
-	for j := range gt {
-		gt[j] = binary.LittleEndian.Uint32(raw[j*4:])
+	gt, err := e.readTable(int64(e.gd[i]))
+	if err != nil {
+		return nil, fmt.Errorf("grain table %d: %w", i, err)
 	}
 	e.mu.Lock()
 	if len(e.tables) >= gtCacheTables {

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// Exit codes of `imager check`, as qemu-img check uses them.
+const (
+	checkClean   = 0
+	checkFailed  = 1 // the check itself could not run
+	checkCorrupt = 2
+	checkLeaks   = 3
+)
+
+func runCheck(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	output := fs.String("output", "human", "output format: human or json")
+	repair := fs.Bool("r", false, "repair what is safe to repair (leaks, a grain table with a valid redundant copy)")
+	var pf pathFlags
+	pf.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if *output != "human" && *output != "json" {
+		return fmt.Errorf("unknown --output %q (want human or json)", *output)
+	}
+	rep, err := vmdk.Check(pos[0], pf.options(), *repair)
+	if err != nil {
+		return &exitError{code: checkFailed, msg: fmt.Sprintf("imager check: %v", err)}
+	}
+	if *repair && len(rep.Repaired) > 0 {
+		// Report the state after repair, listing what was done.
+		done := rep.Repaired
+		if rep, err = vmdk.Check(pos[0], pf.options(), false); err != nil {
+			return &exitError{code: checkFailed, msg: fmt.Sprintf("imager check: %v", err)}
+		}
+		rep.Repaired = done
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		for _, s := range rep.Repaired {
+			fmt.Fprintf(stdout, "Repaired: %s\n", s)
+		}
+		for _, s := range rep.Corruptions {
+			fmt.Fprintf(stdout, "ERROR: %s\n", s)
+		}
+		for _, s := range rep.Leaks {
+			fmt.Fprintf(stdout, "Leaked: %s\n", s)
+		}
+		if rep.Clean() {
+			fmt.Fprintf(stdout, "No errors were found on the image (%d grains allocated).\n", rep.Grains)
+		} else {
+			fmt.Fprintf(stdout, "%d errors, %d leaks (%d bytes).\n", len(rep.Corruptions), len(rep.Leaks), rep.LeakedBytes)
+		}
+	}
+	switch {
+	case len(rep.Corruptions) > 0:
+		return &exitError{code: checkCorrupt}
+	case len(rep.Leaks) > 0:
+		return &exitError{code: checkLeaks}
+	}
+	return nil
+}

@@ -1,0 +1,314 @@
+package vmdk
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// CheckReport is what Check found. Corruptions make data unreliable; leaks
+// are allocated space nothing refers to (an interrupted writer's grains).
+type CheckReport struct {
+	Image       string   `json:"image"`
+	Corruptions []string `json:"corruptions"`
+	Leaks       []string `json:"leaks"`
+	LeakedBytes int64    `json:"leakedBytes"`
+	Repaired    []string `json:"repaired"`
+	// Grains counts allocated grains across the disk's sparse extents.
+	Grains int64 `json:"grains"`
+}
+
+// Clean reports a check that found nothing.
+func (r *CheckReport) Clean() bool { return len(r.Corruptions) == 0 && len(r.Leaks) == 0 }
+
+func (r *CheckReport) corrupt(format string, a ...any) {
+	r.Corruptions = append(r.Corruptions, fmt.Sprintf(format, a...))
+}
+
+// Check verifies what qemu-img check does not: the grain directory against
+// its redundant copy and every grain table against its copy, every grain
+// table entry inside the file and grain-aligned, no two entries sharing a
+// grain, no grain over metadata, stream markers and footer, and the chain's
+// CIDs. With repair it fixes what is safe to fix: a grain table rebuilt from
+// a valid redundant copy (or the redundant copy from the primary), leaked
+// grains at the end of the file truncated away.
+func Check(path string, opts *Options, repair bool) (*CheckReport, error) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	o.ReadWrite = repair
+	r := &CheckReport{Image: path}
+	d, err := Open(path, &o)
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrChainBroken) {
+			r.corrupt("%v", err)
+			return r, nil
+		}
+		return nil, err
+	}
+	defer d.Close()
+	if err := d.ChainError(); err != nil {
+		r.corrupt("%v", err)
+	}
+	for _, pe := range d.extents {
+		se, ok := pe.ext.(*SparseExtent)
+		if !ok {
+			continue
+		}
+		if se.capacity < pe.size {
+			r.corrupt("%s: the extent line says %d sectors but the sparse header covers %d", se.src.name, pe.size/SectorSize, se.capacity/SectorSize)
+		}
+		if err := se.check(r, repair); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// span is a range of sectors in an extent file.
+type span struct {
+	start, end int64
+	what       string
+}
+
+func (e *SparseExtent) check(r *CheckReport, repair bool) error {
+	name := e.src.name
+	fileSectors := (e.src.end() + SectorSize - 1) / SectorSize
+	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
+	meta := []span{{0, 1, "header"}}
+	h := e.header
+	if h != nil {
+		if h.DescriptorSize > 0 {
+			meta = append(meta, span{int64(h.DescriptorOffset), int64(h.DescriptorOffset + h.DescriptorSize), "descriptor"})
+		}
+	} else {
+		meta[0].end = cowdHeaderSize / SectorSize
+	}
+	if e.pinned {
+		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: no grain directory (footer missing); grains were indexed by scanning their markers", name))
+	}
+	gdSectors := (int64(len(e.gd))*4 + SectorSize - 1) / SectorSize
+	if h != nil && e.gd != nil {
+		meta = append(meta, span{int64(h.GDOffset), int64(h.GDOffset) + gdSectors, "grain directory"})
+		if e.rgd != nil {
+			meta = append(meta, span{int64(h.RGDOffset), int64(h.RGDOffset) + gdSectors, "redundant grain directory"})
+		}
+	}
+
+	var grains []span
+	for i := range e.gd {
+		if e.gd[i] == 0 {
+			if e.rgd != nil && e.rgd[i] != 0 {
+				r.corrupt("%s: grain directory entry %d is empty but its redundant copy points at sector %d", name, i, e.rgd[i])
+			}
+			continue
+		}
+		meta = append(meta, span{int64(e.gd[i]), int64(e.gd[i]) + gtSectors, fmt.Sprintf("grain table %d", i)})
+		gt, err := e.readTable(int64(e.gd[i]))
+		if err != nil {
+			return err
+		}
+		bad := e.badEntries(gt, i, fileSectors)
+		if e.rgd != nil && e.rgd[i] != 0 {
+			meta = append(meta, span{int64(e.rgd[i]), int64(e.rgd[i]) + gtSectors, fmt.Sprintf("redundant grain table %d", i)})
+			rgt, err := e.readTable(int64(e.rgd[i]))
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(gt, rgt) {
+				from, to, fromName := gt, e.rgd[i], "grain table"
+				if bad > 0 && e.badEntries(rgt, i, fileSectors) == 0 {
+					from, to, fromName = rgt, e.gd[i], "redundant grain table"
+				}
+				r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
+				if repair {
+					if err := e.writeTable(int64(to), from); err != nil {
+						return err
+					}
+					r.Repaired = append(r.Repaired, fmt.Sprintf("%s: grain table %d rewritten from the %s", name, i, fromName))
+					gt, bad = from, e.badEntries(from, i, fileSectors)
+					e.mu.Lock()
+					delete(e.tables, uint32(i))
+					e.mu.Unlock()
+				}
+			}
+		}
+		for j, v := range gt {
+			g := int64(i)*e.gtEntries + int64(j)
+			if v == 0 || (v == 1 && e.zeroedGTE) {
+				continue
+			}
+			if g*e.grainBytes >= e.capacity {
+				r.corrupt("%s: grain table %d entry %d points at sector %d past the capacity", name, i, j, v)
+				continue
+			}
+			s, ok := e.grainSpan(r, g, v, fileSectors)
+			if ok {
+				grains = append(grains, s)
+			}
+		}
+	}
+	if e.pinned {
+		for i, gt := range e.tables {
+			for j, v := range gt {
+				if v != 0 {
+					if s, ok := e.grainSpan(r, int64(i)*e.gtEntries+int64(j), v, fileSectors); ok {
+						grains = append(grains, s)
+					}
+				}
+			}
+		}
+	}
+	r.Grains += int64(len(grains))
+
+	// Overlaps: grain with grain, grain with metadata.
+	sort.Slice(grains, func(a, b int) bool { return grains[a].start < grains[b].start })
+	for k := 1; k < len(grains); k++ {
+		if grains[k].start < grains[k-1].end {
+			r.corrupt("%s: %s and %s share sectors %d..%d", name, grains[k-1].what, grains[k].what, grains[k].start, min(grains[k].end, grains[k-1].end)-1)
+		}
+	}
+	metaEnd := int64(0)
+	for _, m := range meta {
+		metaEnd = max(metaEnd, m.end)
+		k := sort.Search(len(grains), func(k int) bool { return grains[k].end > m.start })
+		if k < len(grains) && grains[k].start < m.end {
+			r.corrupt("%s: %s overlaps the %s", name, grains[k].what, m.what)
+		}
+	}
+	if e.compressed {
+		return e.checkStreamTail(r)
+	}
+
+	// Leaks: sectors past the last grain that nothing refers to.
+	used := max(metaEnd, int64(0))
+	if h != nil {
+		used = max(used, int64(h.OverHead))
+	}
+	for _, g := range grains {
+		used = max(used, g.end)
+	}
+	if fileSectors > used {
+		leaked := (fileSectors - used) * SectorSize
+		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: %d bytes past the last grain are not referenced", name, leaked))
+		r.LeakedBytes += leaked
+		if repair {
+			if err := e.src.f.Truncate(used * SectorSize); err != nil {
+				return fmt.Errorf("%s: truncate leaked grains: %w", name, err)
+			}
+			if err := e.src.f.Sync(); err != nil {
+				return err
+			}
+			r.Repaired = append(r.Repaired, fmt.Sprintf("%s: truncated %d leaked bytes", name, leaked))
+		}
+	}
+	return nil
+}
+
+// grainSpan checks one allocated grain's entry and returns the sectors it
+// occupies.
+func (e *SparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors int64) (span, bool) {
+	what := fmt.Sprintf("grain %d (sector %d)", g, v)
+	start := int64(v)
+	if e.compressed {
+		if e.markers {
+			var m [grainMarkerSize]byte
+			if err := e.src.readFull(m[:], start*SectorSize, "grain marker"); err != nil {
+				r.corrupt("%s: %s: %v", e.src.name, what, err)
+				return span{}, false
+			}
+			lba, size := binary.LittleEndian.Uint64(m[:]), int64(binary.LittleEndian.Uint32(m[8:]))
+			if lba != uint64(g*e.grainBytes/SectorSize) || size == 0 || size > maxCompressedSize(e.grainBytes) {
+				r.corrupt("%s: %s: marker says LBA %d, %d bytes", e.src.name, what, lba, size)
+				return span{}, false
+			}
+			end := start + (grainMarkerSize+size+SectorSize-1)/SectorSize
+			if end > fileSectors {
+				r.corrupt("%s: %s lies past the end of the file", e.src.name, what)
+				return span{}, false
+			}
+			return span{start, end, what}, true
+		}
+		return span{start, start + 1, what}, start < fileSectors
+	}
+	end := start + (e.grainLen(g)+SectorSize-1)/SectorSize
+	if end > fileSectors {
+		r.corrupt("%s: %s lies past the end of the file", e.src.name, what)
+		return span{}, false
+	}
+	if h := e.header; h != nil && (start-int64(h.OverHead))%(e.grainBytes/SectorSize) != 0 {
+		r.corrupt("%s: %s is not grain-aligned", e.src.name, what)
+	}
+	return span{start, start + e.grainBytes/SectorSize, what}, true
+}
+
+// badEntries counts entries of GT i that cannot be valid.
+func (e *SparseExtent) badEntries(gt []uint32, i int, fileSectors int64) int {
+	bad := 0
+	for _, v := range gt {
+		if v > 1 && int64(v) >= fileSectors || (v == 1 && !e.zeroedGTE) {
+			bad++
+		}
+	}
+	return bad
+}
+
+// checkStreamTail verifies a stream's footer against its header and the
+// end-of-stream marker.
+func (e *SparseExtent) checkStreamTail(r *CheckReport) error {
+	if !e.markers {
+		return nil
+	}
+	size := e.src.size
+	first := make([]byte, SectorSize)
+	if err := e.src.readFull(first, 0, "header"); err != nil {
+		return err
+	}
+	h0, err := parseSparseHeader(first)
+	if err != nil {
+		r.corrupt("%s: header: %v", e.src.name, err)
+		return nil
+	}
+	if h0.GDOffset != gdAtEnd {
+		return nil // qemu and open-vmdk layouts keep the directory in the header
+	}
+	f := e.header
+	if f.Capacity != h0.Capacity || f.GrainSize != h0.GrainSize || f.NumGTEsPerGT != h0.NumGTEsPerGT {
+		r.corrupt("%s: footer (capacity %d, grain %d) disagrees with the header (capacity %d, grain %d)", e.src.name, f.Capacity, f.GrainSize, h0.Capacity, h0.GrainSize)
+	}
+	eos := make([]byte, SectorSize)
+	if err := e.src.readFull(eos, size-SectorSize, "end-of-stream marker"); err != nil {
+		return err
+	}
+	if !bytes.Equal(eos, make([]byte, SectorSize)) {
+		r.corrupt("%s: the last sector is not an end-of-stream marker", e.src.name)
+	}
+	return nil
+}
+
+func (e *SparseExtent) readTable(sector int64) ([]uint32, error) {
+	raw := make([]byte, e.gtEntries*4)
+	if err := e.src.readFull(raw, sector*SectorSize, "grain table"); err != nil {
+		return nil, err
+	}
+	gt := make([]uint32, e.gtEntries)
+	for j := range gt {
+		gt[j] = binary.LittleEndian.Uint32(raw[j*4:])
+	}
+	return gt, nil
+}
+
+func (e *SparseExtent) writeTable(sector int64, gt []uint32) error {
+	raw := make([]byte, len(gt)*4)
+	for j, v := range gt {
+		binary.LittleEndian.PutUint32(raw[j*4:], v)
+	}
+	if err := e.pwrite(raw, sector*SectorSize, "grain table"); err != nil {
+		return err
+	}
+	return e.src.f.Sync()
+}
