@@ -388,3 +388,79 @@ func TestCheckExitCodes(t *testing.T) {
 		t.Errorf("missing: exit %d", code)
 	}
 }
+
+func rawOf(t *testing.T, dir, img string) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "r.raw")
+	qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", img, out)
+	b, _ := os.ReadFile(out)
+	return b
+}
+
+func cidsOf(t *testing.T, dir, img string) (cid, parent string) {
+	t.Helper()
+	_, out, _ := imager("info", "--output=json", filepath.Join(dir, img))
+	var i infoJSON
+	json.Unmarshal([]byte(out), &i)
+	return i.CID, i.ParentCID
+}
+
+// TestCommitKeepsChain: after commit the parent holds the child's content
+// and the child still reads the same, with a matching parentCID (qemu-img
+// commit breaks that link).
+func TestCommitKeepsChain(t *testing.T) {
+	dir := chainDir(t)
+	want := rawOf(t, dir, "top.vmdk")
+	if code, _, errs := imager("commit", "-q", filepath.Join(dir, "top.vmdk")); code != 0 {
+		t.Fatal(errs)
+	}
+	if !bytes.Equal(rawOf(t, dir, "mid.vmdk"), want) || !bytes.Equal(rawOf(t, dir, "top.vmdk"), want) {
+		t.Fatal("content changed by commit")
+	}
+	midCID, _ := cidsOf(t, dir, "mid.vmdk")
+	if _, parent := cidsOf(t, dir, "top.vmdk"); parent != midCID {
+		t.Fatalf("child parentCID %s, parent CID %s", parent, midCID)
+	}
+	qemu(t, dir, "qemu-img", "check", "-f", "vmdk", "mid.vmdk")
+	if code, _, _ := imager("commit", filepath.Join(dir, "base.vmdk")); code == 0 {
+		t.Fatal("commit of an image without a backing file succeeded")
+	}
+}
+
+// TestRebase: a safe rebase keeps the content over a different backing
+// file; -u only relinks.
+func TestRebase(t *testing.T) {
+	dir := chainDir(t)
+	want := rawOf(t, dir, "top.vmdk")
+	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "other.vmdk", "8M")
+	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 0x44 0 8M", "other.vmdk")
+	if code, _, errs := imager("rebase", "-b", filepath.Join(dir, "other.vmdk"), filepath.Join(dir, "top.vmdk")); code != 0 {
+		t.Fatal(errs)
+	}
+	if !bytes.Equal(rawOf(t, dir, "top.vmdk"), want) {
+		t.Fatal("safe rebase changed the content")
+	}
+	var info struct {
+		Backing string `json:"backing-filename"`
+	}
+	json.Unmarshal(qemu(t, dir, "qemu-img", "info", "-f", "vmdk", "--output=json", "top.vmdk"), &info)
+	otherCID, _ := cidsOf(t, dir, "other.vmdk")
+	if _, parent := cidsOf(t, dir, "top.vmdk"); info.Backing != "other.vmdk" || parent != otherCID {
+		t.Fatalf("backing %q parentCID %s, want other.vmdk %s", info.Backing, parent, otherCID)
+	}
+	// Rebase onto nothing: self-contained, same content.
+	if code, _, errs := imager("rebase", "-b", "", filepath.Join(dir, "top.vmdk")); code != 0 {
+		t.Fatal(errs)
+	}
+	if !bytes.Equal(rawOf(t, dir, "top.vmdk"), want) {
+		t.Fatal("rebase onto nothing changed the content")
+	}
+	// Unsafe: metadata only.
+	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "kid.vmdk")
+	if code, _, errs := imager("rebase", "-u", "-b", filepath.Join(dir, "other.vmdk"), filepath.Join(dir, "kid.vmdk")); code != 0 {
+		t.Fatal(errs)
+	}
+	if !bytes.Equal(rawOf(t, dir, "kid.vmdk"), rawOf(t, dir, "other.vmdk")) {
+		t.Fatal("unsafe rebase should show the new backing's content")
+	}
+}

@@ -30,6 +30,8 @@ var commands = []command{
 	{"map", "map [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", runMap},
 	{"create", "create [-o subformat=...,adapter_type=...,hwversion=...,toolsversion=...,zeroed_grain=on] [-b BACKING] IMAGE [SIZE]", runCreate},
 	{"check", "check [--output=human|json] [-r] IMAGE   (exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check)", runCheck},
+	{"commit", "commit IMAGE   (into its backing file; the chain stays valid)", runCommit},
+	{"rebase", "rebase [-u] -b NEWBACKING IMAGE   (content kept unless -u)", runRebase},
 	{"compare", "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error)", runCompare},
 }
 

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// runCommit writes an image's own data into its backing file and keeps the
+// chain valid (the image is re-linked to the parent's new CID).
+func runCommit(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("commit", flag.ContinueOnError)
+	quiet := fs.Bool("q", false, "print nothing on success")
+	var pf pathFlags
+	pf.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if err := vmdk.Commit(background, pos[0], pf.options()); err != nil {
+		return err
+	}
+	if !*quiet {
+		fmt.Fprintln(stdout, "Image committed.")
+	}
+	return nil
+}
+
+// runRebase changes an image's backing file, keeping its content unless -u.
+func runRebase(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("rebase", flag.ContinueOnError)
+	backing := fs.String("b", "", "new backing file (empty: none, the image becomes self-contained)")
+	fs.String("F", "vmdk", "backing file format (vmdk)")
+	unsafe := fs.Bool("u", false, "unsafe: only rewrite the backing file name and CID, copy no data")
+	var pf pathFlags
+	pf.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	return vmdk.Rebase(background, pos[0], *backing, pf.options(), *unsafe)
+}
