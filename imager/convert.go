@@ -14,7 +14,7 @@ import (
 
 const (
 	chunkSize  = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
-	sparseUnit = 4 << 10 // zero runs of this size become holes (qemu-img's -S 4k)
+	rawHoleUnit = 4 << 10 // zero runs of this size become holes in raw files (qemu-img's -S 4k)
 )
 
 func runConvert(args []string, stdout io.Writer) error {
@@ -82,7 +82,8 @@ func convertToRaw(src image, path string, sync bool, report func(int64)) error {
 	if err != nil {
 		return err
 	}
-	err = copyImage(background, src, dst, block, report)
+	target := copyTarget{dst: dst, block: block, holeUnit: rawHoleUnit}
+	err = copyImage(background, src, target, report)
 	if err == nil && !block {
 		err = dst.Truncate(src.Size())
 	}
@@ -129,7 +130,17 @@ type chunk struct {
 // zero are skipped (zero-filled on a block device); data is read in chunks
 // by several workers at once, so inflating, reading and writing overlap,
 // and zero runs inside data become holes.
-func copyImage(ctx context.Context, src image, dst io.WriterAt, block bool, report func(int64)) error {
+// copyTarget is where copyImage writes: a file or device, or a VMDK.
+type copyTarget struct {
+	dst io.WriterAt
+	// block: a device that must get every byte, zeros included.
+	block bool
+	// holeUnit: aligned all-zero blocks of this size are not written
+	// (leaving holes, or unallocated grains when it is the grain size).
+	holeUnit int
+}
+
+func copyImage(ctx context.Context, src image, dst copyTarget, report func(int64)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	workers := runtime.GOMAXPROCS(0)
@@ -146,7 +157,7 @@ func copyImage(ctx context.Context, src image, dst io.WriterAt, block bool, repo
 				if ctx.Err() != nil {
 					continue // drain after a failure
 				}
-				if err := safeCopyChunk(src, dst, c, buf, block); err != nil {
+				if err := safeCopyChunk(src, dst, c, buf); err != nil {
 					cancel(err)
 					continue
 				}
@@ -203,43 +214,44 @@ var zeroChunk = make([]byte, chunkSize)
 
 // safeCopyChunk is copyChunk with a panic turned into an error: the
 // workers run where main's recover cannot see.
-func safeCopyChunk(src image, dst io.WriterAt, c chunk, buf []byte, block bool) (err error) {
+func safeCopyChunk(src image, dst copyTarget, c chunk, buf []byte) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("internal error: %v", r)
 		}
 	}()
-	return copyChunk(src, dst, c, buf, block)
+	return copyChunk(src, dst, c, buf)
 }
 
-func copyChunk(src image, dst io.WriterAt, c chunk, buf []byte, block bool) error {
+func copyChunk(src image, dst copyTarget, c chunk, buf []byte) error {
 	if c.zero {
-		if !block {
+		if !dst.block {
 			return nil // the destination was created empty: a hole
 		}
-		_, err := dst.WriteAt(zeroChunk[:c.n], c.off)
+		_, err := dst.dst.WriteAt(zeroChunk[:c.n], c.off)
 		return err
 	}
 	buf = buf[:c.n]
 	if _, err := src.ReadAt(buf, c.off); err != nil && err != io.EOF {
 		return err
 	}
-	return writeSparse(dst, buf, c.off, block)
+	return writeSparse(dst, buf, c.off)
 }
 
-// writeSparse writes buf at off, skipping sparseUnit-aligned zero blocks
-// (a block device gets every byte).
-func writeSparse(dst io.WriterAt, buf []byte, off int64, block bool) error {
-	if block {
-		_, err := dst.WriteAt(buf, off)
+// writeSparse writes buf at off, skipping aligned all-zero blocks of
+// dst.holeUnit bytes (a block device gets every byte).
+func writeSparse(dst copyTarget, buf []byte, off int64) error {
+	if dst.block {
+		_, err := dst.dst.WriteAt(buf, off)
 		return err
 	}
+	unit := dst.holeUnit
 	start := -1 // start of the pending non-zero run
-	for i := 0; i < len(buf); i += sparseUnit {
-		end := min(i+sparseUnit, len(buf))
+	for i := 0; i < len(buf); {
+		end := min(int((off+int64(i))/int64(unit)+1)*unit-int(off), len(buf)) // next unit boundary
 		if bytes.Equal(buf[i:end], zeroChunk[:end-i]) {
 			if start >= 0 {
-				if _, err := dst.WriteAt(buf[start:i], off+int64(start)); err != nil {
+				if _, err := dst.dst.WriteAt(buf[start:i], off+int64(start)); err != nil {
 					return err
 				}
 				start = -1
@@ -247,9 +259,10 @@ func writeSparse(dst io.WriterAt, buf []byte, off int64, block bool) error {
 		} else if start < 0 {
 			start = i
 		}
+		i = end
 	}
 	if start >= 0 {
-		_, err := dst.WriteAt(buf[start:], off+int64(start))
+		_, err := dst.dst.WriteAt(buf[start:], off+int64(start))
 		return err
 	}
 	return nil

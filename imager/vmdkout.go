@@ -79,7 +79,7 @@ func convertToVMDK(src image, path string, o vmdkOptions, level int, sync bool, 
 	if o.subformat == vmdk.StreamOptimized {
 		err = writeStreamFile(src, tmp, o, level, sync, report)
 	} else {
-		err = writeVMDK(src, tmp, o, report)
+		err = writeVMDK(src, tmp, o, sync, report)
 	}
 	if err != nil {
 		return err
@@ -109,9 +109,9 @@ func writeStreamFile(src image, path string, o vmdkOptions, level int, sync bool
 	return err
 }
 
-// writeVMDK creates a sparse or flat image and copies src into it; Flush
-// makes it durable (grain tables are written there in any case).
-func writeVMDK(src image, path string, o vmdkOptions, report func(int64)) error {
+// writeVMDK creates a sparse or flat image and copies src into it; with
+// sync, Flush makes it durable (Close writes the grain tables either way).
+func writeVMDK(src image, path string, o vmdkOptions, sync bool, report func(int64)) error {
 	if err := vmdk.Create(path, o.create(src.Size(), "", nil)); err != nil {
 		return err
 	}
@@ -119,8 +119,13 @@ func writeVMDK(src image, path string, o vmdkOptions, report func(int64)) error 
 	if err != nil {
 		return err
 	}
-	err = copyImage(background, src, d, false, report)
-	if err == nil {
+	// Zero blocks of a grain stay unallocated grains; flat extents get holes.
+	unit := rawHoleUnit
+	if g := d.Extents()[0].GrainSize; g > 0 {
+		unit = int(g)
+	}
+	err = copyImage(background, src, copyTarget{dst: d, holeUnit: unit}, report)
+	if err == nil && sync {
 		err = d.Flush()
 	}
 	if cerr := d.Close(); err == nil {

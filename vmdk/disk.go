@@ -400,9 +400,11 @@ func (o *opener) openParent(d *Disk, depth int) error {
 	return nil
 }
 
-// Close closes every file of the disk and its backing chain.
+// Close closes every file of the disk and its backing chain. On a writable
+// disk it first writes the grain tables still held in memory (without
+// syncing: Flush is what makes writes durable).
 func (d *Disk) Close() error {
-	var first error
+	first := d.flush(false)
 	for _, s := range d.sources {
 		if s.f != nil {
 			if err := s.f.Close(); err != nil && first == nil {

@@ -88,7 +88,7 @@ func (e *SparseExtent) setGTE(g int64, v uint32) error {
 		return fmt.Errorf("%s: %w: grain table %d is not allocated", e.src.name, ErrUnsupported, i)
 	}
 	if len(e.dirty) >= maxDirtyTables && !e.dirty[i] {
-		if err := e.flush(); err != nil {
+		if err := e.flush(true); err != nil {
 			return err
 		}
 	}
@@ -115,13 +115,16 @@ func (e *SparseExtent) pwrite(p []byte, off int64, what string) error {
 }
 
 // flush makes written grains durable, then writes the changed grain tables
-// and their redundant copies, then makes those durable.
-func (e *SparseExtent) flush() error {
+// and their redundant copies, then makes those durable. Without durable it
+// only writes the tables.
+func (e *SparseExtent) flush(durable bool) error {
 	if len(e.dirty) == 0 {
 		return nil
 	}
-	if err := e.src.f.Sync(); err != nil {
-		return fmt.Errorf("%s: sync grains: %w", e.src.name, err)
+	if durable {
+		if err := e.src.f.Sync(); err != nil {
+			return fmt.Errorf("%s: sync grains: %w", e.src.name, err)
+		}
 	}
 	raw := make([]byte, e.gtEntries*4)
 	for i := range e.dirty {
@@ -139,8 +142,10 @@ func (e *SparseExtent) flush() error {
 			}
 		}
 	}
-	if err := e.src.f.Sync(); err != nil {
-		return fmt.Errorf("%s: sync grain tables: %w", e.src.name, err)
+	if durable {
+		if err := e.src.f.Sync(); err != nil {
+			return fmt.Errorf("%s: sync grain tables: %w", e.src.name, err)
+		}
 	}
 	e.mu.Lock()
 	clear(e.dirty)

@@ -68,7 +68,12 @@ func (d *Disk) writeExtent(pe *placedExtent, p []byte, rel int64) error {
 
 // Flush makes everything written so far durable: grain data first, then
 // the grain tables that point at it.
-func (d *Disk) Flush() error {
+func (d *Disk) Flush() error { return d.flush(true) }
+
+// flush writes the changed grain tables; durable syncs the data before them
+// and the tables after (Close writes tables without syncing, like any file
+// close: the data is in the OS, not yet on disk).
+func (d *Disk) flush(durable bool) error {
 	if !d.writable {
 		return nil
 	}
@@ -77,10 +82,13 @@ func (d *Disk) Flush() error {
 	for _, pe := range d.extents {
 		switch e := pe.ext.(type) {
 		case *SparseExtent:
-			if err := e.flush(); err != nil {
+			if err := e.flush(durable); err != nil {
 				return err
 			}
 		case *flatExtent:
+			if !durable {
+				continue
+			}
 			if err := e.src.f.Sync(); err != nil {
 				return fmt.Errorf("%s: sync: %w", e.src.name, err)
 			}
