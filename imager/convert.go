@@ -13,7 +13,7 @@ import (
 )
 
 const (
-	chunkSize  = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
+	chunkSize   = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
 	rawHoleUnit = 4 << 10 // zero runs of this size become holes in raw files (qemu-img's -S 4k)
 )
 
