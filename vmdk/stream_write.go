@@ -52,6 +52,7 @@ type StreamWriter struct {
 	jobs    chan chan compressedGrain // in grain order
 	done    chan error                // the emitter's result, after jobs closes
 	failed  chan struct{}             // closed by the emitter on its first error
+	grains  sync.Pool                 // grain buffers
 	workers chan struct{}             // bounds grains being compressed
 	err     error
 	closed  bool
@@ -148,7 +149,11 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		if s.cur == nil {
-			s.cur = make([]byte, 0, s.grainBytes)
+			if b, ok := s.grains.Get().([]byte); ok {
+				s.cur = b[:0]
+			} else {
+				s.cur = make([]byte, 0, s.grainBytes)
+			}
 			s.curOff = s.written
 		}
 		k := copy(s.cur[len(s.cur):cap(s.cur)], p[n:])
@@ -214,6 +219,7 @@ func (s *StreamWriter) submit() error {
 	lba := s.curOff / SectorSize
 	s.cur = nil
 	if isZero(data) {
+		s.grains.Put(data)
 		return nil
 	}
 	res := make(chan compressedGrain, 1)
@@ -222,6 +228,7 @@ func (s *StreamWriter) submit() error {
 	go func() {
 		defer func() { <-s.workers }()
 		res <- compressGrain(lba, data, s.level)
+		s.grains.Put(data)
 	}()
 	return nil
 }
