@@ -4,7 +4,7 @@ BIN       ?= bin
 FUZZTIME  ?= 15s
 GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
-.PHONY: all build test unit race fuzz fmt vet lint bench help clean
+.PHONY: all build demo test unit race fuzz fmt vet lint bench help clean
 
 all: build
 
@@ -35,6 +35,9 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
 test: lint unit race fuzz ## everything CI runs
+
+demo: build ## imager end to end on a generated disk (hack/demo.sh)
+	hack/demo.sh
 
 bench: build ## imager vs qemu-img convert on 1 GiB images (hack/bench-convert.sh)
 	hack/bench-convert.sh
