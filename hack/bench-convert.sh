@@ -169,10 +169,13 @@ fi
 # scattered MiB with new data.
 if [[ ! -f chain-top.vmdk || chain-top.vmdk -ot mono.vmdk ]]; then
 	rm -f chain-*.vmdk
-	qemu-img create -q -f vmdk -b mono.vmdk -F vmdk chain-mid.vmdk
-	qemu-img create -q -f vmdk -b chain-mid.vmdk -F vmdk chain-top.vmdk
 	shift_mib=0
+	parent=mono.vmdk
 	for level in mid top; do
+		# Each child is made after its parent's writes: a write gives the
+		# parent a new CID, which would break an older child.
+		qemu-img create -q -f vmdk -b "$parent" -F vmdk "chain-$level.vmdk"
+		parent=chain-$level.vmdk
 		cmds=()
 		for ((k = 0; k < 64; k++)); do
 			cmds+=(-c "write -P $((k % 200 + 1)) $(((k * 15 + shift_mib) % ((size >> 20) - 1)))M 1M")

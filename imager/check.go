@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -19,16 +18,13 @@ const (
 
 func runCheck(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	output := fs.String("output", "human", "output format: human or json")
+	output := outputVar(fs)
 	repair := fs.Bool("r", false, "repair what is safe to repair (leaks, a grain table with a valid redundant copy)")
 	var pf pathFlags
 	pf.register(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
-	}
-	if *output != "human" && *output != "json" {
-		return fmt.Errorf("unknown --output %q (want human or json)", *output)
 	}
 	rep, err := vmdk.Check(pos[0], pf.options(), *repair)
 	if err != nil {
@@ -43,9 +39,7 @@ func runCheck(args []string, stdout io.Writer) error {
 		rep.Repaired = done
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := writeJSON(stdout, rep); err != nil {
 			return err
 		}
 	} else {

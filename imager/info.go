@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -48,7 +47,7 @@ type extentJSON struct {
 
 func runInfo(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("info", flag.ContinueOnError)
-	output := fs.String("output", "human", "output format: human or json")
+	output := outputVar(fs)
 	chain := fs.Bool("backing-chain", false, "also describe every backing image")
 	var pf pathFlags
 	pf.register(fs)
@@ -67,20 +66,15 @@ func runInfo(args []string, stdout io.Writer) error {
 			info.BackingChain = append(info.BackingChain, describe(p))
 		}
 	}
-	switch *output {
-	case "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(info)
-	case "human":
-		printInfo(stdout, info)
-		for _, p := range info.BackingChain {
-			fmt.Fprintln(stdout)
-			printInfo(stdout, p)
-		}
-		return nil
+	if *output == "json" {
+		return writeJSON(stdout, info)
 	}
-	return fmt.Errorf("unknown --output %q (want human or json)", *output)
+	printInfo(stdout, info)
+	for _, p := range info.BackingChain {
+		fmt.Fprintln(stdout)
+		printInfo(stdout, p)
+	}
+	return nil
 }
 
 func describe(d *vmdk.Disk) infoJSON {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -25,15 +24,12 @@ type mapJSON struct {
 
 func runMap(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("map", flag.ContinueOnError)
-	output := fs.String("output", "human", "output format: human or json")
+	output := outputVar(fs)
 	var pf pathFlags
 	pf.register(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
-	}
-	if *output != "human" && *output != "json" {
-		return fmt.Errorf("unknown --output %q (want human or json)", *output)
 	}
 	d, err := vmdk.Open(pos[0], pf.options())
 	if err != nil {
@@ -65,7 +61,5 @@ func runMap(args []string, stdout io.Writer) error {
 		}
 		out = append(out, j)
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return writeJSON(stdout, out)
 }

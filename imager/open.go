@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -139,3 +140,27 @@ func parseArgsRange(fs *flag.FlagSet, args []string, least, most int) ([]string,
 }
 
 var background = context.Background()
+
+// outputFlag is --output=human|json, checked as it is parsed.
+type outputFlag string
+
+func outputVar(fs *flag.FlagSet) *outputFlag {
+	o := outputFlag("human")
+	fs.Var(&o, "output", "output format: human or json")
+	return &o
+}
+
+func (o *outputFlag) String() string { return string(*o) }
+func (o *outputFlag) Set(s string) error {
+	if s != "human" && s != "json" {
+		return fmt.Errorf("want human or json")
+	}
+	*o = outputFlag(s)
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
