@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -158,5 +159,49 @@ func TestCreateRefusals(t *testing.T) {
 	}
 	if _, err := mustOpen(t, base, nil).WriteAt([]byte("x"), 0); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("write to a read-only open: %v", err)
+	}
+}
+
+// TestWriteAcrossExtents: writes that cross the 2 GiB extent boundaries of
+// the split subformats land in both extents, as qemu-img reads them.
+func TestWriteAcrossExtents(t *testing.T) {
+	for _, sf := range []string{TwoGbMaxExtentSparse, TwoGbMaxExtentFlat} {
+		t.Run(sf, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "big.vmdk")
+			if err := Create(p, CreateOptions{Subformat: sf, ImageOptions: ImageOptions{Size: 5 << 30}}); err != nil {
+				t.Fatal(err)
+			}
+			d := mustOpen(t, p, &Options{ReadWrite: true})
+			if n := len(d.Extents()); n != 3 {
+				t.Fatalf("%d extents", n)
+			}
+			// The model is a sparse raw file holding the same writes.
+			model, err := os.Create(filepath.Join(dir, "model.raw"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			model.Truncate(5 << 30)
+			r := rand.New(rand.NewSource(5))
+			for _, at := range []int64{2<<30 - 3000, 4<<30 - 70000, 4<<30 - 512, 5<<30 - 100} {
+				buf := make([]byte, min(int64(1+r.Intn(200<<10)), 5<<30-at))
+				r.Read(buf)
+				if _, err := d.WriteAt(buf, at); err != nil {
+					t.Fatalf("WriteAt(%d): %v", at, err)
+				}
+				model.WriteAt(buf, at)
+				got := make([]byte, len(buf))
+				if _, err := d.ReadAt(got, at); err != nil || !bytes.Equal(got, buf) {
+					t.Fatalf("read back at %d: %v", at, err)
+				}
+			}
+			model.Close()
+			if err := d.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			sh(t, dir, "qemu-img", "check", "-f", "vmdk", "big.vmdk")
+			sh(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", "big.vmdk", "model.raw")
+		})
 	}
 }
