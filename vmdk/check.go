@@ -130,7 +130,7 @@ func (e *SparseExtent) check(r *CheckReport, repair bool) error {
 						return err
 					}
 					r.Repaired = append(r.Repaired, fmt.Sprintf("%s: grain table %d rewritten from the %s", name, i, fromName))
-					gt, bad = from, e.badEntries(from, i, fileSectors)
+					gt = from
 					e.mu.Lock()
 					delete(e.tables, uint32(i))
 					e.mu.Unlock()
@@ -185,7 +185,7 @@ func (e *SparseExtent) check(r *CheckReport, repair bool) error {
 	}
 
 	// Leaks: sectors past the last grain that nothing refers to.
-	used := max(metaEnd, int64(0))
+	used := metaEnd
 	if h != nil {
 		used = max(used, int64(h.OverHead))
 	}

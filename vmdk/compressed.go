@@ -111,7 +111,8 @@ var windows sync.Pool
 
 func putWindow(b []byte) {
 	if b != nil {
-		windows.Put(b[:0])
+		b = b[:0]
+		windows.Put(&b)
 	}
 }
 
@@ -132,7 +133,10 @@ func (e *SparseExtent) readWindow(gtes []uint32) ([]byte, int64, error) {
 	if lo >= hi || hi-lo > maxWindow {
 		return nil, 0, nil
 	}
-	buf, _ := windows.Get().([]byte)
+	var buf []byte
+	if p, ok := windows.Get().(*[]byte); ok {
+		buf = *p
+	}
 	if cap(buf) < int(hi-lo) {
 		buf = make([]byte, hi-lo, (hi-lo+1<<20-1)&^(1<<20-1))
 	}

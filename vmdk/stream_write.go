@@ -149,8 +149,8 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		if s.cur == nil {
-			if b, ok := s.grains.Get().([]byte); ok {
-				s.cur = b[:0]
+			if b, ok := s.grains.Get().(*[]byte); ok {
+				s.cur = (*b)[:0]
 			} else {
 				s.cur = make([]byte, 0, s.grainBytes)
 			}
@@ -219,7 +219,7 @@ func (s *StreamWriter) submit() error {
 	lba := s.curOff / SectorSize
 	s.cur = nil
 	if isZero(data) {
-		s.grains.Put(data)
+		s.grains.Put(&data)
 		return nil
 	}
 	res := make(chan compressedGrain, 1)
@@ -228,7 +228,7 @@ func (s *StreamWriter) submit() error {
 	go func() {
 		defer func() { <-s.workers }()
 		res <- compressGrain(lba, data, s.level)
-		s.grains.Put(data)
+		s.grains.Put(&data)
 	}()
 	return nil
 }
