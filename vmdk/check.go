@@ -10,7 +10,8 @@ import (
 )
 
 // CheckReport is what Check found. Corruptions make data unreliable; leaks
-// are allocated space nothing refers to (an interrupted writer's grains).
+// are an interrupted writer's harmless left-overs: allocated space nothing
+// refers to, or a redundant grain table one update behind its primary.
 type CheckReport struct {
 	Image       string   `json:"image"`
 	Corruptions []string `json:"corruptions"`
@@ -26,6 +27,17 @@ func (r *CheckReport) Clean() bool { return len(r.Corruptions) == 0 && len(r.Lea
 
 func (r *CheckReport) corrupt(format string, a ...any) {
 	r.Corruptions = append(r.Corruptions, fmt.Sprintf(format, a...))
+}
+
+// behind reports whether old is an earlier state of cur: every entry that
+// differs was unallocated (0) or a zeroed grain (1) in old.
+func behind(old, cur []uint32) bool {
+	for j := range old {
+		if old[j] != cur[j] && old[j] > 1 {
+			return false
+		}
+	}
+	return true
 }
 
 // Check verifies what qemu-img check does not: the grain directory against
@@ -121,10 +133,18 @@ func (e *SparseExtent) check(r *CheckReport, repair bool) error {
 			}
 			if !slices.Equal(gt, rgt) {
 				from, to, fromName := gt, e.rgd[i], "grain table"
-				if bad > 0 && e.badEntries(rgt, i, fileSectors) == 0 {
+				switch {
+				case bad > 0 && e.badEntries(rgt, i, fileSectors) == 0:
 					from, to, fromName = rgt, e.gd[i], "redundant grain table"
+					r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
+				case bad == 0 && behind(rgt, gt):
+					// Writers update the primary first, so a writer
+					// killed between the two copies leaves this: the
+					// data reads right, only the copy is stale.
+					r.Leaks = append(r.Leaks, fmt.Sprintf("%s: redundant grain table %d is behind the primary (an interrupted update)", name, i))
+				default:
+					r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
 				}
-				r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
 				if repair {
 					if err := e.writeTable(int64(to), from); err != nil {
 						return err

@@ -90,6 +90,31 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		}
 		sameBytes(t, "repaired image", readAll(t, mustOpen(t, path, nil)), want)
 	})
+	t.Run("redundant table behind", func(t *testing.T) {
+		// A writer killed between the primary and redundant copies.
+		dir, path := checkImage(t)
+		want := qemuRaw(t, dir, "c.vmdk")
+		patchGTE(t, path, true, 0, 0)
+		r := mustCheck(t, path, false)
+		if len(r.Corruptions) != 0 || len(r.Leaks) != 1 || !strings.Contains(r.Leaks[0], "behind the primary") {
+			t.Fatalf("%+v", r)
+		}
+		if r := mustCheck(t, path, true); len(r.Repaired) != 1 {
+			t.Fatalf("repair: %+v", r)
+		}
+		if r := mustCheck(t, path, false); !r.Clean() {
+			t.Fatalf("after repair: %+v", r)
+		}
+		sameBytes(t, "repaired image", readAll(t, mustOpen(t, path, nil)), want)
+	})
+	t.Run("redundant table ahead", func(t *testing.T) {
+		// The redundant copy can never be ahead: writers update it last.
+		_, path := checkImage(t)
+		patchGTE(t, path, false, 0, 0)
+		if r := mustCheck(t, path, false); len(r.Corruptions) == 0 {
+			t.Fatalf("%+v", r)
+		}
+	})
 	t.Run("shared grain", func(t *testing.T) {
 		_, path := checkImage(t)
 		d := mustOpen(t, path, nil)
