@@ -61,7 +61,7 @@ func runConvert(args []string, stdout io.Writer) error {
 		report = progressPrinter(os.Stderr, src.Size())
 	}
 	if *dstFormat == "vmdk" {
-		err = convertToVMDK(src, pos[1], opts, *level, *cache == "writeback", report)
+		err = convertToVMDK(background, src, pos[1], opts, *level, *cache == "writeback", report)
 	} else {
 		err = convertToRaw(src, pos[1], *cache == "writeback", report)
 	}
@@ -78,46 +78,12 @@ func runFlatten(args []string, stdout io.Writer) error {
 }
 
 func convertToRaw(src image, path string, sync bool, report func(int64)) error {
-	dst, block, err := openRawTarget(path, src.Size())
+	t, err := openRawTarget(path, src.Size(), zeroProbe)
 	if err != nil {
 		return err
 	}
-	target := copyTarget{dst: dst, block: block, holeUnit: rawHoleUnit}
-	err = copyImage(background, src, target, report)
-	if err == nil && !block {
-		err = dst.Truncate(src.Size())
-	}
-	if err == nil && sync {
-		err = dst.Sync()
-	}
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// openRawTarget opens a raw destination: a regular file is created or
-// truncated to empty (so untouched ranges are holes); a block device must
-// be at least size bytes.
-func openRawTarget(path string, size int64) (f *os.File, block bool, err error) {
-	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeDevice != 0 {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return nil, false, err
-		}
-		devSize, err := f.Seek(0, io.SeekEnd)
-		if err != nil {
-			f.Close()
-			return nil, false, err
-		}
-		if devSize < size {
-			f.Close()
-			return nil, false, fmt.Errorf("%s: device has %d bytes, the image needs %d", path, devSize, size)
-		}
-		return f, true, nil
-	}
-	f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	return f, false, err
+	err = copyImage(background, src, t.copyTarget, report)
+	return t.finish(err, src.Size(), sync)
 }
 
 // chunk is a range of the source to copy: data to read, or a zero range.
@@ -126,20 +92,21 @@ type chunk struct {
 	zero   bool // nothing stored: write zeros only to a block device
 }
 
-// copyImage copies src's guest content to dst. Ranges the source maps as
-// zero are skipped (zero-filled on a block device); data is read in chunks
-// by several workers at once, so inflating, reading and writing overlap,
-// and zero runs inside data become holes.
 // copyTarget is where copyImage writes: a file or device, or a VMDK.
 type copyTarget struct {
 	dst io.WriterAt
-	// block: a device that must get every byte, zeros included.
-	block bool
-	// holeUnit: aligned all-zero blocks of this size are not written
-	// (leaving holes, or unallocated grains when it is the grain size).
+	// zero writes zeros over a range (a block device must read zeros
+	// there); when nil, zero ranges are left as holes.
+	zero func(off, n int64) error
+	// holeUnit: aligned all-zero blocks of this size are not written as
+	// data (they become holes, unallocated grains or zero calls).
 	holeUnit int
 }
 
+// copyImage copies src's guest content to dst. Ranges the source maps as
+// zero are skipped (or zeroed on a block device); data is read in chunks
+// by several workers at once, so inflating, reading and writing overlap,
+// and zero runs inside data become holes.
 func copyImage(ctx context.Context, src image, dst copyTarget, report func(int64)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -225,11 +192,10 @@ func safeCopyChunk(src image, dst copyTarget, c chunk, buf []byte) (err error) {
 
 func copyChunk(src image, dst copyTarget, c chunk, buf []byte) error {
 	if c.zero {
-		if !dst.block {
+		if dst.zero == nil {
 			return nil // the destination was created empty: a hole
 		}
-		_, err := dst.dst.WriteAt(zeroChunk[:c.n], c.off)
-		return err
+		return dst.zero(c.off, c.n)
 	}
 	buf = buf[:c.n]
 	if _, err := src.ReadAt(buf, c.off); err != nil && err != io.EOF {
@@ -238,34 +204,38 @@ func copyChunk(src image, dst copyTarget, c chunk, buf []byte) error {
 	return writeSparse(dst, buf, c.off)
 }
 
-// writeSparse writes buf at off, skipping aligned all-zero blocks of
-// dst.holeUnit bytes (a block device gets every byte).
+// writeSparse writes buf at off as alternating runs: data runs are
+// written, runs of aligned all-zero blocks of dst.holeUnit bytes are left
+// as holes or handed to dst.zero.
 func writeSparse(dst copyTarget, buf []byte, off int64) error {
-	if dst.block {
-		_, err := dst.dst.WriteAt(buf, off)
-		return err
-	}
 	unit := dst.holeUnit
-	start := -1 // start of the pending non-zero run
+	flush := func(from, to int, zero bool) error {
+		if from == to {
+			return nil
+		}
+		if !zero {
+			_, err := dst.dst.WriteAt(buf[from:to], off+int64(from))
+			return err
+		}
+		if dst.zero != nil {
+			return dst.zero(off+int64(from), int64(to-from))
+		}
+		return nil
+	}
+	start, zeroRun := 0, false
 	for i := 0; i < len(buf); {
 		end := min(int((off+int64(i))/int64(unit)+1)*unit-int(off), len(buf)) // next unit boundary
-		if bytes.Equal(buf[i:end], zeroChunk[:end-i]) {
-			if start >= 0 {
-				if _, err := dst.dst.WriteAt(buf[start:i], off+int64(start)); err != nil {
-					return err
-				}
-				start = -1
+		z := bytes.Equal(buf[i:end], zeroChunk[:end-i])
+		if i > start && z != zeroRun {
+			if err := flush(start, i, zeroRun); err != nil {
+				return err
 			}
-		} else if start < 0 {
 			start = i
 		}
+		zeroRun = z
 		i = end
 	}
-	if start >= 0 {
-		_, err := dst.dst.WriteAt(buf[start:], off+int64(start))
-		return err
-	}
-	return nil
+	return flush(start, len(buf), zeroRun)
 }
 
 // progressPrinter returns a reporter that redraws "(xx.xx/100%)" on w at

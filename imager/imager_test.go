@@ -244,7 +244,7 @@ func TestConvertToBlockDevice(t *testing.T) {
 	}
 	small := loopDevice(t, 4<<20)
 	code, _, errs := imager("convert", "-O", "raw", filepath.Join(dir, "top.vmdk"), small)
-	if code == 0 || !strings.Contains(errs, "needs 8388608") {
+	if code == 0 || !strings.Contains(errs, "virtual size is 8.0 MiB (8388608 bytes)") {
 		t.Fatalf("too-small device: exit %d %q", code, errs)
 	}
 }

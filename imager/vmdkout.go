@@ -64,74 +64,96 @@ func parseVMDKOptions(list optionList) (vmdkOptions, error) {
 	return o, nil
 }
 
-// convertToVMDK writes src as a VMDK. The image is built in a temporary
-// directory beside path and its files renamed into place (descriptor last)
-// once complete, so an interrupted convert never leaves an image that looks
+// convertToVMDK writes src as a VMDK (see openVMDKTarget).
+func convertToVMDK(ctx context.Context, src image, path string, o vmdkOptions, level int, sync bool, report func(int64)) error {
+	t, err := openVMDKTarget(path, src.Size(), o, level)
+	if err != nil {
+		return err
+	}
+	if t.ordered {
+		err = copyInOrder(ctx, src, t.dst, report)
+	} else {
+		err = copyImage(ctx, src, t.copyTarget, report)
+	}
+	return t.finish(err, sync)
+}
+
+// vmdkTarget is a VMDK being written. It is built in a temporary directory
+// beside its path and its files renamed into place (descriptor last) once
+// complete, so an interrupted write never leaves an image that looks
 // finished.
-func convertToVMDK(src image, path string, o vmdkOptions, level int, sync bool, report func(int64)) error {
+type vmdkTarget struct {
+	copyTarget
+	ordered bool // a stream: data must arrive in ascending order
+	path    string
+	tmpDir  string
+	disk    *vmdk.Disk         // sparse and flat subformats
+	stream  *vmdk.StreamWriter // streamOptimized
+	file    *os.File           // the stream's file
+}
+
+func openVMDKTarget(path string, size int64, o vmdkOptions, level int) (*vmdkTarget, error) {
 	dir := filepath.Dir(path)
 	tmpDir, err := os.MkdirTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.RemoveAll(tmpDir)
+	t := &vmdkTarget{path: path, tmpDir: tmpDir}
 	tmp := filepath.Join(tmpDir, filepath.Base(path))
+	o.image.Size = size
 	if o.subformat == vmdk.StreamOptimized {
-		err = writeStreamFile(src, tmp, o, level, sync, report)
-	} else {
-		err = writeVMDK(src, tmp, o, sync, report)
+		t.ordered = true
+		if t.file, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+			t.stream, err = vmdk.NewStreamWriter(t.file, vmdk.StreamOptions{ImageOptions: o.image, Level: level, ExtentFileName: filepath.Base(path)})
+			t.copyTarget = copyTarget{dst: t.stream, holeUnit: chunkSize} // the writer drops zero grains itself
+		}
+	} else if err = vmdk.Create(tmp, o.create(size, "", nil)); err == nil {
+		if t.disk, err = vmdk.Open(tmp, &vmdk.Options{ReadWrite: true}); err == nil {
+			// Zero blocks of a grain stay unallocated grains; flat extents get holes.
+			unit := rawHoleUnit
+			if g := t.disk.Extents()[0].GrainSize; g > 0 {
+				unit = int(g)
+			}
+			t.copyTarget = copyTarget{dst: t.disk, holeUnit: unit}
+		}
 	}
 	if err != nil {
-		return err
+		t.finish(err, false)
+		return nil, err
 	}
-	return moveImage(tmpDir, dir, filepath.Base(path))
+	return t, nil
 }
 
-func writeStreamFile(src image, path string, o vmdkOptions, level int, sync bool, report func(int64)) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	o.image.Size = src.Size()
-	w, err := vmdk.NewStreamWriter(f, vmdk.StreamOptions{ImageOptions: o.image, Level: level, ExtentFileName: filepath.Base(path)})
-	if err == nil {
-		err = copyInOrder(background, src, w, report)
-		if cerr := w.Close(); err == nil {
+// finish completes the image after writes that returned err: on success it
+// is closed, made durable with sync, and moved into place; on failure the
+// temporary directory is removed.
+func (t *vmdkTarget) finish(err error, sync bool) error {
+	defer os.RemoveAll(t.tmpDir)
+	if t.stream != nil {
+		if cerr := t.stream.Close(); err == nil {
 			err = cerr
 		}
 	}
-	if err == nil && sync {
-		err = f.Sync()
+	if t.file != nil {
+		if err == nil && sync {
+			err = t.file.Sync()
+		}
+		if cerr := t.file.Close(); err == nil {
+			err = cerr
+		}
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if t.disk != nil {
+		if err == nil && sync {
+			err = t.disk.Flush()
+		}
+		if cerr := t.disk.Close(); err == nil {
+			err = cerr
+		}
 	}
-	return err
-}
-
-// writeVMDK creates a sparse or flat image and copies src into it; with
-// sync, Flush makes it durable (Close writes the grain tables either way).
-func writeVMDK(src image, path string, o vmdkOptions, sync bool, report func(int64)) error {
-	if err := vmdk.Create(path, o.create(src.Size(), "", nil)); err != nil {
-		return err
-	}
-	d, err := vmdk.Open(path, &vmdk.Options{ReadWrite: true})
 	if err != nil {
 		return err
 	}
-	// Zero blocks of a grain stay unallocated grains; flat extents get holes.
-	unit := rawHoleUnit
-	if g := d.Extents()[0].GrainSize; g > 0 {
-		unit = int(g)
-	}
-	err = copyImage(background, src, copyTarget{dst: d, holeUnit: unit}, report)
-	if err == nil && sync {
-		err = d.Flush()
-	}
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return moveImage(t.tmpDir, filepath.Dir(t.path), filepath.Base(t.path))
 }
 
 // moveImage renames the files of the image `name` from tmpDir into dir,
@@ -151,12 +173,7 @@ func moveImage(tmpDir, dir, name string) error {
 	if err := os.Rename(filepath.Join(tmpDir, name), filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(dir)
 }
 
 // copyInOrder copies src's data chunks to dst in ascending order (a stream
