@@ -32,6 +32,7 @@ var commands = []command{
 	{"check", "check [--output=human|json] [-r] IMAGE   (exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check)", runCheck},
 	{"commit", "commit IMAGE   (into its backing file; the chain stays valid)", runCommit},
 	{"rebase", "rebase [-u] -b NEWBACKING IMAGE   (content kept unless -u)", runRebase},
+	{"import", "import --target DIR|DEVICE [--target-format raw|vmdk] [-o subformat=...] [--checksum sha256:HEX] [--ova-disk N|NAME] [--scratch-dir DIR] [--result-file F] [http flags] SOURCE   (SOURCE: path, http(s) URL or -; exit 0 ok, 1 transient, 2 usage, 3 permanent, 143 terminated)", runImport},
 	{"compare", "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error)", runCompare},
 }
 

@@ -155,6 +155,10 @@ func (t *rawTarget) finish(err error, size int64, sync bool) error {
 		os.Remove(t.f.Name())
 		return err
 	}
+	if err := os.Chmod(t.f.Name(), 0o644); err != nil {
+		os.Remove(t.f.Name())
+		return err
+	}
 	if err := os.Rename(t.f.Name(), t.final); err != nil {
 		os.Remove(t.f.Name())
 		return err

@@ -88,6 +88,11 @@ func (c *le) u16() uint16 { return binary.LittleEndian.Uint16(c.take(2)) }
 func (c *le) u32() uint32 { return binary.LittleEndian.Uint32(c.take(4)) }
 func (c *le) u64() uint64 { return binary.LittleEndian.Uint64(c.take(8)) }
 
+// ParseSparseHeader decodes and validates the KDMV header at the start of
+// b (at least one sector), e.g. to tell a stream from the first bytes of a
+// download.
+func ParseSparseHeader(b []byte) (*SparseHeader, error) { return parseSparseHeader(b) }
+
 // parseSparseHeader decodes and validates a KDMV header. It checks the
 // fields in isolation; checks against the file size come later.
 func parseSparseHeader(b []byte) (*SparseHeader, error) {

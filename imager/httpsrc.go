@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// httpOptions configure HTTP(S) sources. Credentials come from files (a
+// mounted Secret), never from the command line, where ps would show them.
+type httpOptions struct {
+	caFile       string
+	tokenFile    string
+	userFile     string
+	passFile     string
+	retries      int
+	backoff      time.Duration
+	stallTimeout time.Duration
+}
+
+func (o *httpOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.caFile, "ca-file", "", "PEM bundle of extra CAs to trust for https sources")
+	fs.StringVar(&o.tokenFile, "bearer-token-file", "", "file holding a bearer token for the source")
+	fs.StringVar(&o.userFile, "username-file", "", "file holding a basic-auth user name (with --password-file)")
+	fs.StringVar(&o.passFile, "password-file", "", "file holding a basic-auth password")
+	fs.IntVar(&o.retries, "retries", 5, "retries of a transient network failure, each resuming where it stopped")
+	fs.DurationVar(&o.backoff, "retry-backoff", time.Second, "first wait between retries (doubles each time, at most 30s)")
+	fs.DurationVar(&o.stallTimeout, "stall-timeout", time.Minute, "abandon (and retry) a connection that delivers nothing for this long")
+}
+
+// httpClient fetches one URL with retries.
+type httpClient struct {
+	c    *http.Client
+	url  string
+	opts httpOptions
+	auth func(*http.Request)
+}
+
+func newHTTPClient(url string, o httpOptions) (*httpClient, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = o.stallTimeout
+	if o.caFile != "" {
+		pem, err := os.ReadFile(o.caFile)
+		if err != nil {
+			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--ca-file: %w", err))
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--ca-file %s: no PEM certificates in it", o.caFile))
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	h := &httpClient{c: &http.Client{Transport: tr}, url: url, opts: o}
+	read := func(flagName, path string) (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", permanent(result.ReasonInvalidArguments, fmt.Errorf("%s: %w", flagName, err))
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	switch {
+	case o.tokenFile != "":
+		tok, err := read("--bearer-token-file", o.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		h.auth = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+	case o.userFile != "" || o.passFile != "":
+		if o.userFile == "" || o.passFile == "" {
+			return nil, permanent(result.ReasonInvalidArguments, errors.New("--username-file and --password-file go together"))
+		}
+		user, err := read("--username-file", o.userFile)
+		if err != nil {
+			return nil, err
+		}
+		pass, err := read("--password-file", o.passFile)
+		if err != nil {
+			return nil, err
+		}
+		h.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
+	}
+	return h, nil
+}
+
+// get requests the URL from byte from (to byte to, inclusive, when to >=
+// 0), retrying transient failures. A ranged request the server answers
+// with the whole body (200) returns that response: callers check.
+// validator, when set, is sent as If-Range so a changed file is noticed.
+func (h *httpClient) get(ctx context.Context, from, to int64, validator string) (*http.Response, error) {
+	var last error
+	for attempt := 0; ; attempt++ {
+		resp, err := h.getOnce(ctx, from, to, validator)
+		if err == nil {
+			return resp, nil
+		}
+		last = err
+		var ie *importError
+		if errors.As(err, &ie) && ie.permanent || ctx.Err() != nil || attempt >= h.opts.retries {
+			return nil, last
+		}
+		if err := h.wait(ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (h *httpClient) wait(ctx context.Context, attempt int) error {
+	d := h.opts.backoff << min(attempt, 10)
+	d = min(d, 30*time.Second)
+	fmt.Fprintf(os.Stderr, "imager: retrying in %v\n", d)
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
+	if err != nil {
+		return nil, permanent(result.ReasonInvalidArguments, err)
+	}
+	if from > 0 || to >= 0 {
+		r := fmt.Sprintf("bytes=%d-", from)
+		if to >= 0 {
+			r += strconv.FormatInt(to, 10)
+		}
+		req.Header.Set("Range", r)
+		if validator != "" {
+			req.Header.Set("If-Range", validator)
+		}
+	}
+	if h.auth != nil {
+		h.auth(req)
+	}
+	resp, err := h.c.Do(req)
+	if err != nil {
+		var ue *tls.CertificateVerificationError
+		if errors.As(err, &ue) {
+			return nil, permanent(result.ReasonSourceError, fmt.Errorf("%s: %w", h.url, err))
+		}
+		return nil, transient(result.ReasonNetworkError, err)
+	}
+	switch c := resp.StatusCode; {
+	case c == http.StatusOK || c == http.StatusPartialContent:
+		return resp, nil
+	default:
+		resp.Body.Close()
+		err := fmt.Errorf("%s: %s", h.url, resp.Status)
+		switch {
+		case c == http.StatusNotFound || c == http.StatusGone:
+			return nil, permanent(result.ReasonSourceNotFound, err)
+		case c == http.StatusUnauthorized || c == http.StatusForbidden:
+			return nil, permanent(result.ReasonUnauthorized, err)
+		case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
+			return nil, transient(result.ReasonNetworkError, err)
+		}
+		return nil, permanent(result.ReasonSourceError, err)
+	}
+}
+
+// validator identifies the version of the file a response carries.
+func validator(resp *http.Response) string {
+	if e := resp.Header.Get("ETag"); e != "" && !strings.HasPrefix(e, "W/") {
+		return e
+	}
+	return resp.Header.Get("Last-Modified")
+}
+
+// httpStream reads the URL from start to end. A connection that fails or
+// stalls is replaced: by a Range request from where it stopped when the
+// server supports ranges, else by a new request whose already-read prefix
+// is discarded.
+type httpStream struct {
+	h         *httpClient
+	ctx       context.Context
+	body      io.ReadCloser
+	cancel    context.CancelFunc
+	stall     *time.Timer
+	pos       int64
+	size      int64 // -1: unknown
+	rangeOK   bool
+	validator string
+	failures  int // consecutive failures without progress
+}
+
+func openHTTPStream(ctx context.Context, h *httpClient) (*httpStream, error) {
+	s := &httpStream{h: h, ctx: ctx, size: -1}
+	resp, err := s.request(0)
+	if err != nil {
+		return nil, err
+	}
+	s.rangeOK = resp.Header.Get("Accept-Ranges") == "bytes"
+	s.validator = validator(resp)
+	s.size = resp.ContentLength
+	return s, nil
+}
+
+// request opens the body at byte from; the stall timer aborts a request
+// that delivers nothing for the stall timeout.
+func (s *httpStream) request(from int64) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	resp, err := s.h.get(ctx, from, -1, s.validator)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.body, s.cancel = resp.Body, cancel
+	s.stall = time.AfterFunc(s.h.opts.stallTimeout, cancel)
+	return resp, nil
+}
+
+func (s *httpStream) Read(p []byte) (int, error) {
+	for {
+		n, err := s.body.Read(p)
+		s.pos += int64(n)
+		if n > 0 {
+			s.stall.Reset(s.h.opts.stallTimeout)
+			s.failures = 0
+		}
+		if err == nil || n > 0 {
+			return n, nil
+		}
+		if err == io.EOF && (s.size < 0 || s.pos == s.size) {
+			return 0, io.EOF
+		}
+		if s.ctx.Err() != nil {
+			return 0, context.Cause(s.ctx)
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err := s.resume(err); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// resume replaces a failed connection, keeping the position.
+func (s *httpStream) resume(cause error) error {
+	s.closeBody()
+	s.failures++
+	if s.failures > s.h.opts.retries {
+		return transient(result.ReasonNetworkError, fmt.Errorf("%s: at byte %d: %w (gave up after %d retries)", s.h.url, s.pos, cause, s.h.opts.retries))
+	}
+	fmt.Fprintf(os.Stderr, "imager: download interrupted at byte %d: %v\n", s.pos, cause)
+	if err := s.h.wait(s.ctx, s.failures-1); err != nil {
+		return err
+	}
+	from := int64(0)
+	if s.rangeOK {
+		from = s.pos
+	}
+	resp, err := s.request(from)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode == http.StatusPartialContent {
+		if start, ok := contentRangeStart(resp); !ok || start != s.pos {
+			return permanent(result.ReasonSourceError, fmt.Errorf("%s: asked for byte %d, got Content-Range %q", s.h.url, s.pos, resp.Header.Get("Content-Range")))
+		}
+		return nil
+	}
+	// A whole body: the server ignored the range (or the file changed).
+	if v := validator(resp); s.validator != "" && v != s.validator {
+		return permanent(result.ReasonSourceError, fmt.Errorf("%s changed during the download", s.h.url))
+	}
+	if _, err := io.CopyN(io.Discard, s.body, s.pos); err != nil {
+		return s.resume(err)
+	}
+	return nil
+}
+
+func contentRangeStart(resp *http.Response) (int64, bool) {
+	cr, ok := strings.CutPrefix(resp.Header.Get("Content-Range"), "bytes ")
+	if !ok {
+		return 0, false
+	}
+	first, _, _ := strings.Cut(cr, "-")
+	n, err := strconv.ParseInt(first, 10, 64)
+	return n, err == nil
+}
+
+func (s *httpStream) closeBody() {
+	if s.body != nil {
+		s.stall.Stop()
+		s.cancel()
+		s.body.Close()
+		s.body = nil
+	}
+}
+
+func (s *httpStream) Close() error {
+	s.closeBody()
+	return nil
+}
+
+// httpReaderAt reads a URL at random offsets with Range requests, through
+// a small cache of aligned blocks (VMDK metadata and grains are read in
+// small pieces): memory stays at most cacheBlocks blocks.
+type httpReaderAt struct {
+	h         *httpClient
+	ctx       context.Context
+	size      int64
+	validator string
+
+	mu     sync.Mutex
+	blocks map[int64]*httpBlock
+	order  []int64 // least recently used first
+}
+
+const (
+	httpBlockSize = 1 << 20
+	cacheBlocks   = 32
+)
+
+type httpBlock struct {
+	ready chan struct{}
+	data  []byte
+	err   error
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *httpReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		if at >= r.size {
+			return n, io.EOF
+		}
+		idx := at / httpBlockSize
+		b, err := r.block(idx)
+		if err != nil {
+			return n, err
+		}
+		n += copy(p[n:], b[at-idx*httpBlockSize:])
+	}
+	return n, nil
+}
+
+func (r *httpReaderAt) block(idx int64) ([]byte, error) {
+	r.mu.Lock()
+	b, ok := r.blocks[idx]
+	if !ok {
+		b = &httpBlock{ready: make(chan struct{})}
+		r.blocks[idx] = b
+		if len(r.order) >= cacheBlocks {
+			delete(r.blocks, r.order[0])
+			r.order = r.order[1:]
+		}
+	} else if i := indexOf(r.order, idx); i >= 0 {
+		r.order = append(r.order[:i], r.order[i+1:]...)
+	}
+	r.order = append(r.order, idx)
+	r.mu.Unlock()
+	if !ok {
+		b.data, b.err = r.fetch(idx)
+		close(b.ready)
+		if b.err != nil {
+			r.mu.Lock()
+			if r.blocks[idx] == b {
+				delete(r.blocks, idx)
+			}
+			r.mu.Unlock()
+		}
+	}
+	<-b.ready
+	return b.data, b.err
+}
+
+func indexOf(s []int64, v int64) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// fetch reads one block, retrying transient failures, including bodies cut
+// short.
+func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
+	from := idx * httpBlockSize
+	to := min(from+httpBlockSize, r.size) - 1
+	for attempt := 0; ; attempt++ {
+		resp, err := r.h.get(r.ctx, from, to, r.validator)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusPartialContent {
+			resp.Body.Close()
+			return nil, permanent(result.ReasonSourceError, fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.url))
+		}
+		buf := make([]byte, to-from+1)
+		_, err = io.ReadFull(resp.Body, buf)
+		resp.Body.Close()
+		if err == nil {
+			return buf, nil
+		}
+		if r.ctx.Err() != nil || attempt >= r.h.opts.retries {
+			return nil, transient(result.ReasonNetworkError, fmt.Errorf("%s: bytes %d-%d: %w", r.h.url, from, to, err))
+		}
+		if err := r.h.wait(r.ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+}

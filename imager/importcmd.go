@@ -1,0 +1,612 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// importJob is one run of `imager import`: a source read once, a target
+// written once, a result at the end.
+type importJob struct {
+	ctx          context.Context
+	source       string
+	sourceFormat string
+	ovaDisk      string
+	target       string
+	targetFormat string
+	targetName   string
+	targetMode   string
+	zero         zeroMode
+	overhead     float64
+	vmdkOpts     vmdkOptions
+	level        int
+	scratch      string
+	sync         bool
+	http         httpOptions
+	paths        pathFlags
+
+	wantSum []byte    // --checksum
+	hash    hash.Hash // sha256 of the source bytes, when wanted
+	prog    *progress
+	res     result.Result
+	sink    *sink
+	spools  []string
+}
+
+const defaultResultFile = "/dev/termination-log"
+
+func runImport(args []string, stdout io.Writer) error {
+	j := &importJob{zero: zeroProbe}
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	resultFile := fs.String("result-file", "", "where the result JSON goes (default "+defaultResultFile+" when it exists)")
+	fs.StringVar(&j.target, "target", "", "a directory (Filesystem volume) or a block device")
+	fs.StringVar(&j.targetFormat, "target-format", "raw", "raw (disk.img, or the device's content) or vmdk")
+	fs.StringVar(&j.targetName, "target-name", "", "file name in the target directory (default disk.img, or disk.vmdk)")
+	fs.StringVar(&j.targetMode, "target-mode", "auto", "auto, filesystem, or block (write a regular file as a device would be)")
+	fs.Var(&j.zero, "zero-mode", "zero ranges on block targets: probe (write zeros only where the device does not read zeros), skip (the device reads zeros), write")
+	fs.Float64Var(&j.overhead, "fs-overhead", 0.06, "fraction of a Filesystem volume kept for filesystem overhead in the size check")
+	fs.StringVar(&j.sourceFormat, "source-format", "auto", "auto, raw, vmdk or ova")
+	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first)")
+	checksum := fs.String("checksum", "", "sha256:HEX of the source bytes; a mismatch fails permanently")
+	fs.StringVar(&j.scratch, "scratch-dir", "", "where a source that needs random access is spooled when it cannot be read in place")
+	var options optionList
+	fs.Var(&options, "o", "vmdk target options (as convert): subformat=...,adapter_type=...")
+	fs.IntVar(&j.level, "c", 0, "zlib level for a streamOptimized target")
+	interval := fs.Duration("progress-interval", 2*time.Second, "how often a JSON progress line goes to stdout (0: never)")
+	human := fs.Bool("p", false, "human progress on stderr")
+	cache := fs.String("t", "writeback", "writeback (fsync when done) or unsafe")
+	j.http.register(fs)
+	j.paths.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	resPath := *resultFile
+	if resPath == "" {
+		if _, serr := os.Stat(defaultResultFile); serr == nil {
+			resPath = defaultResultFile
+		}
+	}
+	if err == nil {
+		err = j.configure(pos[0], *checksum, *cache, options)
+	}
+	if err != nil {
+		j.res.Phase, j.res.Reason, j.res.Message = result.Failed, result.ReasonInvalidArguments, err.Error()
+		writeResult(resPath, &j.res)
+		return &exitError{code: result.ExitUsage, msg: "imager import: " + err.Error()}
+	}
+
+	ctx, cancel := context.WithCancelCause(background)
+	defer cancel(nil)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	j.ctx = ctx
+	j.prog = newProgress(stdout, *interval, *human)
+	done := make(chan error, 1)
+	go func() { done <- j.runSafe() }()
+	select {
+	case err = <-done:
+	case <-sig:
+		cancel(errTerminated)
+		select { // give the copy a moment to stop and clean up
+		case <-done:
+		case <-time.After(10 * time.Second):
+		}
+		err = errTerminated
+	}
+	j.prog.stop(err == nil)
+	code := j.finishResult(err)
+	if werr := writeResult(resPath, &j.res); werr != nil {
+		fmt.Fprintf(os.Stderr, "imager import: result file: %v\n", werr)
+	}
+	if code == 0 {
+		return nil
+	}
+	return &exitError{code: code, msg: "imager import: " + j.res.Message}
+}
+
+func writeResult(path string, r *result.Result) error {
+	if path == "" {
+		return nil
+	}
+	return result.Write(path, r)
+}
+
+// configure checks the flags before any work starts.
+func (j *importJob) configure(source, checksum, cache string, options optionList) error {
+	j.source = source
+	if j.target == "" {
+		return errors.New("--target is required")
+	}
+	switch j.targetFormat {
+	case "raw":
+		if len(options) != 0 {
+			return errors.New("-o applies to --target-format vmdk")
+		}
+	case "vmdk":
+		var err error
+		if j.vmdkOpts, err = parseVMDKOptions(options); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("--target-format %q: want raw or vmdk", j.targetFormat)
+	}
+	switch j.targetMode {
+	case "auto", "filesystem", "block":
+	default:
+		return fmt.Errorf("--target-mode %q: want auto, filesystem or block", j.targetMode)
+	}
+	switch j.sourceFormat {
+	case "auto", "raw", "vmdk", "ova":
+	default:
+		return fmt.Errorf("--source-format %q: want auto, raw, vmdk or ova", j.sourceFormat)
+	}
+	if j.overhead < 0 || j.overhead >= 1 {
+		return fmt.Errorf("--fs-overhead %v: want a fraction in [0, 1)", j.overhead)
+	}
+	if cache != "writeback" && cache != "unsafe" {
+		return fmt.Errorf("-t %q: want writeback or unsafe", cache)
+	}
+	j.sync = cache == "writeback"
+	if checksum != "" {
+		hexSum, ok := strings.CutPrefix(checksum, "sha256:")
+		sum, err := hex.DecodeString(hexSum)
+		if !ok || err != nil || len(sum) != sha256.Size {
+			return fmt.Errorf("--checksum %q: want sha256: and 64 hex digits", checksum)
+		}
+		j.wantSum, j.hash = sum, sha256.New()
+	}
+	return nil
+}
+
+// runSafe runs the import, turning a panic into an error (this runs where
+// main's recover cannot see), and removes spooled files.
+func (j *importJob) runSafe() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error: %v", r)
+		}
+		for _, p := range j.spools {
+			os.Remove(p)
+		}
+	}()
+	err = j.run()
+	if err == nil {
+		err = j.verifyChecksum()
+	}
+	if j.sink != nil {
+		err = j.sink.finish(err)
+	}
+	return err
+}
+
+func (j *importJob) run() error {
+	switch {
+	case j.source == "-":
+		return j.fromReader(bufio.NewReaderSize(j.hashed(os.Stdin), headBytes), -1, nil, true)
+	case strings.HasPrefix(j.source, "http://") || strings.HasPrefix(j.source, "https://"):
+		h, err := newHTTPClient(j.source, j.http)
+		if err != nil {
+			return err
+		}
+		s, err := openHTTPStream(j.ctx, h)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return j.fromReader(bufio.NewReaderSize(j.hashed(s), headBytes), s.size, s, true)
+	}
+	return j.fromFile(j.source)
+}
+
+// hashed passes r through the source checksum, when one is wanted.
+func (j *importJob) hashed(r io.Reader) io.Reader {
+	if j.hash == nil {
+		return r
+	}
+	return io.TeeReader(r, j.hash)
+}
+
+func (j *importJob) verifyChecksum() error {
+	if j.hash == nil {
+		return nil
+	}
+	got := j.hash.Sum(nil)
+	j.res.SHA256 = hex.EncodeToString(got)
+	if string(got) != string(j.wantSum) {
+		return permanent(result.ReasonChecksumMismatch, fmt.Errorf("the source's sha256 is %x, not the expected %x", got, j.wantSum))
+	}
+	return nil
+}
+
+// fromReader imports a sequential source. size is its length if known;
+// remote, when set, can re-read it with Range requests. outer is false for
+// what was found inside a compressed file or an OVA. Whatever the import
+// leaves unread is drained, so the checksum covers every byte.
+func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *httpStream, outer bool) error {
+	head, err := br.Peek(headBytes)
+	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
+		return err
+	}
+	format := j.sourceFormat
+	if !outer && format == "ova" {
+		format = "auto"
+	}
+	kind, err := detect(head, format)
+	if err != nil {
+		return err
+	}
+	if !outer && kind == kindOVA {
+		return permanent(result.ReasonInvalidImage, errors.New("an OVA inside an OVA or a compressed file"))
+	}
+	switch kind {
+	case kindGzip, kindZstd:
+		var dr io.Reader
+		if kind == kindGzip {
+			zr, err := gzip.NewReader(br)
+			if err != nil {
+				return permanent(result.ReasonInvalidImage, fmt.Errorf("gzip: %w", err))
+			}
+			defer zr.Close()
+			dr = zr
+		} else {
+			zr, err := zstd.NewReader(br, zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderConcurrency(1))
+			if err != nil {
+				return permanent(result.ReasonInvalidImage, fmt.Errorf("zstd: %w", err))
+			}
+			defer zr.Close()
+			dr = zr
+		}
+		if err := j.fromReader(bufio.NewReaderSize(dr, headBytes), -1, nil, false); err != nil {
+			return err
+		}
+	case kindOVA:
+		r, disk, n, err := openOVADisk(br, j.ovaDisk)
+		if err != nil {
+			return err
+		}
+		if disk.of > 1 {
+			fmt.Fprintf(os.Stderr, "imager: importing OVA disk %s of %d\n", disk.description, disk.of)
+		}
+		if disk.gzip {
+			zr, err := gzip.NewReader(r)
+			if err != nil {
+				return permanent(result.ReasonInvalidImage, fmt.Errorf("OVA disk %s: gzip: %w", disk.href, err))
+			}
+			defer zr.Close()
+			r, n = zr, -1
+		}
+		if err := j.fromReader(bufio.NewReaderSize(r, headBytes), n, nil, false); err != nil {
+			return err
+		}
+	case kindStream:
+		if err := j.fromStream(br); err != nil {
+			return err
+		}
+	case kindRaw:
+		if size < 0 && j.targetFormat == "vmdk" {
+			return j.fromSpool(br, size, "a raw source of unknown size")
+		}
+		if err := j.fromRaw(br, size); err != nil {
+			return err
+		}
+	case kindVMDK:
+		if remote != nil && remote.rangeOK && j.hash == nil && size > 0 {
+			remote.Close()
+			return j.fromRemote(remote, size)
+		}
+		why := "a VMDK that is not streamOptimized needs random access"
+		if remote != nil && !remote.rangeOK {
+			why += " and the server does not accept Range requests"
+		}
+		return j.fromSpool(br, size, why)
+	}
+	if outer {
+		if _, err := io.Copy(io.Discard, ctxReader{j.ctx, br}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fromFile imports a local file: VMDKs (chains and multi-extent images
+// included) and raw files are read in place at random offsets.
+func (j *importJob) fromFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return permanent(result.ReasonSourceNotFound, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return err
+	} else if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 {
+		return permanent(result.ReasonInvalidArguments, fmt.Errorf("%s is not a regular file or block device", path))
+	}
+	if j.hash != nil {
+		if _, err := io.Copy(j.hash, ctxReader{j.ctx, f}); err != nil {
+			return err
+		}
+		if err := j.verifyChecksum(); err != nil {
+			return err // before a byte is written
+		}
+		j.hash = nil
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+	}
+	head := make([]byte, headBytes)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	kind, err := detect(head[:n], j.sourceFormat)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case kindOVA, kindGzip, kindZstd:
+		return j.fromReader(bufio.NewReaderSize(f, headBytes), -1, nil, true)
+	case kindRaw:
+		return j.fromImageFile(path, "raw")
+	}
+	return j.fromImageFile(path, "vmdk")
+}
+
+func (j *importJob) fromImageFile(path, format string) error {
+	img, err := openImage(path, format, &j.paths)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	return j.fromImage(img)
+}
+
+// fromRemote opens a single-file VMDK over HTTP Range requests.
+func (j *importJob) fromRemote(s *httpStream, size int64) error {
+	ra := &httpReaderAt{h: s.h, ctx: j.ctx, size: size, validator: s.validator, blocks: map[int64]*httpBlock{}}
+	d, err := vmdk.OpenReaderAt(ra, size, j.source)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return j.fromImage(vmdkImage{d})
+}
+
+// fromSpool copies the rest of a sequential source to the scratch
+// directory and imports it from there.
+func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
+	if j.scratch == "" {
+		return permanent(result.ReasonInvalidArguments, fmt.Errorf("%s: give --scratch-dir to spool it", why))
+	}
+	fmt.Fprintf(os.Stderr, "imager: spooling the source to %s: %s\n", j.scratch, why)
+	f, err := os.CreateTemp(j.scratch, "spool-*.img")
+	if err != nil {
+		return permanent(result.ReasonInvalidArguments, fmt.Errorf("scratch: %w", err))
+	}
+	j.spools = append(j.spools, f.Name())
+	j.res.Spooled = true
+	j.prog.phase("spool")
+	j.prog.setTotal(size)
+	_, err = io.Copy(f, ctxReader{j.ctx, countingReader{r, j.prog}})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := j.verifyChecksum(); err != nil {
+		return err // before a byte is written
+	}
+	j.hash = nil
+	j.prog.phase("import")
+	return j.fromImageFile(f.Name(), "vmdk")
+}
+
+// fromImage copies a random-access image with parallel workers.
+func (j *importJob) fromImage(img image) error {
+	if v, ok := img.(vmdkImage); ok {
+		j.describeSource(v.Descriptor())
+	} else {
+		j.res.SourceFormat = "raw"
+	}
+	s, err := j.openSink(img.Size())
+	if err != nil {
+		return err
+	}
+	report := func(done int64) {
+		if done >= 0 {
+			j.prog.set(done)
+		}
+	}
+	if s.ordered {
+		return copyInOrder(j.ctx, img, s.dst, report)
+	}
+	return copyImage(j.ctx, img, s.copyTarget, report)
+}
+
+func (j *importJob) describeSource(d *vmdk.Descriptor) {
+	j.res.SourceFormat = "vmdk"
+	j.res.CreateType = d.CreateType
+	j.res.CID = fmt.Sprintf("%08x", d.CID)
+	j.res.ParentCID = fmt.Sprintf("%08x", d.ParentCID)
+}
+
+// fromStream imports a streamOptimized VMDK while it is read: grains are
+// inflated in parallel and written as they arrive.
+func (j *importJob) fromStream(r io.Reader) error {
+	sr, err := vmdk.NewStreamReader(r)
+	if err != nil {
+		return err
+	}
+	defer sr.Close()
+	j.describeSource(sr.Descriptor())
+	s, err := j.openSink(sr.Size())
+	if err != nil {
+		return err
+	}
+	var pos int64
+	for {
+		if err := context.Cause(j.ctx); err != nil {
+			return err
+		}
+		g, err := sr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.zeroGap(pos, g.Offset); err != nil {
+			return err
+		}
+		if err := writeSparse(s.copyTarget, g.Data, g.Offset); err != nil {
+			return targetErr(err)
+		}
+		pos = g.Offset + int64(len(g.Data))
+		j.prog.set(pos)
+	}
+	return s.zeroGap(pos, sr.Size())
+}
+
+// fromRaw imports raw bytes read in order; size < 0 when unknown.
+func (j *importJob) fromRaw(r io.Reader, size int64) error {
+	j.res.SourceFormat = "raw"
+	s, err := j.openSink(size)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, chunkSize)
+	var pos int64
+	for {
+		if err := context.Cause(j.ctx); err != nil {
+			return err
+		}
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if werr := writeSparse(s.copyTarget, buf[:n], pos); werr != nil {
+				return targetErr(werr)
+			}
+			pos += int64(n)
+			j.prog.set(pos)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if size >= 0 && pos != size {
+		return transient(result.ReasonSourceError, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
+	}
+	s.size = pos
+	return nil
+}
+
+// ctxReader stops a copy once the context is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := context.Cause(c.ctx); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+type countingReader struct {
+	r io.Reader
+	p *progress
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.p.add(int64(n))
+	return n, err
+}
+
+// finishResult fills the result from the import's outcome and returns the
+// exit code.
+func (j *importJob) finishResult(err error) int {
+	if j.sink != nil {
+		j.res.Target, j.res.TargetFormat = j.sink.path, j.targetFormat
+		if err == nil {
+			j.sink.describe(&j.res)
+		}
+	}
+	if err == nil {
+		j.res.Phase, j.res.Reason = result.Succeeded, result.ReasonSucceeded
+		j.res.Message = fmt.Sprintf("imported %s into %s", j.source, j.res.Target)
+		return result.ExitOK
+	}
+	reason, perm := classify(err)
+	j.res.Phase, j.res.Reason, j.res.Message, j.res.Permanent = result.Failed, reason, err.Error(), perm
+	switch {
+	case reason == result.ReasonTerminated:
+		return result.ExitTerminated
+	case perm:
+		return result.ExitPermanent
+	}
+	return result.ExitTransient
+}
+
+// targetPath is the file (or device) an import writes.
+func (j *importJob) targetPath() (path string, block bool, err error) {
+	fi, err := os.Stat(j.target)
+	if err != nil {
+		return "", false, permanent(result.ReasonTargetError, fmt.Errorf("target: %w", err))
+	}
+	switch {
+	case j.targetMode == "block" || j.targetMode == "auto" && fi.Mode()&os.ModeDevice != 0:
+		if j.targetFormat != "raw" {
+			return "", false, permanent(result.ReasonInvalidArguments, errors.New("a block target takes --target-format raw"))
+		}
+		if fi.IsDir() {
+			return "", false, permanent(result.ReasonInvalidArguments, fmt.Errorf("--target-mode block: %s is a directory", j.target))
+		}
+		return j.target, true, nil
+	case !fi.IsDir():
+		return "", false, permanent(result.ReasonInvalidArguments, fmt.Errorf("target %s is neither a directory nor a block device", j.target))
+	}
+	name := j.targetName
+	if name == "" {
+		name = "disk.img"
+		if j.targetFormat == "vmdk" {
+			name = "disk.vmdk"
+		}
+	}
+	if name != filepath.Base(name) || name == "." || name == ".." {
+		return "", false, permanent(result.ReasonInvalidArguments, fmt.Errorf("--target-name %q: want a plain file name", name))
+	}
+	return filepath.Join(j.target, name), false, nil
+}
+
+func targetErr(err error) error {
+	var ie *importError
+	if errors.As(err, &ie) {
+		return err
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EROFS) {
+		return permanent(result.ReasonTargetError, fmt.Errorf("target: %w", err))
+	}
+	return fmt.Errorf("target: %w", err)
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// progress reports how far a Job command is: a JSON line on stdout every
+// interval (the controller reads the pod log), and optionally a human
+// line on stderr. A spooled import has two phases, each half the bar.
+type progress struct {
+	out      io.Writer
+	interval time.Duration
+	human    func(int64)
+
+	mu           sync.Mutex
+	done, total  int64
+	base, weight float64
+	stopc        chan struct{}
+	wg           sync.WaitGroup
+}
+
+func newProgress(out io.Writer, interval time.Duration, human bool) *progress {
+	p := &progress{out: out, interval: interval, weight: 100, stopc: make(chan struct{})}
+	if human {
+		p.human = progressPrinter(os.Stderr, 100)
+	}
+	if interval > 0 {
+		p.wg.Go(p.loop)
+	}
+	return p
+}
+
+func (p *progress) loop() {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.emit(false)
+		case <-p.stopc:
+			return
+		}
+	}
+}
+
+// emit prints the JSON line (complete: 100%).
+func (p *progress) emit(complete bool) {
+	p.mu.Lock()
+	line := result.Progress{BytesDone: p.done, BytesTotal: p.total, Progress: p.base}
+	if p.total > 0 {
+		line.Progress += p.weight * float64(min(p.done, p.total)) / float64(p.total)
+	}
+	if complete {
+		line.Progress, line.BytesDone = 100, max(p.done, p.total)
+	}
+	p.mu.Unlock()
+	line.Progress = float64(int(line.Progress*100)) / 100
+	b, _ := json.Marshal(line)
+	p.out.Write(append(b, '\n'))
+}
+
+func (p *progress) update(f func()) {
+	p.mu.Lock()
+	f()
+	pct := p.base
+	if p.total > 0 {
+		pct += p.weight * float64(min(p.done, p.total)) / float64(p.total)
+	}
+	p.mu.Unlock()
+	if p.human != nil {
+		p.human(int64(pct))
+	}
+}
+
+func (p *progress) set(done int64)   { p.update(func() { p.done = done }) }
+func (p *progress) add(n int64)      { p.update(func() { p.done += n }) }
+func (p *progress) setTotal(t int64) { p.update(func() { p.total = max(t, 0) }) }
+
+// phase starts the spool phase (the first half) or the import after it.
+func (p *progress) phase(name string) {
+	p.update(func() {
+		p.done, p.weight = 0, 50
+		if name == "import" {
+			p.base = 50
+		}
+	})
+}
+
+// stop ends the reports with a last line.
+func (p *progress) stop(ok bool) {
+	close(p.stopc)
+	p.wg.Wait()
+	if p.interval > 0 {
+		p.emit(ok)
+	}
+	if ok && p.human != nil {
+		p.human(-1)
+	}
+}

@@ -1,0 +1,107 @@
+// Package result is the contract between imager, run as a Job, and the
+// controller that reads how it ended: one JSON object written to the
+// container's termination-message file. The controller needs nothing else
+// from the pod (no API access, no log scraping).
+package result
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
+// Phases.
+const (
+	Succeeded = "Succeeded"
+	Failed    = "Failed"
+)
+
+// Reasons: constant, CamelCase, safe to copy into a Condition's reason.
+const (
+	ReasonSucceeded        = "Succeeded"
+	ReasonChecksumMismatch = "ChecksumMismatch"
+	ReasonTargetTooSmall   = "TargetTooSmall"
+	ReasonInvalidImage     = "InvalidImage"
+	ReasonUnsupportedImage = "UnsupportedImage"
+	ReasonChainBroken      = "ChainBroken"
+	ReasonSourceNotFound   = "SourceNotFound"
+	ReasonUnauthorized     = "Unauthorized"
+	ReasonSourceError      = "SourceError"  // an HTTP status or TLS failure that a retry will not fix
+	ReasonNetworkError     = "NetworkError" // transient: retries ran out
+	ReasonTargetError      = "TargetError"
+	ReasonInvalidArguments = "InvalidArguments"
+	ReasonTerminated       = "Terminated"
+	ReasonFailed           = "Failed" // anything else: transient
+)
+
+// Exit codes of imager commands that write a result.
+const (
+	ExitOK         = 0
+	ExitTransient  = 1   // a retry may succeed
+	ExitUsage      = 2   // bad flags or arguments
+	ExitPermanent  = 3   // the same input fails the same way: do not retry
+	ExitTerminated = 143 // SIGTERM or SIGINT
+)
+
+// MaxMessage bounds Message: Kubernetes keeps at most 4096 bytes of a
+// termination message.
+const MaxMessage = 2048
+
+// Result is how an import (or any Job command) ended.
+type Result struct {
+	Phase   string `json:"phase"`
+	Reason  string `json:"reason"`
+	Message string `json:"message,omitempty"`
+	// Permanent failures must not be retried.
+	Permanent bool `json:"permanent,omitempty"`
+	// VirtualSize is the disk's size as the guest sees it.
+	VirtualSize int64 `json:"virtualSize,omitempty"`
+	// AllocatedBytes is what the written image occupies on the target.
+	AllocatedBytes int64 `json:"allocatedBytes,omitempty"`
+	// CID, ParentCID and CreateType describe the VMDK written (a VMDK
+	// target) or read (a raw target); CIDs are 8 hex digits.
+	CID        string `json:"cid,omitempty"`
+	ParentCID  string `json:"parentCID,omitempty"`
+	CreateType string `json:"createType,omitempty"`
+	// SourceFormat is raw or vmdk; Target is the file or device written.
+	SourceFormat string `json:"sourceFormat,omitempty"`
+	Target       string `json:"target,omitempty"`
+	TargetFormat string `json:"targetFormat,omitempty"`
+	// SHA256 of the source bytes, when computed (--checksum).
+	SHA256 string `json:"sha256,omitempty"`
+	// Spooled: the source was copied to scratch space first (no Range
+	// support, or a compressed non-stream image).
+	Spooled bool `json:"spooled,omitempty"`
+}
+
+// Write writes r to path (truncating it), Message shortened to MaxMessage.
+func Write(path string, r *Result) error {
+	c := *r
+	if len(c.Message) > MaxMessage {
+		c.Message = c.Message[:MaxMessage-3] + "..."
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// Parse reads a result from a termination message.
+func Parse(msg string) (*Result, error) {
+	var r Result
+	if err := json.Unmarshal([]byte(msg), &r); err != nil {
+		return nil, fmt.Errorf("termination message is not an imager result: %w", err)
+	}
+	if r.Phase != Succeeded && r.Phase != Failed {
+		return nil, fmt.Errorf("termination message has phase %q", r.Phase)
+	}
+	return &r, nil
+}
+
+// Progress is the JSON line imager prints on stdout while it works.
+type Progress struct {
+	Progress   float64 `json:"progress"` // percent, 0 to 100
+	BytesDone  int64   `json:"bytesDone"`
+	BytesTotal int64   `json:"bytesTotal"`
+}
