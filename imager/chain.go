@@ -10,7 +10,7 @@ import (
 
 // runCommit writes an image's own data into its backing file and keeps the
 // chain valid (the image is re-linked to the parent's new CID).
-func runCommit(args []string, stdout io.Writer) error {
+func runCommit(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("commit", flag.ContinueOnError)
 	quiet := fs.Bool("q", false, "print nothing on success")
 	var pf pathFlags
@@ -29,7 +29,7 @@ func runCommit(args []string, stdout io.Writer) error {
 }
 
 // runRebase changes an image's backing file, keeping its content unless -u.
-func runRebase(args []string, stdout io.Writer) error {
+func runRebase(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rebase", flag.ContinueOnError)
 	backing := fs.String("b", "", "new backing file (empty: none, the image becomes self-contained)")
 	fs.String("F", "vmdk", "backing file format (vmdk)")

@@ -16,7 +16,7 @@ const (
 	checkLeaks   = 3
 )
 
-func runCheck(args []string, stdout io.Writer) error {
+func runCheck(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	output := outputVar(fs)
 	repair := fs.Bool("r", false, "repair what is safe to repair (leaks, a grain table with a valid redundant copy)")

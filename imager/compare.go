@@ -5,14 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 )
 
 // runCompare compares the guest content of two images like qemu-img
 // compare: exit 0 when identical, 1 when different, 2 on error. Unless -s
 // is given, images of different sizes are identical when the larger one
 // reads zeros past the smaller one's end.
-func runCompare(args []string, stdout io.Writer) error {
+func runCompare(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	fmtA := fs.String("f", "", "format of the first image (default: probe)")
 	fmtB := fs.String("F", "", "format of the second image (default: probe)")
@@ -39,7 +38,7 @@ func runCompare(args []string, stdout io.Writer) error {
 	}
 	var report func(int64)
 	if *progress {
-		report = progressPrinter(os.Stderr, max(a.Size(), b.Size()))
+		report = progressPrinter(stderr, max(a.Size(), b.Size()))
 	}
 	off, same, err := firstDifference(a, b, report)
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -17,7 +16,7 @@ const (
 	rawHoleUnit = 4 << 10 // zero runs of this size become holes in raw files (qemu-img's -S 4k)
 )
 
-func runConvert(args []string, stdout io.Writer) error {
+func runConvert(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	srcFormat := fs.String("f", "", "source format: vmdk or raw (default: probe)")
 	dstFormat := fs.String("O", "raw", "output format: raw or vmdk")
@@ -58,7 +57,7 @@ func runConvert(args []string, stdout io.Writer) error {
 	}
 	var report func(done int64)
 	if *progress {
-		report = progressPrinter(os.Stderr, src.Size())
+		report = progressPrinter(stderr, src.Size())
 	}
 	if *dstFormat == "vmdk" {
 		err = convertToVMDK(background, src, pos[1], opts, *level, *cache == "writeback", report)
@@ -73,8 +72,8 @@ func runConvert(args []string, stdout io.Writer) error {
 
 // runFlatten is convert with VMDK output by default: the chain's content
 // goes into one self-contained image, holes kept.
-func runFlatten(args []string, stdout io.Writer) error {
-	return runConvert(append([]string{"-O", "vmdk"}, args...), stdout)
+func runFlatten(args []string, stdout, stderr io.Writer) error {
+	return runConvert(append([]string{"-O", "vmdk"}, args...), stdout, stderr)
 }
 
 func convertToRaw(src image, path string, sync bool, report func(int64)) error {

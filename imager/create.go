@@ -10,7 +10,7 @@ import (
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
-func runCreate(args []string, stdout io.Writer) error {
+func runCreate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("create", flag.ContinueOnError)
 	format := fs.String("f", "vmdk", "image format (vmdk)")
 	var options optionList

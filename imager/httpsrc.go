@@ -46,9 +46,10 @@ type httpClient struct {
 	url  string
 	opts httpOptions
 	auth func(*http.Request)
+	log  io.Writer
 }
 
-func newHTTPClient(url string, o httpOptions) (*httpClient, error) {
+func newHTTPClient(url string, o httpOptions, log io.Writer) (*httpClient, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = o.stallTimeout
 	if o.caFile != "" {
@@ -65,7 +66,7 @@ func newHTTPClient(url string, o httpOptions) (*httpClient, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	h := &httpClient{c: &http.Client{Transport: tr}, url: url, opts: o}
+	h := &httpClient{c: &http.Client{Transport: tr}, url: url, opts: o, log: log}
 	read := func(flagName, path string) (string, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -122,7 +123,7 @@ func (h *httpClient) get(ctx context.Context, from, to int64, validator string) 
 func (h *httpClient) wait(ctx context.Context, attempt int) error {
 	d := h.opts.backoff << min(attempt, 10)
 	d = min(d, 30*time.Second)
-	fmt.Fprintf(os.Stderr, "imager: retrying in %v\n", d)
+	fmt.Fprintf(h.log, "imager: retrying in %v\n", d)
 	select {
 	case <-time.After(d):
 		return nil
@@ -191,13 +192,14 @@ type httpStream struct {
 	h         *httpClient
 	ctx       context.Context
 	body      io.ReadCloser
-	cancel    context.CancelFunc
+	cancel    context.CancelCauseFunc
 	stall     *time.Timer
 	pos       int64
 	size      int64 // -1: unknown
 	rangeOK   bool
 	validator string
 	failures  int // consecutive failures without progress
+	reqCtx    context.Context
 }
 
 func openHTTPStream(ctx context.Context, h *httpClient) (*httpStream, error) {
@@ -215,14 +217,17 @@ func openHTTPStream(ctx context.Context, h *httpClient) (*httpStream, error) {
 // request opens the body at byte from; the stall timer aborts a request
 // that delivers nothing for the stall timeout.
 func (s *httpStream) request(from int64) (*http.Response, error) {
-	ctx, cancel := context.WithCancel(s.ctx)
+	ctx, cancel := context.WithCancelCause(s.ctx)
 	resp, err := s.h.get(ctx, from, -1, s.validator)
 	if err != nil {
-		cancel()
+		cancel(nil)
 		return nil, err
 	}
 	s.body, s.cancel = resp.Body, cancel
-	s.stall = time.AfterFunc(s.h.opts.stallTimeout, cancel)
+	s.stall = time.AfterFunc(s.h.opts.stallTimeout, func() {
+		cancel(fmt.Errorf("no data for %v", s.h.opts.stallTimeout))
+	})
+	s.reqCtx = ctx
 	return resp, nil
 }
 
@@ -246,6 +251,9 @@ func (s *httpStream) Read(p []byte) (int, error) {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
+		if cause := context.Cause(s.reqCtx); cause != nil {
+			err = cause // the stall timer's
+		}
 		if err := s.resume(err); err != nil {
 			return 0, err
 		}
@@ -259,7 +267,7 @@ func (s *httpStream) resume(cause error) error {
 	if s.failures > s.h.opts.retries {
 		return transient(result.ReasonNetworkError, fmt.Errorf("%s: at byte %d: %w (gave up after %d retries)", s.h.url, s.pos, cause, s.h.opts.retries))
 	}
-	fmt.Fprintf(os.Stderr, "imager: download interrupted at byte %d: %v\n", s.pos, cause)
+	fmt.Fprintf(s.h.log, "imager: download interrupted at byte %d: %v\n", s.pos, cause)
 	if err := s.h.wait(s.ctx, s.failures-1); err != nil {
 		return err
 	}
@@ -300,7 +308,7 @@ func contentRangeStart(resp *http.Response) (int64, bool) {
 func (s *httpStream) closeBody() {
 	if s.body != nil {
 		s.stall.Stop()
-		s.cancel()
+		s.cancel(nil)
 		s.body.Close()
 		s.body = nil
 	}

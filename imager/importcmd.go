@@ -44,6 +44,7 @@ type importJob struct {
 	http         httpOptions
 	paths        pathFlags
 
+	log     io.Writer // one line per notable event
 	wantSum []byte    // --checksum
 	hash    hash.Hash // sha256 of the source bytes, when wanted
 	prog    *progress
@@ -54,8 +55,8 @@ type importJob struct {
 
 const defaultResultFile = "/dev/termination-log"
 
-func runImport(args []string, stdout io.Writer) error {
-	j := &importJob{zero: zeroProbe}
+func runImport(args []string, stdout, stderr io.Writer) error {
+	j := &importJob{zero: zeroProbe, log: stderr}
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	resultFile := fs.String("result-file", "", "where the result JSON goes (default "+defaultResultFile+" when it exists)")
 	fs.StringVar(&j.target, "target", "", "a directory (Filesystem volume) or a block device")
@@ -98,7 +99,7 @@ func runImport(args []string, stdout io.Writer) error {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
 	j.ctx = ctx
-	j.prog = newProgress(stdout, *interval, *human)
+	j.prog = newProgress(stdout, stderr, *interval, *human)
 	done := make(chan error, 1)
 	go func() { done <- j.runSafe() }()
 	select {
@@ -114,7 +115,7 @@ func runImport(args []string, stdout io.Writer) error {
 	j.prog.stop(err == nil)
 	code := j.finishResult(err)
 	if werr := writeResult(resPath, &j.res); werr != nil {
-		fmt.Fprintf(os.Stderr, "imager import: result file: %v\n", werr)
+		fmt.Fprintf(stderr, "imager import: result file: %v\n", werr)
 	}
 	if code == 0 {
 		return nil
@@ -202,7 +203,7 @@ func (j *importJob) run() error {
 	case j.source == "-":
 		return j.fromReader(bufio.NewReaderSize(j.hashed(os.Stdin), headBytes), -1, nil, true)
 	case strings.HasPrefix(j.source, "http://") || strings.HasPrefix(j.source, "https://"):
-		h, err := newHTTPClient(j.source, j.http)
+		h, err := newHTTPClient(j.source, j.http, j.log)
 		if err != nil {
 			return err
 		}
@@ -283,7 +284,7 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *httpStream,
 			return err
 		}
 		if disk.of > 1 {
-			fmt.Fprintf(os.Stderr, "imager: importing OVA disk %s of %d\n", disk.description, disk.of)
+			fmt.Fprintf(j.log, "imager: importing OVA disk %s of %d\n", disk.description, disk.of)
 		}
 		if disk.gzip {
 			zr, err := gzip.NewReader(r)
@@ -395,7 +396,7 @@ func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 	if j.scratch == "" {
 		return permanent(result.ReasonInvalidArguments, fmt.Errorf("%s: give --scratch-dir to spool it", why))
 	}
-	fmt.Fprintf(os.Stderr, "imager: spooling the source to %s: %s\n", j.scratch, why)
+	fmt.Fprintf(j.log, "imager: spooling the source to %s: %s\n", j.scratch, why)
 	f, err := os.CreateTemp(j.scratch, "spool-*.img")
 	if err != nil {
 		return permanent(result.ReasonInvalidArguments, fmt.Errorf("scratch: %w", err))
@@ -601,6 +602,9 @@ func (j *importJob) targetPath() (path string, block bool, err error) {
 }
 
 func targetErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	var ie *importError
 	if errors.As(err, &ie) {
 		return err

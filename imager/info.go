@@ -45,7 +45,7 @@ type extentJSON struct {
 	Compressed bool   `json:"compressed,omitempty"`
 }
 
-func runInfo(args []string, stdout io.Writer) error {
+func runInfo(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("info", flag.ContinueOnError)
 	output := outputVar(fs)
 	chain := fs.Bool("backing-chain", false, "also describe every backing image")

@@ -20,7 +20,7 @@ func (e *exitError) Error() string { return e.msg }
 
 type command struct {
 	name, usage string
-	run         func(args []string, stdout io.Writer) error
+	run         func(args []string, stdout, stderr io.Writer) error
 }
 
 var commands = []command{
@@ -67,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(args[1:], stdout)
+		err := c.run(args[1:], stdout, stderr)
 		if err == nil {
 			return 0
 		}

@@ -22,7 +22,7 @@ type mapJSON struct {
 	NoAccess   bool   `json:"noaccess,omitempty"`
 }
 
-func runMap(args []string, stdout io.Writer) error {
+func runMap(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("map", flag.ContinueOnError)
 	output := outputVar(fs)
 	var pf pathFlags

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"os"
 	"sync"
 	"time"
 
@@ -25,10 +24,10 @@ type progress struct {
 	wg           sync.WaitGroup
 }
 
-func newProgress(out io.Writer, interval time.Duration, human bool) *progress {
+func newProgress(out, stderr io.Writer, interval time.Duration, human bool) *progress {
 	p := &progress{out: out, interval: interval, weight: 100, stopc: make(chan struct{})}
 	if human {
-		p.human = progressPrinter(os.Stderr, 100)
+		p.human = progressPrinter(stderr, 100)
 	}
 	if interval > 0 {
 		p.wg.Go(p.loop)
