@@ -4,7 +4,9 @@ BIN       ?= bin
 FUZZTIME  ?= 15s
 GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
-.PHONY: all build demo test unit race fuzz fmt vet lint bench help clean
+IMAGE     ?= vmdkpop:dev
+
+.PHONY: all build static image demo test unit race fuzz fmt vet lint bench bench-import help clean
 
 all: build
 
@@ -13,6 +15,12 @@ help: ## list targets
 
 build: ## build bin/imager
 	$(GO) build -o $(BIN)/imager ./imager
+
+static: ## static binaries for the container image (bin/static/)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $(BIN)/static/imager ./imager
+
+image: static ## the container image as a docker-archive tarball, without Docker (bin/vmdkpop-image.tar)
+	$(GO) run ./hack/ociimage -o $(BIN)/vmdkpop-image.tar -t $(IMAGE) -entrypoint /imager $(BIN)/static/imager
 
 fmt: ## format the Go sources
 	gofmt -w $(GOFILES)
@@ -41,6 +49,9 @@ demo: build ## imager end to end on a generated disk (hack/demo.sh)
 
 bench: build ## imager vs qemu-img convert on 1 GiB images (hack/bench-convert.sh)
 	hack/bench-convert.sh
+
+bench-import: ## imager import over HTTP vs curl + qemu-img convert (hack/bench-import.sh)
+	hack/bench-import.sh
 
 clean:
 	rm -rf $(BIN)

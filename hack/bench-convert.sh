@@ -17,6 +17,8 @@
 #               imager's default, what a Job needs)
 #   BENCH_QEMU_OPTS  extra qemu-img convert options
 #   BENCH_STRICT=1  exit 1 when the targets are not met
+#   BENCH_GEN_ONLY=1  only make src.raw, mono.vmdk and stream.vmdk in
+#               BENCH_DIR (hack/bench-import.sh uses them)
 #
 # Timings are warm page cache: each tool runs once as warm-up, then the best
 # of BENCH_RUNS runs is reported. Peak RSS is the maximum over the timed runs.
@@ -164,6 +166,9 @@ EOF
 	qemu-img convert -f raw -O vmdk -o subformat=streamOptimized src.raw stream.vmdk
 	echo "made mono.vmdk ($(du -h --apparent-size mono.vmdk | cut -f1)) and stream.vmdk ($(du -h --apparent-size stream.vmdk | cut -f1)) in $((SECONDS - t0)) s"
 	echo "$stamp" >stamp
+fi
+if [[ ${BENCH_GEN_ONLY:-0} == 1 ]]; then
+	exit 0
 fi
 # A 3-deep chain over mono.vmdk for the flatten row: each level rewrites
 # scattered MiB with new data.
