@@ -25,19 +25,31 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 	level := fs.Int("c", 0, "zlib level 1-9 for compressed (streamOptimized) output (default 6)")
 	progress := fs.Bool("p", false, "show progress on stderr")
 	cache := fs.String("t", "writeback", "output cache mode: writeback (fsync when done) or unsafe (no fsync, like qemu-img convert's default)")
+	resultFile := resultFlag(fs)
 	var pf pathFlags
 	pf.register(fs)
 	pos, err := parseArgs(fs, args, 2)
 	if err != nil {
 		return err
 	}
-	if *cache != "writeback" && *cache != "unsafe" {
-		return fmt.Errorf("cache mode %q: want writeback or unsafe", *cache)
+	if *resultFile != "" && *dstFormat != "vmdk" {
+		return fmt.Errorf("--result-file describes VMDK output: use it with -O vmdk")
 	}
-	var opts vmdkOptions
-	switch *dstFormat {
+	err = convert(pos, *srcFormat, *dstFormat, options, *level, *progress, *cache, &pf, stderr)
+	return withResult("convert", *resultFile, pos[1], &pf, err)
+}
+
+func convert(pos []string, srcFormat, dstFormat string, options optionList, level int, progress bool, cache string, pf *pathFlags, stderr io.Writer) error {
+	if cache != "writeback" && cache != "unsafe" {
+		return fmt.Errorf("cache mode %q: want writeback or unsafe", cache)
+	}
+	var (
+		opts vmdkOptions
+		err  error
+	)
+	switch dstFormat {
 	case "raw":
-		if len(options) != 0 || *level != 0 {
+		if len(options) != 0 || level != 0 {
 			return fmt.Errorf("-o and -c apply to -O vmdk only")
 		}
 	case "vmdk":
@@ -45,9 +57,9 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	default:
-		return fmt.Errorf("output format %q: want raw or vmdk", *dstFormat)
+		return fmt.Errorf("output format %q: want raw or vmdk", dstFormat)
 	}
-	src, err := openImage(pos[0], *srcFormat, &pf)
+	src, err := openImage(pos[0], srcFormat, pf)
 	if err != nil {
 		return err
 	}
@@ -56,13 +68,13 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var report func(done int64)
-	if *progress {
+	if progress {
 		report = progressPrinter(stderr, src.Size())
 	}
-	if *dstFormat == "vmdk" {
-		err = convertToVMDK(background, src, pos[1], opts, *level, *cache == "writeback", report)
+	if dstFormat == "vmdk" {
+		err = convertToVMDK(background, src, pos[1], opts, level, cache == "writeback", report)
 	} else {
-		err = convertToRaw(src, pos[1], *cache == "writeback", report)
+		err = convertToRaw(src, pos[1], cache == "writeback", report)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[1], err)

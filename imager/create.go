@@ -18,6 +18,7 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 	backing := fs.String("b", "", "backing (parent) image; the new image is its delta child")
 	backingFormat := fs.String("F", "vmdk", "backing image format (vmdk)")
 	quiet := fs.Bool("q", false, "print nothing on success")
+	resultFile := resultFlag(fs)
 	var pf pathFlags
 	pf.register(fs)
 	fs.SetOutput(io.Discard)
@@ -40,7 +41,8 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 	} else if *backing == "" {
 		return fmt.Errorf("a size is needed without a backing file")
 	}
-	if err := vmdk.Create(pos[0], opts.create(size, *backing, &pf)); err != nil {
+	err = vmdk.Create(pos[0], opts.create(size, *backing, &pf))
+	if err := withResult("create", *resultFile, pos[0], &pf, err); err != nil {
 		return err
 	}
 	if !*quiet {

@@ -491,6 +491,28 @@ func TestImportToVMDK(t *testing.T) {
 	}
 }
 
+// TestImportSize: --size grows the imported disk (zeros after the
+// source's end) and refuses to shrink it.
+func TestImportSize(t *testing.T) {
+	f := getFixture(t)
+	want := append(bytes.Clone(f.raw), make([]byte, 8<<20)...)
+	for _, src := range []string{filepath.Join(f.dir, "stream.vmdk"), filepath.Join(f.dir, "disk.raw")} {
+		dir := t.TempDir()
+		code, r, _, errs := runImportTest(t, "--target", dir, "--size", "32M", src)
+		wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), want)
+		if r.VirtualSize != 32<<20 {
+			t.Fatalf("virtual size %d", r.VirtualSize)
+		}
+		dir = t.TempDir()
+		code, r, _, errs = runImportTest(t, "--target", dir, "--target-format", "vmdk", "--size", "32M", src)
+		if code != 0 || r.VirtualSize != 32<<20 {
+			t.Fatalf("exit %d %+v %s", code, r, errs)
+		}
+		code, r, _, _ = runImportTest(t, "--target", t.TempDir(), "--size", "16M", src)
+		wantFailed(t, code, r, result.ExitPermanent, result.ReasonInvalidArguments)
+	}
+}
+
 func TestImportStdinAndGzip(t *testing.T) {
 	f := getFixture(t)
 	for name, body := range map[string][]byte{"stream": f.stream, "raw": f.raw, "gzip raw": gzipBytes(t, f.raw), "gzip stream": gzipBytes(t, f.stream)} {
@@ -635,4 +657,50 @@ func TestImportBadSources(t *testing.T) {
 	wantFailed(t, code, r, result.ExitPermanent, result.ReasonSourceNotFound)
 	code, r, _, _ = runImportTest(t, "--target", filepath.Join(t.TempDir(), "nope"), filepath.Join(f.dir, "stream.vmdk"))
 	wantFailed(t, code, r, result.ExitPermanent, result.ReasonTargetError)
+}
+
+// TestCreateAndConvertResultFile: the commands Jobs run besides import
+// report through the same result file.
+func TestCreateAndConvertResultFile(t *testing.T) {
+	dir := t.TempDir()
+	res := filepath.Join(dir, "r.json")
+	read := func() *result.Result {
+		b, _ := os.ReadFile(res)
+		r, err := result.Parse(string(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	base := filepath.Join(dir, "base", "disk.vmdk")
+	os.MkdirAll(filepath.Dir(base), 0o755)
+	if code, _, errs := imager("create", "-q", "--result-file", res, base, "16M"); code != 0 {
+		t.Fatal(errs)
+	}
+	b := read()
+	if b.Phase != result.Succeeded || b.VirtualSize != 16<<20 || len(b.CID) != 8 || b.ParentCID != "ffffffff" || b.CreateType != "monolithicSparse" {
+		t.Fatalf("%+v", b)
+	}
+	child := filepath.Join(dir, "child", "disk.vmdk")
+	os.MkdirAll(filepath.Dir(child), 0o755)
+	if code, _, errs := imager("create", "-q", "--result-file", res, "--root", dir, "-b", base, child); code != 0 {
+		t.Fatal(errs)
+	}
+	if c := read(); c.ParentCID != b.CID {
+		t.Fatalf("child parentCID %s, parent CID %s", c.ParentCID, b.CID)
+	}
+	flat := filepath.Join(dir, "flat", "disk.vmdk")
+	os.MkdirAll(filepath.Dir(flat), 0o755)
+	if code, _, errs := imager("flatten", "--result-file", res, "--root", dir, "-o", "subformat=streamOptimized", child, flat); code != 0 {
+		t.Fatal(errs)
+	}
+	if r := read(); r.Phase != result.Succeeded || r.CreateType != "streamOptimized" || r.ParentCID != "ffffffff" {
+		t.Fatalf("%+v", r)
+	}
+	bad := filepath.Join(dir, "bad.vmdk")
+	os.WriteFile(bad, append([]byte("KDMV"), make([]byte, 1020)...), 0o644)
+	code, _, _ := imager("convert", "-O", "vmdk", "--result-file", res, bad, filepath.Join(dir, "out.vmdk"))
+	if r := read(); code != result.ExitPermanent || r.Phase != result.Failed || !r.Permanent {
+		t.Fatalf("exit %d %+v", code, r)
+	}
 }

@@ -43,6 +43,7 @@ type importJob struct {
 	sync         bool
 	http         httpOptions
 	paths        pathFlags
+	size         int64 // --size: the target's virtual size (0: the source's)
 
 	log     io.Writer // one line per notable event
 	wantSum []byte    // --checksum
@@ -67,6 +68,7 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&j.overhead, "fs-overhead", 0.06, "fraction of a Filesystem volume kept for filesystem overhead in the size check")
 	fs.StringVar(&j.sourceFormat, "source-format", "auto", "auto, raw, vmdk or ova")
 	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first)")
+	sizeFlag := fs.String("size", "", "virtual size of the imported disk (default the source's; may not be smaller)")
 	checksum := fs.String("checksum", "", "sha256:HEX of the source bytes; a mismatch fails permanently")
 	fs.StringVar(&j.scratch, "scratch-dir", "", "where a source that needs random access is spooled when it cannot be read in place")
 	var options optionList
@@ -83,6 +85,9 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		if _, serr := os.Stat(defaultResultFile); serr == nil {
 			resPath = defaultResultFile
 		}
+	}
+	if err == nil && *sizeFlag != "" {
+		j.size, err = parseSize(*sizeFlag)
 	}
 	if err == nil {
 		err = j.configure(pos[0], *checksum, *cache, options)
@@ -483,7 +488,7 @@ func (j *importJob) fromStream(r io.Reader) error {
 		pos = g.Offset + int64(len(g.Data))
 		j.prog.set(pos)
 	}
-	return s.zeroGap(pos, sr.Size())
+	return s.zeroGap(pos, max(s.size, sr.Size()))
 }
 
 // fromRaw imports raw bytes read in order; size < 0 when unknown.
@@ -517,7 +522,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 	if size >= 0 && pos != size {
 		return transient(result.ReasonSourceError, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
 	}
-	s.size = pos
+	s.size = max(pos, j.size)
 	return nil
 }
 
@@ -554,20 +559,7 @@ func (j *importJob) finishResult(err error) int {
 			j.sink.describe(&j.res)
 		}
 	}
-	if err == nil {
-		j.res.Phase, j.res.Reason = result.Succeeded, result.ReasonSucceeded
-		j.res.Message = fmt.Sprintf("imported %s into %s", j.source, j.res.Target)
-		return result.ExitOK
-	}
-	reason, perm := classify(err)
-	j.res.Phase, j.res.Reason, j.res.Message, j.res.Permanent = result.Failed, reason, err.Error(), perm
-	switch {
-	case reason == result.ReasonTerminated:
-		return result.ExitTerminated
-	case perm:
-		return result.ExitPermanent
-	}
-	return result.ExitTransient
+	return settle(&j.res, err, fmt.Sprintf("imported %s into %s", j.source, j.res.Target))
 }
 
 // targetPath is the file (or device) an import writes.

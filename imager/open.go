@@ -35,6 +35,9 @@ func (p *pathFlags) register(fs *flag.FlagSet) {
 }
 
 func (p *pathFlags) options() *vmdk.Options {
+	if p == nil {
+		return nil
+	}
 	return &vmdk.Options{Root: p.root, AllowUnsafePaths: p.unsafePaths}
 }
 

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 
 	"github.com/vmdkpop/vmdkpop/imager/result"
-	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
 // sink is an import's target once its size is known: a raw file, a block
@@ -30,6 +29,12 @@ func (j *importJob) openSink(size int64) (*sink, error) {
 	path, block, err := j.targetPath()
 	if err != nil {
 		return nil, err
+	}
+	if j.size > 0 {
+		if size > j.size {
+			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--size %d is smaller than the source's virtual size %d", j.size, size))
+		}
+		size = j.size
 	}
 	if size >= 0 {
 		j.res.VirtualSize = size
@@ -91,16 +96,5 @@ func (s *sink) describe(r *result.Result) {
 		r.AllocatedBytes = allocatedBytes(s.path)
 		return
 	}
-	d, err := vmdk.Open(s.path, nil)
-	if err != nil {
-		return
-	}
-	defer d.Close()
-	r.AllocatedBytes = 0
-	for _, f := range d.Files() {
-		r.AllocatedBytes += allocatedBytes(f)
-	}
-	r.CreateType = d.CreateType()
-	r.CID = fmt.Sprintf("%08x", d.CID())
-	r.ParentCID = fmt.Sprintf("%08x", d.ParentCID())
+	describeVMDK(r, s.path, nil)
 }

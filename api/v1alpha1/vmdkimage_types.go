@@ -1,0 +1,235 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Subformat is a VMDK createType the controller can write.
+// +kubebuilder:validation:Enum=monolithicSparse;monolithicFlat;twoGbMaxExtentSparse;twoGbMaxExtentFlat;streamOptimized
+type Subformat string
+
+const (
+	MonolithicSparse     Subformat = "monolithicSparse"
+	MonolithicFlat       Subformat = "monolithicFlat"
+	TwoGbMaxExtentSparse Subformat = "twoGbMaxExtentSparse"
+	TwoGbMaxExtentFlat   Subformat = "twoGbMaxExtentFlat"
+	StreamOptimized      Subformat = "streamOptimized"
+)
+
+// VMDKImageSpec declares a VMDK disk. It cannot change after creation,
+// except storage.size, which may grow.
+// +kubebuilder:validation:XValidation:rule="has(self.size) || has(self.source)",message="size is required for a blank image (one without a source)"
+// +kubebuilder:validation:XValidation:rule="!has(self.backingImage) || self.subformat in ['monolithicSparse', 'twoGbMaxExtentSparse']",message="a backing image needs a sparse subformat: monolithicSparse or twoGbMaxExtentSparse"
+// +kubebuilder:validation:XValidation:rule="!(has(self.backingImage) && has(self.source))",message="backingImage and source cannot both be set: a child starts empty over its parent"
+// +kubebuilder:validation:XValidation:rule="self.subformat == oldSelf.subformat",message="subformat is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)",message="size is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.backingImage) == has(oldSelf.backingImage) && (!has(self.backingImage) || self.backingImage == oldSelf.backingImage)",message="backingImage is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.source) == has(oldSelf.source) && (!has(self.source) || self.source == oldSelf.source)",message="source is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.adapterType) == has(oldSelf.adapterType) && (!has(self.adapterType) || self.adapterType == oldSelf.adapterType)",message="adapterType is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.hwVersion) == has(oldSelf.hwVersion) && (!has(self.hwVersion) || self.hwVersion == oldSelf.hwVersion)",message="hwVersion is immutable"
+type VMDKImageSpec struct {
+	// Size is the virtual disk size. Required for a blank image; for an
+	// import or a flatten it defaults to the source's size and may not be
+	// smaller.
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// Subformat is the VMDK createType written.
+	// +kubebuilder:default=monolithicSparse
+	// +optional
+	Subformat Subformat `json:"subformat,omitempty"`
+
+	// AdapterType is the descriptor's ddb.adapterType.
+	// +kubebuilder:validation:Enum=ide;buslogic;lsilogic;legacyESX
+	// +optional
+	AdapterType string `json:"adapterType,omitempty"`
+
+	// HWVersion is the descriptor's ddb.virtualHWVersion.
+	// +kubebuilder:validation:Minimum=3
+	// +kubebuilder:validation:Maximum=99
+	// +optional
+	HWVersion *int32 `json:"hwVersion,omitempty"`
+
+	// BackingImage makes this image a delta child of another VMDKImage in
+	// the namespace; it waits until that image is Ready.
+	// +optional
+	BackingImage *ImageReference `json:"backingImage,omitempty"`
+
+	// Source fills the image with content; without it the image is blank.
+	// +optional
+	Source *ImageSource `json:"source,omitempty"`
+
+	// Storage is the PVC the image's files live in.
+	// +optional
+	Storage StorageSpec `json:"storage,omitempty"`
+}
+
+// ImageReference names a VMDKImage in the same namespace.
+type ImageReference struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// ImageSource is where an image's content comes from: exactly one of its
+// fields.
+// +kubebuilder:validation:XValidation:rule="(has(self.http) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.image) ? 1 : 0) == 1",message="source: set exactly one of http, pvc or image"
+type ImageSource struct {
+	// HTTP imports a disk (any VMDK, raw, gzip/zstd, or an OVA) from a URL.
+	// +optional
+	HTTP *HTTPSource `json:"http,omitempty"`
+	// PVC imports a VMDK or raw file from another PVC in the namespace.
+	// +optional
+	PVC *PVCSource `json:"pvc,omitempty"`
+	// Image flattens another VMDKImage's backing chain into this image.
+	// +optional
+	Image *ImageReference `json:"image,omitempty"`
+}
+
+// HTTPSource is a disk on an HTTP(S) server.
+type HTTPSource struct {
+	// URL of the disk.
+	// +kubebuilder:validation:Pattern=`^https?://`
+	// +kubebuilder:validation:MaxLength=2048
+	URL string `json:"url"`
+	// CAConfigMap names a ConfigMap whose ca.crt key holds extra CAs to
+	// trust.
+	// +optional
+	CAConfigMap string `json:"caConfigMap,omitempty"`
+	// SecretRef names a Secret with a "token" key (bearer) or "username"
+	// and "password" keys (basic auth).
+	// +optional
+	SecretRef string `json:"secretRef,omitempty"`
+	// Checksum of the downloaded bytes, "sha256:" and 64 hex digits; a
+	// mismatch fails the import for good.
+	// +kubebuilder:validation:Pattern=`^sha256:[0-9a-f]{64}$`
+	// +optional
+	Checksum string `json:"checksum,omitempty"`
+	// OVADisk picks the disk of an OVA: its index from 0, diskId or file
+	// name (default the first).
+	// +optional
+	OVADisk string `json:"ovaDisk,omitempty"`
+}
+
+// PVCSource is a file in another PVC.
+type PVCSource struct {
+	// ClaimName is the PVC, mounted read-only.
+	// +kubebuilder:validation:MinLength=1
+	ClaimName string `json:"claimName"`
+	// Path of the VMDK (its descriptor, for multi-file images) or raw file
+	// inside the PVC.
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(p, p == '..')",message="path must be relative and stay inside the PVC"
+	// +kubebuilder:validation:MinLength=1
+	Path string `json:"path"`
+}
+
+// StorageSpec shapes the image's PVC.
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.size) || (has(self.size) && quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0)",message="storage.size may only grow"
+type StorageSpec struct {
+	// StorageClassName of the PVC (default: the cluster's default class).
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+	// AccessModes of the PVC (default ReadWriteOnce).
+	// +optional
+	AccessModes []corev1.PersistentVolumeAccessMode `json:"accessModes,omitempty"`
+	// Size requested for the PVC (default: what the subformat needs for the
+	// virtual size, with headroom).
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+}
+
+// Phase is where an image is in its life.
+// +kubebuilder:validation:Enum=Pending;Creating;Importing;Flattening;Ready;Failed
+type Phase string
+
+const (
+	PhasePending    Phase = "Pending"
+	PhaseCreating   Phase = "Creating"
+	PhaseImporting  Phase = "Importing"
+	PhaseFlattening Phase = "Flattening"
+	PhaseReady      Phase = "Ready"
+	PhaseFailed     Phase = "Failed"
+)
+
+// Condition types.
+const (
+	// ConditionReady: the image is complete and usable.
+	ConditionReady = "Ready"
+	// ConditionProgressing: a Job is working on the image, or it waits.
+	ConditionProgressing = "Progressing"
+	// ConditionChainValid: the image's parentCID matches its parent's CID.
+	ConditionChainValid = "ChainValid"
+)
+
+// VMDKImageStatus is what the controller observed.
+type VMDKImageStatus struct {
+	// Phase summarises the conditions.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// CID is the image's content ID (8 hex digits).
+	// +optional
+	CID string `json:"cid,omitempty"`
+	// ParentCID is the CID of the parent this image was made against
+	// ("ffffffff": none).
+	// +optional
+	ParentCID string `json:"parentCID,omitempty"`
+	// CreateType is the descriptor's createType.
+	// +optional
+	CreateType string `json:"createType,omitempty"`
+	// VirtualSize in bytes.
+	// +optional
+	VirtualSize int64 `json:"virtualSize,omitempty"`
+	// AllocatedBytes the image's files occupy.
+	// +optional
+	AllocatedBytes int64 `json:"allocatedBytes,omitempty"`
+	// Progress of the running Job, e.g. "37.5%".
+	// +optional
+	Progress string `json:"progress,omitempty"`
+	// ClaimName is the PVC holding the image (disk.vmdk in its root).
+	// +optional
+	ClaimName string `json:"claimName,omitempty"`
+	// JobName is the Job that writes (or wrote) the image.
+	// +optional
+	JobName string `json:"jobName,omitempty"`
+}
+
+// VMDKImage is a VMDK virtual disk kept in a PVC.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=vmdk;vmdks,categories=vmdkpop
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Subformat",type=string,JSONPath=`.spec.subformat`
+// +kubebuilder:printcolumn:name="Size",type=integer,JSONPath=`.status.virtualSize`
+// +kubebuilder:printcolumn:name="CID",type=string,JSONPath=`.status.cid`
+// +kubebuilder:printcolumn:name="Allocated",type=integer,JSONPath=`.status.allocatedBytes`
+// +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type VMDKImage struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   VMDKImageSpec   `json:"spec,omitempty"`
+	Status VMDKImageStatus `json:"status,omitempty"`
+}
+
+// VMDKImageList is a list of VMDKImages.
+// +kubebuilder:object:root=true
+type VMDKImageList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VMDKImage `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VMDKImage{}, &VMDKImageList{})
+}

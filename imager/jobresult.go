@@ -1,0 +1,70 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// resultFlag registers --result-file on the commands Jobs run (create,
+// convert, flatten; import has its own default).
+func resultFlag(fs *flag.FlagSet) *string {
+	return fs.String("result-file", "", "write the result JSON (imager/result) here, e.g. /dev/termination-log")
+}
+
+// settle fills r's phase, reason and message from a command's outcome and
+// returns the exit code.
+func settle(r *result.Result, err error, success string) int {
+	if err == nil {
+		r.Phase, r.Reason, r.Message = result.Succeeded, result.ReasonSucceeded, success
+		return result.ExitOK
+	}
+	reason, perm := classify(err)
+	r.Phase, r.Reason, r.Message, r.Permanent = result.Failed, reason, err.Error(), perm
+	switch {
+	case reason == result.ReasonTerminated:
+		return result.ExitTerminated
+	case perm:
+		return result.ExitPermanent
+	}
+	return result.ExitTransient
+}
+
+// describeVMDK records what the VMDK at path holds.
+func describeVMDK(r *result.Result, path string, pf *pathFlags) error {
+	d, err := vmdk.Open(path, pf.options())
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	r.VirtualSize = d.Size()
+	r.AllocatedBytes = d.AllocatedBytes()
+	r.CreateType = d.CreateType()
+	r.CID = fmt.Sprintf("%08x", d.CID())
+	r.ParentCID = fmt.Sprintf("%08x", d.ParentCID())
+	r.Target, r.TargetFormat = path, "vmdk"
+	return nil
+}
+
+// withResult ends a command that wrote the VMDK at out: with a result
+// file, the outcome goes there and the exit code follows the result's
+// (1 transient, 3 permanent).
+func withResult(cmd, resultPath, out string, pf *pathFlags, err error) error {
+	if resultPath == "" {
+		return err
+	}
+	var r result.Result
+	if err == nil {
+		err = describeVMDK(&r, out, pf)
+	}
+	code := settle(&r, err, "wrote "+out)
+	if werr := result.Write(resultPath, &r); werr != nil && err == nil {
+		return fmt.Errorf("result file: %w", werr)
+	}
+	if code == 0 {
+		return nil
+	}
+	return &exitError{code: code, msg: fmt.Sprintf("imager %s: %v", cmd, err)}
+}
