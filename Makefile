@@ -6,21 +6,34 @@ GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 IMAGE     ?= vmdkpop:dev
 
-.PHONY: all build static image demo test unit race fuzz fmt vet lint bench bench-import help clean
+.PHONY: all build generate verify-generated envtest-test static image demo test unit race fuzz fmt vet lint bench bench-import help clean
 
 all: build
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-build: ## build bin/imager
+# envtest's kube-apiserver and etcd, built from the Go module proxy into
+# ~/.cache/vmdkpop on first use (KUBEBUILDER_ASSETS, when set, wins).
+ENVTEST = KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/k8s-binaries.sh envtest)}"
+
+build: ## build bin/imager and bin/manager
 	$(GO) build -o $(BIN)/imager ./imager
+	$(GO) build -o $(BIN)/manager .
+
+generate: ## controller-gen: deepcopy, CRD and RBAC from the Go markers
+	hack/controller-gen.sh object paths=./api/...
+	hack/controller-gen.sh crd rbac:roleName=manager-role paths=./... output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+verify-generated: generate ## fail when generated files are stale
+	@out=$$(git status --porcelain -- api config); if [ -n "$$out" ]; then echo "generated files are stale (run make generate):"; echo "$$out"; exit 1; fi
 
 static: ## static binaries for the container image (bin/static/)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $(BIN)/static/imager ./imager
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags=-s -o $(BIN)/static/manager .
 
 image: static ## the container image as a docker-archive tarball, without Docker (bin/vmdkpop-image.tar)
-	$(GO) run ./hack/ociimage -o $(BIN)/vmdkpop-image.tar -t $(IMAGE) -entrypoint /imager $(BIN)/static/imager
+	$(GO) run ./hack/ociimage -o $(BIN)/vmdkpop-image.tar -t $(IMAGE) -entrypoint /manager $(BIN)/static/manager $(BIN)/static/imager
 
 fmt: ## format the Go sources
 	gofmt -w $(GOFILES)
@@ -31,8 +44,11 @@ vet: ## go vet
 lint: vet ## gofmt check + go vet
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-unit: ## go test (qemu-img interop tests included; needs qemu-utils)
-	$(GO) test -count=1 ./...
+unit: ## go test: qemu-img interop tests, and the envtest suite (controllers/)
+	$(ENVTEST) $(GO) test -count=1 ./...
+
+envtest-test: ## only the envtest suite
+	$(ENVTEST) $(GO) test -count=1 ./controllers
 
 race: ## the concurrent paths under the race detector
 	$(GO) test -race -count=1 -run 'Concurrent|StreamVMDKstream|StreamQemu|StreamWriterDeterministic|CloseOnStall|SmallGrains|CreateAllSubformats|ConvertToStream|CreateAndConvert|TestImport' ./...
@@ -42,7 +58,7 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
-test: lint unit race fuzz ## everything CI runs
+test: lint verify-generated unit race fuzz ## everything CI runs
 
 demo: build ## imager end to end on a generated disk (hack/demo.sh)
 	hack/demo.sh

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ type httpOptions struct {
 	tokenFile    string
 	userFile     string
 	passFile     string
+	credsDir     string
 	retries      int
 	backoff      time.Duration
 	stallTimeout time.Duration
@@ -35,6 +37,7 @@ func (o *httpOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tokenFile, "bearer-token-file", "", "file holding a bearer token for the source")
 	fs.StringVar(&o.userFile, "username-file", "", "file holding a basic-auth user name (with --password-file)")
 	fs.StringVar(&o.passFile, "password-file", "", "file holding a basic-auth password")
+	fs.StringVar(&o.credsDir, "credentials-dir", "", "a mounted Secret: its token file (bearer), or username and password files (basic auth)")
 	fs.IntVar(&o.retries, "retries", 5, "retries of a transient network failure, each resuming where it stopped")
 	fs.DurationVar(&o.backoff, "retry-backoff", time.Second, "first wait between retries (doubles each time, at most 30s)")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", time.Minute, "abandon (and retry) a connection that delivers nothing for this long")
@@ -67,6 +70,17 @@ func newHTTPClient(url string, o httpOptions, log io.Writer) (*httpClient, error
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	h := &httpClient{c: &http.Client{Transport: tr}, url: url, opts: o, log: log}
+	if d := o.credsDir; d != "" {
+		exists := func(name string) bool { _, err := os.Stat(filepath.Join(d, name)); return err == nil }
+		switch {
+		case exists("token"):
+			o.tokenFile = filepath.Join(d, "token")
+		case exists("username") && exists("password"):
+			o.userFile, o.passFile = filepath.Join(d, "username"), filepath.Join(d, "password")
+		default:
+			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--credentials-dir %s: want a token file, or username and password files", d))
+		}
+	}
 	read := func(flagName, path string) (string, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {

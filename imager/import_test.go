@@ -324,6 +324,10 @@ func TestImportTLSWithCustomCA(t *testing.T) {
 	emptyDir(t, dir)
 	code, r, _, errs := runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, ts.URL+"/stream.vmdk")
 	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
+	// A mounted Secret with a token key.
+	dir = t.TempDir()
+	code, r, _, errs = runImportTest(t, "--target", dir, "--ca-file", ca, "--credentials-dir", tmp, ts.URL+"/stream.vmdk")
+	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
 	code, r, _, _ = runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, ts.URL+"/missing.vmdk")
 	wantFailed(t, code, r, result.ExitPermanent, result.ReasonSourceNotFound)
 }

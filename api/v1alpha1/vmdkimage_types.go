@@ -21,6 +21,7 @@ const (
 // VMDKImageSpec declares a VMDK disk. It cannot change after creation,
 // except storage.size, which may grow.
 // +kubebuilder:validation:XValidation:rule="has(self.size) || has(self.source)",message="size is required for a blank image (one without a source)"
+// +kubebuilder:validation:XValidation:rule="has(self.size) || !has(self.source) || has(self.source.image) || has(self.storage.size)",message="an import needs size or storage.size, so its PVC can be sized before the source is read"
 // +kubebuilder:validation:XValidation:rule="!has(self.backingImage) || self.subformat in ['monolithicSparse', 'twoGbMaxExtentSparse']",message="a backing image needs a sparse subformat: monolithicSparse or twoGbMaxExtentSparse"
 // +kubebuilder:validation:XValidation:rule="!(has(self.backingImage) && has(self.source))",message="backingImage and source cannot both be set: a child starts empty over its parent"
 // +kubebuilder:validation:XValidation:rule="self.subformat == oldSelf.subformat",message="subformat is immutable"
@@ -62,6 +63,7 @@ type VMDKImageSpec struct {
 	Source *ImageSource `json:"source,omitempty"`
 
 	// Storage is the PVC the image's files live in.
+	// +kubebuilder:default={}
 	// +optional
 	Storage StorageSpec `json:"storage,omitempty"`
 }
@@ -120,8 +122,9 @@ type PVCSource struct {
 	ClaimName string `json:"claimName"`
 	// Path of the VMDK (its descriptor, for multi-file images) or raw file
 	// inside the PVC.
-	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.split('/').exists(p, p == '..')",message="path must be relative and stay inside the PVC"
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')",message="path must be relative and stay inside the PVC"
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
 	Path string `json:"path"`
 }
 
@@ -162,7 +165,13 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionChainValid: the image's parentCID matches its parent's CID.
 	ConditionChainValid = "ChainValid"
+	// ConditionDeletionBlocked: the image is being deleted but other
+	// images still need it.
+	ConditionDeletionBlocked = "DeletionBlocked"
 )
+
+// Finalizer keeps an image (and its PVC) while other images need it.
+const Finalizer = "storage.vmdkpop.io/chain-protection"
 
 // VMDKImageStatus is what the controller observed.
 type VMDKImageStatus struct {

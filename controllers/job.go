@@ -1,0 +1,280 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path"
+	"strconv"
+	"strings"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// ImagerConfig is how the controller runs imager Jobs.
+type ImagerConfig struct {
+	// Image is the container image holding /imager.
+	Image      string
+	PullPolicy corev1.PullPolicy
+	// Resources of the imager container.
+	Resources corev1.ResourceRequirements
+	// BackoffLimit is how many times a Job retries transient failures
+	// (exit code 1); permanent ones (exit 2, 3) fail the Job at once.
+	BackoffLimit int32
+	// TTLSecondsAfterFinished lets Kubernetes delete finished Jobs.
+	TTLSecondsAfterFinished int32
+	// UID and GID the Job runs as (also the PVC's fsGroup).
+	UID, GID int64
+}
+
+// DefaultImagerConfig is what the manager uses unless its flags say
+// otherwise.
+func DefaultImagerConfig() ImagerConfig {
+	return ImagerConfig{
+		Image:      "vmdkpop:dev",
+		PullPolicy: corev1.PullIfNotPresent,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			// imager stays under 256 MiB whatever the disk size.
+			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("600Mi")},
+		},
+		BackoffLimit:            4,
+		TTLSecondsAfterFinished: 3600,
+		UID:                     65532,
+		GID:                     65532,
+	}
+}
+
+const (
+	imagesDir     = "/images"
+	diskFile      = "disk.vmdk"
+	sourceDir     = "/source"
+	scratchDir    = "/scratch"
+	caDir         = "/etc/vmdkpop/ca"
+	credsDir      = "/etc/vmdkpop/credentials"
+	containerName = "imager"
+	resultPath    = "/dev/termination-log"
+
+	// LabelImage marks the Jobs and PVCs of an image.
+	LabelImage = "storage.vmdkpop.io/image"
+)
+
+// Operation is what an image's Job does.
+type Operation string
+
+const (
+	OpCreate  Operation = "create"
+	OpImport  Operation = "import"
+	OpFlatten Operation = "flatten"
+)
+
+// operationOf tells what Job an image needs.
+func operationOf(img *v1alpha1.VMDKImage) Operation {
+	switch {
+	case img.Spec.Source == nil:
+		return OpCreate
+	case img.Spec.Source.Image != nil:
+		return OpFlatten
+	}
+	return OpImport
+}
+
+// phaseOf is the phase while op runs.
+func phaseOf(op Operation) v1alpha1.Phase {
+	switch op {
+	case OpImport:
+		return v1alpha1.PhaseImporting
+	case OpFlatten:
+		return v1alpha1.PhaseFlattening
+	}
+	return v1alpha1.PhaseCreating
+}
+
+// nameFor derives a child object's name from the image's name and UID:
+// stable across reconciles (so creation is idempotent), unique per image
+// incarnation, and at most 63 characters (a valid label value and DNS label).
+func nameFor(img *v1alpha1.VMDKImage, kind string) string {
+	sum := sha256.Sum256([]byte(img.UID))
+	suffix := "-" + kind + "-" + hex.EncodeToString(sum[:])[:8]
+	base := img.Name
+	if len(base)+len(suffix) > 63 {
+		base = strings.TrimRight(base[:63-len(suffix)], "-.")
+	}
+	return base + suffix
+}
+
+// imagePath is where an image's descriptor is inside the Job's pod.
+func imagePath(name string) string { return path.Join(imagesDir, name, diskFile) }
+
+// jobFor builds the Job that writes img into its PVC. mounts are the
+// other images the Job reads (the backing chain, or the chain being
+// flattened), each mounted read-only beside img under /images.
+func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage, cfg ImagerConfig) *batchv1.Job {
+	op := operationOf(img)
+	volumes := []corev1.Volume{pvcVolume("image", claim, false)}
+	vmounts := []corev1.VolumeMount{{Name: "image", MountPath: path.Join(imagesDir, img.Name)}}
+	for i, m := range mounts {
+		name := "chain-" + strconv.Itoa(i)
+		volumes = append(volumes, pvcVolume(name, m.Status.ClaimName, true))
+		vmounts = append(vmounts, corev1.VolumeMount{Name: name, MountPath: path.Join(imagesDir, m.Name), ReadOnly: true})
+	}
+	args := imagerArgs(img, &volumes, &vmounts)
+	labels := map[string]string{LabelImage: img.Name}
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: nameFor(img, string(op)), Namespace: img.Namespace, Labels: labels},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            ptr.To(cfg.BackoffLimit),
+			TTLSecondsAfterFinished: ptr.To(cfg.TTLSecondsAfterFinished),
+			// Bad input fails the same way every time: do not retry it.
+			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
+				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+					ContainerName: ptr.To(containerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn,
+					Values: []int32{result.ExitUsage, result.ExitPermanent},
+				}},
+				{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
+					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue},
+				}},
+			}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					RestartPolicy:                corev1.RestartPolicyNever,
+					AutomountServiceAccountToken: ptr.To(false),
+					EnableServiceLinks:           ptr.To(false),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   ptr.To(true),
+						RunAsUser:      ptr.To(cfg.UID),
+						RunAsGroup:     ptr.To(cfg.GID),
+						FSGroup:        ptr.To(cfg.GID),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:                     containerName,
+						Image:                    cfg.Image,
+						ImagePullPolicy:          cfg.PullPolicy,
+						Command:                  []string{"/imager"},
+						Args:                     args,
+						Resources:                cfg.Resources,
+						VolumeMounts:             vmounts,
+						TerminationMessagePath:   resultPath,
+						TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+					}},
+					Volumes: volumes,
+				},
+			},
+		},
+	}
+}
+
+func pvcVolume(name, claim string, readOnly bool) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim, ReadOnly: readOnly},
+	}}
+}
+
+// imagerArgs is the imager command line for img, adding the volumes its
+// source needs.
+func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]corev1.VolumeMount) []string {
+	spec := img.Spec
+	out := imagePath(img.Name)
+	opts := "subformat=" + string(spec.Subformat)
+	if spec.Subformat == "" {
+		opts = "subformat=" + string(v1alpha1.MonolithicSparse)
+	}
+	if spec.AdapterType != "" {
+		opts += ",adapter_type=" + spec.AdapterType
+	}
+	if spec.HWVersion != nil {
+		opts += ",hwversion=" + strconv.Itoa(int(*spec.HWVersion))
+	}
+	switch operationOf(img) {
+	case OpCreate:
+		args := []string{"create", "-q", "--result-file", resultPath, "--root", imagesDir, "-o", opts}
+		if spec.BackingImage != nil {
+			args = append(args, "-b", imagePath(spec.BackingImage.Name))
+		}
+		return append(args, out, strconv.FormatInt(spec.Size.Value(), 10))
+	case OpFlatten:
+		return []string{"convert", "-O", "vmdk", "-o", opts, "--result-file", resultPath, "--root", imagesDir,
+			imagePath(spec.Source.Image.Name), out}
+	}
+	args := []string{"import", "--result-file", resultPath, "--target", path.Dir(out), "--target-format", "vmdk", "-o", opts}
+	if spec.Size != nil {
+		args = append(args, "--size", strconv.FormatInt(spec.Size.Value(), 10))
+	}
+	if h := spec.Source.HTTP; h != nil {
+		*volumes = append(*volumes, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		*mounts = append(*mounts, corev1.VolumeMount{Name: "scratch", MountPath: scratchDir})
+		args = append(args, "--scratch-dir", scratchDir)
+		if h.CAConfigMap != "" {
+			*volumes = append(*volumes, corev1.Volume{Name: "ca", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: h.CAConfigMap},
+				Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+			}}})
+			*mounts = append(*mounts, corev1.VolumeMount{Name: "ca", MountPath: caDir, ReadOnly: true})
+			args = append(args, "--ca-file", path.Join(caDir, "ca.crt"))
+		}
+		if h.SecretRef != "" {
+			*volumes = append(*volumes, corev1.Volume{Name: "credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: h.SecretRef}}})
+			*mounts = append(*mounts, corev1.VolumeMount{Name: "credentials", MountPath: credsDir, ReadOnly: true})
+			args = append(args, "--credentials-dir", credsDir)
+		}
+		if h.Checksum != "" {
+			args = append(args, "--checksum", h.Checksum)
+		}
+		if h.OVADisk != "" {
+			args = append(args, "--ova-disk", h.OVADisk)
+		}
+		return append(args, h.URL)
+	}
+	p := spec.Source.PVC
+	*volumes = append(*volumes, pvcVolume("source", p.ClaimName, true))
+	*mounts = append(*mounts, corev1.VolumeMount{Name: "source", MountPath: sourceDir, ReadOnly: true})
+	return append(args, "--root", sourceDir, path.Join(sourceDir, p.Path))
+}
+
+// pvcFor builds the PVC an image lives in.
+func pvcFor(img *v1alpha1.VMDKImage, name string, sourceSize int64) *corev1.PersistentVolumeClaim {
+	st := img.Spec.Storage
+	modes := st.AccessModes
+	if len(modes) == 0 {
+		modes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}
+	}
+	request := st.Size
+	if request == nil {
+		request = resource.NewQuantity(defaultClaimSize(img, sourceSize), resource.BinarySI)
+	}
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: img.Namespace, Labels: map[string]string{LabelImage: img.Name}},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: st.StorageClassName,
+			AccessModes:      modes,
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: *request}},
+		},
+	}
+}
+
+// defaultClaimSize is room for the image's whole virtual size (a guest
+// may fill its disk), its grain tables, and the filesystem's own overhead
+// (imager keeps 6% in its size check), rounded up to a MiB.
+func defaultClaimSize(img *v1alpha1.VMDKImage, sourceSize int64) int64 {
+	size := sourceSize
+	if img.Spec.Size != nil {
+		size = max(size, img.Spec.Size.Value())
+	}
+	tables := size/(64<<10)*4*2 + 1<<20 // GT + redundant GT per 64 KiB grain
+	need := float64(size+tables)/0.94 + 16<<20
+	const mib = 1 << 20
+	return (int64(need) + mib - 1) / mib * mib
+}

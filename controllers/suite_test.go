@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+)
+
+// The suite runs a real kube-apiserver and etcd (envtest) with the CRDs
+// installed and the manager running; no kubelet or Job controller runs,
+// so tests play their part: they create the Job's pods with the
+// termination message imager would write, and set the Job's status.
+
+var (
+	testEnv   *envtest.Environment
+	k8sClient client.Client
+	cancel    context.CancelFunc
+	fakeLogs  = &fakeLogReader{lines: map[string][]string{}}
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "controllers (envtest)")
+}
+
+// fakeLogReader serves pod logs the tests set.
+type fakeLogReader struct {
+	mu    sync.Mutex
+	lines map[string][]string
+}
+
+func (f *fakeLogReader) set(pod string, lines ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lines[pod] = lines
+}
+
+func (f *fakeLogReader) LastLines(_ context.Context, _, pod, _ string, _ int64) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lines[pod], nil
+}
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	Expect(os.Getenv("KUBEBUILDER_ASSETS")).NotTo(BeEmpty(),
+		"KUBEBUILDER_ASSETS must name a directory with kube-apiserver and etcd: run `make envtest-test`, or export KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh envtest)")
+	testEnv = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+
+	scheme := runtime.NewScheme()
+	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	Expect(err).NotTo(HaveOccurred())
+	Expect((&VMDKImageReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("vmdkimage-controller"),
+		Logs:     fakeLogs,
+		Imager:   DefaultImagerConfig(),
+	}).SetupWithManager(mgr)).To(Succeed())
+	var ctx context.Context
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+})
+
+var _ = AfterSuite(func() {
+	if cancel != nil {
+		cancel()
+	}
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})

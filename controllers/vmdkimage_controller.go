@@ -1,0 +1,567 @@
+// Package controllers reconciles VMDKImages into PVCs and imager Jobs.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// Condition reasons the controller sets (imager's result reasons, such as
+// ChecksumMismatch, are used as they come).
+const (
+	ReasonJobRunning        = "JobRunning"
+	ReasonJobStarting       = "JobStarting"
+	ReasonSucceeded         = "Succeeded"
+	ReasonWaitingForBacking = "WaitingForBackingImage"
+	ReasonWaitingForSource  = "WaitingForSourceImage"
+	ReasonDependencyFailed  = "DependencyFailed"
+	ReasonRetriesExhausted  = "RetriesExhausted"
+	ReasonNoResult          = "NoResult"
+	ReasonParentCIDMatches  = "ParentCIDMatches"
+	ReasonParentChanged     = "ParentChanged"
+	ReasonChildrenExist     = "ChildrenExist"
+	ReasonFailed            = "Failed"
+)
+
+// Event reasons.
+const (
+	EventCreateStarted  = "CreateStarted"
+	EventImportStarted  = "ImportStarted"
+	EventFlattenStarted = "FlattenStarted"
+	EventReady          = "Ready"
+	EventFailed         = "ImportFailed"
+	EventWaiting        = "Waiting"
+	EventChainBroken    = "ChainBroken"
+	EventDeleteBlocked  = "DeletionBlocked"
+)
+
+// Field indexes on VMDKImages.
+const (
+	indexBacking = "spec.backingImage.name"
+	indexSource  = "spec.source.image.name"
+)
+
+// maxChainDepth bounds the walk up a backing chain (vmdk's own limit).
+const maxChainDepth = 16
+
+// progressInterval is how often a running Job's progress is refreshed.
+const progressInterval = 5 * time.Second
+
+// VMDKImageReconciler turns each VMDKImage into its PVC and the imager
+// Job that writes it, and records what the Job reported.
+type VMDKImageReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+	Logs     PodLogReader
+	Imager   ImagerConfig
+}
+
+// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages/finalizers,verbs=update
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile moves one image one step: PVC, then dependencies, then Job,
+// then status from the Job's result.
+func (r *VMDKImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	img := &v1alpha1.VMDKImage{}
+	if err := r.Get(ctx, req.NamespacedName, img); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !img.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, img)
+	}
+	if controllerutil.AddFinalizer(img, v1alpha1.Finalizer) {
+		if err := r.Update(ctx, img); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	old := img.Status.DeepCopy()
+	res, err := r.reconcile(ctx, img)
+	if !equality.Semantic.DeepEqual(old, &img.Status) {
+		if uerr := r.Status().Update(ctx, img); uerr != nil {
+			if apierrors.IsConflict(uerr) {
+				return ctrl.Result{Requeue: true}, nil
+			}
+			return ctrl.Result{}, uerr
+		}
+	}
+	return res, err
+}
+
+func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKImage) (ctrl.Result, error) {
+	st := &img.Status
+	done := (st.Phase == v1alpha1.PhaseReady || st.Phase == v1alpha1.PhaseFailed) && st.ObservedGeneration == img.Generation
+	if done {
+		if st.Phase != v1alpha1.PhaseReady {
+			return ctrl.Result{}, nil
+		}
+		pvc := &corev1.PersistentVolumeClaim{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: img.Namespace, Name: st.ClaimName}, pvc); err == nil {
+			if err := r.growPVC(ctx, img, pvc); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		return ctrl.Result{}, r.checkChain(ctx, img)
+	}
+
+	// The images this one reads must be Ready first.
+	mounts, wait, err := r.dependencies(ctx, img)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if wait != nil {
+		r.setWaiting(img, wait)
+		return ctrl.Result{}, nil // a watch on the dependency brings us back
+	}
+
+	var sourceSize int64
+	if img.Spec.Source != nil && img.Spec.Source.Image != nil {
+		sourceSize = mounts[0].Status.VirtualSize
+	}
+	claim, err := r.ensurePVC(ctx, img, sourceSize)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	st.ClaimName = claim.Name
+
+	desired := jobFor(img, claim.Name, mounts, r.Imager)
+	st.JobName = desired.Name
+	job := &batchv1.Job{}
+	err = r.Get(ctx, client.ObjectKeyFromObject(desired), job)
+	switch {
+	case apierrors.IsNotFound(err):
+		if err := ctrl.SetControllerReference(img, desired, r.Scheme); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{}, err
+		}
+		op := operationOf(img)
+		st.Phase = phaseOf(op)
+		st.Progress = ""
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, ReasonJobStarting, "Job "+desired.Name+" started")
+		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonJobStarting, string(op)+" in progress")
+		r.event(img, corev1.EventTypeNormal, map[Operation]string{OpCreate: EventCreateStarted, OpImport: EventImportStarted, OpFlatten: EventFlattenStarted}[op],
+			"Job %s %ss the image into PVC %s", desired.Name, op, claim.Name)
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	case err != nil:
+		return ctrl.Result{}, err
+	}
+	return r.observeJob(ctx, img, job)
+}
+
+// observeJob records a Job's progress, or its result once it has ended.
+func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDKImage, job *batchv1.Job) (ctrl.Result, error) {
+	st := &img.Status
+	op := operationOf(img)
+	finished, failed := jobFinished(job)
+	if !finished {
+		st.Phase = phaseOf(op)
+		if p, ok := r.progress(ctx, job); ok {
+			st.Progress = p
+		}
+		msg := fmt.Sprintf("Job %s is running", job.Name)
+		if job.Status.Failed > 0 {
+			msg += fmt.Sprintf(" (%d failed attempts so far, retrying)", job.Status.Failed)
+		}
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, ReasonJobRunning, msg)
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	}
+	res, pod, err := r.jobResult(ctx, job, failed)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	st.ObservedGeneration = img.Generation
+	if !failed && res != nil && res.Phase == result.Succeeded {
+		st.Phase = v1alpha1.PhaseReady
+		st.Progress = "100%"
+		st.CID, st.ParentCID, st.CreateType = res.CID, res.ParentCID, res.CreateType
+		st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, ReasonSucceeded, "Job "+job.Name+" finished")
+		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonSucceeded, fmt.Sprintf("%s image, CID %s", res.CreateType, res.CID))
+		r.event(img, corev1.EventTypeNormal, EventReady, "image ready: %s, CID %s, %d bytes allocated", res.CreateType, res.CID, res.AllocatedBytes)
+		return ctrl.Result{}, r.checkChain(ctx, img)
+	}
+	reason, msg := ReasonNoResult, "Job "+job.Name+" ended without a result"
+	switch {
+	case res != nil && res.Phase == result.Failed:
+		reason, msg = res.Reason, res.Message
+		if !res.Permanent && reason != result.ReasonInvalidArguments {
+			msg = fmt.Sprintf("%s (gave up after %d attempts)", msg, job.Status.Failed)
+		}
+	case pod != nil:
+		if t := terminated(pod); t != nil {
+			msg = fmt.Sprintf("Job %s: pod %s exited with code %d (%s)", job.Name, pod.Name, t.ExitCode, t.Reason)
+		}
+	case failed:
+		reason, msg = ReasonRetriesExhausted, "Job "+job.Name+" failed: "+jobFailureMessage(job)
+	}
+	st.Phase = v1alpha1.PhaseFailed
+	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
+	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	r.event(img, corev1.EventTypeWarning, EventFailed, "%s: %s", reason, msg)
+	return ctrl.Result{}, nil
+}
+
+// jobFinished reads a Job's terminal conditions.
+func jobFinished(job *batchv1.Job) (finished, failed bool) {
+	for _, c := range job.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case batchv1.JobComplete:
+			return true, false
+		case batchv1.JobFailed:
+			return true, true
+		}
+	}
+	return false, false
+}
+
+func jobFailureMessage(job *batchv1.Job) string {
+	for _, c := range job.Status.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return "unknown reason"
+}
+
+// jobResult finds the Job's last finished pod and parses its termination
+// message (the imager result).
+func (r *VMDKImageReconciler) jobResult(ctx context.Context, job *batchv1.Job, failed bool) (*result.Result, *corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return nil, nil, err
+	}
+	var last *corev1.Pod
+	var lastAt time.Time
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		t := terminated(p)
+		if t == nil {
+			continue
+		}
+		if last == nil || t.FinishedAt.After(lastAt) {
+			last, lastAt = p, t.FinishedAt.Time
+		}
+	}
+	if last == nil {
+		return nil, nil, nil
+	}
+	res, err := result.Parse(terminated(last).Message)
+	if err != nil {
+		log.FromContext(ctx).Info("pod has no imager result", "pod", last.Name, "error", err.Error())
+		return nil, last, nil
+	}
+	return res, last, nil
+}
+
+func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == containerName && cs.State.Terminated != nil {
+			return cs.State.Terminated
+		}
+	}
+	return nil
+}
+
+// progress reads the running pod's latest progress line.
+func (r *VMDKImageReconciler) progress(ctx context.Context, job *batchv1.Job) (string, bool) {
+	if r.Logs == nil {
+		return "", false
+	}
+	pods := &corev1.PodList{}
+	if err := r.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return "", false
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Status.Phase != corev1.PodRunning {
+			continue
+		}
+		lines, err := r.Logs.LastLines(ctx, p.Namespace, p.Name, containerName, 10)
+		if err != nil {
+			log.FromContext(ctx).V(1).Info("reading progress", "pod", p.Name, "error", err.Error())
+			return "", false
+		}
+		return progressFromLog(lines)
+	}
+	return "", false
+}
+
+// dependencies returns the images a Job for img mounts (the backing chain,
+// or the chain being flattened, nearest first), or why img must wait.
+func (r *VMDKImageReconciler) dependencies(ctx context.Context, img *v1alpha1.VMDKImage) ([]*v1alpha1.VMDKImage, *waitReason, error) {
+	var first string
+	var why string
+	switch {
+	case img.Spec.BackingImage != nil:
+		first, why = img.Spec.BackingImage.Name, ReasonWaitingForBacking
+	case img.Spec.Source != nil && img.Spec.Source.Image != nil:
+		first, why = img.Spec.Source.Image.Name, ReasonWaitingForSource
+	default:
+		return nil, nil, nil
+	}
+	var chain []*v1alpha1.VMDKImage
+	seen := map[string]bool{img.Name: true}
+	for name := first; name != ""; {
+		if seen[name] {
+			return nil, &waitReason{ReasonDependencyFailed, fmt.Sprintf("image %s is in a backing loop", name), true}, nil
+		}
+		if len(chain) >= maxChainDepth {
+			return nil, &waitReason{ReasonDependencyFailed, fmt.Sprintf("backing chain deeper than %d images", maxChainDepth), true}, nil
+		}
+		seen[name] = true
+		dep := &v1alpha1.VMDKImage{}
+		if err := r.Get(ctx, types.NamespacedName{Namespace: img.Namespace, Name: name}, dep); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil, &waitReason{why, fmt.Sprintf("image %s does not exist yet", name), false}, nil
+			}
+			return nil, nil, err
+		}
+		switch {
+		case dep.Status.Phase == v1alpha1.PhaseFailed:
+			return nil, &waitReason{ReasonDependencyFailed, fmt.Sprintf("image %s failed", name), false}, nil
+		case dep.Status.Phase != v1alpha1.PhaseReady || !dep.DeletionTimestamp.IsZero():
+			return nil, &waitReason{why, fmt.Sprintf("waiting for image %s to be Ready (it is %s)", name, orPending(dep.Status.Phase)), false}, nil
+		}
+		chain = append(chain, dep)
+		name = ""
+		if dep.Spec.BackingImage != nil {
+			name = dep.Spec.BackingImage.Name
+		}
+	}
+	return chain, nil, nil
+}
+
+type waitReason struct {
+	reason, message string
+	fatal           bool // waiting cannot help: the image fails
+}
+
+func orPending(p v1alpha1.Phase) v1alpha1.Phase {
+	if p == "" {
+		return v1alpha1.PhasePending
+	}
+	return p
+}
+
+func (r *VMDKImageReconciler) setWaiting(img *v1alpha1.VMDKImage, w *waitReason) {
+	if w.fatal {
+		img.Status.Phase = v1alpha1.PhaseFailed
+		img.Status.ObservedGeneration = img.Generation
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, w.reason, w.message)
+		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, w.reason, w.message)
+		r.event(img, corev1.EventTypeWarning, EventFailed, "%s", w.message)
+		return
+	}
+	img.Status.Phase = v1alpha1.PhasePending
+	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Reason != w.reason || c.Message != w.message {
+		r.event(img, corev1.EventTypeNormal, EventWaiting, "%s", w.message)
+	}
+	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, w.reason, w.message)
+	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, w.reason, w.message)
+}
+
+// ensurePVC gets or creates the image's PVC, and grows its request when
+// spec.storage.size grew.
+func (r *VMDKImageReconciler) ensurePVC(ctx context.Context, img *v1alpha1.VMDKImage, sourceSize int64) (*corev1.PersistentVolumeClaim, error) {
+	desired := pvcFor(img, nameFor(img, "disk"), sourceSize)
+	pvc := &corev1.PersistentVolumeClaim{}
+	err := r.Get(ctx, client.ObjectKeyFromObject(desired), pvc)
+	if apierrors.IsNotFound(err) {
+		if err := ctrl.SetControllerReference(img, desired, r.Scheme); err != nil {
+			return nil, err
+		}
+		if err := r.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
+		return desired, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pvc, r.growPVC(ctx, img, pvc)
+}
+
+// growPVC raises a bound PVC's request to spec.storage.size (Kubernetes
+// expands only bound claims; an unbound one is grown once it binds).
+func (r *VMDKImageReconciler) growPVC(ctx context.Context, img *v1alpha1.VMDKImage, pvc *corev1.PersistentVolumeClaim) error {
+	want := img.Spec.Storage.Size
+	have := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	if want == nil || want.Cmp(have) <= 0 || pvc.Status.Phase != corev1.ClaimBound {
+		return nil
+	}
+	patch := client.MergeFrom(pvc.DeepCopy())
+	pvc.Spec.Resources.Requests[corev1.ResourceStorage] = *want
+	if err := r.Patch(ctx, pvc, patch); err != nil {
+		return fmt.Errorf("grow PVC %s to %s: %w", pvc.Name, want, err)
+	}
+	return nil
+}
+
+// checkChain sets ChainValid on a child: its parentCID must still be its
+// parent's CID.
+func (r *VMDKImageReconciler) checkChain(ctx context.Context, img *v1alpha1.VMDKImage) error {
+	if img.Spec.BackingImage == nil {
+		return nil
+	}
+	parent := &v1alpha1.VMDKImage{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: img.Namespace, Name: img.Spec.BackingImage.Name}, parent)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		r.chainCondition(img, metav1.ConditionFalse, ReasonParentChanged, fmt.Sprintf("backing image %s is gone", img.Spec.BackingImage.Name))
+	case parent.Status.CID != img.Status.ParentCID:
+		r.chainCondition(img, metav1.ConditionFalse, ReasonParentChanged,
+			fmt.Sprintf("parentCID %s does not match backing image %s's CID %s", img.Status.ParentCID, parent.Name, parent.Status.CID))
+	default:
+		r.chainCondition(img, metav1.ConditionTrue, ReasonParentCIDMatches, fmt.Sprintf("parentCID matches %s's CID %s", parent.Name, parent.Status.CID))
+	}
+	return nil
+}
+
+func (r *VMDKImageReconciler) chainCondition(img *v1alpha1.VMDKImage, status metav1.ConditionStatus, reason, msg string) {
+	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionChainValid); status == metav1.ConditionFalse && (c == nil || c.Status != status) {
+		r.event(img, corev1.EventTypeWarning, EventChainBroken, "%s", msg)
+	}
+	r.setCondition(img, v1alpha1.ConditionChainValid, status, reason, msg)
+}
+
+// finalize lets a deleted image go once no other image needs it.
+func (r *VMDKImageReconciler) finalize(ctx context.Context, img *v1alpha1.VMDKImage) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(img, v1alpha1.Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	users, err := r.users(ctx, img)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(users) > 0 {
+		msg := fmt.Sprintf("deletion waits: %v still need this image", users)
+		if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionDeletionBlocked); c == nil || c.Message != msg {
+			r.event(img, corev1.EventTypeWarning, EventDeleteBlocked, "%s", msg)
+			r.setCondition(img, v1alpha1.ConditionDeletionBlocked, metav1.ConditionTrue, ReasonChildrenExist, msg)
+			if err := r.Status().Update(ctx, img); err != nil && !apierrors.IsConflict(err) {
+				return ctrl.Result{}, err
+			}
+		}
+		return ctrl.Result{}, nil // a watch on the users brings us back
+	}
+	controllerutil.RemoveFinalizer(img, v1alpha1.Finalizer)
+	return ctrl.Result{}, client.IgnoreNotFound(r.Update(ctx, img))
+}
+
+// users lists the images that need img: its children (always), and the
+// images flattening it (until they are done).
+func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage) ([]string, error) {
+	var out []string
+	for _, idx := range []string{indexBacking, indexSource} {
+		list := &v1alpha1.VMDKImageList{}
+		if err := r.List(ctx, list, client.InNamespace(img.Namespace), client.MatchingFields{idx: img.Name}); err != nil {
+			return nil, err
+		}
+		for _, u := range list.Items {
+			if idx == indexSource && (u.Status.Phase == v1alpha1.PhaseReady || u.Status.Phase == v1alpha1.PhaseFailed) {
+				continue
+			}
+			out = append(out, u.Name)
+		}
+	}
+	return out, nil
+}
+
+func (r *VMDKImageReconciler) setCondition(img *v1alpha1.VMDKImage, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&img.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: img.Generation,
+	})
+}
+
+func (r *VMDKImageReconciler) event(img *v1alpha1.VMDKImage, typ, reason, format string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(img, nil, typ, reason, "Reconcile", format, args...)
+	}
+}
+
+// SetupWithManager registers the controller: it owns Jobs and PVCs, and a
+// change to an image wakes the images that depend on it and the images it
+// depends on.
+func (r *VMDKImageReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.VMDKImage{}, indexBacking, func(o client.Object) []string {
+		if b := o.(*v1alpha1.VMDKImage).Spec.BackingImage; b != nil {
+			return []string{b.Name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.VMDKImage{}, indexSource, func(o client.Object) []string {
+		if s := o.(*v1alpha1.VMDKImage).Spec.Source; s != nil && s.Image != nil {
+			return []string{s.Image.Name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.VMDKImage{}).
+		Owns(&batchv1.Job{}).
+		Owns(&corev1.PersistentVolumeClaim{}).
+		Watches(&v1alpha1.VMDKImage{}, handler.EnqueueRequestsFromMapFunc(r.related)).
+		Complete(r)
+}
+
+// related maps an image to the images whose reconcile depends on it.
+func (r *VMDKImageReconciler) related(ctx context.Context, o client.Object) []ctrl.Request {
+	img := o.(*v1alpha1.VMDKImage)
+	var reqs []ctrl.Request
+	add := func(name string) {
+		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: img.Namespace, Name: name}})
+	}
+	if img.Spec.BackingImage != nil {
+		add(img.Spec.BackingImage.Name)
+	}
+	if img.Spec.Source != nil && img.Spec.Source.Image != nil {
+		add(img.Spec.Source.Image.Name)
+	}
+	for _, idx := range []string{indexBacking, indexSource} {
+		list := &v1alpha1.VMDKImageList{}
+		if err := r.List(ctx, list, client.InNamespace(img.Namespace), client.MatchingFields{idx: img.Name}); err == nil {
+			for _, u := range list.Items {
+				add(u.Name)
+			}
+		}
+	}
+	return reqs
+}

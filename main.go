@@ -1,0 +1,124 @@
+// Command manager runs the vmdkpop controllers: VMDKImages become PVCs
+// written by imager Jobs.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/controllers"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var (
+		metricsAddr, probeAddr, namespaces, pullPolicy, memLimit, cpuRequest string
+		leaderElect                                                          bool
+		jobTTL                                                               time.Duration
+	)
+	cfg := controllers.DefaultImagerConfig()
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint (0 disables it)")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so only one manager replica reconciles at a time")
+	flag.StringVar(&namespaces, "watch-namespace", "", "comma-separated namespaces to watch (default all)")
+	flag.StringVar(&cfg.Image, "imager-image", envOr("VMDKPOP_IMAGER_IMAGE", cfg.Image), "container image of the imager Jobs (env VMDKPOP_IMAGER_IMAGE)")
+	flag.StringVar(&pullPolicy, "imager-pull-policy", string(cfg.PullPolicy), "imagePullPolicy of the imager Jobs")
+	flag.StringVar(&memLimit, "imager-memory-limit", "600Mi", "memory limit of the imager container")
+	flag.StringVar(&cpuRequest, "imager-cpu-request", "100m", "CPU request of the imager container")
+	flag.DurationVar(&jobTTL, "job-ttl", time.Hour, "how long finished Jobs are kept")
+	var backoff int
+	flag.IntVar(&backoff, "job-backoff-limit", int(cfg.BackoffLimit), "retries of transient Job failures")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+
+	mem, err := resource.ParseQuantity(memLimit)
+	if err != nil {
+		return fmt.Errorf("--imager-memory-limit: %w", err)
+	}
+	cpu, err := resource.ParseQuantity(cpuRequest)
+	if err != nil {
+		return fmt.Errorf("--imager-cpu-request: %w", err)
+	}
+	cfg.Resources.Limits[corev1.ResourceMemory] = mem
+	cfg.Resources.Requests[corev1.ResourceCPU] = cpu
+	cfg.PullPolicy = corev1.PullPolicy(pullPolicy)
+	cfg.BackoffLimit = int32(backoff)
+	cfg.TTLSecondsAfterFinished = int32(jobTTL / time.Second)
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	mopts := ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "vmdkpop.storage.vmdkpop.io",
+	}
+	if namespaces != "" {
+		mopts.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{}}
+		for _, ns := range strings.Split(namespaces, ",") {
+			mopts.Cache.DefaultNamespaces[strings.TrimSpace(ns)] = cache.Config{}
+		}
+	}
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(restCfg, mopts)
+	if err != nil {
+		return fmt.Errorf("start manager: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	if err := (&controllers.VMDKImageReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("vmdkimage-controller"),
+		Logs:     controllers.ClientsetLogReader{Clientset: cs},
+		Imager:   cfg,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the VMDKImage controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("starting manager", "imagerImage", cfg.Image)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
