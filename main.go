@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
@@ -49,6 +51,9 @@ func run() error {
 	flag.StringVar(&cpuRequest, "imager-cpu-request", "100m", "CPU request of the imager container")
 	flag.DurationVar(&jobTTL, "job-ttl", time.Hour, "how long finished Jobs are kept")
 	var backoff int
+	var diskUID, diskGID int64
+	flag.Int64Var(&diskUID, "disk-uid", 107, "owner of populated disk.img files (KubeVirt's qemu user)")
+	flag.Int64Var(&diskGID, "disk-gid", 107, "group of populated disk.img files")
 	flag.IntVar(&backoff, "job-backoff-limit", int(cfg.BackoffLimit), "retries of transient Job failures")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -105,6 +110,25 @@ func run() error {
 		Imager:   cfg,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the VMDKImage controller: %w", err)
+	}
+	if err := (&controllers.PopulatorReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("vmdkpop-populator"),
+		Logs:     controllers.ClientsetLogReader{Clientset: cs},
+		Imager:   cfg,
+		DiskUID:  diskUID,
+		DiskGID:  diskGID,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the populator: %w", err)
+	}
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if err := controllers.RegisterVolumePopulator(ctx, mgr.GetClient()); err != nil {
+			ctrl.Log.WithName("setup").Error(err, "VolumePopulator not registered")
+		}
+		return nil
+	})); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -119,15 +119,30 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 	op := operationOf(img)
 	volumes := []corev1.Volume{pvcVolume("image", claim, false)}
 	vmounts := []corev1.VolumeMount{{Name: "image", MountPath: path.Join(imagesDir, img.Name)}}
-	for i, m := range mounts {
-		name := "chain-" + strconv.Itoa(i)
-		volumes = append(volumes, pvcVolume(name, m.Status.ClaimName, true))
-		vmounts = append(vmounts, corev1.VolumeMount{Name: name, MountPath: path.Join(imagesDir, m.Name), ReadOnly: true})
-	}
+	cv, cm := chainVolumes(mounts)
+	volumes, vmounts = append(volumes, cv...), append(vmounts, cm...)
 	args := imagerArgs(img, &volumes, &vmounts)
 	labels := map[string]string{LabelImage: img.Name}
-	return &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: nameFor(img, string(op)), Namespace: img.Namespace, Labels: labels},
+	spec := imagerPod{args: args, volumes: volumes, mounts: vmounts, uid: cfg.UID, gid: cfg.GID}
+	return imagerJob(nameFor(img, string(op)), img.Namespace, labels, spec, cfg)
+}
+
+// imagerPod is what differs between the Jobs that run imager.
+type imagerPod struct {
+	args     []string
+	volumes  []corev1.Volume
+	mounts   []corev1.VolumeMount
+	devices  []corev1.VolumeDevice
+	uid, gid int64
+	node     string // pin to this node (WaitForFirstConsumer volumes)
+}
+
+// imagerJob builds a hardened Job running imager: non-root, read-only
+// root filesystem, no capabilities, no service-account token, results in
+// the termination message, and no retries of permanent failures.
+func imagerJob(name, namespace string, labels map[string]string, p imagerPod, cfg ImagerConfig) *batchv1.Job {
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
 		Spec: batchv1.JobSpec{
 			BackoffLimit:            ptr.To(cfg.BackoffLimit),
 			TTLSecondsAfterFinished: ptr.To(cfg.TTLSecondsAfterFinished),
@@ -149,9 +164,9 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To(cfg.UID),
-						RunAsGroup:     ptr.To(cfg.GID),
-						FSGroup:        ptr.To(cfg.GID),
+						RunAsUser:      ptr.To(p.uid),
+						RunAsGroup:     ptr.To(p.gid),
+						FSGroup:        ptr.To(p.gid),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					Containers: []corev1.Container{{
@@ -159,9 +174,10 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 						Image:                    cfg.Image,
 						ImagePullPolicy:          cfg.PullPolicy,
 						Command:                  []string{"/imager"},
-						Args:                     args,
+						Args:                     p.args,
 						Resources:                cfg.Resources,
-						VolumeMounts:             vmounts,
+						VolumeMounts:             p.mounts,
+						VolumeDevices:            p.devices,
 						TerminationMessagePath:   resultPath,
 						TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 						SecurityContext: &corev1.SecurityContext{
@@ -170,11 +186,32 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 						},
 					}},
-					Volumes: volumes,
+					Volumes: p.volumes,
 				},
 			},
 		},
 	}
+	if p.node != "" {
+		job.Spec.Template.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchFields: []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{p.node}}},
+			}}},
+		}}
+	}
+	return job
+}
+
+// chainVolumes mounts images read-only at /images/<name>: where their
+// descriptors' relative parent paths expect one another.
+func chainVolumes(imgs []*v1alpha1.VMDKImage) ([]corev1.Volume, []corev1.VolumeMount) {
+	var volumes []corev1.Volume
+	var mounts []corev1.VolumeMount
+	for i, m := range imgs {
+		name := "chain-" + strconv.Itoa(i)
+		volumes = append(volumes, pvcVolume(name, m.Status.ClaimName, true))
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: path.Join(imagesDir, m.Name), ReadOnly: true})
+	}
+	return volumes, mounts
 }
 
 func pvcVolume(name, claim string, readOnly bool) corev1.Volume {

@@ -82,6 +82,15 @@ var _ = BeforeSuite(func() {
 		Logs:     fakeLogs,
 		Imager:   DefaultImagerConfig(),
 	}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&PopulatorReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("vmdkpop-populator"),
+		Logs:     fakeLogs,
+		Imager:   DefaultImagerConfig(),
+		DiskUID:  107,
+		DiskGID:  107,
+	}).SetupWithManager(mgr)).To(Succeed())
 	var ctx context.Context
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() {

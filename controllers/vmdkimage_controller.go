@@ -182,7 +182,7 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 	finished, failed := jobFinished(job)
 	if !finished {
 		st.Phase = phaseOf(op)
-		if p, ok := r.progress(ctx, job); ok {
+		if p, ok := jobProgress(ctx, r.Client, r.Logs, job); ok {
 			st.Progress = p
 		}
 		msg := fmt.Sprintf("Job %s is running", job.Name)
@@ -192,7 +192,7 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, ReasonJobRunning, msg)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
-	res, pod, err := r.jobResult(ctx, job, failed)
+	res, pod, err := jobResult(ctx, r.Client, job)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -255,9 +255,9 @@ func jobFailureMessage(job *batchv1.Job) string {
 
 // jobResult finds the Job's last finished pod and parses its termination
 // message (the imager result).
-func (r *VMDKImageReconciler) jobResult(ctx context.Context, job *batchv1.Job, failed bool) (*result.Result, *corev1.Pod, error) {
+func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*result.Result, *corev1.Pod, error) {
 	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
 		return nil, nil, err
 	}
 	var last *corev1.Pod
@@ -293,12 +293,12 @@ func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
 }
 
 // progress reads the running pod's latest progress line.
-func (r *VMDKImageReconciler) progress(ctx context.Context, job *batchv1.Job) (string, bool) {
-	if r.Logs == nil {
+func jobProgress(ctx context.Context, c client.Reader, logs PodLogReader, job *batchv1.Job) (string, bool) {
+	if logs == nil {
 		return "", false
 	}
 	pods := &corev1.PodList{}
-	if err := r.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
 		return "", false
 	}
 	for i := range pods.Items {
@@ -306,7 +306,7 @@ func (r *VMDKImageReconciler) progress(ctx context.Context, job *batchv1.Job) (s
 		if p.Status.Phase != corev1.PodRunning {
 			continue
 		}
-		lines, err := r.Logs.LastLines(ctx, p.Namespace, p.Name, containerName, 10)
+		lines, err := logs.LastLines(ctx, p.Namespace, p.Name, containerName, 10)
 		if err != nil {
 			log.FromContext(ctx).V(1).Info("reading progress", "pod", p.Name, "error", err.Error())
 			return "", false
@@ -329,8 +329,15 @@ func (r *VMDKImageReconciler) dependencies(ctx context.Context, img *v1alpha1.VM
 	default:
 		return nil, nil, nil
 	}
+	return readyChain(ctx, r.Client, img.Namespace, img.Name, first, why)
+}
+
+// readyChain walks a backing chain from the image named first: every
+// image in it must be Ready, or the caller waits (why is the reason).
+// self is the image asking, which may not appear in the chain.
+func readyChain(ctx context.Context, c client.Reader, ns, self, first, why string) ([]*v1alpha1.VMDKImage, *waitReason, error) {
 	var chain []*v1alpha1.VMDKImage
-	seen := map[string]bool{img.Name: true}
+	seen := map[string]bool{self: true}
 	for name := first; name != ""; {
 		if seen[name] {
 			return nil, &waitReason{ReasonDependencyFailed, fmt.Sprintf("image %s is in a backing loop", name), true}, nil
@@ -340,7 +347,7 @@ func (r *VMDKImageReconciler) dependencies(ctx context.Context, img *v1alpha1.VM
 		}
 		seen[name] = true
 		dep := &v1alpha1.VMDKImage{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: img.Namespace, Name: name}, dep); err != nil {
+		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, dep); err != nil {
 			if apierrors.IsNotFound(err) {
 				return nil, &waitReason{why, fmt.Sprintf("image %s does not exist yet", name), false}, nil
 			}

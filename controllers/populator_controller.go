@@ -1,0 +1,414 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// Annotations and labels the populator keeps on PVCs.
+const (
+	// AnnPhase on the user's PVC: Pending, Populating, Succeeded or Failed.
+	AnnPhase = "storage.vmdkpop.io/populator-phase"
+	// AnnProgress on the user's PVC: the populating Job's progress.
+	AnnProgress = "storage.vmdkpop.io/populator-progress"
+	// AnnMessage on the user's PVC: why it waits or failed.
+	AnnMessage = "storage.vmdkpop.io/populator-message"
+	// LabelPopulates marks a prime PVC and its Job with the UID of the
+	// PVC they populate.
+	LabelPopulates = "storage.vmdkpop.io/populates"
+	// PopulatorFinalizer keeps the user's PVC until the prime PVC and Job
+	// are cleaned up.
+	PopulatorFinalizer = "storage.vmdkpop.io/populate"
+	// annSelectedNode is set by the scheduler on WaitForFirstConsumer PVCs.
+	annSelectedNode = "volume.kubernetes.io/selected-node"
+
+	indexDataSource = "spec.dataSourceRef.vmdkimage"
+	targetDir       = "/target"
+	targetDevice    = "/dev/vmdkpop-target"
+)
+
+// Populator phases (AnnPhase values).
+const (
+	PopPending    = "Pending"
+	PopPopulating = "Populating"
+	PopSucceeded  = "Succeeded"
+	PopFailed     = "Failed"
+)
+
+// Event reasons on the user's PVC.
+const (
+	EventPopulatorWaiting  = "PopulatorWaiting"
+	EventPopulatorStarted  = "PopulatorStarted"
+	EventPopulatorFailed   = "PopulatorFailed"
+	EventPopulatorFinished = "PopulatorFinished"
+	EventPVCTooSmall       = "PVCTooSmall"
+)
+
+// fsOverhead is the share of a Filesystem volume imager keeps for the
+// filesystem itself (its --fs-overhead default).
+const fsOverhead = 0.06
+
+// PopulatorReconciler fills PVCs whose dataSourceRef names a VMDKImage:
+// an imager Job writes the image's content into a prime PVC, whose volume
+// is then handed to the user's PVC.
+type PopulatorReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+	Logs     PodLogReader
+	Imager   ImagerConfig
+	// UID and GID that own disk.img: KubeVirt's qemu runs as 107.
+	DiskUID, DiskGID int64
+}
+
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims/status,verbs=get
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=populator.storage.k8s.io,resources=volumepopulators,verbs=get;create;update
+
+// dataSourceImage returns the VMDKImage a PVC wants to be filled from.
+func dataSourceImage(pvc *corev1.PersistentVolumeClaim) (string, bool) {
+	ref := pvc.Spec.DataSourceRef
+	if ref == nil || ref.APIGroup == nil || *ref.APIGroup != v1alpha1.GroupVersion.Group || ref.Kind != "VMDKImage" {
+		return "", false
+	}
+	if ref.Namespace != nil && *ref.Namespace != "" && *ref.Namespace != pvc.Namespace {
+		return "", false // cross-namespace sources need ReferenceGrants: not supported
+	}
+	return ref.Name, true
+}
+
+func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pvc := &corev1.PersistentVolumeClaim{}
+	if err := r.Get(ctx, req.NamespacedName, pvc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	imageName, ok := dataSourceImage(pvc)
+	if !ok {
+		return ctrl.Result{}, nil
+	}
+	if !pvc.DeletionTimestamp.IsZero() || pvc.Status.Phase == corev1.ClaimBound {
+		// Deleted mid-way, or populated: nothing of ours may outlive it.
+		if err := r.cleanup(ctx, pvc); err != nil {
+			return ctrl.Result{}, err
+		}
+		if pvc.DeletionTimestamp.IsZero() && pvc.Annotations[AnnPhase] != PopSucceeded && pvc.Annotations[AnnPhase] != "" {
+			r.annotate(ctx, pvc, PopSucceeded, "100%", "")
+		}
+		if controllerutil.RemoveFinalizer(pvc, PopulatorFinalizer) {
+			return ctrl.Result{}, client.IgnoreNotFound(r.Update(ctx, pvc))
+		}
+		return ctrl.Result{}, nil
+	}
+	if controllerutil.AddFinalizer(pvc, PopulatorFinalizer) {
+		if err := r.Update(ctx, pvc); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	// The image and its chain must be Ready.
+	chain, wait, err := readyChain(ctx, r.Client, pvc.Namespace, "", imageName, ReasonWaitingForSource)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if wait != nil {
+		r.wait(ctx, pvc, wait.message)
+		return ctrl.Result{}, nil // the image watch brings us back
+	}
+	img := chain[0]
+
+	// The storage class decides where the volume can be made.
+	if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName == "" {
+		r.wait(ctx, pvc, "the PVC has no storage class: the populator needs one to make the volume")
+		return ctrl.Result{}, nil
+	}
+	sc := &storagev1.StorageClass{}
+	if err := r.Get(ctx, types.NamespacedName{Name: *pvc.Spec.StorageClassName}, sc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.wait(ctx, pvc, fmt.Sprintf("storage class %s does not exist", *pvc.Spec.StorageClassName))
+			return ctrl.Result{RequeueAfter: progressInterval}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	node := ""
+	if sc.VolumeBindingMode != nil && *sc.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer {
+		if node = pvc.Annotations[annSelectedNode]; node == "" {
+			r.annotate(ctx, pvc, PopPending, "", "waiting for a pod that uses the PVC to be scheduled (WaitForFirstConsumer)")
+			return ctrl.Result{}, nil
+		}
+	}
+
+	// Too small a PVC is refused before any work, with the size it needs.
+	if msg := tooSmall(pvc, img.Status.VirtualSize); msg != "" {
+		r.fail(ctx, pvc, EventPVCTooSmall, msg)
+		return ctrl.Result{}, nil
+	}
+
+	prime, err := r.ensurePrime(ctx, pvc, node)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	job, err := r.ensureJob(ctx, pvc, prime, chain, node)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	finished, failed := jobFinished(job)
+	if !finished {
+		progress := ""
+		if p, ok := r.progressOf(ctx, job); ok {
+			progress = p
+		}
+		r.annotate(ctx, pvc, PopPopulating, progress, "")
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	}
+	if failed {
+		msg := "Job " + job.Name + " failed: " + jobFailureMessage(job)
+		if res, _, err := jobResult(ctx, r.Client, job); err == nil && res != nil && res.Phase == result.Failed {
+			msg = res.Reason + ": " + res.Message
+		}
+		r.fail(ctx, pvc, EventPopulatorFailed, msg)
+		return ctrl.Result{}, nil
+	}
+	return r.rebind(ctx, pvc, prime)
+}
+
+// tooSmall says why a PVC cannot hold a disk of size bytes, or "".
+func tooSmall(pvc *corev1.PersistentVolumeClaim, size int64) string {
+	req := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
+	have := req.Value()
+	if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
+		if have < size {
+			return fmt.Sprintf("the PVC requests %s but the image's virtual size is %d bytes: request at least %s", req.String(), size, resource.NewQuantity(size, resource.BinarySI))
+		}
+		return ""
+	}
+	if float64(have)*(1-fsOverhead) < float64(size) {
+		need := (int64(float64(size)/(1-fsOverhead)) + 1<<20 - 1) >> 20 << 20
+		return fmt.Sprintf("the PVC requests %s but the image's virtual size is %d bytes, and a filesystem keeps %.0f%% for itself: request at least %s",
+			req.String(), size, fsOverhead*100, resource.NewQuantity(need, resource.BinarySI))
+	}
+	return ""
+}
+
+// primeName derives the prime PVC's and Job's names from the user PVC's UID.
+func primeName(pvc *corev1.PersistentVolumeClaim, kind string) string {
+	return kind + "-" + string(pvc.UID)
+}
+
+// ensurePrime gets or creates the prime PVC: the user's PVC without its
+// data source, the volume the Job writes and then hands over.
+func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.PersistentVolumeClaim, node string) (*corev1.PersistentVolumeClaim, error) {
+	prime := &corev1.PersistentVolumeClaim{}
+	key := types.NamespacedName{Namespace: pvc.Namespace, Name: primeName(pvc, "prime")}
+	err := r.Get(ctx, key, prime)
+	if err == nil || !apierrors.IsNotFound(err) {
+		return prime, err
+	}
+	prime = &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, Labels: map[string]string{LabelPopulates: string(pvc.UID)}},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: pvc.Spec.StorageClassName,
+			AccessModes:      pvc.Spec.AccessModes,
+			Resources:        corev1.VolumeResourceRequirements{Requests: pvc.Spec.Resources.Requests},
+			VolumeMode:       pvc.Spec.VolumeMode,
+		},
+	}
+	if node != "" {
+		prime.Annotations = map[string]string{annSelectedNode: node}
+	}
+	if err := controllerutil.SetControllerReference(pvc, prime, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.Create(ctx, prime); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	return prime, nil
+}
+
+// ensureJob gets or creates the Job writing the image's content into the
+// prime PVC: disk.img on a Filesystem volume, the device in Block mode.
+func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim, chain []*v1alpha1.VMDKImage, node string) (*batchv1.Job, error) {
+	job := &batchv1.Job{}
+	key := types.NamespacedName{Namespace: pvc.Namespace, Name: primeName(pvc, "populate")}
+	err := r.Get(ctx, key, job)
+	if err == nil || !apierrors.IsNotFound(err) {
+		return job, err
+	}
+	p := imagerPod{uid: r.DiskUID, gid: r.DiskGID, node: node}
+	p.volumes, p.mounts = chainVolumes(chain)
+	p.volumes = append(p.volumes, pvcVolume("target", prime.Name, false))
+	target := targetDir
+	if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
+		target = targetDevice
+		p.devices = []corev1.VolumeDevice{{Name: "target", DevicePath: targetDevice}}
+	} else {
+		p.mounts = append(p.mounts, corev1.VolumeMount{Name: "target", MountPath: targetDir})
+	}
+	p.args = []string{"import", "--result-file", resultPath, "--root", imagesDir, "--target", target,
+		"--target-format", "raw", "--fs-overhead", strconv.FormatFloat(fsOverhead, 'f', -1, 64),
+		imagePath(chain[0].Name)}
+	job = imagerJob(key.Name, key.Namespace, map[string]string{LabelPopulates: string(pvc.UID)}, p, r.Imager)
+	if err := controllerutil.SetControllerReference(pvc, job, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	r.event(pvc, corev1.EventTypeNormal, EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)
+	return job, nil
+}
+
+// rebind hands the prime PVC's volume to the user's PVC: the PV's claimRef
+// moves to the user's PVC, the PV controller binds it and marks the prime
+// PVC Lost, and then the prime PVC and the Job are deleted.
+func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim) (ctrl.Result, error) {
+	if prime.Spec.VolumeName == "" {
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	}
+	pv := &corev1.PersistentVolume{}
+	if err := r.Get(ctx, types.NamespacedName{Name: prime.Spec.VolumeName}, pv); err != nil {
+		return ctrl.Result{}, err
+	}
+	if ref := pv.Spec.ClaimRef; ref == nil || ref.UID != pvc.UID {
+		patch := client.MergeFrom(pv.DeepCopy())
+		pv.Spec.ClaimRef = &corev1.ObjectReference{
+			Kind: "PersistentVolumeClaim", APIVersion: "v1",
+			Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID, ResourceVersion: pvc.ResourceVersion,
+		}
+		if err := r.Patch(ctx, pv, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("rebind PV %s: %w", pv.Name, err)
+		}
+		r.annotate(ctx, pvc, PopPopulating, "100%", "binding the populated volume "+pv.Name)
+		r.event(pvc, corev1.EventTypeNormal, EventPopulatorFinished, "populated volume %s handed to this PVC", pv.Name)
+	}
+	// The PV controller binds the user's PVC; its Bound status brings us
+	// back to clean up.
+	return ctrl.Result{RequeueAfter: progressInterval}, nil
+}
+
+// cleanup deletes the prime PVC and the Job of a populated or deleted PVC.
+func (r *PopulatorReconciler) cleanup(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
+	bg := client.PropagationPolicy(metav1.DeletePropagationBackground)
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: primeName(pvc, "populate")}}
+	if err := r.Delete(ctx, job, bg); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	prime := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: primeName(pvc, "prime")}}
+	if err := r.Delete(ctx, prime); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+func (r *PopulatorReconciler) progressOf(ctx context.Context, job *batchv1.Job) (string, bool) {
+	return jobProgress(ctx, r.Client, r.Logs, job)
+}
+
+// wait records why the PVC waits, with an event when the reason changes.
+func (r *PopulatorReconciler) wait(ctx context.Context, pvc *corev1.PersistentVolumeClaim, msg string) {
+	if pvc.Annotations[AnnMessage] != msg {
+		r.event(pvc, corev1.EventTypeNormal, EventPopulatorWaiting, "%s", msg)
+	}
+	r.annotate(ctx, pvc, PopPending, "", msg)
+}
+
+// fail records a failure that retrying will not fix.
+func (r *PopulatorReconciler) fail(ctx context.Context, pvc *corev1.PersistentVolumeClaim, reason, msg string) {
+	if pvc.Annotations[AnnPhase] != PopFailed || pvc.Annotations[AnnMessage] != msg {
+		r.event(pvc, corev1.EventTypeWarning, reason, "%s", msg)
+	}
+	r.annotate(ctx, pvc, PopFailed, "", msg)
+}
+
+// annotate mirrors the population's phase, progress and message onto the
+// user's PVC.
+func (r *PopulatorReconciler) annotate(ctx context.Context, pvc *corev1.PersistentVolumeClaim, phase, progress, msg string) {
+	a := pvc.Annotations
+	if a[AnnPhase] == phase && a[AnnProgress] == progress && a[AnnMessage] == msg {
+		return
+	}
+	patch := client.MergeFrom(pvc.DeepCopy())
+	if pvc.Annotations == nil {
+		pvc.Annotations = map[string]string{}
+	}
+	set := func(k, v string) {
+		if v == "" {
+			delete(pvc.Annotations, k)
+		} else {
+			pvc.Annotations[k] = v
+		}
+	}
+	set(AnnPhase, phase)
+	set(AnnProgress, progress)
+	set(AnnMessage, msg)
+	if err := r.Patch(ctx, pvc, patch); err != nil {
+		ctrl.LoggerFrom(ctx).Info("annotating PVC", "error", err.Error())
+	}
+}
+
+func (r *PopulatorReconciler) event(pvc *corev1.PersistentVolumeClaim, typ, reason, format string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(pvc, nil, typ, reason, "Populate", format, args...)
+	}
+}
+
+// SetupWithManager watches PVCs that name a VMDKImage, their prime PVCs
+// and Jobs, and the images (a change enqueues the PVCs waiting for it).
+func (r *PopulatorReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.PersistentVolumeClaim{}, indexDataSource, func(o client.Object) []string {
+		if name, ok := dataSourceImage(o.(*corev1.PersistentVolumeClaim)); ok {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	wanted := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		_, ok := dataSourceImage(o.(*corev1.PersistentVolumeClaim))
+		return ok
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("populator").
+		For(&corev1.PersistentVolumeClaim{}, builder.WithPredicates(wanted)).
+		Owns(&batchv1.Job{}).
+		Owns(&corev1.PersistentVolumeClaim{}).
+		Watches(&v1alpha1.VMDKImage{}, handler.EnqueueRequestsFromMapFunc(r.pvcsOf)).
+		Complete(r)
+}
+
+// pvcsOf maps an image to the PVCs populating from it (or from a child of
+// it: a chain's change concerns its children's consumers too, but only the
+// image named matters for readiness).
+func (r *PopulatorReconciler) pvcsOf(ctx context.Context, o client.Object) []ctrl.Request {
+	list := &corev1.PersistentVolumeClaimList{}
+	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexDataSource: o.GetName()}); err != nil {
+		return nil
+	}
+	reqs := make([]ctrl.Request, 0, len(list.Items))
+	for _, p := range list.Items {
+		reqs = append(reqs, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: p.Namespace, Name: p.Name}})
+	}
+	return reqs
+}
