@@ -100,9 +100,14 @@ func phaseOf(op Operation) v1alpha1.Phase {
 // stable across reconciles (so creation is idempotent), unique per image
 // incarnation, and at most 63 characters (a valid label value and DNS label).
 func nameFor(img *v1alpha1.VMDKImage, kind string) string {
-	sum := sha256.Sum256([]byte(img.UID))
+	return hashedName(img.Name, string(img.UID), kind)
+}
+
+// hashedName is base-kind-<8 hex digits of salt's sha256>, base cut so the
+// whole fits 63 characters.
+func hashedName(base, salt, kind string) string {
+	sum := sha256.Sum256([]byte(salt))
 	suffix := "-" + kind + "-" + hex.EncodeToString(sum[:])[:8]
-	base := img.Name
 	if len(base)+len(suffix) > 63 {
 		base = strings.TrimRight(base[:63-len(suffix)], "-.")
 	}

@@ -52,6 +52,8 @@ const (
 	EventWaiting        = "Waiting"
 	EventChainBroken    = "ChainBroken"
 	EventDeleteBlocked  = "DeletionBlocked"
+	EventRefreshed      = "Refreshed"
+	EventRefreshFailed  = "RefreshFailed"
 )
 
 // Field indexes on VMDKImages.
@@ -125,6 +127,9 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 			if err := r.growPVC(ctx, img, pvc); err != nil {
 				return ctrl.Result{}, err
 			}
+		}
+		if token := img.Annotations[v1alpha1.AnnotationRefresh]; token != "" && token != st.Refreshed {
+			return r.refresh(ctx, img, token)
 		}
 		return ctrl.Result{}, r.checkChain(ctx, img)
 	}
@@ -226,6 +231,59 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
 	r.event(img, corev1.EventTypeWarning, EventFailed, "%s: %s", reason, msg)
 	return ctrl.Result{}, nil
+}
+
+// refresh re-reads a Ready image's identity from its files with an
+// `imager info` Job (the image and its chain mounted read-only).
+func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKImage, token string) (ctrl.Result, error) {
+	st := &img.Status
+	var chain []*v1alpha1.VMDKImage
+	if img.Spec.BackingImage != nil {
+		var wait *waitReason
+		var err error
+		if chain, wait, err = readyChain(ctx, r.Client, img.Namespace, img.Name, img.Spec.BackingImage.Name, ReasonWaitingForBacking); err != nil {
+			return ctrl.Result{}, err
+		} else if wait != nil {
+			return ctrl.Result{RequeueAfter: progressInterval}, nil
+		}
+	}
+	volumes, mounts := chainVolumes(append([]*v1alpha1.VMDKImage{img}, chain...))
+	p := imagerPod{args: []string{"info", "--result-file", resultPath, "--root", imagesDir, imagePath(img.Name)},
+		volumes: volumes, mounts: mounts, uid: r.Imager.UID, gid: r.Imager.GID}
+	desired := imagerJob(hashedName(img.Name, string(img.UID)+"/"+token, "refresh"), img.Namespace, map[string]string{LabelImage: img.Name}, p, r.Imager)
+	job := &batchv1.Job{}
+	err := r.Get(ctx, client.ObjectKeyFromObject(desired), job)
+	if apierrors.IsNotFound(err) {
+		if err := ctrl.SetControllerReference(img, desired, r.Scheme); err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.Create(ctx, desired); client.IgnoreAlreadyExists(err) != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+	if finished, _ := jobFinished(job); !finished {
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	}
+	res, _, err := jobResult(ctx, r.Client, job)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	st.Refreshed = token
+	if res == nil || res.Phase != result.Succeeded {
+		msg := "no result"
+		if res != nil {
+			msg = res.Reason + ": " + res.Message
+		}
+		r.event(img, corev1.EventTypeWarning, EventRefreshFailed, "re-reading the image failed: %s", msg)
+		return ctrl.Result{}, nil
+	}
+	st.CID, st.ParentCID, st.CreateType = res.CID, res.ParentCID, res.CreateType
+	st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
+	r.event(img, corev1.EventTypeNormal, EventRefreshed, "re-read from its files: CID %s, %d bytes allocated", res.CID, res.AllocatedBytes)
+	return ctrl.Result{}, r.checkChain(ctx, img)
 }
 
 // jobFinished reads a Job's terminal conditions.

@@ -265,6 +265,40 @@ var _ = Describe("VMDKImage controller", func() {
 		Eventually(eventReasons(ns, "child"), timeout, interval).Should(ContainElement(EventChainBroken))
 	})
 
+	It("re-reads a Ready image's files when asked to refresh", func() {
+		ns := newNamespace()
+		readyImage(ns, "base", "11111111", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		readyImage(ns, "kid", "22222222", v1alpha1.VMDKImageSpec{Size: gi(1), BackingImage: &v1alpha1.ImageReference{Name: "base"}})
+		Eventually(condition(ns, "kid", v1alpha1.ConditionChainValid), timeout, interval).Should(HaveField("Status", metav1.ConditionTrue))
+
+		// Something wrote to base (its CID changed): refresh it.
+		Eventually(func() error {
+			img := getImage(ns, "base")
+			img.Annotations = map[string]string{v1alpha1.AnnotationRefresh: "after-write"}
+			return k8sClient.Update(ctx, img)
+		}, timeout, interval).Should(Succeed())
+		var job *batchv1.Job
+		Eventually(func() bool {
+			jobs := &batchv1.JobList{}
+			Expect(k8sClient.List(ctx, jobs, client.InNamespace(ns), client.MatchingLabels{LabelImage: "base"})).To(Succeed())
+			for i := range jobs.Items {
+				if strings.Contains(jobs.Items[i].Name, "-refresh-") {
+					job = &jobs.Items[i]
+				}
+			}
+			return job != nil
+		}, timeout, interval).Should(BeTrue())
+		args := job.Spec.Template.Spec.Containers[0].Args
+		Expect(args).To(Equal([]string{"info", "--result-file", "/dev/termination-log", "--root", "/images", "/images/base/disk.vmdk"}))
+		Expect(job.Spec.Template.Spec.Containers[0].VolumeMounts[0].ReadOnly).To(BeTrue())
+		finishJob(job, 0, succeeded("99999999", "ffffffff", "monolithicSparse", 1<<30))
+		Eventually(func() string { return getImage(ns, "base").Status.Refreshed }, timeout, interval).Should(Equal("after-write"))
+		Expect(getImage(ns, "base").Status.CID).To(Equal("99999999"))
+		Eventually(eventReasons(ns, "base"), timeout, interval).Should(ContainElement(EventRefreshed))
+		// The child was made against the old CID: its chain is now broken.
+		Eventually(condition(ns, "kid", v1alpha1.ConditionChainValid), timeout, interval).Should(HaveField("Reason", ReasonParentChanged))
+	})
+
 	It("blocks deleting an image while a child needs it", func() {
 		ns := newNamespace()
 		readyImage(ns, "base", "11111111", v1alpha1.VMDKImageSpec{Size: gi(1)})

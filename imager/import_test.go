@@ -708,3 +708,41 @@ func TestCreateAndConvertResultFile(t *testing.T) {
 		t.Fatalf("exit %d %+v", code, r)
 	}
 }
+
+// TestWriteAndChecksum: imager write matches qemu-io's write -P, and
+// checksum is the sha256 of the guest content for VMDKs, raw files and the
+// --size prefix of a larger device.
+func TestWriteAndChecksum(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"ours.vmdk", "theirs.vmdk"} {
+		qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", name, "4M")
+	}
+	if code, _, errs := imager("write", "-P", "7", "1M", "100k", filepath.Join(dir, "ours.vmdk")); code != 0 {
+		t.Fatal(errs)
+	}
+	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 7 1M 100k", "theirs.vmdk")
+	qemu(t, dir, "qemu-img", "compare", "ours.vmdk", "theirs.vmdk")
+	qemu(t, dir, "qemu-img", "check", "ours.vmdk")
+	qemu(t, dir, "qemu-img", "convert", "-O", "raw", "ours.vmdk", "ours.raw")
+	raw, _ := os.ReadFile(filepath.Join(dir, "ours.raw"))
+	want := sha256.Sum256(raw)
+	for _, args := range [][]string{{filepath.Join(dir, "ours.vmdk")}, {"-f", "raw", filepath.Join(dir, "ours.raw")}} {
+		code, out, errs := imager(append([]string{"checksum"}, args...)...)
+		if code != 0 || !strings.HasPrefix(out, hex.EncodeToString(want[:])) {
+			t.Fatalf("checksum %v: %d %q %s", args, code, out, errs)
+		}
+	}
+	big := filepath.Join(dir, "big.raw")
+	os.WriteFile(big, append(raw, bytes.Repeat([]byte{9}, 4096)...), 0o644)
+	res := filepath.Join(dir, "r.json")
+	if code, _, errs := imager("checksum", "-f", "raw", "--size", "4M", "--result-file", res, big); code != 0 {
+		t.Fatal(errs)
+	}
+	b, _ := os.ReadFile(res)
+	if r, err := result.Parse(string(b)); err != nil || r.SHA256 != hex.EncodeToString(want[:]) {
+		t.Fatalf("result %s %v", b, err)
+	}
+	if code, _, _ := imager("write", "-P", "1", "4M", "1", filepath.Join(dir, "ours.vmdk")); code == 0 {
+		t.Fatal("wrote past the end")
+	}
+}

@@ -49,11 +49,17 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("info", flag.ContinueOnError)
 	output := outputVar(fs)
 	chain := fs.Bool("backing-chain", false, "also describe every backing image")
+	resultFile := resultFlag(fs)
 	var pf pathFlags
 	pf.register(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
+	}
+	if *resultFile != "" {
+		if err := withResult("info", *resultFile, pos[0], &pf, nil); err != nil {
+			return err
+		}
 	}
 	d, err := vmdk.Open(pos[0], pf.options())
 	if err != nil {

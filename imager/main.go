@@ -33,6 +33,8 @@ var commands = []command{
 	{"commit", "commit IMAGE   (into its backing file; the chain stays valid)", runCommit},
 	{"rebase", "rebase [-u] -b NEWBACKING IMAGE   (content kept unless -u)", runRebase},
 	{"import", "import --target DIR|DEVICE [--target-format raw|vmdk] [-o subformat=...] [--checksum sha256:HEX] [--ova-disk N|NAME] [--scratch-dir DIR] [--result-file F] [http flags] SOURCE   (SOURCE: path, http(s) URL or -; exit 0 ok, 1 transient, 2 usage, 3 permanent, 143 terminated)", runImport},
+	{"write", "write [-P BYTE | --random SEED] [--root DIR] OFFSET LENGTH IMAGE   (a pattern into a VMDK, like qemu-io write -P)", runWrite},
+	{"checksum", "checksum [-f vmdk|raw] [--size N] [--result-file F] IMAGE   (sha256 of the guest-visible content)", runChecksum},
 	{"compare", "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error)", runCompare},
 }
 

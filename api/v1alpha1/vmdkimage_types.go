@@ -210,7 +210,16 @@ type VMDKImageStatus struct {
 	// JobName is the Job that writes (or wrote) the image.
 	// +optional
 	JobName string `json:"jobName,omitempty"`
+	// Refreshed is the value of the refresh annotation the status was last
+	// re-read from the image's files for.
+	// +optional
+	Refreshed string `json:"refreshed,omitempty"`
 }
+
+// AnnotationRefresh asks the controller to re-read a Ready image's CID,
+// parentCID and sizes from its files (after something else wrote to it):
+// set it to a new value; status.refreshed echoes it when done.
+const AnnotationRefresh = "storage.vmdkpop.io/refresh"
 
 // VMDKImage is a VMDK virtual disk kept in a PVC.
 // +kubebuilder:object:root=true

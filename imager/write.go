@@ -1,0 +1,142 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// runWrite writes a pattern into a VMDK, like qemu-io's write -P: for
+// tests, demos and seeding images with known content.
+func runWrite(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("write", flag.ContinueOnError)
+	pattern := fs.Int("P", 0xcd, "byte value to write")
+	seed := fs.Int64("random", -1, "write pseudo-random bytes from this seed instead of -P")
+	resultFile := resultFlag(fs)
+	var pf pathFlags
+	pf.register(fs)
+	pos, err := parseArgs(fs, args, 3)
+	if err != nil {
+		return err
+	}
+	off, err1 := parseSize(pos[0])
+	n, err2 := parseSize(pos[1])
+	if pos[0] == "0" {
+		off, err1 = 0, nil
+	}
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("OFFSET and LENGTH: want sizes (e.g. 1M)")
+	}
+	if *pattern < 0 || *pattern > 255 {
+		return fmt.Errorf("-P %d: want a byte value", *pattern)
+	}
+	o := pf.options()
+	if o == nil {
+		o = &vmdk.Options{}
+	}
+	o.ReadWrite = true
+	err = writePattern(pos[2], o, off, n, byte(*pattern), *seed)
+	return withResult("write", *resultFile, pos[2], &pf, err)
+}
+
+func writePattern(path string, o *vmdk.Options, off, n int64, pattern byte, seed int64) error {
+	d, err := vmdk.Open(path, o)
+	if err != nil {
+		return err
+	}
+	if off+n > d.Size() {
+		d.Close()
+		return fmt.Errorf("bytes %d-%d are past the disk's end (%d)", off, off+n, d.Size())
+	}
+	buf := make([]byte, min(n, chunkSize))
+	var rng *rand.ChaCha8
+	if seed >= 0 {
+		var key [32]byte
+		copy(key[:], strconv.FormatInt(seed, 10))
+		rng = rand.NewChaCha8(key)
+	} else {
+		for i := range buf {
+			buf[i] = pattern
+		}
+	}
+	for done := int64(0); done < n && err == nil; {
+		b := buf[:min(int64(len(buf)), n-done)]
+		if rng != nil {
+			rng.Read(b)
+		}
+		_, err = d.WriteAt(b, off+done)
+		done += int64(len(b))
+	}
+	if err == nil {
+		err = d.Flush()
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// runChecksum prints the sha256 of an image's guest-visible content (a
+// VMDK chain, a raw file or a block device): the same for any two images
+// that read the same.
+func runChecksum(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("checksum", flag.ContinueOnError)
+	format := fs.String("f", "", "vmdk or raw (default: probe)")
+	size := fs.String("size", "", "hash only the first SIZE bytes (a device larger than the disk)")
+	resultFile := resultFlag(fs)
+	var pf pathFlags
+	pf.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	var limit int64 = -1
+	if *size != "" {
+		if limit, err = parseSize(*size); err != nil {
+			return err
+		}
+	}
+	sum, n, err := checksum(pos[0], *format, &pf, limit)
+	if *resultFile != "" {
+		r := result.Result{SHA256: sum, VirtualSize: n, Target: pos[0]}
+		code := settle(&r, err, "sha256 of "+pos[0])
+		if werr := result.Write(*resultFile, &r); werr != nil && err == nil {
+			return werr
+		}
+		if code != 0 {
+			return &exitError{code: code, msg: fmt.Sprintf("imager checksum: %v", err)}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s  %s\n", sum, pos[0])
+	return nil
+}
+
+func checksum(path, format string, pf *pathFlags, limit int64) (string, int64, error) {
+	img, err := openImage(path, format, pf)
+	if err != nil {
+		return "", 0, err
+	}
+	defer img.Close()
+	n := img.Size()
+	if limit >= 0 {
+		if limit > n {
+			return "", 0, fmt.Errorf("--size %d is larger than the image (%d bytes)", limit, n)
+		}
+		n = limit
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(img, 0, n)); err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
