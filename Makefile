@@ -6,7 +6,7 @@ GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 IMAGE     ?= vmdkpop:dev
 
-.PHONY: all build generate verify-generated envtest-test static image demo test unit race fuzz fmt vet lint bench bench-import help clean
+.PHONY: all build test-e2e demo-imager generate verify-generated envtest-test static image demo test unit race fuzz fmt vet lint bench bench-import help clean
 
 all: build
 
@@ -58,9 +58,15 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
-test: lint verify-generated unit race fuzz ## everything CI runs
+test: lint verify-generated unit race fuzz test-e2e ## everything CI runs
 
-demo: build ## imager end to end on a generated disk (hack/demo.sh)
+test-e2e: ## the e2e suite: on $$KUBECONFIG, or on a local cluster brought up and torn down (needs root)
+	hack/e2e.sh
+
+demo: ## the main job: local cluster, vmdkpop deployed, samples applied, images shown (needs root)
+	hack/demo-cluster.sh
+
+demo-imager: build ## imager alone, end to end on a generated disk (hack/demo.sh)
 	hack/demo.sh
 
 bench: build ## imager vs qemu-img convert on 1 GiB images (hack/bench-convert.sh)
