@@ -258,7 +258,7 @@ var _ = Describe("vmdkpop on a real cluster", Ordered, func() {
 					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 				Containers: []corev1.Container{{
 					Name: "fileserver", Image: "vmdkpop-e2e-fileserver:v1", ImagePullPolicy: corev1.PullIfNotPresent,
-					Command: []string{"/fileserver", "--dir", "/data", "--addr", ":8080"},
+					Command:      []string{"/fileserver", "--dir", "/data", "--addr", ":8080"},
 					VolumeMounts: []corev1.VolumeMount{{Name: "disks", MountPath: "/data"}},
 					SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
 						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
@@ -351,7 +351,9 @@ var _ = Describe("vmdkpop on a real cluster", Ordered, func() {
 		Eventually(func() *metav1.Condition {
 			return meta.FindStatusCondition(getImage("base").Status.Conditions, v1alpha1.ConditionDeletionBlocked)
 		}, timeout, time.Second).Should(And(Not(BeNil()), HaveField("Message", ContainSubstring("mid"))))
-		Consistently(func() error { return k8s.Get(ctx, types.NamespacedName{Namespace: testNS, Name: "base"}, &v1alpha1.VMDKImage{}) },
+		Consistently(func() error {
+			return k8s.Get(ctx, types.NamespacedName{Namespace: testNS, Name: "base"}, &v1alpha1.VMDKImage{})
+		},
 			5*time.Second, time.Second).Should(Succeed())
 	})
 })
