@@ -261,16 +261,11 @@ down() {
 	grep -o " $D/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	for ns in $(ip netns list 2>/dev/null | awk '/^cni-/ {print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
 	ip link delete cni0 2>/dev/null || true
-	for chain in $(iptables -t nat -S 2>/dev/null | awk '/^-N CNI-/ {print $2}'); do
-		iptables -t nat -F "$chain" 2>/dev/null || true
-	done
-	iptables -t nat -S POSTROUTING 2>/dev/null | grep -- '-j CNI-' | sed 's/^-A/-D/' | while read -r rule; do
-		# shellcheck disable=SC2086
-		iptables -t nat $rule 2>/dev/null || true
-	done
-	for chain in $(iptables -t nat -S 2>/dev/null | awk '/^-N CNI-/ {print $2}'); do
-		iptables -t nat -X "$chain" 2>/dev/null || true
-	done
+	# The bridge plugin's masquerade chains (CNI-*) and the rules jumping to
+	# them; the rest of the nat table is restored as it was.
+	if iptables-save -t nat 2>/dev/null | grep -q 'CNI-'; then
+		iptables-save -t nat | grep -v -e '^:CNI-' -e '^-A CNI-' -e '-j CNI-' | iptables-restore
+	fi
 	for f in "$D"/volumes/*.img; do
 		[[ -e $f ]] || continue
 		losetup -j "$f" 2>/dev/null | cut -d: -f1 | while read -r dev; do losetup -d "$dev" || true; done
