@@ -33,6 +33,8 @@ const (
 	AnnProgress = "storage.vmdkpop.io/populator-progress"
 	// AnnMessage on the user's PVC: why it waits or failed.
 	AnnMessage = "storage.vmdkpop.io/populator-message"
+	// AnnVolume on the user's PVC: the populated PV handed to it.
+	AnnVolume = "storage.vmdkpop.io/populated-volume"
 	// LabelPopulates marks a prime PVC and its Job with the UID of the
 	// PVC they populate.
 	LabelPopulates = "storage.vmdkpop.io/populates"
@@ -114,8 +116,14 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if err := r.cleanup(ctx, pvc); err != nil {
 			return ctrl.Result{}, err
 		}
-		if pvc.DeletionTimestamp.IsZero() && pvc.Annotations[AnnPhase] != PopSucceeded && pvc.Annotations[AnnPhase] != "" {
-			r.annotate(ctx, pvc, PopSucceeded, "100%", "")
+		if pvc.DeletionTimestamp.IsZero() && pvc.Annotations[AnnPhase] != PopSucceeded && pvc.Annotations[AnnPhase] != PopFailed {
+			if v := pvc.Annotations[AnnVolume]; v != "" && v == pvc.Spec.VolumeName {
+				r.annotate(ctx, pvc, PopSucceeded, "100%", "")
+			} else {
+				// Something else bound it first: its volume holds no image.
+				r.fail(ctx, pvc, EventPopulatorFailed, fmt.Sprintf("the PVC was bound to volume %s, which vmdkpop did not fill: "+
+					"the storage class's provisioner must leave PVCs with a dataSourceRef to their populator", pvc.Spec.VolumeName))
+			}
 		}
 		if controllerutil.RemoveFinalizer(pvc, PopulatorFinalizer) {
 			return ctrl.Result{}, client.IgnoreNotFound(r.Update(ctx, pvc))
@@ -290,6 +298,18 @@ func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.Per
 	pv := &corev1.PersistentVolume{}
 	if err := r.Get(ctx, types.NamespacedName{Name: prime.Spec.VolumeName}, pv); err != nil {
 		return ctrl.Result{}, err
+	}
+	if pvc.Annotations[AnnVolume] != pv.Name {
+		// Recorded first: once bound, this is how the PVC's volume is
+		// known to hold the image.
+		patch := client.MergeFrom(pvc.DeepCopy())
+		if pvc.Annotations == nil {
+			pvc.Annotations = map[string]string{}
+		}
+		pvc.Annotations[AnnVolume] = pv.Name
+		if err := r.Patch(ctx, pvc, patch); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if ref := pv.Spec.ClaimRef; ref == nil || ref.UID != pvc.UID {
 		patch := client.MergeFrom(pv.DeepCopy())

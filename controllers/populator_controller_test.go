@@ -165,6 +165,7 @@ var _ = Describe("volume populator", func() {
 		}, timeout, interval).Should(BeTrue())
 		Eventually(func() []string { return getPVC(ns, "vm-disk").Finalizers }, timeout, interval).ShouldNot(ContainElement(PopulatorFinalizer))
 		Eventually(annotation(ns, "vm-disk", AnnPhase), timeout, interval).Should(Equal(PopSucceeded))
+		Expect(getPVC(ns, "vm-disk").Annotations[AnnVolume]).To(Equal(pv.Name))
 	})
 
 	It("waits for WaitForFirstConsumer scheduling and pins a Block-mode Job to the selected node", func() {
@@ -226,6 +227,25 @@ var _ = Describe("volume populator", func() {
 		Eventually(annotation(ns, "d", AnnPhase), timeout, interval).Should(Equal(PopFailed))
 		Expect(getPVC(ns, "d").Annotations[AnnMessage]).To(HavePrefix("TargetTooSmall: "))
 		Eventually(pvcEvents(ns, "d"), timeout, interval).Should(ContainElement(EventPopulatorFailed))
+	})
+
+	It("says so when something else bound the PVC to an empty volume", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "88888888", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "stolen", "img", class, 2, false)
+		populateJobOf(user)
+		// A provisioner that ignores dataSourceRef binds it first.
+		Eventually(func() error {
+			u := getPVC(ns, "stolen")
+			u.Spec.VolumeName = "some-empty-pv"
+			return k8sClient.Update(ctx, u)
+		}, timeout, interval).Should(Succeed())
+		u := getPVC(ns, "stolen")
+		u.Status.Phase = corev1.ClaimBound
+		Expect(k8sClient.Status().Update(ctx, u)).To(Succeed())
+		Eventually(annotation(ns, "stolen", AnnPhase), timeout, interval).Should(Equal(PopFailed))
+		Expect(getPVC(ns, "stolen").Annotations[AnnMessage]).To(ContainSubstring("did not fill"))
 	})
 
 	It("cleans up the prime PVC and the Job when the PVC is deleted mid-way", func() {
