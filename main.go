@@ -112,13 +112,14 @@ func run() error {
 		return fmt.Errorf("set up the VMDKImage controller: %w", err)
 	}
 	if err := (&controllers.PopulatorReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("vmdkpop-populator"),
-		Logs:     controllers.ClientsetLogReader{Clientset: cs},
-		Imager:   cfg,
-		DiskUID:  diskUID,
-		DiskGID:  diskGID,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("vmdkpop-populator"),
+		Logs:      controllers.ClientsetLogReader{Clientset: cs},
+		Imager:    cfg,
+		DiskUID:   diskUID,
+		DiskGID:   diskGID,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the populator: %w", err)
 	}

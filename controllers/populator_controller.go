@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -75,12 +77,16 @@ const fsOverhead = 0.06
 // is then handed to the user's PVC.
 type PopulatorReconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder
-	Logs     PodLogReader
-	Imager   ImagerConfig
+	// APIReader reads what the cache does not hold: the prime PVC's events.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Logs      PodLogReader
+	Imager    ImagerConfig
 	// UID and GID that own disk.img: KubeVirt's qemu runs as 107.
 	DiskUID, DiskGID int64
+
+	copied sync.Map // UIDs of prime-PVC events already copied
 }
 
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
@@ -88,6 +94,7 @@ type PopulatorReconciler struct {
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;patch;update
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=list
 // +kubebuilder:rbac:groups=populator.storage.k8s.io,resources=volumepopulators,verbs=get;create;update
 
 // dataSourceImage returns the VMDKImage a PVC wants to be filled from.
@@ -182,6 +189,7 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	r.copyPrimeEvents(ctx, pvc, prime)
 	finished, failed := jobFinished(job)
 	if !finished {
 		progress := ""
@@ -344,6 +352,29 @@ func (r *PopulatorReconciler) cleanup(ctx context.Context, pvc *corev1.Persisten
 
 func (r *PopulatorReconciler) progressOf(ctx context.Context, job *batchv1.Job) (string, bool) {
 	return jobProgress(ctx, r.Client, r.Logs, job)
+}
+
+// copyPrimeEvents repeats the prime PVC's warnings (a provisioner that
+// failed, a volume that cannot attach) on the user's PVC, where users look.
+func (r *PopulatorReconciler) copyPrimeEvents(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim) {
+	if r.APIReader == nil {
+		return
+	}
+	list := &corev1.EventList{}
+	if err := r.APIReader.List(ctx, list, client.InNamespace(prime.Namespace),
+		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("involvedObject.name", prime.Name)}); err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("listing the prime PVC's events", "error", err.Error())
+		return
+	}
+	for _, e := range list.Items {
+		if e.Type != corev1.EventTypeWarning || e.InvolvedObject.Kind != "PersistentVolumeClaim" {
+			continue
+		}
+		if _, done := r.copied.LoadOrStore(e.UID, true); done {
+			continue
+		}
+		r.event(pvc, corev1.EventTypeWarning, e.Reason, "prime PVC %s: %s", prime.Name, e.Message)
+	}
 }
 
 // wait records why the PVC waits, with an event when the reason changes.

@@ -218,6 +218,25 @@ var _ = Describe("volume populator", func() {
 		Expect(primeOf(a).Name).NotTo(Equal(primeOf(b).Name))
 	})
 
+	It("repeats the prime PVC's warnings on the user's PVC", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "99999999", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "warned", "img", class, 2, false)
+		prime := primeOf(user)
+		populateJobOf(user)
+		Expect(k8sClient.Create(ctx, &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Namespace: ns, Name: "prime-warning"},
+			InvolvedObject: corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: ns, Name: prime.Name, UID: prime.UID},
+			Type:           corev1.EventTypeWarning, Reason: "ProvisioningFailed", Message: "out of space",
+			Source: corev1.EventSource{Component: "test-provisioner"},
+		})).To(Succeed())
+		// A progress requeue (or any change) brings the copy.
+		pod := jobPod(populateJobOf(user), corev1.PodRunning, nil)
+		fakeLogs.set(pod.Name, `{"progress":10,"bytesDone":1,"bytesTotal":10}`)
+		Eventually(pvcEvents(ns, "warned"), timeout, interval).Should(ContainElement("ProvisioningFailed"))
+	})
+
 	It("reports a failed population on the PVC", func() {
 		ns := newNamespace()
 		class := storageClass("immediate", false)

@@ -83,13 +83,14 @@ var _ = BeforeSuite(func() {
 		Imager:   DefaultImagerConfig(),
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&PopulatorReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("vmdkpop-populator"),
-		Logs:     fakeLogs,
-		Imager:   DefaultImagerConfig(),
-		DiskUID:  107,
-		DiskGID:  107,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("vmdkpop-populator"),
+		Logs:      fakeLogs,
+		Imager:    DefaultImagerConfig(),
+		DiskUID:   107,
+		DiskGID:   107,
 	}).SetupWithManager(mgr)).To(Succeed())
 	var ctx context.Context
 	ctx, cancel = context.WithCancel(context.Background())
