@@ -6,7 +6,7 @@ GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 IMAGE     ?= vmdkpop:dev
 
-.PHONY: all build test-e2e demo-imager generate verify-generated envtest-test static image demo test unit race fuzz fmt vet lint bench bench-import help clean
+.PHONY: all build k8s-binaries test-e2e demo-imager generate verify-generated envtest-test static image demo test unit race fuzz fmt vet lint bench bench-import help clean
 
 all: build
 
@@ -58,7 +58,10 @@ fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
 
-test: lint verify-generated unit race fuzz test-e2e ## everything CI runs
+test: lint verify-generated k8s-binaries unit race fuzz test-e2e ## everything CI runs
+
+k8s-binaries: ## build (once, cached in ~/.cache/vmdkpop) every Kubernetes binary the tests run, in one go build
+	hack/k8s-binaries.sh cluster >/dev/null
 
 test-e2e: ## the e2e suite: on $$KUBECONFIG, or on a local cluster brought up and torn down (needs root)
 	hack/e2e.sh

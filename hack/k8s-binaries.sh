@@ -20,16 +20,30 @@ if [[ ${1:-envtest} == cluster ]]; then
 	want+=(kube-controller-manager kube-scheduler kubelet kubectl)
 fi
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/client-go/pkg/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitTreeState=clean"
+# One go build for all the missing Kubernetes binaries: their shared
+# packages compile once and the links overlap with other work.
+kube=()
 for b in "${want[@]}"; do
 	[[ -x $dir/$b ]] && continue
-	echo "k8s-binaries: building $b (cached in $dir)" >&2
-	t0=$SECONDS
 	if [[ $b == etcd ]]; then
-		(cd "$repo/hack/tools/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/$b.tmp" go.etcd.io/etcd/server/v3)
+		echo "k8s-binaries: building etcd $etcd_version (cached in $dir)" >&2
+		t0=$SECONDS
+		(cd "$repo/hack/tools/etcd" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/etcd.tmp" go.etcd.io/etcd/server/v3)
+		mv "$dir/etcd.tmp" "$dir/etcd"
+		echo "k8s-binaries: etcd built in $((SECONDS - t0)) s" >&2
 	else
-		(cd "$repo/hack/tools/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/$b.tmp" "k8s.io/kubernetes/cmd/$b")
+		kube+=("$b")
 	fi
-	mv "$dir/$b.tmp" "$dir/$b"
-	echo "k8s-binaries: $b built in $((SECONDS - t0)) s" >&2
 done
+if ((${#kube[@]})); then
+	echo "k8s-binaries: building ${kube[*]} $k8s_version (cached in $dir)" >&2
+	t0=$SECONDS
+	tmp=$(mktemp -d "$dir/.build.XXXXXX")
+	pkgs=()
+	for b in "${kube[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+	(cd "$repo/hack/tools/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
+	for b in "${kube[@]}"; do mv "$tmp/$b" "$dir/$b"; done
+	rmdir "$tmp"
+	echo "k8s-binaries: ${kube[*]} built in $((SECONDS - t0)) s" >&2
+fi
 echo "$dir"
