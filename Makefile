@@ -51,7 +51,7 @@ envtest-test: ## only the envtest suite
 	$(ENVTEST) $(GO) test -count=1 ./controllers
 
 race: ## the concurrent paths under the race detector
-	$(GO) test -race -count=1 -run 'Concurrent|StreamVMDKstream|StreamQemu|StreamWriterDeterministic|CloseOnStall|SmallGrains|CreateAllSubformats|ConvertToStream|CreateAndConvert|TestImport' ./...
+	$(GO) test -race -count=1 -run 'Concurrent|StreamVMDKstream|StreamQemu|StreamWriterDeterministic|CloseOnStall|SmallGrains|CreateAllSubformats|ConvertToStream|CreateAndConvert|TestImport' ./vmdk ./imager
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzParseDescriptor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
