@@ -1,7 +1,6 @@
 # vmdkpop: build, check and test. `make help` lists the targets.
 GO        ?= go
 BIN       ?= bin
-FUZZTIME  ?= 15s
 GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 IMAGE     ?= vmdkpop:dev
@@ -53,10 +52,18 @@ envtest-test: ## only the envtest suite
 race: ## the concurrent paths under the race detector
 	$(GO) test -race -count=1 -run 'Concurrent|StreamVMDKstream|StreamQemu|StreamWriterDeterministic|CloseOnStall|SmallGrains|CreateAllSubformats|ConvertToStream|CreateAndConvert|TestImport' ./vmdk ./imager
 
-fuzz: ## run each fuzz target for FUZZTIME
-	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzParseDescriptor$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
-	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
-	$(GO) test ./vmdk -run '^$$' -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s
+# Fuzz budgets are execution counts, not durations: a duration races a
+# deadline inside Go 1.26's fuzz coordinator (golang/go#75804) and fails
+# with "context deadline exceeded" and no crasher. Each is ~10-15 s here.
+FUZZ_DESCRIPTOR ?= 200000x
+FUZZ_OPEN       ?= 2000x
+FUZZ_STREAM     ?= 60x
+FUZZ_FLAGS       = -run '^$$' -fuzzminimizetime 200x
+
+fuzz: ## run each fuzz target for its execution budget (FUZZ_DESCRIPTOR, FUZZ_OPEN, FUZZ_STREAM)
+	$(GO) test ./vmdk $(FUZZ_FLAGS) -fuzz '^FuzzParseDescriptor$$' -fuzztime $(FUZZ_DESCRIPTOR)
+	$(GO) test ./vmdk $(FUZZ_FLAGS) -fuzz '^FuzzOpen$$' -fuzztime $(FUZZ_OPEN)
+	$(GO) test ./vmdk $(FUZZ_FLAGS) -fuzz '^FuzzStreamReader$$' -fuzztime $(FUZZ_STREAM)
 
 test: lint verify-generated k8s-binaries unit race fuzz test-e2e ## everything CI runs
 
