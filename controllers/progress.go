@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/vmdkpop/vmdkpop/imager/result"
 )
@@ -24,7 +25,7 @@ type ClientsetLogReader struct{ Clientset kubernetes.Interface }
 
 // LastLines returns up to n of the container's last log lines.
 func (c ClientsetLogReader) LastLines(ctx context.Context, namespace, pod, container string, n int64) ([]string, error) {
-	req := c.Clientset.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, TailLines: &n, LimitBytes: ptrInt64(64 << 10)})
+	req := c.Clientset.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, TailLines: &n, LimitBytes: ptr.To[int64](64 << 10)})
 	rc, err := req.Stream(ctx)
 	if err != nil {
 		return nil, err
@@ -37,8 +38,6 @@ func (c ClientsetLogReader) LastLines(ctx context.Context, namespace, pod, conta
 	}
 	return lines, s.Err()
 }
-
-func ptrInt64(v int64) *int64 { return &v }
 
 // progressFromLog finds the newest imager progress line among log lines
 // (stderr lines are interleaved) and formats it as "37.5%".
