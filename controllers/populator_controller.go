@@ -254,10 +254,7 @@ func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.Persi
 	if node != "" {
 		prime.Annotations = map[string]string{annSelectedNode: node}
 	}
-	if err := controllerutil.SetControllerReference(pvc, prime, r.Scheme); err != nil {
-		return nil, err
-	}
-	if err := r.Create(ctx, prime); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := createOwned(ctx, r.Client, r.Scheme, pvc, prime); err != nil {
 		return nil, err
 	}
 	return prime, nil
@@ -286,10 +283,7 @@ func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.
 		"--target-format", "raw", "--fs-overhead", strconv.FormatFloat(fsOverhead, 'f', -1, 64),
 		imagePath(chain[0].Name)}
 	job = imagerJob(key.Name, key.Namespace, map[string]string{LabelPopulates: string(pvc.UID)}, p, r.Imager)
-	if err := controllerutil.SetControllerReference(pvc, job, r.Scheme); err != nil {
-		return nil, err
-	}
-	if err := r.Create(ctx, job); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := createOwned(ctx, r.Client, r.Scheme, pvc, job); err != nil {
 		return nil, err
 	}
 	r.event(pvc, corev1.EventTypeNormal, EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)

@@ -39,7 +39,6 @@ const (
 	ReasonParentCIDMatches  = "ParentCIDMatches"
 	ReasonParentChanged     = "ParentChanged"
 	ReasonChildrenExist     = "ChildrenExist"
-	ReasonFailed            = "Failed"
 )
 
 // Event reasons.
@@ -160,10 +159,7 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 	err = r.Get(ctx, client.ObjectKeyFromObject(desired), job)
 	switch {
 	case apierrors.IsNotFound(err):
-		if err := ctrl.SetControllerReference(img, desired, r.Scheme); err != nil {
-			return ctrl.Result{}, err
-		}
-		if err := r.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := createOwned(ctx, r.Client, r.Scheme, img, desired); err != nil {
 			return ctrl.Result{}, err
 		}
 		op := operationOf(img)
@@ -254,10 +250,7 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	job := &batchv1.Job{}
 	err := r.Get(ctx, client.ObjectKeyFromObject(desired), job)
 	if apierrors.IsNotFound(err) {
-		if err := ctrl.SetControllerReference(img, desired, r.Scheme); err != nil {
-			return ctrl.Result{}, err
-		}
-		if err := r.Create(ctx, desired); client.IgnoreAlreadyExists(err) != nil {
+		if err := createOwned(ctx, r.Client, r.Scheme, img, desired); err != nil {
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
@@ -284,6 +277,16 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
 	r.event(img, corev1.EventTypeNormal, EventRefreshed, "re-read from its files: CID %s, %d bytes allocated", res.CID, res.AllocatedBytes)
 	return ctrl.Result{}, r.checkChain(ctx, img)
+}
+
+// createOwned creates obj controlled by owner (so it is watched through
+// Owns and deleted with owner); one that already exists is fine, since
+// names derive from UIDs and a reconcile may race its own earlier create.
+func createOwned(ctx context.Context, c client.Client, scheme *runtime.Scheme, owner, obj client.Object) error {
+	if err := ctrl.SetControllerReference(owner, obj, scheme); err != nil {
+		return err
+	}
+	return client.IgnoreAlreadyExists(c.Create(ctx, obj))
 }
 
 // jobFinished reads a Job's terminal conditions.
@@ -462,10 +465,7 @@ func (r *VMDKImageReconciler) ensurePVC(ctx context.Context, img *v1alpha1.VMDKI
 	pvc := &corev1.PersistentVolumeClaim{}
 	err := r.Get(ctx, client.ObjectKeyFromObject(desired), pvc)
 	if apierrors.IsNotFound(err) {
-		if err := ctrl.SetControllerReference(img, desired, r.Scheme); err != nil {
-			return nil, err
-		}
-		if err := r.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := createOwned(ctx, r.Client, r.Scheme, img, desired); err != nil {
 			return nil, err
 		}
 		return desired, nil
