@@ -36,9 +36,9 @@ func main() {
 
 func run() error {
 	var (
-		metricsAddr, probeAddr, namespaces, pullPolicy, memLimit, cpuRequest string
-		leaderElect                                                          bool
-		jobTTL                                                               time.Duration
+		metricsAddr, probeAddr, namespaces, pullPolicy, memLimit, cpuRequest, maxScratch string
+		leaderElect                                                                      bool
+		jobTTL                                                                           time.Duration
 	)
 	cfg := controllers.DefaultImagerConfig()
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint (0 disables it)")
@@ -49,6 +49,7 @@ func run() error {
 	flag.StringVar(&pullPolicy, "imager-pull-policy", string(cfg.PullPolicy), "imagePullPolicy of the imager Jobs")
 	flag.StringVar(&memLimit, "imager-memory-limit", "600Mi", "memory limit of the imager container")
 	flag.StringVar(&cpuRequest, "imager-cpu-request", "100m", "CPU request of the imager container")
+	flag.StringVar(&maxScratch, "imager-max-scratch", "0", "cap on the scratch space (node disk) an HTTP import may spool its source to; 0: the image's size plus metadata")
 	flag.DurationVar(&jobTTL, "job-ttl", time.Hour, "how long finished Jobs are kept")
 	var backoff int
 	var diskUID, diskGID int64
@@ -68,6 +69,11 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("--imager-cpu-request: %w", err)
 	}
+	scratch, err := resource.ParseQuantity(maxScratch)
+	if err != nil || scratch.Sign() < 0 {
+		return fmt.Errorf("--imager-max-scratch %q: want a non-negative quantity", maxScratch)
+	}
+	cfg.MaxScratch = scratch.Value()
 	cfg.Resources.Limits[corev1.ResourceMemory] = mem
 	cfg.Resources.Requests[corev1.ResourceCPU] = cpu
 	cfg.PullPolicy = corev1.PullPolicy(pullPolicy)

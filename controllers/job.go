@@ -31,6 +31,10 @@ type ImagerConfig struct {
 	TTLSecondsAfterFinished int32
 	// UID and GID the Job runs as (also the PVC's fsGroup).
 	UID, GID int64
+	// MaxScratch caps the scratch space (an emptyDir on the node's disk)
+	// an import may spool its source to; 0: only what the image's size
+	// calls for.
+	MaxScratch int64
 }
 
 // DefaultImagerConfig is what the manager uses unless its flags say
@@ -40,9 +44,13 @@ func DefaultImagerConfig() ImagerConfig {
 		Image:      "vmdkpop:dev",
 		PullPolicy: corev1.PullIfNotPresent,
 		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
-			// imager stays under 256 MiB whatever the disk size.
-			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("600Mi")},
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
+				corev1.ResourceEphemeralStorage: resource.MustParse("16Mi")},
+			// imager stays under 256 MiB whatever the disk size. With a
+			// read-only root filesystem, its only node-disk use besides
+			// the scratch emptyDir (added per Job) is its log.
+			Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("600Mi"),
+				corev1.ResourceEphemeralStorage: resource.MustParse("64Mi")},
 		},
 		BackoffLimit:            4,
 		TTLSecondsAfterFinished: 3600,
@@ -126,9 +134,9 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 	vmounts := []corev1.VolumeMount{{Name: "image", MountPath: path.Join(imagesDir, img.Name)}}
 	cv, cm := chainVolumes(mounts)
 	volumes, vmounts = append(volumes, cv...), append(vmounts, cm...)
-	args := imagerArgs(img, &volumes, &vmounts)
+	args, scratch := imagerArgs(img, &volumes, &vmounts, cfg)
 	labels := map[string]string{LabelImage: img.Name}
-	spec := imagerPod{args: args, volumes: volumes, mounts: vmounts, uid: cfg.UID, gid: cfg.GID}
+	spec := imagerPod{args: args, volumes: volumes, mounts: vmounts, uid: cfg.UID, gid: cfg.GID, scratch: scratch}
 	return imagerJob(nameFor(img, string(op)), img.Namespace, labels, spec, cfg)
 }
 
@@ -140,6 +148,7 @@ type imagerPod struct {
 	devices  []corev1.VolumeDevice
 	uid, gid int64
 	node     string // pin to this node (WaitForFirstConsumer volumes)
+	scratch  int64  // bytes of the scratch emptyDir, if there is one
 }
 
 // imagerJob builds a hardened Job running imager: non-root, read-only
@@ -152,13 +161,14 @@ func imagerJob(name, namespace string, labels map[string]string, p imagerPod, cf
 			BackoffLimit:            ptr.To(cfg.BackoffLimit),
 			TTLSecondsAfterFinished: ptr.To(cfg.TTLSecondsAfterFinished),
 			// Bad input fails the same way every time: do not retry it.
+			// Evictions and other disruptions count against
+			// backoffLimit: a pod evicted for exceeding its scratch space
+			// would be evicted again, and ignoring disruptions would
+			// recreate it forever.
 			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
 				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
 					ContainerName: ptr.To(containerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn,
 					Values: []int32{result.ExitUsage, result.ExitPermanent},
-				}},
-				{Action: batchv1.PodFailurePolicyActionIgnore, OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{
-					{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue},
 				}},
 			}},
 			Template: corev1.PodTemplateSpec{
@@ -180,7 +190,7 @@ func imagerJob(name, namespace string, labels map[string]string, p imagerPod, cf
 						ImagePullPolicy:          cfg.PullPolicy,
 						Command:                  []string{"/imager"},
 						Args:                     p.args,
-						Resources:                cfg.Resources,
+						Resources:                resourcesWithScratch(cfg.Resources, p.scratch),
 						VolumeMounts:             p.mounts,
 						VolumeDevices:            p.devices,
 						TerminationMessagePath:   resultPath,
@@ -206,6 +216,42 @@ func imagerJob(name, namespace string, labels map[string]string, p imagerPod, cf
 	return job
 }
 
+// resourcesWithScratch adds the scratch emptyDir's size to the
+// container's ephemeral-storage limit, which the kubelet enforces on the
+// pod as a whole (emptyDirs included).
+func resourcesWithScratch(base corev1.ResourceRequirements, scratch int64) corev1.ResourceRequirements {
+	r := *base.DeepCopy()
+	if scratch <= 0 {
+		return r
+	}
+	if r.Limits == nil {
+		r.Limits = corev1.ResourceList{}
+	}
+	limit := r.Limits[corev1.ResourceEphemeralStorage]
+	limit.Add(*resource.NewQuantity(scratch, resource.BinarySI))
+	r.Limits[corev1.ResourceEphemeralStorage] = limit
+	return r
+}
+
+// scratchSize is the scratch space an HTTP import of img may spool to: a
+// spooled source is a VMDK (or the disk of an OVA) of the image's
+// virtual size at most, plus its metadata; capped by cfg.MaxScratch.
+func scratchSize(img *v1alpha1.VMDKImage, cfg ImagerConfig) int64 {
+	var size int64
+	switch {
+	case img.Spec.Size != nil:
+		size = img.Spec.Size.Value()
+	case img.Spec.Storage.Size != nil:
+		size = img.Spec.Storage.Size.Value()
+	}
+	const mib = 1 << 20
+	need := (size + size/64 + 64*mib + mib - 1) / mib * mib
+	if cfg.MaxScratch > 0 && need > cfg.MaxScratch {
+		need = cfg.MaxScratch
+	}
+	return need
+}
+
 // chainVolumes mounts images read-only at /images/<name>: where their
 // descriptors' relative parent paths expect one another.
 func chainVolumes(imgs []*v1alpha1.VMDKImage) ([]corev1.Volume, []corev1.VolumeMount) {
@@ -226,8 +272,8 @@ func pvcVolume(name, claim string, readOnly bool) corev1.Volume {
 }
 
 // imagerArgs is the imager command line for img, adding the volumes its
-// source needs.
-func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]corev1.VolumeMount) []string {
+// source needs, and the size of the scratch space it gets.
+func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]corev1.VolumeMount, cfg ImagerConfig) ([]string, int64) {
 	spec := img.Spec
 	out := imagePath(img.Name)
 	opts := "subformat=" + string(spec.Subformat)
@@ -246,17 +292,20 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 		if spec.BackingImage != nil {
 			args = append(args, "-b", imagePath(spec.BackingImage.Name))
 		}
-		return append(args, out, strconv.FormatInt(spec.Size.Value(), 10))
+		return append(args, out, strconv.FormatInt(spec.Size.Value(), 10)), 0
 	case OpFlatten:
 		return []string{"convert", "-O", "vmdk", "-o", opts, "--result-file", resultPath, "--root", imagesDir,
-			imagePath(spec.Source.Image.Name), out}
+			imagePath(spec.Source.Image.Name), out}, 0
 	}
 	args := []string{"import", "--result-file", resultPath, "--target", path.Dir(out), "--target-format", "vmdk", "-o", opts}
 	if spec.Size != nil {
 		args = append(args, "--size", strconv.FormatInt(spec.Size.Value(), 10))
 	}
 	if h := spec.Source.HTTP; h != nil {
-		*volumes = append(*volumes, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		scratch := scratchSize(img, cfg)
+		*volumes = append(*volumes, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
+			SizeLimit: resource.NewQuantity(scratch, resource.BinarySI),
+		}}})
 		*mounts = append(*mounts, corev1.VolumeMount{Name: "scratch", MountPath: scratchDir})
 		args = append(args, "--scratch-dir", scratchDir)
 		if h.CAConfigMap != "" {
@@ -278,12 +327,12 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 		if h.OVADisk != "" {
 			args = append(args, "--ova-disk", h.OVADisk)
 		}
-		return append(args, h.URL)
+		return append(args, h.URL), scratch
 	}
 	p := spec.Source.PVC
 	*volumes = append(*volumes, pvcVolume("source", p.ClaimName, true))
 	*mounts = append(*mounts, corev1.VolumeMount{Name: "source", MountPath: sourceDir, ReadOnly: true})
-	return append(args, "--root", sourceDir, path.Join(sourceDir, p.Path))
+	return append(args, "--root", sourceDir, path.Join(sourceDir, p.Path)), 0
 }
 
 // pvcFor builds the PVC an image lives in.

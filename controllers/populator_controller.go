@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,7 +25,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
 // Annotations and labels the populator keeps on PVCs.
@@ -66,6 +66,9 @@ const (
 	EventPopulatorFailed   = "PopulatorFailed"
 	EventPopulatorFinished = "PopulatorFinished"
 	EventPVCTooSmall       = "PVCTooSmall"
+	// ReasonVolumeNotVerified: the prime PVC's volume failed the checks
+	// made before its PV is handed over.
+	ReasonVolumeNotVerified = "VolumeNotVerified"
 )
 
 // fsOverhead is the share of a Filesystem volume imager keeps for the
@@ -183,11 +186,11 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 	prime, err := r.ensurePrime(ctx, pvc, node)
 	if err != nil {
-		return ctrl.Result{}, err
+		return r.refuse(ctx, pvc, err)
 	}
 	job, err := r.ensureJob(ctx, pvc, prime, chain, node)
 	if err != nil {
-		return ctrl.Result{}, err
+		return r.refuse(ctx, pvc, err)
 	}
 	r.copyPrimeEvents(ctx, pvc, prime)
 	finished, failed := jobFinished(job)
@@ -200,14 +203,29 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	if failed {
-		msg := "Job " + job.Name + " failed: " + jobFailureMessage(job)
-		if res, _, err := jobResult(ctx, r.Client, job); err == nil && res != nil && res.Phase == result.Failed {
-			msg = res.Reason + ": " + res.Message
+		res, pod, err := jobResult(ctx, r.Client, job)
+		if err != nil {
+			return ctrl.Result{}, err
 		}
-		r.fail(ctx, pvc, EventPopulatorFailed, msg)
+		reason, msg := failureOf(job, res, pod, true)
+		r.fail(ctx, pvc, EventPopulatorFailed, reason+": "+msg)
 		return ctrl.Result{}, nil
 	}
 	return r.rebind(ctx, pvc, prime)
+}
+
+// foreignRecheck is how often a refused population looks again: deleting
+// a squatter does not wake the controller (it owns nothing of ours).
+const foreignRecheck = 30 * time.Second
+
+// refuse records a refusal of a foreign object on the PVC, or returns any
+// other error for a retry.
+func (r *PopulatorReconciler) refuse(ctx context.Context, pvc *corev1.PersistentVolumeClaim, err error) (ctrl.Result, error) {
+	if !isForeign(err) {
+		return ctrl.Result{}, err
+	}
+	r.fail(ctx, pvc, ReasonForeignObject, err.Error())
+	return ctrl.Result{RequeueAfter: foreignRecheck}, nil
 }
 
 // tooSmall says why a PVC cannot hold a disk of size bytes, or "".
@@ -236,14 +254,8 @@ func primeName(pvc *corev1.PersistentVolumeClaim, kind string) string {
 // ensurePrime gets or creates the prime PVC: the user's PVC without its
 // data source, the volume the Job writes and then hands over.
 func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.PersistentVolumeClaim, node string) (*corev1.PersistentVolumeClaim, error) {
-	prime := &corev1.PersistentVolumeClaim{}
-	key := types.NamespacedName{Namespace: pvc.Namespace, Name: primeName(pvc, "prime")}
-	err := r.Get(ctx, key, prime)
-	if err == nil || !apierrors.IsNotFound(err) {
-		return prime, err
-	}
-	prime = &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace, Labels: map[string]string{LabelPopulates: string(pvc.UID)}},
+	prime := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime"), Namespace: pvc.Namespace, Labels: map[string]string{LabelPopulates: string(pvc.UID)}},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			StorageClassName: pvc.Spec.StorageClassName,
 			AccessModes:      pvc.Spec.AccessModes,
@@ -254,21 +266,13 @@ func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.Persi
 	if node != "" {
 		prime.Annotations = map[string]string{annSelectedNode: node}
 	}
-	if err := createOwned(ctx, r.Client, r.Scheme, pvc, prime); err != nil {
-		return nil, err
-	}
-	return prime, nil
+	prime, _, err := ensureChild(ctx, r.Client, pvc, AnnPrimeUID, prime)
+	return prime, err
 }
 
 // ensureJob gets or creates the Job writing the image's content into the
 // prime PVC: disk.img on a Filesystem volume, the device in Block mode.
 func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim, chain []*v1alpha1.VMDKImage, node string) (*batchv1.Job, error) {
-	job := &batchv1.Job{}
-	key := types.NamespacedName{Namespace: pvc.Namespace, Name: primeName(pvc, "populate")}
-	err := r.Get(ctx, key, job)
-	if err == nil || !apierrors.IsNotFound(err) {
-		return job, err
-	}
 	p := imagerPod{uid: r.DiskUID, gid: r.DiskGID, node: node}
 	p.volumes, p.mounts = chainVolumes(chain)
 	p.volumes = append(p.volumes, pvcVolume("target", prime.Name, false))
@@ -282,17 +286,20 @@ func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.
 	p.args = []string{"import", "--result-file", resultPath, "--root", imagesDir, "--target", target,
 		"--target-format", "raw", "--fs-overhead", strconv.FormatFloat(fsOverhead, 'f', -1, 64),
 		imagePath(chain[0].Name)}
-	job = imagerJob(key.Name, key.Namespace, map[string]string{LabelPopulates: string(pvc.UID)}, p, r.Imager)
-	if err := createOwned(ctx, r.Client, r.Scheme, pvc, job); err != nil {
-		return nil, err
+	job := imagerJob(primeName(pvc, "populate"), pvc.Namespace, map[string]string{LabelPopulates: string(pvc.UID)}, p, r.Imager)
+	job, created, err := ensureChild(ctx, r.Client, pvc, AnnPopulateJobUID, job)
+	if created {
+		r.event(pvc, corev1.EventTypeNormal, EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)
 	}
-	r.event(pvc, corev1.EventTypeNormal, EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)
-	return job, nil
+	return job, err
 }
 
 // rebind hands the prime PVC's volume to the user's PVC: the PV's claimRef
 // moves to the user's PVC, the PV controller binds it and marks the prime
 // PVC Lost, and then the prime PVC and the Job are deleted.
+//
+// This is the populator's one cluster-scoped write, so it is made only on
+// a PV proven to be the prime's own (see verifyPrimeVolume).
 func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim) (ctrl.Result, error) {
 	if prime.Spec.VolumeName == "" {
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
@@ -300,6 +307,15 @@ func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.Per
 	pv := &corev1.PersistentVolume{}
 	if err := r.Get(ctx, types.NamespacedName{Name: prime.Spec.VolumeName}, pv); err != nil {
 		return ctrl.Result{}, err
+	}
+	if ref := pv.Spec.ClaimRef; ref != nil && ref.UID == pvc.UID && pvc.Annotations[AnnVolume] == pv.Name {
+		// Handed over by an earlier reconcile: the PV controller binds
+		// the user's PVC, and its Bound status brings us back to clean up.
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	}
+	if msg := verifyPrimeVolume(pvc, prime, pv); msg != "" {
+		r.fail(ctx, pvc, ReasonVolumeNotVerified, msg)
+		return ctrl.Result{RequeueAfter: foreignRecheck}, nil
 	}
 	if pvc.Annotations[AnnVolume] != pv.Name {
 		// Recorded first: once bound, this is how the PVC's volume is
@@ -313,35 +329,50 @@ func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.Per
 			return ctrl.Result{}, err
 		}
 	}
-	if ref := pv.Spec.ClaimRef; ref == nil || ref.UID != pvc.UID {
-		patch := client.MergeFrom(pv.DeepCopy())
-		pv.Spec.ClaimRef = &corev1.ObjectReference{
-			Kind: "PersistentVolumeClaim", APIVersion: "v1",
-			Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID, ResourceVersion: pvc.ResourceVersion,
-		}
-		if err := r.Patch(ctx, pv, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("rebind PV %s: %w", pv.Name, err)
-		}
-		r.annotate(ctx, pvc, PopPopulating, "100%", "binding the populated volume "+pv.Name)
-		r.event(pvc, corev1.EventTypeNormal, EventPopulatorFinished, "populated volume %s handed to this PVC", pv.Name)
+	// The patch carries the PV's resourceVersion: if the PV changed since
+	// it was verified, the write fails and the next reconcile verifies
+	// again.
+	patch := client.MergeFromWithOptions(pv.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	pv.Spec.ClaimRef = &corev1.ObjectReference{
+		Kind: "PersistentVolumeClaim", APIVersion: "v1",
+		Namespace: pvc.Namespace, Name: pvc.Name, UID: pvc.UID, ResourceVersion: pvc.ResourceVersion,
 	}
-	// The PV controller binds the user's PVC; its Bound status brings us
-	// back to clean up.
+	if err := r.Patch(ctx, pv, patch); err != nil {
+		return ctrl.Result{}, fmt.Errorf("rebind PV %s: %w", pv.Name, err)
+	}
+	r.annotate(ctx, pvc, PopPopulating, "100%", "binding the populated volume "+pv.Name)
+	r.event(pvc, corev1.EventTypeNormal, EventPopulatorFinished, "populated volume %s handed to this PVC", pv.Name)
 	return ctrl.Result{RequeueAfter: progressInterval}, nil
 }
 
-// cleanup deletes the prime PVC and the Job of a populated or deleted PVC.
+// verifyPrimeVolume says why pv may not be handed to pvc, or "". The
+// prime PVC was verified by UID, but what it is bound to is the PV
+// controller's word and the PV's: the prime must be Bound to pv, pv's
+// claimRef must name the prime by UID (so pv is no one else's volume,
+// whatever the prime's spec.volumeName says), and pv must be of the
+// storage class the user asked for.
+func verifyPrimeVolume(pvc, prime *corev1.PersistentVolumeClaim, pv *corev1.PersistentVolume) string {
+	ref := pv.Spec.ClaimRef
+	switch {
+	case prime.Status.Phase != corev1.ClaimBound || prime.Spec.VolumeName != pv.Name:
+		return fmt.Sprintf("prime PVC %s is not Bound to PV %s: refusing to hand that volume over", prime.Name, pv.Name)
+	case ref == nil || ref.UID != prime.UID || ref.Namespace != prime.Namespace || ref.Name != prime.Name:
+		return fmt.Sprintf("PV %s is not bound to prime PVC %s (its claimRef names another claim): refusing to hand it over", pv.Name, prime.Name)
+	case pvc.Spec.StorageClassName == nil || pv.Spec.StorageClassName != *pvc.Spec.StorageClassName:
+		return fmt.Sprintf("PV %s is of storage class %q, not the PVC's: refusing to hand it over", pv.Name, pv.Spec.StorageClassName)
+	}
+	return ""
+}
+
+// cleanup deletes the prime PVC and the Job of a populated or deleted
+// PVC: only the ones recorded as created for it.
 func (r *PopulatorReconciler) cleanup(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
-	bg := client.PropagationPolicy(metav1.DeletePropagationBackground)
-	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: primeName(pvc, "populate")}}
-	if err := r.Delete(ctx, job, bg); err != nil && !apierrors.IsNotFound(err) {
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "populate")}}
+	if err := deleteChild(ctx, r.Client, pvc, job, AnnPopulateJobUID); err != nil {
 		return err
 	}
-	prime := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: primeName(pvc, "prime")}}
-	if err := r.Delete(ctx, prime); err != nil && !apierrors.IsNotFound(err) {
-		return err
-	}
-	return nil
+	prime := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime")}}
+	return deleteChild(ctx, r.Client, pvc, prime, AnnPrimeUID)
 }
 
 func (r *PopulatorReconciler) progressOf(ctx context.Context, job *batchv1.Job) (string, bool) {
@@ -355,13 +386,14 @@ func (r *PopulatorReconciler) copyPrimeEvents(ctx context.Context, pvc, prime *c
 		return
 	}
 	list := &corev1.EventList{}
+	// By UID: anyone may write events naming the prime PVC's name.
 	if err := r.APIReader.List(ctx, list, client.InNamespace(prime.Namespace),
-		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("involvedObject.name", prime.Name)}); err != nil {
+		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("involvedObject.uid", string(prime.UID))}); err != nil {
 		ctrl.LoggerFrom(ctx).V(1).Info("listing the prime PVC's events", "error", err.Error())
 		return
 	}
 	for _, e := range list.Items {
-		if e.Type != corev1.EventTypeWarning || e.InvolvedObject.Kind != "PersistentVolumeClaim" {
+		if e.Type != corev1.EventTypeWarning || e.InvolvedObject.Kind != "PersistentVolumeClaim" || e.InvolvedObject.UID != prime.UID {
 			continue
 		}
 		if _, done := r.copied.LoadOrStore(e.UID, true); done {

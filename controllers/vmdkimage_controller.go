@@ -39,7 +39,14 @@ const (
 	ReasonParentCIDMatches  = "ParentCIDMatches"
 	ReasonParentChanged     = "ParentChanged"
 	ReasonChildrenExist     = "ChildrenExist"
+	// ReasonPodEvicted: the kubelet evicted the Job's pod (its scratch
+	// space or log outgrew its ephemeral-storage limit, or the node ran
+	// short) as many times as the Job retries.
+	ReasonPodEvicted = "PodEvicted"
 )
+
+// podReasonEvicted is the kubelet's pod status reason for an eviction.
+const podReasonEvicted = "Evicted"
 
 // Event reasons.
 const (
@@ -122,10 +129,13 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 			return ctrl.Result{}, nil
 		}
 		pvc := &corev1.PersistentVolumeClaim{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: img.Namespace, Name: st.ClaimName}, pvc); err == nil {
+		switch err := getChild(ctx, r.Client, img, AnnClaimUID, st.ClaimName, pvc); {
+		case err == nil:
 			if err := r.growPVC(ctx, img, pvc); err != nil {
 				return ctrl.Result{}, err
 			}
+		case isForeign(err):
+			r.refuseForeign(img, err)
 		}
 		if token := img.Annotations[v1alpha1.AnnotationRefresh]; token != "" && token != st.Refreshed {
 			return r.refresh(ctx, img, token)
@@ -149,19 +159,17 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 	}
 	claim, err := r.ensurePVC(ctx, img, sourceSize)
 	if err != nil {
-		return ctrl.Result{}, err
+		return r.refuse(img, err)
 	}
 	st.ClaimName = claim.Name
 
 	desired := jobFor(img, claim.Name, mounts, r.Imager)
 	st.JobName = desired.Name
-	job := &batchv1.Job{}
-	err = r.Get(ctx, client.ObjectKeyFromObject(desired), job)
+	job, created, err := ensureChild(ctx, r.Client, img, AnnJobUID, desired)
 	switch {
-	case apierrors.IsNotFound(err):
-		if err := createOwned(ctx, r.Client, r.Scheme, img, desired); err != nil {
-			return ctrl.Result{}, err
-		}
+	case err != nil:
+		return r.refuse(img, err)
+	case created:
 		op := operationOf(img)
 		st.Phase = phaseOf(op)
 		st.Progress = ""
@@ -170,10 +178,32 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 		r.event(img, corev1.EventTypeNormal, map[Operation]string{OpCreate: EventCreateStarted, OpImport: EventImportStarted, OpFlatten: EventFlattenStarted}[op],
 			"Job %s %ss the image into PVC %s", desired.Name, op, claim.Name)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
-	case err != nil:
-		return ctrl.Result{}, err
 	}
 	return r.observeJob(ctx, img, job)
+}
+
+// refuse records a refusal of a foreign object in the image's conditions
+// (it stays Pending: removing the squatter lets it go on), or returns any
+// other error for a retry.
+func (r *VMDKImageReconciler) refuse(img *v1alpha1.VMDKImage, err error) (ctrl.Result, error) {
+	if !isForeign(err) {
+		return ctrl.Result{}, err
+	}
+	img.Status.Phase = v1alpha1.PhasePending
+	r.refuseForeign(img, err)
+	return ctrl.Result{RequeueAfter: foreignRecheck}, nil
+}
+
+// refuseForeign sets the conditions and event of a refused foreign object.
+func (r *VMDKImageReconciler) refuseForeign(img *v1alpha1.VMDKImage, err error) {
+	msg := err.Error()
+	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Reason != ReasonForeignObject || c.Message != msg {
+		r.event(img, corev1.EventTypeWarning, ReasonForeignObject, "%s", msg)
+	}
+	if img.Status.Phase != v1alpha1.PhaseReady {
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, ReasonForeignObject, msg)
+		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonForeignObject, msg)
+	}
 }
 
 // observeJob records a Job's progress, or its result once it has ended.
@@ -208,13 +238,26 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 		r.event(img, corev1.EventTypeNormal, EventReady, "image ready: %s, CID %s, %d bytes allocated", res.CreateType, res.CID, res.AllocatedBytes)
 		return ctrl.Result{}, r.checkChain(ctx, img)
 	}
-	reason, msg := ReasonNoResult, "Job "+job.Name+" ended without a result"
+	reason, msg := failureOf(job, res, pod, failed)
+	st.Phase = v1alpha1.PhaseFailed
+	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
+	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	r.event(img, corev1.EventTypeWarning, EventFailed, "%s: %s", reason, msg)
+	return ctrl.Result{}, nil
+}
+
+// failureOf says why a finished Job did not succeed: imager's result,
+// else what became of its last pod, else the Job's own condition.
+func failureOf(job *batchv1.Job, res *result.Result, pod *corev1.Pod, failed bool) (reason, msg string) {
+	reason, msg = ReasonNoResult, "Job "+job.Name+" ended without a result"
 	switch {
 	case res != nil && res.Phase == result.Failed:
 		reason, msg = res.Reason, res.Message
 		if !res.Permanent && reason != result.ReasonInvalidArguments {
 			msg = fmt.Sprintf("%s (gave up after %d attempts)", msg, job.Status.Failed)
 		}
+	case pod != nil && pod.Status.Reason == podReasonEvicted:
+		reason, msg = ReasonPodEvicted, fmt.Sprintf("Job %s: pod %s was evicted: %s", job.Name, pod.Name, pod.Status.Message)
 	case pod != nil:
 		if t := terminated(pod); t != nil {
 			msg = fmt.Sprintf("Job %s: pod %s exited with code %d (%s)", job.Name, pod.Name, t.ExitCode, t.Reason)
@@ -222,11 +265,7 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 	case failed:
 		reason, msg = ReasonRetriesExhausted, "Job "+job.Name+" failed: "+jobFailureMessage(job)
 	}
-	st.Phase = v1alpha1.PhaseFailed
-	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
-	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
-	r.event(img, corev1.EventTypeWarning, EventFailed, "%s: %s", reason, msg)
-	return ctrl.Result{}, nil
+	return reason, msg
 }
 
 // refresh re-reads a Ready image's identity from its files with an
@@ -247,15 +286,15 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	p := imagerPod{args: []string{"info", "--result-file", resultPath, "--root", imagesDir, imagePath(img.Name)},
 		volumes: volumes, mounts: mounts, uid: r.Imager.UID, gid: r.Imager.GID}
 	desired := imagerJob(hashedName(img.Name, string(img.UID)+"/"+token, "refresh"), img.Namespace, map[string]string{LabelImage: img.Name}, p, r.Imager)
-	job := &batchv1.Job{}
-	err := r.Get(ctx, client.ObjectKeyFromObject(desired), job)
-	if apierrors.IsNotFound(err) {
-		if err := createOwned(ctx, r.Client, r.Scheme, img, desired); err != nil {
-			return ctrl.Result{}, err
-		}
-		return ctrl.Result{RequeueAfter: progressInterval}, nil
+	job, created, err := ensureChild(ctx, r.Client, img, AnnRefreshJobUID, desired)
+	if isForeign(err) {
+		st.Refreshed = token
+		r.event(img, corev1.EventTypeWarning, EventRefreshFailed, "re-reading the image refused: %v", err)
+		return ctrl.Result{}, nil
 	} else if err != nil {
 		return ctrl.Result{}, err
+	} else if created {
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	if finished, _ := jobFinished(job); !finished {
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
@@ -277,16 +316,6 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
 	r.event(img, corev1.EventTypeNormal, EventRefreshed, "re-read from its files: CID %s, %d bytes allocated", res.CID, res.AllocatedBytes)
 	return ctrl.Result{}, r.checkChain(ctx, img)
-}
-
-// createOwned creates obj controlled by owner (so it is watched through
-// Owns and deleted with owner); one that already exists is fine, since
-// names derive from UIDs and a reconcile may race its own earlier create.
-func createOwned(ctx context.Context, c client.Client, scheme *runtime.Scheme, owner, obj client.Object) error {
-	if err := ctrl.SetControllerReference(owner, obj, scheme); err != nil {
-		return err
-	}
-	return client.IgnoreAlreadyExists(c.Create(ctx, obj))
 }
 
 // jobFinished reads a Job's terminal conditions.
@@ -325,23 +354,43 @@ func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*result.
 	var lastAt time.Time
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		t := terminated(p)
-		if t == nil {
+		if !ownedBy(p, job) {
 			continue
 		}
-		if last == nil || t.FinishedAt.After(lastAt) {
-			last, lastAt = p, t.FinishedAt.Time
+		var at time.Time
+		switch t := terminated(p); {
+		case t != nil:
+			at = t.FinishedAt.Time
+		case p.Status.Phase == corev1.PodFailed:
+			// Evicted before its container ran, or its status lost.
+			at = p.CreationTimestamp.Time
+		default:
+			continue
+		}
+		if last == nil || at.After(lastAt) {
+			last, lastAt = p, at
 		}
 	}
 	if last == nil {
 		return nil, nil, nil
 	}
-	res, err := result.Parse(terminated(last).Message)
+	t := terminated(last)
+	if t == nil {
+		return nil, last, nil
+	}
+	res, err := result.Parse(t.Message)
 	if err != nil {
 		log.FromContext(ctx).Info("pod has no imager result", "pod", last.Name, "error", err.Error())
 		return nil, last, nil
 	}
 	return res, last, nil
+}
+
+// ownedBy reports whether the Job controller made p for job: a label is
+// anyone's to set, so the pod must also be controlled by job's UID.
+func ownedBy(p *corev1.Pod, job *batchv1.Job) bool {
+	ref := metav1.GetControllerOf(p)
+	return ref != nil && ref.UID == job.UID && ref.Kind == "Job"
 }
 
 func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
@@ -364,7 +413,7 @@ func jobProgress(ctx context.Context, c client.Reader, logs PodLogReader, job *b
 	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if p.Status.Phase != corev1.PodRunning {
+		if p.Status.Phase != corev1.PodRunning || !ownedBy(p, job) {
 			continue
 		}
 		lines, err := logs.LastLines(ctx, p.Namespace, p.Name, containerName, 10)
@@ -461,17 +510,9 @@ func (r *VMDKImageReconciler) setWaiting(img *v1alpha1.VMDKImage, w *waitReason)
 // ensurePVC gets or creates the image's PVC, and grows its request when
 // spec.storage.size grew.
 func (r *VMDKImageReconciler) ensurePVC(ctx context.Context, img *v1alpha1.VMDKImage, sourceSize int64) (*corev1.PersistentVolumeClaim, error) {
-	desired := pvcFor(img, nameFor(img, "disk"), sourceSize)
-	pvc := &corev1.PersistentVolumeClaim{}
-	err := r.Get(ctx, client.ObjectKeyFromObject(desired), pvc)
-	if apierrors.IsNotFound(err) {
-		if err := createOwned(ctx, r.Client, r.Scheme, img, desired); err != nil {
-			return nil, err
-		}
-		return desired, nil
-	}
-	if err != nil {
-		return nil, err
+	pvc, created, err := ensureChild(ctx, r.Client, img, AnnClaimUID, pvcFor(img, nameFor(img, "disk"), sourceSize))
+	if err != nil || created {
+		return pvc, err
 	}
 	return pvc, r.growPVC(ctx, img, pvc)
 }

@@ -79,8 +79,9 @@ func noJob(ns, name string) {
 func jobPod(job *batchv1.Job, phase corev1.PodPhase, term *corev1.ContainerStateTerminated) *corev1.Pod {
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Namespace: job.Namespace, Labels: map[string]string{batchv1.JobNameLabel: job.Name}},
-		Spec:       *job.Spec.Template.Spec.DeepCopy(),
+		ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Namespace: job.Namespace, Labels: map[string]string{batchv1.JobNameLabel: job.Name},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(job, batchv1.SchemeGroupVersion.WithKind("Job"))}},
+		Spec: *job.Spec.Template.Spec.DeepCopy(),
 	}
 	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
 	st := corev1.ContainerStatus{Name: containerName, Image: job.Spec.Template.Spec.Containers[0].Image}

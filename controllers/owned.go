@@ -1,0 +1,145 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Children are found by deterministic names, but a name proves nothing: a
+// tenant can create a PVC or a Job with any name in its own namespace,
+// with any labels and ownerReferences. So every child the controllers
+// create has its UID recorded on its owner at once, under an annotation
+// of its own, and only the object with that UID is ever used, updated or
+// deleted. An object squatting on the name is refused.
+
+// Annotations on an owner recording the UIDs of the children created for it.
+const (
+	// On a user's PVC being populated.
+	AnnPrimeUID       = "storage.vmdkpop.io/prime-uid"
+	AnnPopulateJobUID = "storage.vmdkpop.io/populate-job-uid"
+	// On a VMDKImage.
+	AnnClaimUID      = "storage.vmdkpop.io/claim-uid"
+	AnnJobUID        = "storage.vmdkpop.io/job-uid"
+	AnnRefreshJobUID = "storage.vmdkpop.io/refresh-job-uid"
+)
+
+// ReasonForeignObject is the condition and event reason of a refusal: an
+// object with a child's name exists that the controller did not create.
+const ReasonForeignObject = "ForeignObject"
+
+// ForeignObjectError says an object holds a name the controller derives
+// for a child, but is not the child it recorded.
+type ForeignObjectError struct {
+	Kind, Name string
+}
+
+func (e *ForeignObjectError) Error() string {
+	return fmt.Sprintf("%s %s was not created by vmdkpop for this object: refusing to use it (delete it to let vmdkpop create its own)", e.Kind, e.Name)
+}
+
+// isForeign reports whether err is a refusal of a foreign object.
+func isForeign(err error) bool {
+	var fe *ForeignObjectError
+	return errors.As(err, &fe)
+}
+
+// ensureChild returns the child recorded under key on owner: the existing
+// object named like desired if its UID is the recorded one, otherwise
+// desired itself, created (controlled by owner) and recorded; created
+// tells which. A squatter on the name is a *ForeignObjectError.
+func ensureChild[T any, P interface {
+	*T
+	client.Object
+}](ctx context.Context, c client.Client, owner client.Object, key string, desired P) (child P, created bool, err error) {
+	existing := P(new(T))
+	err = getChild(ctx, c, owner, key, desired.GetName(), existing)
+	if err == nil || !apierrors.IsNotFound(err) {
+		return existing, false, err
+	}
+	kind := kindOf(desired, c.Scheme())
+	if err := ctrl.SetControllerReference(owner, desired, c.Scheme()); err != nil {
+		return nil, false, err
+	}
+	if err := c.Create(ctx, desired); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			// Not there a moment ago and not ours now: someone raced us.
+			return nil, false, &ForeignObjectError{Kind: kind, Name: desired.GetName()}
+		}
+		return nil, false, fmt.Errorf("create %s %s: %w", kind, desired.GetName(), err)
+	}
+	if err := recordUID(ctx, c, owner, key, desired.GetUID()); err != nil {
+		// Unrecorded, the child would be refused as foreign from now on:
+		// take it back and let the next reconcile start again.
+		uid := desired.GetUID()
+		derr := c.Delete(ctx, desired, client.Preconditions{UID: &uid}, client.PropagationPolicy(metav1.DeletePropagationBackground))
+		return nil, false, errors.Join(fmt.Errorf("record %s %s on its owner: %w", kind, desired.GetName(), err), client.IgnoreNotFound(derr))
+	}
+	return desired, true, nil
+}
+
+// getChild reads the child named name into into and checks it is the one
+// recorded under key on owner: NotFound when there is no such object, a
+// *ForeignObjectError when there is one but it is not the recorded child.
+func getChild(ctx context.Context, c client.Client, owner client.Object, key, name string, into client.Object) error {
+	if err := c.Get(ctx, types.NamespacedName{Namespace: owner.GetNamespace(), Name: name}, into); err != nil {
+		return err
+	}
+	if recorded := owner.GetAnnotations()[key]; recorded == "" || types.UID(recorded) != into.GetUID() {
+		return &ForeignObjectError{Kind: kindOf(into, c.Scheme()), Name: name}
+	}
+	return nil
+}
+
+// deleteChild deletes the child recorded under key on owner, if it still
+// exists: by name, with the recorded UID as a precondition, so a squatter
+// on the name is never touched.
+func deleteChild(ctx context.Context, c client.Client, owner, obj client.Object, key string) error {
+	recorded := types.UID(owner.GetAnnotations()[key])
+	if recorded == "" {
+		return nil
+	}
+	obj.SetNamespace(owner.GetNamespace())
+	err := c.Delete(ctx, obj, client.Preconditions{UID: &recorded}, client.PropagationPolicy(metav1.DeletePropagationBackground))
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil // gone, or the name now holds something else: not ours
+	}
+	return err
+}
+
+// recordUID sets owner's annotation key to uid with a merge patch (no
+// conflict with other writers). The patch is made on a copy, so the
+// caller's in-memory status survives; only annotations and
+// resourceVersion are brought back.
+func recordUID(ctx context.Context, c client.Client, owner client.Object, key string, uid types.UID) error {
+	cp := owner.DeepCopyObject().(client.Object)
+	patch := client.MergeFrom(owner.DeepCopyObject().(client.Object))
+	ann := cp.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[key] = string(uid)
+	cp.SetAnnotations(ann)
+	if err := c.Patch(ctx, cp, patch); err != nil {
+		return err
+	}
+	owner.SetAnnotations(cp.GetAnnotations())
+	owner.SetResourceVersion(cp.GetResourceVersion())
+	return nil
+}
+
+func kindOf(obj client.Object, scheme *runtime.Scheme) string {
+	if gvks, _, err := scheme.ObjectKinds(obj); err == nil && len(gvks) > 0 {
+		return gvks[0].Kind
+	}
+	t := fmt.Sprintf("%T", obj)
+	return t[strings.LastIndex(t, ".")+1:]
+}
