@@ -32,13 +32,16 @@ func runCommit(args []string, stdout, stderr io.Writer) error {
 func runRebase(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rebase", flag.ContinueOnError)
 	backing := fs.String("b", "", "new backing file (empty: none, the image becomes self-contained)")
-	fs.String("F", "vmdk", "backing file format (vmdk)")
+	backingFormat := fs.String("F", "vmdk", "backing file format (vmdk)")
 	unsafe := fs.Bool("u", false, "unsafe: only rewrite the backing file name and CID, copy no data")
 	var pf pathFlags
 	pf.register(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
+	}
+	if *backingFormat != "vmdk" {
+		return usagef("-F %q: backing files are vmdk", *backingFormat)
 	}
 	return vmdk.Rebase(background, pos[0], *backing, pf.options(), *unsafe)
 }

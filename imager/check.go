@@ -8,12 +8,17 @@ import (
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
-// Exit codes of `imager check`, as qemu-img check uses them.
+// Exit codes of `imager check`, as qemu-img check uses them, plus one for
+// a bad command line: 2 and 3 are findings about the image and 1 says the
+// image could not be read, so none of them may stand for a typo (a script
+// that repairs on 2 or retries on 1 would act on an image nobody checked).
+// 64 is EX_USAGE of sysexits.h.
 const (
 	checkClean   = 0
 	checkFailed  = 1 // the check itself could not run
 	checkCorrupt = 2
 	checkLeaks   = 3
+	checkUsage   = 64
 )
 
 func runCheck(args []string, stdout, stderr io.Writer) error {

@@ -23,6 +23,12 @@ func runCompare(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkFormat("-f", *fmtA); err != nil {
+		return err
+	}
+	if err := checkFormat("-F", *fmtB); err != nil {
+		return err
+	}
 	a, err := openImage(pos[0], *fmtA, &pf)
 	if err != nil {
 		return err

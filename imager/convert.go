@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
@@ -17,7 +18,18 @@ const (
 )
 
 func runConvert(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	return convertCommand("convert", args, stderr)
+}
+
+// runFlatten is convert with VMDK output by default: the chain's content
+// goes into one self-contained image, holes kept.
+func runFlatten(args []string, stdout, stderr io.Writer) error {
+	return convertCommand("flatten", append([]string{"-O", "vmdk"}, args...), stderr)
+}
+
+// convertCommand runs convert or flatten (cmd: the name messages use).
+func convertCommand(cmd string, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	srcFormat := fs.String("f", "", "source format: vmdk or raw (default: probe)")
 	dstFormat := fs.String("O", "raw", "output format: raw or vmdk")
 	var options optionList
@@ -33,32 +45,40 @@ func runConvert(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *resultFile != "" && *dstFormat != "vmdk" {
-		return fmt.Errorf("--result-file describes VMDK output: use it with -O vmdk")
+		return usagef("--result-file describes VMDK output: use it with -O vmdk")
 	}
-	err = convert(pos, *srcFormat, *dstFormat, options, *level, *progress, *cache, &pf, stderr)
-	return withResult("convert", *resultFile, pos[1], &pf, err)
+	opts, err := convertOptions(*srcFormat, *dstFormat, options, *level, *cache)
+	if err != nil {
+		return err
+	}
+	err = convert(pos, *srcFormat, *dstFormat, opts, *level, *progress, *cache, &pf, stderr)
+	return withResult(cmd, *resultFile, pos[1], &pf, err)
 }
 
-func convert(pos []string, srcFormat, dstFormat string, options optionList, level int, progress bool, cache string, pf *pathFlags, stderr io.Writer) error {
-	if cache != "writeback" && cache != "unsafe" {
-		return fmt.Errorf("cache mode %q: want writeback or unsafe", cache)
+// convertOptions checks convert's flags; its errors are usage errors.
+func convertOptions(srcFormat, dstFormat string, options optionList, level int, cache string) (vmdkOptions, error) {
+	if err := checkFormat("-f", srcFormat); err != nil {
+		return vmdkOptions{}, err
 	}
-	var (
-		opts vmdkOptions
-		err  error
-	)
+	if cache != "writeback" && cache != "unsafe" {
+		return vmdkOptions{}, usagef("-t %q: want writeback or unsafe", cache)
+	}
+	if level < 0 || level > 9 {
+		return vmdkOptions{}, usagef("-c %d: want a zlib level from 1 to 9", level)
+	}
 	switch dstFormat {
 	case "raw":
 		if len(options) != 0 || level != 0 {
-			return fmt.Errorf("-o and -c apply to -O vmdk only")
+			return vmdkOptions{}, usagef("-o and -c apply to -O vmdk only")
 		}
+		return vmdkOptions{}, nil
 	case "vmdk":
-		if opts, err = parseVMDKOptions(options); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("output format %q: want raw or vmdk", dstFormat)
+		return parseVMDKOptions(options)
 	}
+	return vmdkOptions{}, usagef("-O %q: want raw or vmdk", dstFormat)
+}
+
+func convert(pos []string, srcFormat, dstFormat string, opts vmdkOptions, level int, progress bool, cache string, pf *pathFlags, stderr io.Writer) error {
 	src, err := openImage(pos[0], srcFormat, pf)
 	if err != nil {
 		return err
@@ -77,15 +97,12 @@ func convert(pos []string, srcFormat, dstFormat string, options optionList, leve
 		err = convertToRaw(src, pos[1], cache == "writeback", report)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", pos[1], err)
+		err = fmt.Errorf("%s: %w", pos[1], err)
+		if !isDevice(pos[1]) { // a device's size is checked before writing
+			err = volumeTooSmall(err, filepath.Dir(pos[1]), src.Size())
+		}
 	}
-	return nil
-}
-
-// runFlatten is convert with VMDK output by default: the chain's content
-// goes into one self-contained image, holes kept.
-func runFlatten(args []string, stdout, stderr io.Writer) error {
-	return runConvert(append([]string{"-O", "vmdk"}, args...), stdout, stderr)
+	return err
 }
 
 func convertToRaw(src image, path string, sync bool, report func(int64)) error {
@@ -206,7 +223,7 @@ func copyChunk(src image, dst copyTarget, c chunk, buf []byte) error {
 		if dst.zero == nil {
 			return nil // the destination was created empty: a hole
 		}
-		return dst.zero(c.off, c.n)
+		return onTarget(dst.zero(c.off, c.n))
 	}
 	buf = buf[:c.n]
 	if _, err := src.ReadAt(buf, c.off); err != nil && err != io.EOF {
@@ -226,10 +243,10 @@ func writeSparse(dst copyTarget, buf []byte, off int64) error {
 		}
 		if !zero {
 			_, err := dst.dst.WriteAt(buf[from:to], off+int64(from))
-			return err
+			return onTarget(err)
 		}
 		if dst.zero != nil {
-			return dst.zero(off+int64(from), int64(to-from))
+			return onTarget(dst.zero(off+int64(from), int64(to-from)))
 		}
 		return nil
 	}

@@ -4,8 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
+	"path/filepath"
 
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -21,27 +20,30 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 	resultFile := resultFlag(fs)
 	var pf pathFlags
 	pf.register(fs)
-	fs.SetOutput(io.Discard)
 	pos, err := parseArgsRange(fs, args, 1, 2)
 	if err != nil {
 		return err
 	}
 	if *format != "vmdk" || *backingFormat != "vmdk" {
-		return fmt.Errorf("only vmdk images (and vmdk backing files) can be created")
+		return usagef("only vmdk images (and vmdk backing files) can be created")
 	}
 	opts, err := parseVMDKOptions(options)
 	if err != nil {
 		return err
 	}
 	var size int64
-	if len(pos) == 2 {
+	switch {
+	case len(pos) == 2:
 		if size, err = parseSize(pos[1]); err != nil {
 			return err
 		}
-	} else if *backing == "" {
-		return fmt.Errorf("a size is needed without a backing file")
+	case *backing == "":
+		return usagef("a size is needed without a backing file")
 	}
-	err = vmdk.Create(pos[0], opts.create(size, *backing, &pf))
+	if *backing != "" && (opts.flat() || opts.subformat == vmdk.StreamOptimized) {
+		return usagef("-b: a %s image cannot have a backing file (use a sparse subformat)", opts.subformat)
+	}
+	err = create(pos[0], opts, size, *backing, &pf)
 	if err := withResult("create", *resultFile, pos[0], &pf, err); err != nil {
 		return err
 	}
@@ -51,19 +53,23 @@ func runCreate(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// parseSize reads qemu-img sizes: bytes, or a number with a binary suffix
-// k, M, G, T, P (case-insensitive, optional "B"/"iB").
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
-	shift := 0
-	if n := len(t); n > 0 {
-		if i := strings.IndexByte("KMGTP", t[n-1]); i >= 0 {
-			shift, t = 10*(i+1), t[:n-1]
+// create makes the image at path. The backing file is opened first, so
+// that its errors are the source's (a missing parent is SourceNotFound)
+// and everything vmdk.Create reports after is creating the target.
+func create(path string, opts vmdkOptions, size int64, backing string, pf *pathFlags) error {
+	if backing != "" {
+		parent, err := vmdk.Open(backing, pf.options())
+		if err != nil {
+			return fmt.Errorf("backing file: %w", err)
 		}
+		if size == 0 {
+			size = parent.Size()
+		}
+		parent.Close()
 	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 || v*float64(int64(1)<<shift) > 1<<62 {
-		return 0, fmt.Errorf("size %q: want bytes or a number with a k, M, G, T or P suffix", s)
+	err := vmdk.Create(path, opts.create(size, backing, pf))
+	if err != nil {
+		err = volumeTooSmall(targetOpenErr(err), filepath.Dir(path), size)
 	}
-	return int64(v * float64(int64(1)<<shift)), nil
+	return err
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
+	"crypto/tls"
 	"errors"
+	"flag"
+	"fmt"
 	"io/fs"
 	"syscall"
 
@@ -11,7 +15,8 @@ import (
 )
 
 // importError is a failure with the reason its result reports and whether
-// retrying could help.
+// retrying could help, decided where the failure is understood best (an
+// HTTP status, a damaged OVA).
 type importError struct {
 	reason    string
 	permanent bool
@@ -29,17 +34,85 @@ func transient(reason string, err error) error {
 	return &importError{reason: reason, err: err}
 }
 
+// usageError is a command line that is wrong by itself: an unknown flag, a
+// missing or extra argument, a bad size or -o value. It is found before any
+// work starts and no retry can fix it (exit 2; check exits 64). flags,
+// when set, is the command's flag set, for -h.
+type usageError struct {
+	err   error
+	flags *flag.FlagSet
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error {
+	return &usageError{err: fmt.Errorf(format, a...)}
+}
+
+// asUsage marks err, found while reading the command line, as a usage error.
+func asUsage(err error) error {
+	var ue *usageError
+	if err == nil || errors.As(err, &ue) {
+		return err
+	}
+	return &usageError{err: err}
+}
+
+// targetError marks an error from creating or writing the output. The
+// errno alone does not say which side failed: EACCES on the target means
+// it is not writable, on the source that imager may not read it; ENOENT on
+// the target is a bad target path, not a missing source.
+type targetError struct{ err error }
+
+func (e *targetError) Error() string { return e.err.Error() }
+func (e *targetError) Unwrap() error { return e.err }
+
+func onTarget(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &targetError{err}
+}
+
+// targetOpenErr marks an error opening or creating the target. What the
+// errno table does not name (a name too long, a loop of symlinks) fails the
+// same way on every attempt, so it is permanent rather than the transient
+// default.
+func targetOpenErr(err error) error {
+	err = onTarget(err)
+	if reason, _ := classify(err); reason == result.ReasonFailed {
+		return permanent(result.ReasonTargetError, err)
+	}
+	return err
+}
+
 // errTerminated is the cause of the context a signal cancels.
 var errTerminated = errors.New("terminated by a signal")
 
-// classify maps an import error to its result reason and permanence: bad
-// input stays bad however often it is retried; I/O and the network may not.
+// classify is the one place that maps an error to its result reason and
+// permanence: bad input stays bad however often it is retried; the network,
+// I/O and space others may free may not. README's "Exit codes and reasons"
+// is this table.
 func classify(err error) (reason string, permanent bool) {
-	var ie *importError
-	var small *tooSmallError
+	var (
+		ie    *importError
+		ue    *usageError
+		small *tooSmallError
+		te    *targetError
+		cert  *tls.CertificateVerificationError
+	)
+	target := errors.As(err, &te)
 	switch {
 	case errors.Is(err, errTerminated) || errors.Is(err, context.Canceled):
 		return result.ReasonTerminated, false
+	case errors.As(err, &ue):
+		return result.ReasonInvalidArguments, true
+	case errors.As(err, &cert):
+		// Before importError: the HTTP client calls every failed request
+		// a transient NetworkError, but a certificate that does not verify
+		// against the CAs given will not on the next attempt either.
+		return result.ReasonSourceError, true
 	case errors.As(err, &ie):
 		return ie.reason, ie.permanent
 	case errors.As(err, &small):
@@ -48,12 +121,74 @@ func classify(err error) (reason string, permanent bool) {
 		return result.ReasonUnsupportedImage, true
 	case errors.Is(err, vmdk.ErrChainBroken):
 		return result.ReasonChainBroken, true
-	case errors.Is(err, vmdk.ErrCorrupt), errors.Is(err, vmdk.ErrNotVMDK), errors.Is(err, vmdk.ErrInsecurePath), errors.Is(err, vmdk.ErrNoAccess):
+	case errors.Is(err, vmdk.ErrCorrupt), errors.Is(err, vmdk.ErrNotVMDK), errors.Is(err, vmdk.ErrInsecurePath), errors.Is(err, vmdk.ErrNoAccess),
+		errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrFieldTooLong), errors.Is(err, tar.ErrInsecurePath): // a damaged OVA
 		return result.ReasonInvalidImage, true
+	case errors.Is(err, vmdk.ErrReadOnly): // an image whose extents are read-only, written to
+		return result.ReasonReadOnlyTarget, true
+	case errors.Is(err, syscall.EFBIG):
+		return result.ReasonFileTooLarge, true
+	case errors.Is(err, syscall.EROFS):
+		return result.ReasonReadOnlyTarget, true
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// volumeTooSmall has already made this TargetTooSmall where the
+		// volume could never hold the disk; here it could: other files
+		// hold the space, and they may go.
+		return result.ReasonNoSpace, false
+	case errors.Is(err, fs.ErrPermission):
+		if target {
+			return result.ReasonTargetNotWritable, true
+		}
+		return result.ReasonUnauthorized, true
 	case errors.Is(err, fs.ErrNotExist):
+		if target {
+			return result.ReasonTargetError, true
+		}
 		return result.ReasonSourceNotFound, true
-	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EROFS), errors.Is(err, fs.ErrPermission):
-		return result.ReasonTargetError, true
+	case errors.Is(err, syscall.EIO):
+		// A volume's I/O error may be its path or node, which the next
+		// pod may not share; a disk that is really bad fails again, and
+		// the Job's backoff limit bounds the attempts.
+		return result.ReasonIOError, false
 	}
 	return result.ReasonFailed, false
+}
+
+// exitCode is the exit code of a command that failed with err: 2 usage,
+// 3 permanent, 143 terminated, 1 anything a retry may fix.
+func exitCode(err error) int {
+	if err == nil {
+		return result.ExitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return result.ExitUsage
+	}
+	switch reason, perm := classify(err); {
+	case reason == result.ReasonTerminated:
+		return result.ExitTerminated
+	case perm:
+		return result.ExitPermanent
+	}
+	return result.ExitTransient
+}
+
+// volumeTooSmall turns ENOSPC writing a disk of need bytes into dir into a
+// tooSmallError when the filesystem could not hold the disk even empty: a
+// retry on the same volume runs out the same way. Anything else is
+// returned as it is.
+func volumeTooSmall(err error, dir string, need int64) error {
+	if need <= 0 || !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs(dir, &st) != nil {
+		return err
+	}
+	capacity := int64(st.Blocks) * st.Bsize
+	if capacity >= need {
+		return err
+	}
+	return &tooSmallError{msg: fmt.Sprintf("%v: the volume holds %s (%d bytes) in all, but the disk's virtual size is %s (%d bytes): it must be at least that big",
+		err, human(capacity), capacity, human(need), need), err: err}
 }

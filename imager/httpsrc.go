@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,16 +44,19 @@ func (o *httpOptions) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", time.Minute, "abandon (and retry) a connection that delivers nothing for this long")
 }
 
-// httpClient fetches one URL with retries.
+// httpClient fetches one URL with retries. url is what is requested;
+// shown is what messages quote: without user info or query values, which
+// may be credentials (a signed URL's token).
 type httpClient struct {
-	c    *http.Client
-	url  string
-	opts httpOptions
-	auth func(*http.Request)
-	log  io.Writer
+	c     *http.Client
+	url   string
+	shown string
+	opts  httpOptions
+	auth  func(*http.Request)
+	log   io.Writer
 }
 
-func newHTTPClient(url string, o httpOptions, log io.Writer) (*httpClient, error) {
+func newHTTPClient(rawURL string, o httpOptions, log io.Writer) (*httpClient, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = o.stallTimeout
 	if o.caFile != "" {
@@ -69,7 +73,7 @@ func newHTTPClient(url string, o httpOptions, log io.Writer) (*httpClient, error
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	h := &httpClient{c: &http.Client{Transport: tr}, url: url, opts: o, log: log}
+	h := &httpClient{c: &http.Client{Transport: tr}, url: rawURL, shown: result.RedactURL(rawURL), opts: o, log: log}
 	if d := o.credsDir; d != "" {
 		exists := func(name string) bool { _, err := os.Stat(filepath.Join(d, name)); return err == nil }
 		switch {
@@ -124,8 +128,7 @@ func (h *httpClient) get(ctx context.Context, from, to int64, validator string) 
 			return resp, nil
 		}
 		last = err
-		var ie *importError
-		if errors.As(err, &ie) && ie.permanent || ctx.Err() != nil || attempt >= h.opts.retries {
+		if _, perm := classify(err); perm || ctx.Err() != nil || attempt >= h.opts.retries {
 			return nil, last
 		}
 		if err := h.wait(ctx, attempt); err != nil {
@@ -149,7 +152,7 @@ func (h *httpClient) wait(ctx context.Context, attempt int) error {
 func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
 	if err != nil {
-		return nil, permanent(result.ReasonInvalidArguments, err)
+		return nil, permanent(result.ReasonInvalidArguments, redactURLError(err))
 	}
 	if from > 0 || to >= 0 {
 		r := fmt.Sprintf("bytes=%d-", from)
@@ -166,18 +169,16 @@ func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator stri
 	}
 	resp, err := h.c.Do(req)
 	if err != nil {
-		var ue *tls.CertificateVerificationError
-		if errors.As(err, &ue) {
-			return nil, permanent(result.ReasonSourceError, fmt.Errorf("%s: %w", h.url, err))
-		}
-		return nil, transient(result.ReasonNetworkError, err)
+		// classify tells a certificate that does not verify (permanent)
+		// from the rest.
+		return nil, transient(result.ReasonNetworkError, redactURLError(err))
 	}
 	switch c := resp.StatusCode; {
 	case c == http.StatusOK || c == http.StatusPartialContent:
 		return resp, nil
 	default:
 		resp.Body.Close()
-		err := fmt.Errorf("%s: %s", h.url, resp.Status)
+		err := fmt.Errorf("%s: %s", h.shown, resp.Status)
 		switch {
 		case c == http.StatusNotFound || c == http.StatusGone:
 			return nil, permanent(result.ReasonSourceNotFound, err)
@@ -188,6 +189,17 @@ func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator stri
 		}
 		return nil, permanent(result.ReasonSourceError, err)
 	}
+}
+
+// redactURLError redacts the URL a *url.Error quotes (net/http's errors
+// are: `Get "https://user:***@host/x?sig=...": ...` keeps the user name
+// and the query).
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = result.RedactURL(ue.URL)
+	}
+	return err
 }
 
 // validator identifies the version of the file a response carries.
@@ -279,7 +291,7 @@ func (s *httpStream) resume(cause error) error {
 	s.closeBody()
 	s.failures++
 	if s.failures > s.h.opts.retries {
-		return transient(result.ReasonNetworkError, fmt.Errorf("%s: at byte %d: %w (gave up after %d retries)", s.h.url, s.pos, cause, s.h.opts.retries))
+		return transient(result.ReasonNetworkError, fmt.Errorf("%s: at byte %d: %w (gave up after %d retries)", s.h.shown, s.pos, cause, s.h.opts.retries))
 	}
 	fmt.Fprintf(s.h.log, "imager: download interrupted at byte %d: %v\n", s.pos, cause)
 	if err := s.h.wait(s.ctx, s.failures-1); err != nil {
@@ -295,13 +307,13 @@ func (s *httpStream) resume(cause error) error {
 	}
 	if resp.StatusCode == http.StatusPartialContent {
 		if start, ok := contentRangeStart(resp); !ok || start != s.pos {
-			return permanent(result.ReasonSourceError, fmt.Errorf("%s: asked for byte %d, got Content-Range %q", s.h.url, s.pos, resp.Header.Get("Content-Range")))
+			return permanent(result.ReasonSourceError, fmt.Errorf("%s: asked for byte %d, got Content-Range %q", s.h.shown, s.pos, resp.Header.Get("Content-Range")))
 		}
 		return nil
 	}
 	// A whole body: the server ignored the range (or the file changed).
 	if v := validator(resp); s.validator != "" && v != s.validator {
-		return permanent(result.ReasonSourceError, fmt.Errorf("%s changed during the download", s.h.url))
+		return permanent(result.ReasonSourceError, fmt.Errorf("%s changed during the download", s.h.shown))
 	}
 	if _, err := io.CopyN(io.Discard, s.body, s.pos); err != nil {
 		return s.resume(err)
@@ -427,7 +439,7 @@ func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
 		}
 		if resp.StatusCode != http.StatusPartialContent {
 			resp.Body.Close()
-			return nil, permanent(result.ReasonSourceError, fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.url))
+			return nil, permanent(result.ReasonSourceError, fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.shown))
 		}
 		buf := make([]byte, to-from+1)
 		_, err = io.ReadFull(resp.Body, buf)
@@ -436,7 +448,7 @@ func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
 			return buf, nil
 		}
 		if r.ctx.Err() != nil || attempt >= r.h.opts.retries {
-			return nil, transient(result.ReasonNetworkError, fmt.Errorf("%s: bytes %d-%d: %w", r.h.url, from, to, err))
+			return nil, transient(result.ReasonNetworkError, fmt.Errorf("%s: bytes %d-%d: %w", r.h.shown, from, to, err))
 		}
 		if err := r.h.wait(r.ctx, attempt); err != nil {
 			return nil, err

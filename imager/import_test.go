@@ -228,7 +228,7 @@ func wantFailed(t *testing.T, code int, r *result.Result, wantCode int, reason s
 	if code != wantCode || r.Phase != result.Failed || r.Reason != reason {
 		t.Fatalf("want exit %d %s, got exit %d, result %+v", wantCode, reason, code, r)
 	}
-	if (wantCode == result.ExitPermanent) != r.Permanent {
+	if (wantCode == result.ExitPermanent || wantCode == result.ExitUsage) != r.Permanent {
 		t.Fatalf("permanent flag %v with exit %d", r.Permanent, code)
 	}
 }
@@ -580,7 +580,8 @@ func TestImportTargetChecks(t *testing.T) {
 	// A disk far larger than the volume: refused before writing, with the
 	// size the PVC needs.
 	huge := filepath.Join(t.TempDir(), "huge.vmdk")
-	if code, _, errs := imager("create", "-o", "subformat=streamOptimized", huge, "64T"); code != 0 {
+	// 2000G: near the most one sparse extent addresses (2 TiB).
+	if code, _, errs := imager("create", "-o", "subformat=streamOptimized", huge, "2000G"); code != 0 {
 		t.Fatal(errs)
 	}
 	dir := t.TempDir()

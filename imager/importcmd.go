@@ -80,12 +80,6 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 	j.http.register(fs)
 	j.paths.register(fs)
 	pos, err := parseArgs(fs, args, 1)
-	resPath := *resultFile
-	if resPath == "" {
-		if _, serr := os.Stat(defaultResultFile); serr == nil {
-			resPath = defaultResultFile
-		}
-	}
 	if err == nil && *sizeFlag != "" {
 		j.size, err = parseSize(*sizeFlag)
 	}
@@ -93,9 +87,13 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		err = j.configure(pos[0], *checksum, *cache, options)
 	}
 	if err != nil {
-		j.res.Phase, j.res.Reason, j.res.Message = result.Failed, result.ReasonInvalidArguments, err.Error()
-		writeResult(resPath, &j.res)
-		return &exitError{code: result.ExitUsage, msg: "imager import: " + err.Error()}
+		return asUsage(err) // run writes the result
+	}
+	resPath := *resultFile
+	if resPath == "" {
+		if _, serr := os.Stat(defaultResultFile); serr == nil {
+			resPath = defaultResultFile
+		}
 	}
 
 	ctx, cancel := context.WithCancelCause(background)
@@ -135,7 +133,8 @@ func writeResult(path string, r *result.Result) error {
 	return result.Write(path, r)
 }
 
-// configure checks the flags before any work starts.
+// configure checks the flags before any work starts; whatever it rejects
+// is a usage error.
 func (j *importJob) configure(source, checksum, cache string, options optionList) error {
 	j.source = source
 	if j.target == "" {
@@ -199,6 +198,9 @@ func (j *importJob) runSafe() (err error) {
 	}
 	if j.sink != nil {
 		err = j.sink.finish(err)
+		if j.sink.raw == nil || !j.sink.raw.block { // a device's size was checked before writing
+			err = volumeTooSmall(err, filepath.Dir(j.sink.path), j.sink.size)
+		}
 	}
 	return err
 }
@@ -337,7 +339,12 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *httpStream,
 func (j *importJob) fromFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return permanent(result.ReasonSourceNotFound, err)
+		// ENOENT, EACCES and EIO as the table says; anything else about
+		// the path (ENOTDIR, ELOOP) will not change on a retry.
+		if reason, _ := classify(err); reason == result.ReasonFailed {
+			return permanent(result.ReasonSourceNotFound, err)
+		}
+		return err
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil {
@@ -387,7 +394,7 @@ func (j *importJob) fromImageFile(path, format string) error {
 // fromRemote opens a single-file VMDK over HTTP Range requests.
 func (j *importJob) fromRemote(s *httpStream, size int64) error {
 	ra := &httpReaderAt{h: s.h, ctx: j.ctx, size: size, validator: s.validator, blocks: map[int64]*httpBlock{}}
-	d, err := vmdk.OpenReaderAt(ra, size, j.source)
+	d, err := vmdk.OpenReaderAt(ra, size, result.RedactURL(j.source)) // the name its errors quote
 	if err != nil {
 		return err
 	}
@@ -559,14 +566,14 @@ func (j *importJob) finishResult(err error) int {
 			j.sink.describe(&j.res)
 		}
 	}
-	return settle(&j.res, err, fmt.Sprintf("imported %s into %s", j.source, j.res.Target))
+	return settle(&j.res, err, fmt.Sprintf("imported %s into %s", result.RedactURL(j.source), j.res.Target))
 }
 
 // targetPath is the file (or device) an import writes.
 func (j *importJob) targetPath() (path string, block bool, err error) {
 	fi, err := os.Stat(j.target)
 	if err != nil {
-		return "", false, permanent(result.ReasonTargetError, fmt.Errorf("target: %w", err))
+		return "", false, targetOpenErr(fmt.Errorf("target: %w", err))
 	}
 	switch {
 	case j.targetMode == "block" || j.targetMode == "auto" && fi.Mode()&os.ModeDevice != 0:
@@ -593,16 +600,11 @@ func (j *importJob) targetPath() (path string, block bool, err error) {
 	return filepath.Join(j.target, name), false, nil
 }
 
+// targetErr marks an error writing the target for classify.
 func targetErr(err error) error {
-	if err == nil {
-		return nil
-	}
 	var ie *importError
-	if errors.As(err, &ie) {
+	if err == nil || errors.As(err, &ie) {
 		return err
 	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EROFS) {
-		return permanent(result.ReasonTargetError, fmt.Errorf("target: %w", err))
-	}
-	return fmt.Errorf("target: %w", err)
+	return onTarget(fmt.Errorf("target: %w", err))
 }

@@ -9,13 +9,14 @@ import (
 )
 
 // resultFlag registers --result-file on the commands Jobs run (create,
-// convert, flatten; import has its own default).
+// convert, flatten, info; import has its own default). Commands that take
+// it are marked results in the command table.
 func resultFlag(fs *flag.FlagSet) *string {
 	return fs.String("result-file", "", "write the result JSON (imager/result) here, e.g. /dev/termination-log")
 }
 
 // settle fills r's phase, reason and message from a command's outcome and
-// returns the exit code.
+// returns the exit code: classify and exitCode decide both.
 func settle(r *result.Result, err error, success string) int {
 	if err == nil {
 		r.Phase, r.Reason, r.Message = result.Succeeded, result.ReasonSucceeded, success
@@ -23,13 +24,7 @@ func settle(r *result.Result, err error, success string) int {
 	}
 	reason, perm := classify(err)
 	r.Phase, r.Reason, r.Message, r.Permanent = result.Failed, reason, err.Error(), perm
-	switch {
-	case reason == result.ReasonTerminated:
-		return result.ExitTerminated
-	case perm:
-		return result.ExitPermanent
-	}
-	return result.ExitTransient
+	return exitCode(err)
 }
 
 // describeVMDK records what the VMDK at path holds.
@@ -49,8 +44,8 @@ func describeVMDK(r *result.Result, path string, pf *pathFlags) error {
 }
 
 // withResult ends a command that wrote the VMDK at out: with a result
-// file, the outcome goes there and the exit code follows the result's
-// (1 transient, 3 permanent).
+// file, the outcome goes there. Without one err is returned as it is; run
+// maps it to the same exit code either way.
 func withResult(cmd, resultPath, out string, pf *pathFlags, err error) error {
 	if resultPath == "" {
 		return err

@@ -5,12 +5,16 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
-// exitError carries a specific exit code (compare's 1 = "different").
+// exitError carries a specific exit code (compare's 1 = "different") and
+// the line to print, when the command has settled its outcome itself.
 type exitError struct {
 	code int
 	msg  string
@@ -21,21 +25,33 @@ func (e *exitError) Error() string { return e.msg }
 type command struct {
 	name, usage string
 	run         func(args []string, stdout, stderr io.Writer) error
+	// results: the command takes --result-file, where a usage error is
+	// reported too; import's defaults to defaultResultFile when it exists.
+	results bool
+	// codes replaces the exit-code table for commands whose codes say
+	// what they found (check, compare); nil: exitCode.
+	codes *exitCodes
 }
 
+// exitCodes of a command with its own meanings: usage for a usage error,
+// failure for anything else that stopped it.
+type exitCodes struct{ usage, failure int }
+
 var commands = []command{
-	{"info", "info [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", runInfo},
-	{"convert", "convert [-f vmdk|raw] -O raw|vmdk [-o subformat=...] [-c LEVEL] [-p] [-t writeback|unsafe] [--root DIR] [--unsafe-paths] SRC DST", runConvert},
-	{"flatten", "flatten [-O vmdk|raw] [-o subformat=...] [-p] IMAGE OUT   (a chain into one self-contained image)", runFlatten},
-	{"map", "map [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", runMap},
-	{"create", "create [-o subformat=...,adapter_type=...,hwversion=...,toolsversion=...,zeroed_grain=on] [-b BACKING] IMAGE [SIZE]", runCreate},
-	{"check", "check [--output=human|json] [-r] IMAGE   (exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check)", runCheck},
-	{"commit", "commit IMAGE   (into its backing file; the chain stays valid)", runCommit},
-	{"rebase", "rebase [-u] -b NEWBACKING IMAGE   (content kept unless -u)", runRebase},
-	{"import", "import --target DIR|DEVICE [--target-format raw|vmdk] [-o subformat=...] [--checksum sha256:HEX] [--ova-disk N|NAME] [--scratch-dir DIR] [--result-file F] [http flags] SOURCE   (SOURCE: path, http(s) URL or -; exit 0 ok, 1 transient, 2 usage, 3 permanent, 143 terminated)", runImport},
-	{"write", "write [-P BYTE | --random SEED] [--root DIR] OFFSET LENGTH IMAGE   (a pattern into a VMDK, like qemu-io write -P)", runWrite},
-	{"checksum", "checksum [-f vmdk|raw] [--size N] [--result-file F] IMAGE   (sha256 of the guest-visible content)", runChecksum},
-	{"compare", "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error)", runCompare},
+	{name: "info", usage: "info [--output=human|json] [--backing-chain] [--result-file F] [--root DIR] [--unsafe-paths] IMAGE", run: runInfo, results: true},
+	{name: "convert", usage: "convert [-f vmdk|raw] -O raw|vmdk [-o subformat=...] [-c LEVEL] [-p] [-t writeback|unsafe] [--result-file F] [--root DIR] [--unsafe-paths] SRC DST", run: runConvert, results: true},
+	{name: "flatten", usage: "flatten [-O vmdk|raw] [-o subformat=...] [-p] [--result-file F] IMAGE OUT   (a chain into one self-contained image)", run: runFlatten, results: true},
+	{name: "map", usage: "map [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", run: runMap},
+	{name: "create", usage: "create [-o subformat=...,adapter_type=...,hwversion=...,toolsversion=...,zeroed_grain=on] [-b BACKING] [-q] [--result-file F] IMAGE [SIZE]", run: runCreate, results: true},
+	{name: "check", usage: "check [--output=human|json] [-r] IMAGE   (exit 0 clean, 2 corruptions, 3 leaks only, 1 could not check, 64 bad command line)", run: runCheck,
+		codes: &exitCodes{usage: checkUsage, failure: checkFailed}},
+	{name: "commit", usage: "commit [-q] IMAGE   (into its backing file; the chain stays valid)", run: runCommit},
+	{name: "rebase", usage: "rebase [-u] -b NEWBACKING IMAGE   (content kept unless -u)", run: runRebase},
+	{name: "import", usage: "import --target DIR|DEVICE [--target-format raw|vmdk] [-o subformat=...] [--checksum sha256:HEX] [--ova-disk N|NAME] [--scratch-dir DIR] [--result-file F] [http flags] SOURCE   (SOURCE: path, http(s) URL or -)", run: runImport, results: true},
+	{name: "write", usage: "write [-P BYTE | --random SEED] [--result-file F] [--root DIR] OFFSET LENGTH IMAGE   (a pattern into a VMDK, like qemu-io write -P)", run: runWrite, results: true},
+	{name: "checksum", usage: "checksum [-f vmdk|raw] [--size N] [--result-file F] IMAGE   (sha256 of the guest-visible content)", run: runChecksum, results: true},
+	{name: "compare", usage: "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error or bad command line)", run: runCompare,
+		codes: &exitCodes{usage: 2, failure: 2}},
 }
 
 func usage(w io.Writer) {
@@ -43,6 +59,7 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  imager %s\n", c.usage)
 	}
+	fmt.Fprintln(w, "exit codes (but check, compare): 0 done, 1 transient failure (a retry may work), 2 bad command line, 3 permanent failure, 143 SIGTERM/SIGINT")
 }
 
 func main() {
@@ -51,7 +68,9 @@ func main() {
 
 // run executes one command and maps its error to an exit code and one line
 // on stderr. A panic is reported the same way: no stack trace reaches users.
+// Whatever reaches stderr has the secrets of its URLs redacted.
 func run(args []string, stdout, stderr io.Writer) (code int) {
+	stderr = redactingWriter{stderr}
 	defer func() {
 		if r := recover(); r != nil {
 			fmt.Fprintf(stderr, "imager: internal error: %v\n", r)
@@ -61,32 +80,85 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
 		if len(args) == 0 {
-			return 2
+			return result.ExitUsage
 		}
 		return 0
 	}
 	for _, c := range commands {
-		if c.name != args[0] {
-			continue
+		if c.name == args[0] {
+			return c.exit(c.run(args[1:], stdout, stderr), args[1:], stderr)
 		}
-		err := c.run(args[1:], stdout, stderr)
-		if err == nil {
-			return 0
-		}
-		var ee *exitError
-		if errors.As(err, &ee) {
-			if ee.msg != "" {
-				fmt.Fprintln(stderr, ee.msg)
-			}
-			return ee.code
-		}
-		fmt.Fprintf(stderr, "imager %s: %v\n", c.name, err)
-		if c.name == "compare" {
-			return 2
-		}
-		return 1
 	}
 	fmt.Fprintf(stderr, "imager: unknown command %q\n", args[0])
 	usage(stderr)
-	return 2
+	return result.ExitUsage
+}
+
+// exit reports err, how the command given args ended, and returns its exit
+// code: the one mapping from outcomes to exit codes.
+func (c *command) exit(err error, args []string, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "usage: imager %s\n", c.usage)
+			if ue.flags != nil {
+				ue.flags.SetOutput(stderr)
+				ue.flags.PrintDefaults()
+			}
+			return 0
+		}
+		if c.results {
+			c.usageResult(args, err)
+		}
+		fmt.Fprintf(stderr, "imager %s: %v (see imager %s -h)\n", c.name, err, c.name)
+		if c.codes != nil {
+			return c.codes.usage
+		}
+		return result.ExitUsage
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "imager %s: %v\n", c.name, err)
+	if c.codes != nil {
+		return c.codes.failure
+	}
+	return exitCode(err)
+}
+
+// usageResult writes a usage error to the command's result file, found in
+// args by hand: the flag parse may have stopped before --result-file. A
+// result file that cannot be written changes nothing: the exit code
+// already says the command line is wrong.
+func (c *command) usageResult(args []string, err error) {
+	path := resultFileArg(args)
+	if path == "" && c.name == "import" {
+		if _, serr := os.Stat(defaultResultFile); serr == nil {
+			path = defaultResultFile
+		}
+	}
+	if path == "" {
+		return
+	}
+	var r result.Result
+	settle(&r, err, "")
+	result.Write(path, &r)
+}
+
+// redactingWriter redacts the URLs of each write (imager writes whole
+// lines at once) before passing it on.
+type redactingWriter struct{ w io.Writer }
+
+func (r redactingWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(r.w, result.RedactURL(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -78,7 +79,22 @@ func openImage(path, format string, pf *pathFlags) (image, error) {
 		}
 		return rawImage{f, size}, nil
 	}
-	return nil, fmt.Errorf("unknown format %q (want vmdk or raw)", format)
+	return nil, usagef("unknown format %q (want vmdk or raw)", format)
+}
+
+// checkFormat checks an image format flag before any work: vmdk, raw or
+// "" (probe).
+func checkFormat(flagName, format string) error {
+	if format != "" && format != "vmdk" && format != "raw" {
+		return usagef("%s %q: want vmdk or raw", flagName, format)
+	}
+	return nil
+}
+
+// isDevice reports whether path is a device node.
+func isDevice(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode()&os.ModeDevice != 0
 }
 
 type vmdkImage struct{ *vmdk.Disk }
@@ -94,7 +110,8 @@ func (r rawImage) Size() int64     { return r.size }
 func (r rawImage) Files() []string { return []string{r.Name()} }
 
 // checkNotSource refuses an output path that is one of the files the
-// source reads: opening it for output would destroy the source.
+// source reads: opening it for output would destroy the source. The
+// arguments are wrong, but only the filesystem can tell: exit 3, not 2.
 func checkNotSource(src image, out string) error {
 	fo, err := os.Stat(out)
 	if err != nil {
@@ -102,7 +119,7 @@ func checkNotSource(src image, out string) error {
 	}
 	for _, f := range src.Files() {
 		if fi, err := os.Stat(f); err == nil && os.SameFile(fi, fo) {
-			return fmt.Errorf("%s is a file of the source image; pick another output", out)
+			return permanent(result.ReasonInvalidArguments, fmt.Errorf("%s is a file of the source image; pick another output", out))
 		}
 	}
 	return nil
@@ -111,35 +128,6 @@ func checkNotSource(src image, out string) error {
 // status of a raw file: all data (zeros are found when copying).
 func (r rawImage) status(off, n int64) (vmdk.Mapping, error) {
 	return vmdk.Mapping{Offset: off, Length: n, Data: true, Allocated: true, File: r.Name(), HostOffset: off}, nil
-}
-
-// parseArgs parses flags that may come before or after the positional
-// arguments (qemu-img accepts both) and checks the positional count.
-func parseArgs(fs *flag.FlagSet, args []string, want int) ([]string, error) {
-	return parseArgsRange(fs, args, want, want)
-}
-
-func parseArgsRange(fs *flag.FlagSet, args []string, least, most int) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(pos) < least || len(pos) > most {
-		want := fmt.Sprint(least)
-		if most > least {
-			want = fmt.Sprintf("%d to %d", least, most)
-		}
-		return nil, fmt.Errorf("want %s argument(s), got %d (see imager --help)", want, len(pos))
-	}
-	return pos, nil
 }
 
 var background = context.Background()

@@ -138,11 +138,8 @@ func openOVADisk(r io.Reader, sel string) (io.Reader, *ovaDisk, int64, error) {
 	}
 }
 
-// ovaErr classifies a tar error: a damaged archive is permanent, a failed
-// read is whatever the reader said.
+// ovaErr says where a tar error came from; classify tells a damaged
+// archive (permanent) from a failed read.
 func ovaErr(err error) error {
-	if errors.Is(err, tar.ErrHeader) || errors.Is(err, tar.ErrFieldTooLong) || errors.Is(err, tar.ErrInsecurePath) {
-		return permanent(result.ReasonInvalidImage, fmt.Errorf("OVA: %w", err))
-	}
 	return fmt.Errorf("OVA: %w", err)
 }

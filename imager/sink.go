@@ -61,7 +61,7 @@ func (j *importJob) openSink(size int64) (*sink, error) {
 		if errors.As(err, &small) {
 			return nil, err
 		}
-		return nil, permanent(result.ReasonTargetError, fmt.Errorf("target %s: %w", path, err))
+		return nil, targetOpenErr(fmt.Errorf("target %s: %w", path, err))
 	}
 	if s.raw != nil {
 		s.copyTarget = s.raw.copyTarget

@@ -57,7 +57,7 @@ func openRawTarget(path string, size int64, mode zeroMode) (*rawTarget, error) {
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
 	if err != nil {
-		return nil, err
+		return nil, targetOpenErr(err)
 	}
 	return &rawTarget{copyTarget: copyTarget{dst: f, holeUnit: rawHoleUnit}, f: f, final: path}, nil
 }
@@ -67,16 +67,16 @@ func openRawTarget(path string, size int64, mode zeroMode) (*rawTarget, error) {
 func openBlockTarget(path string, size int64, mode zeroMode) (*rawTarget, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, err
+		return nil, targetOpenErr(err)
 	}
 	devSize, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, targetOpenErr(err)
 	}
 	if size > devSize {
 		f.Close()
-		return nil, &tooSmallError{fmt.Sprintf("the device has %s (%d bytes) but the image's virtual size is %s (%d bytes): the volume must be at least that big", human(devSize), devSize, human(size), size)}
+		return nil, &tooSmallError{msg: fmt.Sprintf("the device has %s (%d bytes) but the image's virtual size is %s (%d bytes): the volume must be at least that big", human(devSize), devSize, human(size), size)}
 	}
 	t := &rawTarget{copyTarget: copyTarget{dst: f, holeUnit: rawHoleUnit}, f: f, block: true, mode: mode}
 	if mode != zeroSkip {
@@ -85,10 +85,15 @@ func openBlockTarget(path string, size int64, mode zeroMode) (*rawTarget, error)
 	return t, nil
 }
 
-// tooSmallError says the target cannot hold the image, and how big it must be.
-type tooSmallError struct{ msg string }
+// tooSmallError says the target cannot hold the image, and how big it must
+// be; err is the ENOSPC it explains, if any.
+type tooSmallError struct {
+	msg string
+	err error
+}
 
 func (e *tooSmallError) Error() string { return e.msg }
+func (e *tooSmallError) Unwrap() error { return e.err }
 
 var probePool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
@@ -102,7 +107,7 @@ func (t *rawTarget) zeroRange(off, n int64) error {
 	for end := off + n; off < end; {
 		b := (*bp)[:min(int64(len(*bp)), end-off)]
 		if _, err := t.f.ReadAt(b, off); err != nil && err != io.EOF {
-			return fmt.Errorf("read device at byte %d: %w", off, err)
+			return onTarget(fmt.Errorf("read device at byte %d: %w", off, err))
 		}
 		if !bytes.Equal(b, zeroChunk[:len(b)]) {
 			if err := zeroOut(t.f, off, int64(len(b))); err != nil {
@@ -136,34 +141,33 @@ func zeroOut(f *os.File, off, n int64) error {
 }
 
 // finish completes the target after a copy that returned err: on success
-// a file is cut to size, synced (with sync) and renamed into place; on
-// failure the temporary file is removed.
+// a file is cut to size (where a disk too large for the filesystem fails,
+// EFBIG), synced (with sync) and renamed into place; on failure the
+// temporary file is removed. Its own errors are the target's.
 func (t *rawTarget) finish(err error, size int64, sync bool) error {
 	if err == nil && !t.block && size >= 0 {
-		err = t.f.Truncate(size)
+		err = onTarget(t.f.Truncate(size))
 	}
 	if err == nil && sync {
-		err = t.f.Sync()
+		err = onTarget(t.f.Sync())
 	}
 	if cerr := t.f.Close(); err == nil {
-		err = cerr
+		err = onTarget(cerr)
 	}
 	if t.block {
 		return err
+	}
+	if err == nil {
+		err = onTarget(os.Chmod(t.f.Name(), 0o644))
+	}
+	if err == nil {
+		err = onTarget(os.Rename(t.f.Name(), t.final))
 	}
 	if err != nil {
 		os.Remove(t.f.Name())
 		return err
 	}
-	if err := os.Chmod(t.f.Name(), 0o644); err != nil {
-		os.Remove(t.f.Name())
-		return err
-	}
-	if err := os.Rename(t.f.Name(), t.final); err != nil {
-		os.Remove(t.f.Name())
-		return err
-	}
-	return syncDir(filepath.Dir(t.final))
+	return onTarget(syncDir(filepath.Dir(t.final)))
 }
 
 // allocated is how many bytes the finished file occupies on disk (a block
@@ -207,7 +211,7 @@ func checkFits(dir string, size int64, overhead float64, reclaim int64) error {
 		return nil
 	}
 	need := int64(float64(size)/(1-overhead)) + (int64(st.Blocks)-int64(st.Bavail))*st.Bsize
-	return &tooSmallError{fmt.Sprintf("%s: the image's virtual size is %s (%d bytes) but the volume has %s available, %s after %.0f%% filesystem overhead: the PVC must be at least %s",
+	return &tooSmallError{msg: fmt.Sprintf("%s: the image's virtual size is %s (%d bytes) but the volume has %s available, %s after %.0f%% filesystem overhead: the PVC must be at least %s",
 		dir, human(size), size, human(avail), human(usable), overhead*100, human(need))}
 }
 

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vmdkpop/vmdkpop/vmdk"
@@ -36,32 +36,60 @@ func (l *optionList) Set(s string) error {
 	return nil
 }
 
+// subformats and adapterTypes are the values vmdk.Create takes: checked
+// here too, so a bad -o is a usage error before any work, not a failure
+// while creating the output.
+var (
+	subformats   = []string{vmdk.MonolithicSparse, vmdk.MonolithicFlat, vmdk.TwoGbMaxExtentSparse, vmdk.TwoGbMaxExtentFlat, vmdk.StreamOptimized}
+	adapterTypes = []string{"ide", "lsilogic", "buslogic", "legacyESX", "pvscsi"}
+)
+
+// parseVMDKOptions reads -o values; its errors are usage errors.
 func parseVMDKOptions(list optionList) (vmdkOptions, error) {
 	o := vmdkOptions{subformat: vmdk.MonolithicSparse}
 	for _, kv := range list {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return o, fmt.Errorf("-o %q: want key=value", kv)
+			return o, usagef("-o %q: want key=value", kv)
 		}
 		switch k {
 		case "subformat":
+			if !slices.Contains(subformats, v) {
+				return o, usagef("-o subformat=%s: want one of %s", v, strings.Join(subformats, ", "))
+			}
 			o.subformat = v
 		case "adapter_type":
+			if !slices.ContainsFunc(adapterTypes, func(a string) bool { return strings.EqualFold(a, v) }) {
+				return o, usagef("-o adapter_type=%s: want one of %s", v, strings.Join(adapterTypes, ", "))
+			}
 			o.image.AdapterType = v
-		case "hwversion":
-			o.image.HWVersion = v
-		case "toolsversion":
-			o.image.ToolsVersion = v
+		case "hwversion", "toolsversion":
+			if v == "" || strings.Trim(v, "0123456789") != "" || len(v) > 10 {
+				return o, usagef("-o %s=%s: want a number", k, v)
+			}
+			if k == "hwversion" {
+				o.image.HWVersion = v
+			} else {
+				o.image.ToolsVersion = v
+			}
 		case "zeroed_grain":
 			if v != "on" && v != "off" {
-				return o, fmt.Errorf("-o zeroed_grain=%s: want on or off", v)
+				return o, usagef("-o zeroed_grain=%s: want on or off", v)
 			}
 			o.zeroed = v == "on"
 		default:
-			return o, fmt.Errorf("-o %s: unknown option (want subformat, adapter_type, hwversion, toolsversion, zeroed_grain)", k)
+			return o, usagef("-o %s: unknown option (want subformat, adapter_type, hwversion, toolsversion, zeroed_grain)", k)
 		}
 	}
+	if o.zeroed && (o.flat() || o.subformat == vmdk.StreamOptimized) {
+		return o, usagef("-o zeroed_grain=on: needs a sparse subformat, not %s", o.subformat)
+	}
 	return o, nil
+}
+
+// flat: the subformat's extents are flat (no grains).
+func (o vmdkOptions) flat() bool {
+	return o.subformat == vmdk.MonolithicFlat || o.subformat == vmdk.TwoGbMaxExtentFlat
 }
 
 // convertToVMDK writes src as a VMDK (see openVMDKTarget).
@@ -96,7 +124,7 @@ func openVMDKTarget(path string, size int64, o vmdkOptions, level int) (*vmdkTar
 	dir := filepath.Dir(path)
 	tmpDir, err := os.MkdirTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return nil, err
+		return nil, targetOpenErr(err)
 	}
 	t := &vmdkTarget{path: path, tmpDir: tmpDir}
 	tmp := filepath.Join(tmpDir, filepath.Base(path))
@@ -119,41 +147,41 @@ func openVMDKTarget(path string, size int64, o vmdkOptions, level int) (*vmdkTar
 	}
 	if err != nil {
 		t.finish(err, false)
-		return nil, err
+		return nil, targetOpenErr(err)
 	}
 	return t, nil
 }
 
 // finish completes the image after writes that returned err: on success it
 // is closed, made durable with sync, and moved into place; on failure the
-// temporary directory is removed.
+// temporary directory is removed. Its own errors are the target's.
 func (t *vmdkTarget) finish(err error, sync bool) error {
 	defer os.RemoveAll(t.tmpDir)
 	if t.stream != nil {
 		if cerr := t.stream.Close(); err == nil {
-			err = cerr
+			err = onTarget(cerr)
 		}
 	}
 	if t.file != nil {
 		if err == nil && sync {
-			err = t.file.Sync()
+			err = onTarget(t.file.Sync())
 		}
 		if cerr := t.file.Close(); err == nil {
-			err = cerr
+			err = onTarget(cerr)
 		}
 	}
 	if t.disk != nil {
 		if err == nil && sync {
-			err = t.disk.Flush()
+			err = onTarget(t.disk.Flush())
 		}
 		if cerr := t.disk.Close(); err == nil {
-			err = cerr
+			err = onTarget(cerr)
 		}
 	}
 	if err != nil {
 		return err
 	}
-	return moveImage(t.tmpDir, filepath.Dir(t.path), filepath.Base(t.path))
+	return onTarget(moveImage(t.tmpDir, filepath.Dir(t.path), filepath.Base(t.path)))
 }
 
 // moveImage renames the files of the image `name` from tmpDir into dir,
@@ -195,6 +223,7 @@ func copyInOrder(ctx context.Context, src image, dst io.WriterAt, report func(in
 			_, err := src.ReadAt(b, c.off)
 			if err == nil || err == io.EOF {
 				_, err = dst.WriteAt(b, c.off)
+				err = onTarget(err)
 			}
 			if err != nil {
 				cancel(err)

@@ -32,10 +32,10 @@ func runWrite(args []string, stdout, stderr io.Writer) error {
 		off, err1 = 0, nil
 	}
 	if err1 != nil || err2 != nil {
-		return fmt.Errorf("OFFSET and LENGTH: want sizes (e.g. 1M)")
+		return usagef("OFFSET %q and LENGTH %q: want sizes (e.g. 1M; OFFSET may be 0)", pos[0], pos[1])
 	}
 	if *pattern < 0 || *pattern > 255 {
-		return fmt.Errorf("-P %d: want a byte value", *pattern)
+		return usagef("-P %d: want a byte value", *pattern)
 	}
 	o := pf.options()
 	if o == nil {
@@ -46,14 +46,16 @@ func runWrite(args []string, stdout, stderr io.Writer) error {
 	return withResult("write", *resultFile, pos[2], &pf, err)
 }
 
+// writePattern writes into the image at path, which is the command's
+// target: its errors are the target's.
 func writePattern(path string, o *vmdk.Options, off, n int64, pattern byte, seed int64) error {
 	d, err := vmdk.Open(path, o)
 	if err != nil {
-		return err
+		return onTarget(err)
 	}
 	if off+n > d.Size() {
 		d.Close()
-		return fmt.Errorf("bytes %d-%d are past the disk's end (%d)", off, off+n, d.Size())
+		return permanent(result.ReasonInvalidArguments, fmt.Errorf("bytes %d-%d are past the disk's end (%d)", off, off+n, d.Size()))
 	}
 	buf := make([]byte, min(n, chunkSize))
 	var rng *rand.ChaCha8
@@ -80,7 +82,7 @@ func writePattern(path string, o *vmdk.Options, off, n int64, pattern byte, seed
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
-	return err
+	return onTarget(err)
 }
 
 // runChecksum prints the sha256 of an image's guest-visible content (a
@@ -95,6 +97,9 @@ func runChecksum(args []string, stdout, stderr io.Writer) error {
 	pf.register(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
+		return err
+	}
+	if err := checkFormat("-f", *format); err != nil {
 		return err
 	}
 	var limit int64 = -1
@@ -130,7 +135,7 @@ func checksum(path, format string, pf *pathFlags, limit int64) (string, int64, e
 	n := img.Size()
 	if limit >= 0 {
 		if limit > n {
-			return "", 0, fmt.Errorf("--size %d is larger than the image (%d bytes)", limit, n)
+			return "", 0, permanent(result.ReasonInvalidArguments, fmt.Errorf("--size %d is larger than the image (%d bytes)", limit, n))
 		}
 		n = limit
 	}

@@ -28,10 +28,17 @@ const (
 	ReasonUnauthorized     = "Unauthorized"
 	ReasonSourceError      = "SourceError"  // an HTTP status or TLS failure that a retry will not fix
 	ReasonNetworkError     = "NetworkError" // transient: retries ran out
-	ReasonTargetError      = "TargetError"
+	ReasonTargetError      = "TargetError"  // the target could not be opened or written, for a reason none below names
 	ReasonInvalidArguments = "InvalidArguments"
 	ReasonTerminated       = "Terminated"
 	ReasonFailed           = "Failed" // anything else: transient
+
+	// Target failures by errno (README, "Exit codes and reasons").
+	ReasonFileTooLarge      = "FileTooLarge"      // EFBIG: above the target filesystem's largest file
+	ReasonReadOnlyTarget    = "ReadOnlyTarget"    // EROFS
+	ReasonTargetNotWritable = "TargetNotWritable" // EACCES, EPERM writing the target
+	ReasonNoSpace           = "NoSpace"           // transient: ENOSPC on a volume big enough for the disk
+	ReasonIOError           = "IOError"           // transient: EIO, which a new attempt (node, path) may not meet
 )
 
 // Exit codes of imager commands that write a result.
@@ -74,9 +81,12 @@ type Result struct {
 	Spooled bool `json:"spooled,omitempty"`
 }
 
-// Write writes r to path (truncating it), Message shortened to MaxMessage.
+// Write writes r to path (truncating it), Message with its URLs redacted
+// (RedactURL), then shortened to MaxMessage: redacting can lengthen a
+// message (?a becomes ?REDACTED), so the cut comes last to keep the bound.
 func Write(path string, r *Result) error {
 	c := *r
+	c.Message = RedactURL(c.Message)
 	if len(c.Message) > MaxMessage {
 		c.Message = c.Message[:MaxMessage-3] + "..."
 	}
