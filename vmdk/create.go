@@ -23,6 +23,10 @@ const (
 // Adapter types the descriptor's ddb.adapterType may name.
 var adapterTypes = []string{"ide", "lsilogic", "buslogic", "legacyESX", "pvscsi"}
 
+// AdapterTypes returns the ddb.adapterType values Create and
+// NewStreamWriter accept (a fresh slice: callers may keep or change it).
+func AdapterTypes() []string { return append([]string(nil), adapterTypes...) }
+
 const (
 	defaultGrainSectors = 128 // 64 KiB
 	defaultHWVersion    = "4"
@@ -148,6 +152,83 @@ type CreateOptions struct {
 // maxSplitSectors is the largest extent of the twoGbMaxExtent* subformats.
 const maxSplitSectors = 0x80000000 / SectorSize
 
+// Size limits of the subformats, in bytes (see MaxSize).
+const (
+	// maxSplitSparseExtents is the most extents (NAME-s001.vmdk to
+	// NAME-s999.vmdk) Create writes for twoGbMaxExtentSparse.
+	maxSplitSparseExtents = 999
+	// maxVMwareDiskBytes is VMware's largest virtual disk, 62 TiB.
+	maxVMwareDiskBytes = 62 << 40
+	// maxExt4FileBytes is the largest file ext4 with 4 KiB blocks holds:
+	// logical block numbers are 32 bits and the kernel keeps the last one
+	// free (ext4_max_size), so (2^32 - 1) * 4 KiB = 16 TiB - 4 KiB.
+	// Truncating a file past it fails with EFBIG ("File too large").
+	maxExt4FileBytes = (1<<32 - 1) * 4096
+)
+
+// MaxSize is the largest virtual size in bytes Create accepts for a
+// subformat (createType) with the default 64 KiB grain, or 0 for a
+// subformat it does not write. Sizes are rounded up to a multiple of 512
+// bytes before the check, and every limit is such a multiple.
+//
+//   - monolithicSparse, streamOptimized: one hosted sparse extent whose
+//     grain directory and tables hold 32-bit sector offsets, so the whole
+//     extent (header, descriptor, both copies of the grain directory and
+//     tables, then every grain) must stay below 2^32 sectors (2 TiB):
+//     2198754230272 bytes, 2 TiB less 256.56 MiB of metadata. A stream's
+//     grains are compressed, but incompressible content needs as much room.
+//   - twoGbMaxExtentSparse: at most 999 extents of 2 GiB, 1998 GiB.
+//   - twoGbMaxExtentFlat: VMware's largest virtual disk, 62 TiB.
+//   - monolithicFlat: one flat file, as large as the filesystem holding it
+//     allows; the bound is ext4's with 4 KiB blocks, the common default for
+//     PVCs, 16 TiB less 4 KiB (XFS allows far more).
+func MaxSize(createType string) int64 {
+	return maxSize(createType, defaultGrainSectors*SectorSize)
+}
+
+// maxSize is MaxSize for a grain size in bytes (sparse subformats depend
+// on it).
+func maxSize(createType string, grainBytes int64) int64 {
+	switch createType {
+	case MonolithicSparse, StreamOptimized:
+		// The largest capacity whose full extent fits: the extent grows
+		// with the capacity, so search it.
+		grain := grainBytes / SectorSize
+		lo, hi := int64(0), int64(math.MaxUint32)
+		for lo < hi {
+			mid := lo + (hi-lo+1)/2
+			if sparseExtentSectors(mid, grain, descriptorSectors) <= math.MaxUint32 {
+				lo = mid
+			} else {
+				hi = mid - 1
+			}
+		}
+		return lo * SectorSize
+	case TwoGbMaxExtentSparse:
+		return min(maxSplitSparseExtents*maxSplitSectors*SectorSize, maxVMwareDiskBytes)
+	case TwoGbMaxExtentFlat:
+		return min(maxExtents*maxSplitSectors*SectorSize, maxVMwareDiskBytes)
+	case MonolithicFlat:
+		return maxExt4FileBytes
+	}
+	return 0
+}
+
+// sizeLimitReason says why a subformat's size is limited, for errors.
+func sizeLimitReason(createType string) string {
+	switch createType {
+	case MonolithicSparse, StreamOptimized:
+		return "a single sparse extent addresses at most 2^32 sectors (2 TiB) including its grain tables; use twoGbMaxExtentFlat or monolithicFlat"
+	case TwoGbMaxExtentSparse:
+		return fmt.Sprintf("it is at most %d extents of 2 GiB; use twoGbMaxExtentFlat or monolithicFlat", maxSplitSparseExtents)
+	case TwoGbMaxExtentFlat:
+		return "VMware's largest virtual disk is 62 TiB"
+	case MonolithicFlat:
+		return "a single flat file, and ext4 (4 KiB blocks) holds files of at most 16 TiB - 4 KiB; use twoGbMaxExtentFlat"
+	}
+	return ""
+}
+
 // Create writes a new, empty image at path. Extent files are named after
 // path: NAME-flat.vmdk (monolithicFlat), NAME-s001.vmdk.. and
 // NAME-f001.vmdk.. (twoGbMaxExtent*). Existing files are not overwritten.
@@ -191,6 +272,9 @@ func Create(path string, o CreateOptions) error {
 	if err := o.normalize(); err != nil {
 		return err
 	}
+	if limit := maxSize(o.Subformat, o.GrainSize); o.Size > limit {
+		return fmt.Errorf("%w: a %s image of %d bytes: at most %d (%s)", ErrUnsupported, o.Subformat, o.Size, limit, sizeLimitReason(o.Subformat))
+	}
 	if o.Subformat == StreamOptimized {
 		return createFile(path, func(f *os.File) error {
 			w, err := NewStreamWriter(f, StreamOptions{ImageOptions: o.ImageOptions, ExtentFileName: filepath.Base(path)})
@@ -225,7 +309,7 @@ func Create(path string, o CreateOptions) error {
 		lines = append(lines, ExtentLine{Access: AccessRW, Sectors: n, Type: typ, File: name})
 		left -= n
 	}
-	if len(lines) > 999 && !flat || len(lines) > maxExtents {
+	if len(lines) > maxSplitSparseExtents && !flat || len(lines) > maxExtents {
 		return fmt.Errorf("%w: %d extents", ErrUnsupported, len(lines))
 	}
 	desc := newDescriptor(&o.ImageOptions, o.Subformat, lines)
@@ -287,6 +371,32 @@ func createFile(path string, fill func(*os.File) error) error {
 	return nil
 }
 
+// sparseLayout places the metadata of a hosted sparse extent with h's
+// capacity and grain size after its header and descSectors of embedded
+// descriptor: redundant GD and GTs, GD and GTs, padded to a grain. It sets
+// h's RGDOffset, GDOffset and OverHead.
+func sparseLayout(h *SparseHeader, descSectors int64) (gdEntries, gdSectors, gtSectors int64) {
+	grain := int64(h.GrainSize)
+	next := 1 + descSectors
+	gdEntries = int64(h.gdEntries())
+	gdSectors = (gdEntries*4 + SectorSize - 1) / SectorSize
+	gtSectors = int64(h.NumGTEsPerGT) * 4 / SectorSize
+	h.RGDOffset = uint64(next)
+	h.GDOffset = uint64(next + gdSectors + gdEntries*gtSectors)
+	end := int64(h.GDOffset) + gdSectors + gdEntries*gtSectors
+	h.OverHead = uint64((end + grain - 1) / grain * grain)
+	return gdEntries, gdSectors, gtSectors
+}
+
+// sparseExtentSectors is the size in sectors of a hosted sparse extent of
+// sectors capacity in writeSparseExtent's layout once every grain is
+// allocated: its grain-table entries must address all of it in 32 bits.
+func sparseExtentSectors(sectors, grain, descSectors int64) int64 {
+	h := SparseHeader{Capacity: uint64(sectors), GrainSize: uint64(grain), NumGTEsPerGT: maxGTEsPerGT}
+	sparseLayout(&h, descSectors)
+	return int64(h.OverHead) + (sectors+grain-1)/grain*grain
+}
+
 // writeSparseExtent writes an empty hosted sparse extent in qemu-img's
 // layout: header, embedded descriptor (if any, 20 sectors), redundant GD
 // and GTs, GD and GTs, padded to a grain. Every grain table is
@@ -300,21 +410,14 @@ func writeSparseExtent(f *os.File, sectors int64, o *CreateOptions, desc []byte)
 	if o.ZeroedGrains {
 		h.Version, h.Flags = 2, h.Flags|flagZeroedGTE
 	}
-	next := int64(1)
+	var descSectors int64
 	if desc != nil {
-		descSectors := max(descriptorSectors, (int64(len(desc))+SectorSize-1)/SectorSize)
+		descSectors = max(descriptorSectors, (int64(len(desc))+SectorSize-1)/SectorSize)
 		h.DescriptorOffset, h.DescriptorSize = 1, uint64(descSectors)
-		next += descSectors
 	}
-	gdEntries := int64(h.gdEntries())
-	gdSectors := (gdEntries*4 + SectorSize - 1) / SectorSize
-	gtSectors := int64(maxGTEsPerGT * 4 / SectorSize)
-	h.RGDOffset = uint64(next)
-	h.GDOffset = uint64(next + gdSectors + gdEntries*gtSectors)
-	end := int64(h.GDOffset) + gdSectors + gdEntries*gtSectors
-	h.OverHead = uint64((end + grain - 1) / grain * grain)
-	if full := int64(h.OverHead) + (sectors+grain-1)/grain*grain; full > math.MaxUint32 {
-		return fmt.Errorf("%w: a sparse extent of %d sectors would need offsets past 2^32 sectors (2 TiB); use twoGbMaxExtentSparse", ErrUnsupported, sectors)
+	gdEntries, gdSectors, gtSectors := sparseLayout(&h, descSectors)
+	if full := sparseExtentSectors(sectors, grain, descSectors); full > math.MaxUint32 {
+		return fmt.Errorf("%w: a sparse extent of %d sectors would need offsets past 2^32 sectors (2 TiB); use twoGbMaxExtentFlat or monolithicFlat", ErrUnsupported, sectors)
 	}
 
 	// The grain tables start all zero: holes in the file, so creating a

@@ -25,15 +25,35 @@ const (
 // +kubebuilder:validation:XValidation:rule="!has(self.backingImage) || self.subformat in ['monolithicSparse', 'twoGbMaxExtentSparse']",message="a backing image needs a sparse subformat: monolithicSparse or twoGbMaxExtentSparse"
 // +kubebuilder:validation:XValidation:rule="!(has(self.backingImage) && has(self.source))",message="backingImage and source cannot both be set: a child starts empty over its parent"
 // +kubebuilder:validation:XValidation:rule="self.subformat == oldSelf.subformat",message="subformat is immutable"
-// +kubebuilder:validation:XValidation:rule="has(self.size) == has(oldSelf.size) && (!has(self.size) || self.size == oldSelf.size)",message="size is immutable"
+// +kubebuilder:validation:XValidation:rule="has(self.size) == has(oldSelf.size) && (!has(self.size) || quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) == 0)",message="size is immutable"
 // +kubebuilder:validation:XValidation:rule="has(self.backingImage) == has(oldSelf.backingImage) && (!has(self.backingImage) || self.backingImage == oldSelf.backingImage)",message="backingImage is immutable"
 // +kubebuilder:validation:XValidation:rule="has(self.source) == has(oldSelf.source) && (!has(self.source) || self.source == oldSelf.source)",message="source is immutable"
 // +kubebuilder:validation:XValidation:rule="has(self.adapterType) == has(oldSelf.adapterType) && (!has(self.adapterType) || self.adapterType == oldSelf.adapterType)",message="adapterType is immutable"
 // +kubebuilder:validation:XValidation:rule="has(self.hwVersion) == has(oldSelf.hwVersion) && (!has(self.hwVersion) || self.hwVersion == oldSelf.hwVersion)",message="hwVersion is immutable"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || !(self.subformat in ['monolithicSparse', 'streamOptimized']) || quantity(string(self.size)).compareTo(quantity('2198754230272')) <= 0",message="a monolithicSparse or streamOptimized image is at most 2198754230272 bytes (2 TiB less 256.56 MiB: its single sparse extent, grain tables included, must stay below 2^32 sectors); use twoGbMaxExtentFlat or monolithicFlat",fieldPath=".size"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || self.subformat != 'twoGbMaxExtentSparse' || quantity(string(self.size)).compareTo(quantity('2145336164352')) <= 0",message="a twoGbMaxExtentSparse image is at most 2145336164352 bytes (1998 GiB: 999 extents of 2 GiB); use twoGbMaxExtentFlat or monolithicFlat",fieldPath=".size"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || self.subformat != 'twoGbMaxExtentFlat' || quantity(string(self.size)).compareTo(quantity('68169720922112')) <= 0",message="a twoGbMaxExtentFlat image is at most 68169720922112 bytes (62 TiB), VMware's largest virtual disk",fieldPath=".size"
+// +kubebuilder:validation:XValidation:rule="!has(self.size) || self.subformat != 'monolithicFlat' || quantity(string(self.size)).compareTo(quantity('17592186040320')) <= 0",message="a monolithicFlat image is at most 17592186040320 bytes (16 TiB less 4 KiB), the largest file ext4 with 4 KiB blocks holds; use twoGbMaxExtentFlat",fieldPath=".size"
 type VMDKImageSpec struct {
 	// Size is the virtual disk size. Required for a blank image; for an
 	// import or a flatten it defaults to the source's size and may not be
-	// smaller.
+	// smaller. It must be positive. The controller passes it to the Job in
+	// whole bytes (resource.Quantity's Value: a fraction rounds up), and
+	// the disk written is that rounded up to a multiple of 512 bytes, a
+	// sector (vmdk.ImageOptions does it): 1000 makes a 1024-byte disk.
+	// Each subformat has a largest size, refused at admission (vmdk.MaxSize
+	// holds the same limits):
+	//   - monolithicSparse, streamOptimized: 2198754230272 bytes (2 TiB
+	//     less 256.56 MiB), one sparse extent whose grain tables hold 32-bit
+	//     sector offsets;
+	//   - twoGbMaxExtentSparse: 2145336164352 bytes (1998 GiB), 999 extents
+	//     of 2 GiB;
+	//   - twoGbMaxExtentFlat: 68169720922112 bytes (62 TiB), VMware's
+	//     largest virtual disk;
+	//   - monolithicFlat: 17592186040320 bytes (16 TiB less 4 KiB), the
+	//     largest file ext4 with 4 KiB blocks holds, the common filesystem
+	//     of PVCs (XFS holds more, but the limit assumes ext4).
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="size must be positive"
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
 
@@ -42,8 +62,9 @@ type VMDKImageSpec struct {
 	// +optional
 	Subformat Subformat `json:"subformat,omitempty"`
 
-	// AdapterType is the descriptor's ddb.adapterType.
-	// +kubebuilder:validation:Enum=ide;buslogic;lsilogic;legacyESX
+	// AdapterType is the descriptor's ddb.adapterType (the values
+	// vmdk.AdapterTypes lists).
+	// +kubebuilder:validation:Enum=ide;lsilogic;buslogic;legacyESX;pvscsi
 	// +optional
 	AdapterType string `json:"adapterType,omitempty"`
 
@@ -70,8 +91,9 @@ type VMDKImageSpec struct {
 
 // ImageReference names a VMDKImage in the same namespace.
 type ImageReference struct {
+	// Name of the VMDKImage: at most 63 characters, as VMDKImage names are.
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:MaxLength=63
 	Name string `json:"name"`
 }
 
@@ -91,6 +113,7 @@ type ImageSource struct {
 }
 
 // HTTPSource is a disk on an HTTP(S) server.
+// +kubebuilder:validation:XValidation:rule="!has(self.secretRef) || self.secretRef.size() == 0 || !self.url.startsWith('http://') || (has(self.insecureAllowCredentialsOverHTTP) && self.insecureAllowCredentialsOverHTTP)",message="secretRef's credentials would be sent over plain http://, where anyone on the path can read them: use an https:// URL, or set insecureAllowCredentialsOverHTTP: true",fieldPath=".secretRef"
 type HTTPSource struct {
 	// URL of the disk.
 	// +kubebuilder:validation:Pattern=`^https?://`
@@ -104,6 +127,11 @@ type HTTPSource struct {
 	// and "password" keys (basic auth).
 	// +optional
 	SecretRef string `json:"secretRef,omitempty"`
+	// InsecureAllowCredentialsOverHTTP lets secretRef's credentials be sent
+	// to an http:// URL, in plain text: anyone on the path can read them.
+	// Without it, secretRef with an http:// URL is refused.
+	// +optional
+	InsecureAllowCredentialsOverHTTP bool `json:"insecureAllowCredentialsOverHTTP,omitempty"`
 	// Checksum of the downloaded bytes, "sha256:" and 64 hex digits; a
 	// mismatch fails the import for good.
 	// +kubebuilder:validation:Pattern=`^sha256:[0-9a-f]{64}$`
@@ -130,7 +158,7 @@ type PVCSource struct {
 
 // StorageSpec shapes the image's PVC.
 // +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.size) || (has(self.size) && quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0)",message="storage.size may only grow"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.size) || (has(self.size) && quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0)",message="storage.size may only grow"
 type StorageSpec struct {
 	// StorageClassName of the PVC (default: the cluster's default class).
 	// +optional
@@ -139,7 +167,8 @@ type StorageSpec struct {
 	// +optional
 	AccessModes []corev1.PersistentVolumeAccessMode `json:"accessModes,omitempty"`
 	// Size requested for the PVC (default: what the subformat needs for the
-	// virtual size, with headroom).
+	// virtual size, with headroom). It must be positive.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="storage.size must be positive"
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
 }
@@ -221,8 +250,11 @@ type VMDKImageStatus struct {
 // set it to a new value; status.refreshed echoes it when done.
 const AnnotationRefresh = "storage.vmdkpop.io/refresh"
 
-// VMDKImage is a VMDK virtual disk kept in a PVC.
+// VMDKImage is a VMDK virtual disk kept in a PVC. Its name is at most 63
+// characters: the controller uses it as the storage.vmdkpop.io/image label
+// value (and in its Job and PVC names and the /images/<name> mount).
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: it is the value of the storage.vmdkpop.io/image label on the image's PVC and Job"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=vmdk;vmdks,categories=vmdkpop
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
