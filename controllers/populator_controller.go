@@ -92,13 +92,20 @@ type PopulatorReconciler struct {
 	copied sync.Map // UIDs of prime-PVC events already copied
 }
 
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims/status,verbs=get
-// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch;patch;update
-// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// Least privilege: each verb below is one the populator calls (the
+// envtest suite runs the manager under the generated role and fails on
+// a verb granted but never used). Reads go through the manager's cache,
+// which lists and watches: no get. PVs: only read and the claimRef patch.
+// PVC finalizers: the OwnerReferencesPermissionEnforcement admission
+// plugin requires update on them to create a prime PVC or Job with
+// blockOwnerDeletion.
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=list
-// +kubebuilder:rbac:groups=populator.storage.k8s.io,resources=volumepopulators,verbs=get;create;update
+// +kubebuilder:rbac:groups=populator.storage.k8s.io,resources=volumepopulators,verbs=get;create
 
 // dataSourceImage returns the VMDKImage a PVC wants to be filled from.
 func dataSourceImage(pvc *corev1.PersistentVolumeClaim) (string, bool) {

@@ -84,13 +84,13 @@ type VMDKImageReconciler struct {
 	Imager   ImagerConfig
 }
 
-// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages,verbs=list;watch;update;patch
+// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages/status,verbs=update
 // +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages/finalizers,verbs=update
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile moves one image one step: PVC, then dependencies, then Job,

@@ -111,7 +111,9 @@ func finishJob(job *batchv1.Job, code int32, res *result.Result) {
 	jobPod(job, phase, &corev1.ContainerStateTerminated{ExitCode: code, Message: msg, FinishedAt: metav1.Now(), Reason: "Completed"})
 	Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(Succeed())
 	now := metav1.Now()
-	job.Status.StartTime = &now
+	if job.Status.StartTime == nil { // immutable once set
+		job.Status.StartTime = &now
+	}
 	if code == 0 {
 		job.Status.Succeeded = 1
 		job.Status.CompletionTime = &now
@@ -454,6 +456,7 @@ var _ = Describe("VMDKImage controller", func() {
 			}, timeout, interval).Should(ContainSubstring(c.want))
 		}
 		// Kubernetes expands bound claims only: bind it, as a provisioner would.
+		Eventually(func() string { return getImage(ns, "fixed").Status.ClaimName }, timeout, interval).ShouldNot(BeEmpty())
 		pvc := &corev1.PersistentVolumeClaim{}
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: getImage(ns, "fixed").Status.ClaimName}, pvc)).To(Succeed())
 		pvc.Status.Phase = corev1.ClaimBound
