@@ -38,7 +38,7 @@ var verbsNotRequested = map[string]string{
 	// Checked by the OwnerReferencesPermissionEnforcement admission
 	// plugin (enabled in the suite) when a child is created with
 	// blockOwnerDeletion: an authorization, not a request.
-	"persistentvolumeclaims/finalizers:update":         "admission",
+	"persistentvolumeclaims/finalizers:update":        "admission",
 	"storage.vmdkpop.io/vmdkimages/finalizers:update": "admission",
 	// The suite reads pod logs through a fake: there is no kubelet.
 	"pods/log:get": "fake log reader",
