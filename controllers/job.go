@@ -320,6 +320,9 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 			*volumes = append(*volumes, corev1.Volume{Name: "credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: h.SecretRef}}})
 			*mounts = append(*mounts, corev1.VolumeMount{Name: "credentials", MountPath: credsDir, ReadOnly: true})
 			args = append(args, "--credentials-dir", credsDir)
+			if h.InsecureAllowCredentialsOverHTTP {
+				args = append(args, "--insecure-allow-credentials-over-http")
+			}
 		}
 		if h.Checksum != "" {
 			args = append(args, "--checksum", h.Checksum)

@@ -181,5 +181,10 @@ var _ = Describe("validation", func() {
 		accepted(imp("plain-anonymous", v1alpha1.HTTPSource{URL: "http://example.com/d.vmdk"}))
 		// An explicit empty secretRef sends no credentials.
 		accepted(raw(ns, "plain-empty-secret", map[string]any{"size": "1Gi", "source": map[string]any{"http": map[string]any{"url": "http://example.com/d.vmdk", "secretRef": ""}}}))
+
+		// imager refuses credentials over http:// by itself too: the
+		// controller passes the user's consent on, and only then.
+		Expect(jobOf(ns, "plain-allowed").Spec.Template.Spec.Containers[0].Args).To(ContainElement("--insecure-allow-credentials-over-http"))
+		Expect(jobOf(ns, "tls").Spec.Template.Spec.Containers[0].Args).NotTo(ContainElement("--insecure-allow-credentials-over-http"))
 	})
 })

@@ -31,6 +31,8 @@ type httpOptions struct {
 	retries      int
 	backoff      time.Duration
 	stallTimeout time.Duration
+	// insecureCreds allows credentials to go over plain http://.
+	insecureCreds bool
 }
 
 func (o *httpOptions) register(fs *flag.FlagSet) {
@@ -42,7 +44,11 @@ func (o *httpOptions) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.retries, "retries", 5, "retries of a transient network failure, each resuming where it stopped")
 	fs.DurationVar(&o.backoff, "retry-backoff", time.Second, "first wait between retries (doubles each time, at most 30s)")
 	fs.DurationVar(&o.stallTimeout, "stall-timeout", time.Minute, "abandon (and retry) a connection that delivers nothing for this long")
+	fs.BoolVar(&o.insecureCreds, "insecure-allow-credentials-over-http", false, "send credentials to an http:// source, or after a redirect to one (anyone on the path can read them)")
 }
+
+// errCredentialsOverHTTP refuses to send credentials in the clear.
+var errCredentialsOverHTTP = errors.New("credentials would be sent over plain http:// (give --insecure-allow-credentials-over-http to allow it)")
 
 // httpClient fetches one URL with retries. url is what is requested;
 // shown is what messages quote: without user info or query values, which
@@ -113,6 +119,22 @@ func newHTTPClient(rawURL string, o httpOptions, log io.Writer) (*httpClient, er
 		}
 		h.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
 	}
+	if h.auth != nil && !o.insecureCreds {
+		if u, err := url.Parse(rawURL); err == nil && strings.EqualFold(u.Scheme, "http") {
+			return nil, permanent(result.ReasonInvalidArguments, errCredentialsOverHTTP)
+		}
+		// Go forwards Authorization on a redirect to the same host, also
+		// from https:// down to http://.
+		h.c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+			if strings.EqualFold(req.URL.Scheme, "http") {
+				return permanent(result.ReasonSourceError, fmt.Errorf("redirected to %s: %w", result.RedactURL(req.URL.String()), errCredentialsOverHTTP))
+			}
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return nil
+		}
+	}
 	return h, nil
 }
 
@@ -168,6 +190,10 @@ func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator stri
 		h.auth(req)
 	}
 	resp, err := h.c.Do(req)
+	var refused *importError
+	if errors.As(err, &refused) {
+		return nil, redactURLError(err) // CheckRedirect's refusal: its own reason
+	}
 	if err != nil {
 		// classify tells a certificate that does not verify (permanent)
 		// from the rest.
