@@ -259,6 +259,17 @@ var _ = Describe("tenant safety", func() {
 		Consistently(func() string { return getImage(ns, "other").Status.CID }, 2*time.Second, interval).Should(BeEmpty())
 	})
 
+	It("writes no URL secrets into status or events", func() {
+		ns := newNamespace()
+		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk?sig=abc"}}})
+		finishJob(jobOf(ns, "img"), result.ExitTransient, &result.Result{Phase: result.Failed, Reason: result.ReasonNetworkError,
+			Message: `Get "https://alice:hunter2@disks.example/d.vmdk?sig=abc": EOF`})
+		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
+		msg := condition(ns, "img", v1alpha1.ConditionReady)().Message
+		Expect(msg).To(ContainSubstring("disks.example/d.vmdk"))
+		Expect(msg).NotTo(Or(ContainSubstring("hunter2"), ContainSubstring("sig=abc")))
+	})
+
 	It("takes a Job's result only from the pods the Job controls", func() {
 		ns := newNamespace()
 		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1)})

@@ -265,7 +265,9 @@ func failureOf(job *batchv1.Job, res *result.Result, pod *corev1.Pod, failed boo
 	case failed:
 		reason, msg = ReasonRetriesExhausted, "Job "+job.Name+" failed: "+jobFailureMessage(job)
 	}
-	return reason, msg
+	// imager redacts its messages already; status and events are read
+	// by everyone who can read the image, so make sure.
+	return reason, result.RedactURL(msg)
 }
 
 // refresh re-reads a Ready image's identity from its files with an
@@ -307,7 +309,7 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	if res == nil || res.Phase != result.Succeeded {
 		msg := "no result"
 		if res != nil {
-			msg = res.Reason + ": " + res.Message
+			msg = res.Reason + ": " + result.RedactURL(res.Message)
 		}
 		r.event(img, corev1.EventTypeWarning, EventRefreshFailed, "re-reading the image failed: %s", msg)
 		return ctrl.Result{}, nil
