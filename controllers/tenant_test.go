@@ -259,6 +259,86 @@ var _ = Describe("tenant safety", func() {
 		Consistently(func() string { return getImage(ns, "other").Status.CID }, 2*time.Second, interval).Should(BeEmpty())
 	})
 
+	It("copies onto the user's PVC only the events of its own prime PVC, by UID", func() {
+		class := storageClass("immediate", false)
+		ns := newNamespace()
+		readyImage(ns, "img", "18181818", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		x := userPVC(ns, "x", "img", class, 2, false)
+		prime := primeOf(x)
+		for _, e := range []struct {
+			name, reason string
+			uid          types.UID
+		}{{"forged", "TenantSaysSo", "not-the-prime"}, {"real", "ProvisioningFailed", prime.UID}} {
+			Expect(k8sClient.Create(ctx, &corev1.Event{
+				ObjectMeta:     metav1.ObjectMeta{Namespace: ns, Name: e.name},
+				InvolvedObject: corev1.ObjectReference{Kind: "PersistentVolumeClaim", Namespace: ns, Name: prime.Name, UID: e.uid},
+				Type:           corev1.EventTypeWarning, Reason: e.reason, Message: "m", Source: corev1.EventSource{Component: "test"},
+			})).To(Succeed())
+		}
+		pod := jobPod(populateJobOf(x), corev1.PodRunning, nil)
+		fakeLogs.set(pod.Name, `{"progress":10,"bytesDone":1,"bytesTotal":10}`)
+		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement("ProvisioningFailed"))
+		Expect(pvcEvents(ns, "x")()).NotTo(ContainElement("TenantSaysSo"))
+	})
+
+	It("ignores a dataSourceRef into another namespace", func() {
+		// The apiserver takes one only with the alpha
+		// CrossNamespaceVolumeDataSource gate (off here): where it is on,
+		// the populator must still not fill a PVC from another
+		// namespace's image (that needs a ReferenceGrant, unsupported).
+		ref := func(ns *string) *corev1.PersistentVolumeClaim {
+			return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant"}, Spec: corev1.PersistentVolumeClaimSpec{
+				DataSourceRef: &corev1.TypedObjectReference{APIGroup: ptr.To(v1alpha1.GroupVersion.Group), Kind: "VMDKImage", Name: "golden", Namespace: ns},
+			}}
+		}
+		_, ok := dataSourceImage(ref(ptr.To("victim")))
+		Expect(ok).To(BeFalse())
+		for _, same := range []*string{nil, ptr.To(""), ptr.To("tenant")} {
+			name, ok := dataSourceImage(ref(same))
+			Expect(ok).To(BeTrue())
+			Expect(name).To(Equal("golden"))
+		}
+	})
+
+	It("bounds the node disk an import may use, and fails an evicted one with the kubelet's reason", func() {
+		ns := newNamespace()
+		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk"}}})
+		job := jobOf(ns, "img")
+		ps := job.Spec.Template.Spec
+		var scratch *corev1.Volume
+		for i := range ps.Volumes {
+			if ps.Volumes[i].Name == "scratch" {
+				scratch = &ps.Volumes[i]
+			}
+		}
+		Expect(scratch).NotTo(BeNil())
+		Expect(scratch.EmptyDir.SizeLimit.Value()).To(Equal(int64(1<<30 + 1<<30/64 + 64<<20)))
+		lim := ps.Containers[0].Resources.Limits[corev1.ResourceEphemeralStorage]
+		Expect(lim.Value()).To(Equal(int64(64<<20) + scratch.EmptyDir.SizeLimit.Value()))
+		Expect(ps.Containers[0].Resources.Requests).To(HaveKey(corev1.ResourceEphemeralStorage))
+		// Disruptions count against the Job's backoff: no Ignore rule.
+		for _, rule := range job.Spec.PodFailurePolicy.Rules {
+			Expect(rule.Action).NotTo(Equal(batchv1.PodFailurePolicyActionIgnore))
+		}
+
+		pod := jobPod(job, corev1.PodFailed, nil)
+		pod.Status.Reason, pod.Status.Message = "Evicted", "Pod ephemeral local storage usage exceeds the total limit of containers 1.1Gi."
+		pod.Status.ContainerStatuses = nil
+		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(Succeed())
+		now := metav1.Now()
+		job.Status.StartTime, job.Status.Failed = &now, 5
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
+			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
+		}
+		Expect(k8sClient.Status().Update(ctx, job)).To(Succeed())
+		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
+		c := condition(ns, "img", v1alpha1.ConditionReady)()
+		Expect(c.Reason).To(Equal(ReasonPodEvicted))
+		Expect(c.Message).To(ContainSubstring("ephemeral local storage usage exceeds"))
+	})
+
 	It("writes no URL secrets into status or events", func() {
 		ns := newNamespace()
 		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk?sig=abc"}}})
