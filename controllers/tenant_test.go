@@ -89,6 +89,17 @@ func forgedJob(ns, name string, owner client.Object, gvk metav1.GroupVersionKind
 	return job
 }
 
+// readyReason reads an image's Ready condition as "reason: message".
+func readyReason(ns, name string) func() string {
+	return func() string {
+		c := condition(ns, name, v1alpha1.ConditionReady)()
+		if c == nil {
+			return ""
+		}
+		return c.Reason + ": " + c.Message
+	}
+}
+
 var pvcGVK = metav1.GroupVersionKind{Version: "v1", Kind: "PersistentVolumeClaim"}
 
 // untouched asserts obj keeps its UID and resourceVersion for a while.
@@ -232,13 +243,7 @@ var _ = Describe("tenant safety", func() {
 		Expect(k8sClient.Create(ctx, claim)).To(Succeed())
 		readyImage(ns, "parent", "16161616", v1alpha1.VMDKImageSpec{Size: gi(1)})
 
-		Eventually(func() string {
-			c := condition(ns, "child", v1alpha1.ConditionReady)()
-			if c == nil {
-				return ""
-			}
-			return c.Reason + ": " + c.Message
-		}, timeout, interval).Should(And(HavePrefix(ReasonForeignObject+": PersistentVolumeClaim "+claim.Name), ContainSubstring("not created by vmdkpop")))
+		Eventually(readyReason(ns, "child"), timeout, interval).Should(And(HavePrefix(ReasonForeignObject+": PersistentVolumeClaim "+claim.Name), ContainSubstring("not created by vmdkpop")))
 		Eventually(eventReasons(ns, "child"), timeout, interval).Should(ContainElement(ReasonForeignObject))
 		Expect(getImage(ns, "child").Status.Phase).To(Equal(v1alpha1.PhasePending))
 		noJob(ns, "child")
@@ -249,13 +254,7 @@ var _ = Describe("tenant safety", func() {
 		fj := forgedJob(ns, nameFor(other, "create"), other, metav1.GroupVersionKind{Group: v1alpha1.GroupVersion.Group, Version: v1alpha1.GroupVersion.Version, Kind: "VMDKImage"})
 		finishJob(fj, 0, succeeded("deadbeef", "ffffffff", "monolithicSparse", 1<<30))
 		readyImage(ns, "later", "17171717", v1alpha1.VMDKImageSpec{Size: gi(1)})
-		Eventually(func() string {
-			c := condition(ns, "other", v1alpha1.ConditionReady)()
-			if c == nil {
-				return ""
-			}
-			return c.Reason + ": " + c.Message
-		}, timeout, interval).Should(HavePrefix(ReasonForeignObject + ": Job " + fj.Name))
+		Eventually(readyReason(ns, "other"), timeout, interval).Should(HavePrefix(ReasonForeignObject + ": Job " + fj.Name))
 		Consistently(func() string { return getImage(ns, "other").Status.CID }, 2*time.Second, interval).Should(BeEmpty())
 	})
 

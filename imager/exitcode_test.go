@@ -78,13 +78,7 @@ func failingDevice(t *testing.T) string {
 	if err := os.Truncate(backing, 32<<20); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("losetup", "-f", "--show", backing).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev
+	return attachLoop(t, backing)
 }
 
 // fill writes n bytes of incompressible data into dir, so the volume holds

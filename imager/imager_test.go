@@ -218,6 +218,12 @@ func loopDevice(t *testing.T, size int64) string {
 	t.Helper()
 	backing := filepath.Join(t.TempDir(), "dev.img")
 	os.WriteFile(backing, bytes.Repeat([]byte{0xff}, int(size)), 0o644)
+	return attachLoop(t, backing)
+}
+
+// attachLoop attaches backing to a free loop device until the test ends.
+func attachLoop(t *testing.T, backing string) string {
+	t.Helper()
 	out, err := exec.Command("losetup", "-f", "--show", backing).CombinedOutput()
 	if err != nil {
 		t.Fatalf("losetup (the block-device tests need root): %v %s", err, out)

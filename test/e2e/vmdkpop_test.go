@@ -45,9 +45,8 @@ func sha(b []byte) string {
 }
 
 func getImage(name string) *v1alpha1.VMDKImage {
-	img := &v1alpha1.VMDKImage{}
-	ExpectWithOffset(2, k8s.Get(ctx, types.NamespacedName{Namespace: testNS, Name: name}, img)).To(Succeed())
-	return img
+	GinkgoHelper()
+	return imageIn(testNS, name)
 }
 
 func createImage(name string, spec v1alpha1.VMDKImageSpec) {
