@@ -109,11 +109,12 @@ func run() error {
 		return err
 	}
 	if err := (&controllers.VMDKImageReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("vmdkimage-controller"),
-		Logs:     controllers.ClientsetLogReader{Clientset: cs},
-		Imager:   cfg,
+		Client:    mgr.GetClient(),
+		Scheme:    mgr.GetScheme(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("vmdkimage-controller"),
+		Logs:      controllers.ClientsetLogReader{Clientset: cs},
+		Imager:    cfg,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the VMDKImage controller: %w", err)
 	}

@@ -20,6 +20,11 @@ import (
 // create has its UID recorded on its owner at once, under an annotation
 // of its own, and only the object with that UID is ever used, updated or
 // deleted. An object squatting on the name is refused.
+//
+// Reads go through the manager's cache, which may not hold the
+// controller's own latest writes yet (the child it just created, the UID
+// it just recorded): before refusing an object, the owner and the child
+// are read live, so a refusal is never the cache's lag.
 
 // Annotations on an owner recording the UIDs of the children created for it.
 const (
@@ -59,9 +64,9 @@ func isForeign(err error) bool {
 func ensureChild[T any, P interface {
 	*T
 	client.Object
-}](ctx context.Context, c client.Client, owner client.Object, key string, desired P) (child P, created bool, err error) {
+}](ctx context.Context, c client.Client, live client.Reader, owner client.Object, key string, desired P) (child P, created bool, err error) {
 	existing := P(new(T))
-	err = getChild(ctx, c, owner, key, desired.GetName(), existing)
+	err = getChild(ctx, c, live, owner, key, desired.GetName(), existing)
 	if err == nil || !apierrors.IsNotFound(err) {
 		return existing, false, err
 	}
@@ -71,8 +76,8 @@ func ensureChild[T any, P interface {
 	}
 	if err := c.Create(ctx, desired); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			// Not there a moment ago and not ours now: someone raced us.
-			return nil, false, &ForeignObjectError{Kind: kind, Name: desired.GetName()}
+			// Not in the cache, but there: ours if the owner says so.
+			return existing, false, confirmLive(ctx, c, live, owner, key, desired.GetName(), existing)
 		}
 		return nil, false, fmt.Errorf("create %s %s: %w", kind, desired.GetName(), err)
 	}
@@ -89,14 +94,42 @@ func ensureChild[T any, P interface {
 // getChild reads the child named name into into and checks it is the one
 // recorded under key on owner: NotFound when there is no such object, a
 // *ForeignObjectError when there is one but it is not the recorded child.
-func getChild(ctx context.Context, c client.Client, owner client.Object, key, name string, into client.Object) error {
+func getChild(ctx context.Context, c client.Client, live client.Reader, owner client.Object, key, name string, into client.Object) error {
 	if err := c.Get(ctx, types.NamespacedName{Namespace: owner.GetNamespace(), Name: name}, into); err != nil {
 		return err
 	}
-	if recorded := owner.GetAnnotations()[key]; recorded == "" || types.UID(recorded) != into.GetUID() {
-		return &ForeignObjectError{Kind: kindOf(into, c.Scheme()), Name: name}
+	if recorded(owner, key, into) {
+		return nil
+	}
+	return confirmLive(ctx, c, live, owner, key, name, into)
+}
+
+// confirmLive reads the owner and the child named name (into into) past
+// the cache, and returns nil if the child is the one recorded on the
+// owner, a *ForeignObjectError if not (NotFound if there is no child).
+func confirmLive(ctx context.Context, c client.Client, live client.Reader, owner client.Object, key, name string, into client.Object) error {
+	foreign := &ForeignObjectError{Kind: kindOf(into, c.Scheme()), Name: name}
+	if live == nil {
+		return foreign
+	}
+	o := owner.DeepCopyObject().(client.Object)
+	if err := live.Get(ctx, client.ObjectKeyFromObject(owner), o); err != nil {
+		return fmt.Errorf("read %s live: %w", owner.GetName(), err)
+	}
+	if err := live.Get(ctx, types.NamespacedName{Namespace: owner.GetNamespace(), Name: name}, into); err != nil {
+		return err
+	}
+	if !recorded(o, key, into) {
+		return foreign
 	}
 	return nil
+}
+
+// recorded reports whether child's UID is the one recorded under key on
+// owner.
+func recorded(owner client.Object, key string, child client.Object) bool {
+	uid := owner.GetAnnotations()[key]
+	return uid != "" && types.UID(uid) == child.GetUID()
 }
 
 // deleteChild deletes the child recorded under key on owner, if it still

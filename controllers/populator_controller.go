@@ -80,7 +80,8 @@ const fsOverhead = 0.06
 // is then handed to the user's PVC.
 type PopulatorReconciler struct {
 	client.Client
-	// APIReader reads what the cache does not hold: the prime PVC's events.
+	// APIReader reads past the cache: the prime PVC's events, and the
+	// live owner and child before a child is refused as foreign.
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
@@ -95,15 +96,16 @@ type PopulatorReconciler struct {
 // Least privilege: each verb below is one the populator calls (the
 // envtest suite runs the manager under the generated role and fails on
 // a verb granted but never used). Reads go through the manager's cache,
-// which lists and watches: no get. PVs: only read and the claimRef patch.
+// which lists and watches; get is for the live reads that confirm a
+// refusal (owned.go). PVs: only read and the claimRef patch.
 // PVC finalizers: the OwnerReferencesPermissionEnforcement admission
 // plugin requires update on them to create a prime PVC or Job with
 // blockOwnerDeletion.
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=list;watch;patch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=list;watch
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch;create;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=list
 // +kubebuilder:rbac:groups=populator.storage.k8s.io,resources=volumepopulators,verbs=get;create
 
@@ -273,7 +275,7 @@ func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.Persi
 	if node != "" {
 		prime.Annotations = map[string]string{annSelectedNode: node}
 	}
-	prime, _, err := ensureChild(ctx, r.Client, pvc, AnnPrimeUID, prime)
+	prime, _, err := ensureChild(ctx, r.Client, r.APIReader, pvc, AnnPrimeUID, prime)
 	return prime, err
 }
 
@@ -294,7 +296,7 @@ func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.
 		"--target-format", "raw", "--fs-overhead", strconv.FormatFloat(fsOverhead, 'f', -1, 64),
 		imagePath(chain[0].Name)}
 	job := imagerJob(primeName(pvc, "populate"), pvc.Namespace, map[string]string{LabelPopulates: string(pvc.UID)}, p, r.Imager)
-	job, created, err := ensureChild(ctx, r.Client, pvc, AnnPopulateJobUID, job)
+	job, created, err := ensureChild(ctx, r.Client, r.APIReader, pvc, AnnPopulateJobUID, job)
 	if created {
 		r.event(pvc, corev1.EventTypeNormal, EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)
 	}

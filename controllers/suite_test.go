@@ -103,11 +103,12 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&VMDKImageReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("vmdkimage-controller"),
-		Logs:     fakeLogs,
-		Imager:   DefaultImagerConfig(),
+		Client:    mgr.GetClient(),
+		Scheme:    mgr.GetScheme(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("vmdkimage-controller"),
+		Logs:      fakeLogs,
+		Imager:    DefaultImagerConfig(),
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&PopulatorReconciler{
 		Client:    mgr.GetClient(),

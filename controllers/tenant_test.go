@@ -349,6 +349,25 @@ var _ = Describe("tenant safety", func() {
 		Expect(msg).NotTo(Or(ContainSubstring("hunter2"), ContainSubstring("sig=abc")))
 	})
 
+	It("does not take the cache's lag for a squatter: a refusal is confirmed live", func() {
+		ns := newNamespace()
+		img := readyImage(ns, "img", "1a1a1a1a", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		// The image as a cache could still hold it: before its PVC's UID
+		// was recorded.
+		stale := img.DeepCopy()
+		delete(stale.Annotations, AnnClaimUID)
+		pvc := &corev1.PersistentVolumeClaim{}
+		Expect(getChild(ctx, k8sClient, k8sClient, stale, AnnClaimUID, img.Status.ClaimName, pvc)).To(Succeed())
+		Expect(pvc.UID).To(Equal(types.UID(img.Annotations[AnnClaimUID])))
+		Expect(isForeign(getChild(ctx, k8sClient, nil, stale, AnnClaimUID, img.Status.ClaimName, pvc))).To(BeTrue())
+		// A create that finds the child there already (the cache had not
+		// seen it yet) takes it, once the live owner names it.
+		child, created, err := ensureChild(ctx, k8sClient, k8sClient, stale, AnnClaimUID, pvcFor(img, img.Status.ClaimName, 0))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(created).To(BeFalse())
+		Expect(child.UID).To(Equal(pvc.UID))
+	})
+
 	It("takes a Job's result only from the pods the Job controls", func() {
 		ns := newNamespace()
 		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1)})

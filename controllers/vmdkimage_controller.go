@@ -78,19 +78,22 @@ const progressInterval = 5 * time.Second
 // Job that writes it, and records what the Job reported.
 type VMDKImageReconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder
-	Logs     PodLogReader
-	Imager   ImagerConfig
+	// APIReader reads past the cache: the live image and child before a
+	// child is refused as foreign.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Logs      PodLogReader
+	Imager    ImagerConfig
 }
 
-// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages,verbs=list;watch;update;patch
+// +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages/status,verbs=update
 // +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages/finalizers,verbs=update
-// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=list;watch;create;delete
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile moves one image one step: PVC, then dependencies, then Job,
@@ -129,7 +132,7 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 			return ctrl.Result{}, nil
 		}
 		pvc := &corev1.PersistentVolumeClaim{}
-		switch err := getChild(ctx, r.Client, img, AnnClaimUID, st.ClaimName, pvc); {
+		switch err := getChild(ctx, r.Client, r.APIReader, img, AnnClaimUID, st.ClaimName, pvc); {
 		case err == nil:
 			if err := r.growPVC(ctx, img, pvc); err != nil {
 				return ctrl.Result{}, err
@@ -165,7 +168,7 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 
 	desired := jobFor(img, claim.Name, mounts, r.Imager)
 	st.JobName = desired.Name
-	job, created, err := ensureChild(ctx, r.Client, img, AnnJobUID, desired)
+	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, AnnJobUID, desired)
 	switch {
 	case err != nil:
 		return r.refuse(img, err)
@@ -288,7 +291,7 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	p := imagerPod{args: []string{"info", "--result-file", resultPath, "--root", imagesDir, imagePath(img.Name)},
 		volumes: volumes, mounts: mounts, uid: r.Imager.UID, gid: r.Imager.GID}
 	desired := imagerJob(hashedName(img.Name, string(img.UID)+"/"+token, "refresh"), img.Namespace, map[string]string{LabelImage: img.Name}, p, r.Imager)
-	job, created, err := ensureChild(ctx, r.Client, img, AnnRefreshJobUID, desired)
+	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, AnnRefreshJobUID, desired)
 	if isForeign(err) {
 		st.Refreshed = token
 		r.event(img, corev1.EventTypeWarning, EventRefreshFailed, "re-reading the image refused: %v", err)
@@ -512,7 +515,7 @@ func (r *VMDKImageReconciler) setWaiting(img *v1alpha1.VMDKImage, w *waitReason)
 // ensurePVC gets or creates the image's PVC, and grows its request when
 // spec.storage.size grew.
 func (r *VMDKImageReconciler) ensurePVC(ctx context.Context, img *v1alpha1.VMDKImage, sourceSize int64) (*corev1.PersistentVolumeClaim, error) {
-	pvc, created, err := ensureChild(ctx, r.Client, img, AnnClaimUID, pvcFor(img, nameFor(img, "disk"), sourceSize))
+	pvc, created, err := ensureChild(ctx, r.Client, r.APIReader, img, AnnClaimUID, pvcFor(img, nameFor(img, "disk"), sourceSize))
 	if err != nil || created {
 		return pvc, err
 	}
