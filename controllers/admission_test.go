@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,7 +64,7 @@ var _ = Describe("admission policies", func() {
 			return tenant.Create(ctx, &v1alpha1.VMDKImage{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: v1alpha1.VMDKImageSpec{Size: gi(1), Source: &src}})
 		}
 		secret := v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://tenant.example/d.vmdk", SecretRef: "vcenter-admin"}}
-		Eventually(func() string { return errString(create("steal", secret)) }, timeout, interval).Should(
+		Eventually(untilRefused(func(name string) error { return create(name, secret) }), timeout, interval).Should(
 			ContainSubstring("source.http.secretRef: you may not read Secret vcenter-admin yourself"))
 		Expect(errString(create("ca", v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://tenant.example/d.vmdk", CAConfigMap: "internal-ca"}}))).To(
 			ContainSubstring("source.http.caConfigMap: you may not read ConfigMap internal-ca yourself"))
@@ -94,7 +95,7 @@ var _ = Describe("admission policies", func() {
 			})
 		}
 		outsider := tenantClient(ns, "outsider", pvcs)
-		Eventually(func() string { return errString(create(outsider, "d")) }, timeout, interval).Should(
+		Eventually(untilRefused(func(name string) error { return create(outsider, name) }), timeout, interval).Should(
 			ContainSubstring("dataSourceRef: you may not read VMDKImage golden yourself"))
 		reader := tenantClient(ns, "reader", pvcs, rbacv1.PolicyRule{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"vmdkimages"}, Verbs: []string{"get"}})
 		Eventually(func() error { return create(reader, "d") }, timeout, interval).Should(Succeed())
@@ -106,6 +107,17 @@ var _ = Describe("admission policies", func() {
 		Expect(outsider.Create(ctx, plain)).To(Succeed())
 	})
 })
+
+// untilRefused calls create with a new name each time, so that attempts
+// made before the apiserver has loaded the policies (which are accepted)
+// do not make later ones fail as AlreadyExists.
+func untilRefused(create func(name string) error) func() string {
+	n := 0
+	return func() string {
+		n++
+		return errString(create(fmt.Sprintf("probe-%d", n)))
+	}
+}
 
 func errString(err error) string {
 	if err == nil {
