@@ -68,9 +68,6 @@ const (
 	credsDir      = "/etc/vmdkpop/credentials"
 	containerName = "imager"
 	resultPath    = "/dev/termination-log"
-
-	// LabelImage marks the Jobs and PVCs of an image.
-	LabelImage = "storage.vmdkpop.io/image"
 )
 
 // Operation is what an image's Job does.
@@ -135,7 +132,7 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 	cv, cm := chainVolumes(mounts)
 	volumes, vmounts = append(volumes, cv...), append(vmounts, cm...)
 	args, scratch := imagerArgs(img, &volumes, &vmounts, cfg)
-	labels := map[string]string{LabelImage: img.Name}
+	labels := map[string]string{v1alpha1.LabelImage: img.Name}
 	spec := imagerPod{args: args, volumes: volumes, mounts: vmounts, uid: cfg.UID, gid: cfg.GID, scratch: scratch}
 	return imagerJob(nameFor(img, string(op)), img.Namespace, labels, spec, cfg)
 }
@@ -350,7 +347,7 @@ func pvcFor(img *v1alpha1.VMDKImage, name string, sourceSize int64) *corev1.Pers
 		request = resource.NewQuantity(defaultClaimSize(img, sourceSize), resource.BinarySI)
 	}
 	return &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: img.Namespace, Labels: map[string]string{LabelImage: img.Name}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: img.Namespace, Labels: map[string]string{v1alpha1.LabelImage: img.Name}},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			StorageClassName: st.StorageClassName,
 			AccessModes:      modes,

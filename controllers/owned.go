@@ -26,21 +26,6 @@ import (
 // it just recorded): before refusing an object, the owner and the child
 // are read live, so a refusal is never the cache's lag.
 
-// Annotations on an owner recording the UIDs of the children created for it.
-const (
-	// On a user's PVC being populated.
-	AnnPrimeUID       = "storage.vmdkpop.io/prime-uid"
-	AnnPopulateJobUID = "storage.vmdkpop.io/populate-job-uid"
-	// On a VMDKImage.
-	AnnClaimUID      = "storage.vmdkpop.io/claim-uid"
-	AnnJobUID        = "storage.vmdkpop.io/job-uid"
-	AnnRefreshJobUID = "storage.vmdkpop.io/refresh-job-uid"
-)
-
-// ReasonForeignObject is the condition and event reason of a refusal: an
-// object with a child's name exists that the controller did not create.
-const ReasonForeignObject = "ForeignObject"
-
 // ForeignObjectError says an object holds a name the controller derives
 // for a child, but is not the child it recorded.
 type ForeignObjectError struct {

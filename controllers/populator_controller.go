@@ -27,48 +27,13 @@ import (
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
 )
 
-// Annotations and labels the populator keeps on PVCs.
 const (
-	// AnnPhase on the user's PVC: Pending, Populating, Succeeded or Failed.
-	AnnPhase = "storage.vmdkpop.io/populator-phase"
-	// AnnProgress on the user's PVC: the populating Job's progress.
-	AnnProgress = "storage.vmdkpop.io/populator-progress"
-	// AnnMessage on the user's PVC: why it waits or failed.
-	AnnMessage = "storage.vmdkpop.io/populator-message"
-	// AnnVolume on the user's PVC: the populated PV handed to it.
-	AnnVolume = "storage.vmdkpop.io/populated-volume"
-	// LabelPopulates marks a prime PVC and its Job with the UID of the
-	// PVC they populate.
-	LabelPopulates = "storage.vmdkpop.io/populates"
-	// PopulatorFinalizer keeps the user's PVC until the prime PVC and Job
-	// are cleaned up.
-	PopulatorFinalizer = "storage.vmdkpop.io/populate"
 	// annSelectedNode is set by the scheduler on WaitForFirstConsumer PVCs.
 	annSelectedNode = "volume.kubernetes.io/selected-node"
 
 	indexDataSource = "spec.dataSourceRef.vmdkimage"
 	targetDir       = "/target"
 	targetDevice    = "/dev/vmdkpop-target"
-)
-
-// Populator phases (AnnPhase values).
-const (
-	PopPending    = "Pending"
-	PopPopulating = "Populating"
-	PopSucceeded  = "Succeeded"
-	PopFailed     = "Failed"
-)
-
-// Event reasons on the user's PVC.
-const (
-	EventPopulatorWaiting  = "PopulatorWaiting"
-	EventPopulatorStarted  = "PopulatorStarted"
-	EventPopulatorFailed   = "PopulatorFailed"
-	EventPopulatorFinished = "PopulatorFinished"
-	EventPVCTooSmall       = "PVCTooSmall"
-	// ReasonVolumeNotVerified: the prime PVC's volume failed the checks
-	// made before its PV is handed over.
-	ReasonVolumeNotVerified = "VolumeNotVerified"
 )
 
 // fsOverhead is the share of a Filesystem volume imager keeps for the
@@ -135,28 +100,28 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if err := r.cleanup(ctx, pvc); err != nil {
 			return ctrl.Result{}, err
 		}
-		if pvc.DeletionTimestamp.IsZero() && pvc.Annotations[AnnPhase] != PopSucceeded && pvc.Annotations[AnnPhase] != PopFailed {
-			if v := pvc.Annotations[AnnVolume]; v != "" && v == pvc.Spec.VolumeName {
-				r.annotate(ctx, pvc, PopSucceeded, "100%", "")
+		if pvc.DeletionTimestamp.IsZero() && pvc.Annotations[v1alpha1.AnnPhase] != v1alpha1.PopSucceeded && pvc.Annotations[v1alpha1.AnnPhase] != v1alpha1.PopFailed {
+			if v := pvc.Annotations[v1alpha1.AnnVolume]; v != "" && v == pvc.Spec.VolumeName {
+				r.annotate(ctx, pvc, v1alpha1.PopSucceeded, "100%", "")
 			} else {
 				// Something else bound it first: its volume holds no image.
-				r.fail(ctx, pvc, EventPopulatorFailed, fmt.Sprintf("the PVC was bound to volume %s, which vmdkpop did not fill: "+
+				r.fail(ctx, pvc, v1alpha1.EventPopulatorFailed, fmt.Sprintf("the PVC was bound to volume %s, which vmdkpop did not fill: "+
 					"the storage class's provisioner must leave PVCs with a dataSourceRef to their populator", pvc.Spec.VolumeName))
 			}
 		}
-		if controllerutil.RemoveFinalizer(pvc, PopulatorFinalizer) {
+		if controllerutil.RemoveFinalizer(pvc, v1alpha1.PopulatorFinalizer) {
 			return ctrl.Result{}, client.IgnoreNotFound(r.Update(ctx, pvc))
 		}
 		return ctrl.Result{}, nil
 	}
-	if controllerutil.AddFinalizer(pvc, PopulatorFinalizer) {
+	if controllerutil.AddFinalizer(pvc, v1alpha1.PopulatorFinalizer) {
 		if err := r.Update(ctx, pvc); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 
 	// The image and its chain must be Ready.
-	chain, wait, err := readyChain(ctx, r.Client, pvc.Namespace, "", imageName, ReasonWaitingForSource)
+	chain, wait, err := readyChain(ctx, r.Client, pvc.Namespace, "", imageName, v1alpha1.ReasonWaitingForSource)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -182,14 +147,14 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	node := ""
 	if sc.VolumeBindingMode != nil && *sc.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer {
 		if node = pvc.Annotations[annSelectedNode]; node == "" {
-			r.annotate(ctx, pvc, PopPending, "", "waiting for a pod that uses the PVC to be scheduled (WaitForFirstConsumer)")
+			r.annotate(ctx, pvc, v1alpha1.PopPending, "", "waiting for a pod that uses the PVC to be scheduled (WaitForFirstConsumer)")
 			return ctrl.Result{}, nil
 		}
 	}
 
 	// Too small a PVC is refused before any work, with the size it needs.
 	if msg := tooSmall(pvc, img.Status.VirtualSize); msg != "" {
-		r.fail(ctx, pvc, EventPVCTooSmall, msg)
+		r.fail(ctx, pvc, v1alpha1.EventPVCTooSmall, msg)
 		return ctrl.Result{}, nil
 	}
 
@@ -208,7 +173,7 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if p, ok := r.progressOf(ctx, job); ok {
 			progress = p
 		}
-		r.annotate(ctx, pvc, PopPopulating, progress, "")
+		r.annotate(ctx, pvc, v1alpha1.PopPopulating, progress, "")
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	if failed {
@@ -217,7 +182,7 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return ctrl.Result{}, err
 		}
 		reason, msg := failureOf(job, res, pod, true)
-		r.fail(ctx, pvc, EventPopulatorFailed, reason+": "+msg)
+		r.fail(ctx, pvc, v1alpha1.EventPopulatorFailed, reason+": "+msg)
 		return ctrl.Result{}, nil
 	}
 	return r.rebind(ctx, pvc, prime)
@@ -233,7 +198,7 @@ func (r *PopulatorReconciler) refuse(ctx context.Context, pvc *corev1.Persistent
 	if !isForeign(err) {
 		return ctrl.Result{}, err
 	}
-	r.fail(ctx, pvc, ReasonForeignObject, err.Error())
+	r.fail(ctx, pvc, v1alpha1.ReasonForeignObject, err.Error())
 	return ctrl.Result{RequeueAfter: foreignRecheck}, nil
 }
 
@@ -264,7 +229,7 @@ func primeName(pvc *corev1.PersistentVolumeClaim, kind string) string {
 // data source, the volume the Job writes and then hands over.
 func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.PersistentVolumeClaim, node string) (*corev1.PersistentVolumeClaim, error) {
 	prime := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime"), Namespace: pvc.Namespace, Labels: map[string]string{LabelPopulates: string(pvc.UID)}},
+		ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime"), Namespace: pvc.Namespace, Labels: map[string]string{v1alpha1.LabelPopulates: string(pvc.UID)}},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			StorageClassName: pvc.Spec.StorageClassName,
 			AccessModes:      pvc.Spec.AccessModes,
@@ -275,7 +240,7 @@ func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.Persi
 	if node != "" {
 		prime.Annotations = map[string]string{annSelectedNode: node}
 	}
-	prime, _, err := ensureChild(ctx, r.Client, r.APIReader, pvc, AnnPrimeUID, prime)
+	prime, _, err := ensureChild(ctx, r.Client, r.APIReader, pvc, v1alpha1.AnnPrimeUID, prime)
 	return prime, err
 }
 
@@ -295,10 +260,10 @@ func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.
 	p.args = []string{"import", "--result-file", resultPath, "--root", imagesDir, "--target", target,
 		"--target-format", "raw", "--fs-overhead", strconv.FormatFloat(fsOverhead, 'f', -1, 64),
 		imagePath(chain[0].Name)}
-	job := imagerJob(primeName(pvc, "populate"), pvc.Namespace, map[string]string{LabelPopulates: string(pvc.UID)}, p, r.Imager)
-	job, created, err := ensureChild(ctx, r.Client, r.APIReader, pvc, AnnPopulateJobUID, job)
+	job := imagerJob(primeName(pvc, "populate"), pvc.Namespace, map[string]string{v1alpha1.LabelPopulates: string(pvc.UID)}, p, r.Imager)
+	job, created, err := ensureChild(ctx, r.Client, r.APIReader, pvc, v1alpha1.AnnPopulateJobUID, job)
 	if created {
-		r.event(pvc, corev1.EventTypeNormal, EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)
+		r.event(pvc, corev1.EventTypeNormal, v1alpha1.EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)
 	}
 	return job, err
 }
@@ -317,23 +282,23 @@ func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.Per
 	if err := r.Get(ctx, types.NamespacedName{Name: prime.Spec.VolumeName}, pv); err != nil {
 		return ctrl.Result{}, err
 	}
-	if ref := pv.Spec.ClaimRef; ref != nil && ref.UID == pvc.UID && pvc.Annotations[AnnVolume] == pv.Name {
+	if ref := pv.Spec.ClaimRef; ref != nil && ref.UID == pvc.UID && pvc.Annotations[v1alpha1.AnnVolume] == pv.Name {
 		// Handed over by an earlier reconcile: the PV controller binds
 		// the user's PVC, and its Bound status brings us back to clean up.
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	if msg := verifyPrimeVolume(pvc, prime, pv); msg != "" {
-		r.fail(ctx, pvc, ReasonVolumeNotVerified, msg)
+		r.fail(ctx, pvc, v1alpha1.ReasonVolumeNotVerified, msg)
 		return ctrl.Result{RequeueAfter: foreignRecheck}, nil
 	}
-	if pvc.Annotations[AnnVolume] != pv.Name {
+	if pvc.Annotations[v1alpha1.AnnVolume] != pv.Name {
 		// Recorded first: once bound, this is how the PVC's volume is
 		// known to hold the image.
 		patch := client.MergeFrom(pvc.DeepCopy())
 		if pvc.Annotations == nil {
 			pvc.Annotations = map[string]string{}
 		}
-		pvc.Annotations[AnnVolume] = pv.Name
+		pvc.Annotations[v1alpha1.AnnVolume] = pv.Name
 		if err := r.Patch(ctx, pvc, patch); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -349,8 +314,8 @@ func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.Per
 	if err := r.Patch(ctx, pv, patch); err != nil {
 		return ctrl.Result{}, fmt.Errorf("rebind PV %s: %w", pv.Name, err)
 	}
-	r.annotate(ctx, pvc, PopPopulating, "100%", "binding the populated volume "+pv.Name)
-	r.event(pvc, corev1.EventTypeNormal, EventPopulatorFinished, "populated volume %s handed to this PVC", pv.Name)
+	r.annotate(ctx, pvc, v1alpha1.PopPopulating, "100%", "binding the populated volume "+pv.Name)
+	r.event(pvc, corev1.EventTypeNormal, v1alpha1.EventPopulatorFinished, "populated volume %s handed to this PVC", pv.Name)
 	return ctrl.Result{RequeueAfter: progressInterval}, nil
 }
 
@@ -377,11 +342,11 @@ func verifyPrimeVolume(pvc, prime *corev1.PersistentVolumeClaim, pv *corev1.Pers
 // PVC: only the ones recorded as created for it.
 func (r *PopulatorReconciler) cleanup(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "populate")}}
-	if err := deleteChild(ctx, r.Client, pvc, job, AnnPopulateJobUID); err != nil {
+	if err := deleteChild(ctx, r.Client, pvc, job, v1alpha1.AnnPopulateJobUID); err != nil {
 		return err
 	}
 	prime := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime")}}
-	return deleteChild(ctx, r.Client, pvc, prime, AnnPrimeUID)
+	return deleteChild(ctx, r.Client, pvc, prime, v1alpha1.AnnPrimeUID)
 }
 
 func (r *PopulatorReconciler) progressOf(ctx context.Context, job *batchv1.Job) (string, bool) {
@@ -414,25 +379,25 @@ func (r *PopulatorReconciler) copyPrimeEvents(ctx context.Context, pvc, prime *c
 
 // wait records why the PVC waits, with an event when the reason changes.
 func (r *PopulatorReconciler) wait(ctx context.Context, pvc *corev1.PersistentVolumeClaim, msg string) {
-	if pvc.Annotations[AnnMessage] != msg {
-		r.event(pvc, corev1.EventTypeNormal, EventPopulatorWaiting, "%s", msg)
+	if pvc.Annotations[v1alpha1.AnnMessage] != msg {
+		r.event(pvc, corev1.EventTypeNormal, v1alpha1.EventPopulatorWaiting, "%s", msg)
 	}
-	r.annotate(ctx, pvc, PopPending, "", msg)
+	r.annotate(ctx, pvc, v1alpha1.PopPending, "", msg)
 }
 
 // fail records a failure that retrying will not fix.
 func (r *PopulatorReconciler) fail(ctx context.Context, pvc *corev1.PersistentVolumeClaim, reason, msg string) {
-	if pvc.Annotations[AnnPhase] != PopFailed || pvc.Annotations[AnnMessage] != msg {
+	if pvc.Annotations[v1alpha1.AnnPhase] != v1alpha1.PopFailed || pvc.Annotations[v1alpha1.AnnMessage] != msg {
 		r.event(pvc, corev1.EventTypeWarning, reason, "%s", msg)
 	}
-	r.annotate(ctx, pvc, PopFailed, "", msg)
+	r.annotate(ctx, pvc, v1alpha1.PopFailed, "", msg)
 }
 
 // annotate mirrors the population's phase, progress and message onto the
 // user's PVC.
 func (r *PopulatorReconciler) annotate(ctx context.Context, pvc *corev1.PersistentVolumeClaim, phase, progress, msg string) {
 	a := pvc.Annotations
-	if a[AnnPhase] == phase && a[AnnProgress] == progress && a[AnnMessage] == msg {
+	if a[v1alpha1.AnnPhase] == phase && a[v1alpha1.AnnProgress] == progress && a[v1alpha1.AnnMessage] == msg {
 		return
 	}
 	patch := client.MergeFrom(pvc.DeepCopy())
@@ -446,9 +411,9 @@ func (r *PopulatorReconciler) annotate(ctx context.Context, pvc *corev1.Persiste
 			pvc.Annotations[k] = v
 		}
 	}
-	set(AnnPhase, phase)
-	set(AnnProgress, progress)
-	set(AnnMessage, msg)
+	set(v1alpha1.AnnPhase, phase)
+	set(v1alpha1.AnnProgress, progress)
+	set(v1alpha1.AnnMessage, msg)
 	if err := r.Patch(ctx, pvc, patch); err != nil {
 		ctrl.LoggerFrom(ctx).Info("annotating PVC", "error", err.Error())
 	}

@@ -111,12 +111,12 @@ var _ = Describe("volume populator", func() {
 		Expect(*ps.SecurityContext.RunAsUser).To(Equal(int64(107)))
 		Expect(*ps.SecurityContext.FSGroup).To(Equal(int64(107)))
 		Expect(*ps.Containers[0].SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
-		Eventually(getPVC(ns, "vm-disk").Finalizers, timeout, interval).Should(ContainElement(PopulatorFinalizer))
+		Eventually(getPVC(ns, "vm-disk").Finalizers, timeout, interval).Should(ContainElement(v1alpha1.PopulatorFinalizer))
 
 		pod := jobPod(job, corev1.PodRunning, nil)
 		fakeLogs.set(pod.Name, `{"progress":50,"bytesDone":1,"bytesTotal":2}`)
-		Eventually(annotation(ns, "vm-disk", AnnProgress), timeout, interval).Should(Equal("50.0%"))
-		Expect(getPVC(ns, "vm-disk").Annotations[AnnPhase]).To(Equal(PopPopulating))
+		Eventually(annotation(ns, "vm-disk", v1alpha1.AnnProgress), timeout, interval).Should(Equal("50.0%"))
+		Expect(getPVC(ns, "vm-disk").Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopPopulating))
 		Expect(k8sClient.Delete(ctx, pod)).To(Succeed())
 
 		// The provisioner binds the prime PVC to a new PV.
@@ -144,7 +144,7 @@ var _ = Describe("volume populator", func() {
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pv), pv)).To(Succeed())
 			return pv.Spec.ClaimRef.UID
 		}, timeout, interval).Should(Equal(user.UID))
-		Eventually(pvcEvents(ns, "vm-disk"), timeout, interval).Should(ContainElements(EventPopulatorStarted, EventPopulatorFinished))
+		Eventually(pvcEvents(ns, "vm-disk"), timeout, interval).Should(ContainElements(v1alpha1.EventPopulatorStarted, v1alpha1.EventPopulatorFinished))
 
 		// The PV controller binds the user's PVC and loses the prime one.
 		prime = getPVC(ns, prime.Name)
@@ -163,9 +163,9 @@ var _ = Describe("volume populator", func() {
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), &batchv1.Job{}))
 		}, timeout, interval).Should(BeTrue())
-		Eventually(func() []string { return getPVC(ns, "vm-disk").Finalizers }, timeout, interval).ShouldNot(ContainElement(PopulatorFinalizer))
-		Eventually(annotation(ns, "vm-disk", AnnPhase), timeout, interval).Should(Equal(PopSucceeded))
-		Expect(getPVC(ns, "vm-disk").Annotations[AnnVolume]).To(Equal(pv.Name))
+		Eventually(func() []string { return getPVC(ns, "vm-disk").Finalizers }, timeout, interval).ShouldNot(ContainElement(v1alpha1.PopulatorFinalizer))
+		Eventually(annotation(ns, "vm-disk", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopSucceeded))
+		Expect(getPVC(ns, "vm-disk").Annotations[v1alpha1.AnnVolume]).To(Equal(pv.Name))
 	})
 
 	It("waits for WaitForFirstConsumer scheduling and pins a Block-mode Job to the selected node", func() {
@@ -173,7 +173,7 @@ var _ = Describe("volume populator", func() {
 		class := storageClass("wffc", true)
 		readyImage(ns, "img", "33333333", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		user := userPVC(ns, "raw-disk", "img", class, 1, true)
-		Eventually(annotation(ns, "raw-disk", AnnMessage), timeout, interval).Should(ContainSubstring("WaitForFirstConsumer"))
+		Eventually(annotation(ns, "raw-disk", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring("WaitForFirstConsumer"))
 		Consistently(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "prime-" + string(user.UID)}, &corev1.PersistentVolumeClaim{}))
 		}, "1s", interval).Should(BeTrue())
@@ -199,9 +199,9 @@ var _ = Describe("volume populator", func() {
 		class := storageClass("immediate", false)
 		readyImage(ns, "big", "44444444", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		user := userPVC(ns, "small", "big", class, 1, false) // 1Gi cannot hold 1Gi plus filesystem overhead
-		Eventually(annotation(ns, "small", AnnPhase), timeout, interval).Should(Equal(PopFailed))
-		Expect(getPVC(ns, "small").Annotations[AnnMessage]).To(ContainSubstring("request at least 1090Mi"))
-		Eventually(pvcEvents(ns, "small"), timeout, interval).Should(ContainElement(EventPVCTooSmall))
+		Eventually(annotation(ns, "small", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopFailed))
+		Expect(getPVC(ns, "small").Annotations[v1alpha1.AnnMessage]).To(ContainSubstring("request at least 1090Mi"))
+		Eventually(pvcEvents(ns, "small"), timeout, interval).Should(ContainElement(v1alpha1.EventPVCTooSmall))
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "prime-" + string(user.UID)}, &corev1.PersistentVolumeClaim{}))).To(BeTrue())
 	})
 
@@ -210,8 +210,8 @@ var _ = Describe("volume populator", func() {
 		class := storageClass("immediate", false)
 		a := userPVC(ns, "a", "later", class, 2, false)
 		b := userPVC(ns, "b", "later", class, 2, true)
-		Eventually(annotation(ns, "a", AnnMessage), timeout, interval).Should(ContainSubstring("does not exist"))
-		Eventually(pvcEvents(ns, "a"), timeout, interval).Should(ContainElement(EventPopulatorWaiting))
+		Eventually(annotation(ns, "a", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring("does not exist"))
+		Eventually(pvcEvents(ns, "a"), timeout, interval).Should(ContainElement(v1alpha1.EventPopulatorWaiting))
 		readyImage(ns, "later", "55555555", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		ja, jb := populateJobOf(a), populateJobOf(b)
 		Expect(ja.Name).NotTo(Equal(jb.Name))
@@ -243,9 +243,9 @@ var _ = Describe("volume populator", func() {
 		readyImage(ns, "img", "66666666", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		user := userPVC(ns, "d", "img", class, 2, false)
 		finishJob(populateJobOf(user), result.ExitPermanent, &result.Result{Phase: result.Failed, Reason: result.ReasonTargetTooSmall, Message: "the volume has 1.0 GiB available", Permanent: true})
-		Eventually(annotation(ns, "d", AnnPhase), timeout, interval).Should(Equal(PopFailed))
-		Expect(getPVC(ns, "d").Annotations[AnnMessage]).To(HavePrefix("TargetTooSmall: "))
-		Eventually(pvcEvents(ns, "d"), timeout, interval).Should(ContainElement(EventPopulatorFailed))
+		Eventually(annotation(ns, "d", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopFailed))
+		Expect(getPVC(ns, "d").Annotations[v1alpha1.AnnMessage]).To(HavePrefix("TargetTooSmall: "))
+		Eventually(pvcEvents(ns, "d"), timeout, interval).Should(ContainElement(v1alpha1.EventPopulatorFailed))
 	})
 
 	It("says so when something else bound the PVC to an empty volume", func() {
@@ -263,8 +263,8 @@ var _ = Describe("volume populator", func() {
 		u := getPVC(ns, "stolen")
 		u.Status.Phase = corev1.ClaimBound
 		Expect(k8sClient.Status().Update(ctx, u)).To(Succeed())
-		Eventually(annotation(ns, "stolen", AnnPhase), timeout, interval).Should(Equal(PopFailed))
-		Expect(getPVC(ns, "stolen").Annotations[AnnMessage]).To(ContainSubstring("did not fill"))
+		Eventually(annotation(ns, "stolen", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopFailed))
+		Expect(getPVC(ns, "stolen").Annotations[v1alpha1.AnnMessage]).To(ContainSubstring("did not fill"))
 	})
 
 	It("cleans up the prime PVC and the Job when the PVC is deleted mid-way", func() {
@@ -285,7 +285,7 @@ var _ = Describe("volume populator", func() {
 		Eventually(func() bool {
 			p := &corev1.PersistentVolumeClaim{}
 			err := k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gone"}, p)
-			return apierrors.IsNotFound(err) || !strings.Contains(strings.Join(p.Finalizers, ","), PopulatorFinalizer)
+			return apierrors.IsNotFound(err) || !strings.Contains(strings.Join(p.Finalizers, ","), v1alpha1.PopulatorFinalizer)
 		}, timeout, interval).Should(BeTrue())
 	})
 

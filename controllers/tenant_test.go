@@ -124,7 +124,7 @@ var _ = Describe("tenant safety", func() {
 
 		x := userPVC(tenantNS, "x", "img", class, 2, false)
 		prime := &corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Namespace: tenantNS, Name: "prime-" + string(x.UID), Labels: map[string]string{LabelPopulates: string(x.UID)},
+			ObjectMeta: metav1.ObjectMeta{Namespace: tenantNS, Name: "prime-" + string(x.UID), Labels: map[string]string{v1alpha1.LabelPopulates: string(x.UID)},
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "PersistentVolumeClaim", Name: x.Name, UID: x.UID, Controller: ptr.To(true)}}},
 			Spec: corev1.PersistentVolumeClaimSpec{
 				AccessModes: x.Spec.AccessModes, StorageClassName: &class, VolumeName: victimPV.Name,
@@ -138,12 +138,12 @@ var _ = Describe("tenant safety", func() {
 		finishJob(job, 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30})
 		readyImage(tenantNS, "img", "12121212", v1alpha1.VMDKImageSpec{Size: gi(1)})
 
-		Eventually(annotation(tenantNS, "x", AnnPhase), timeout, interval).Should(Equal(PopFailed))
-		Expect(getPVC(tenantNS, "x").Annotations[AnnMessage]).To(And(ContainSubstring("PersistentVolumeClaim "+prime.Name), ContainSubstring("not created by vmdkpop")))
-		Eventually(pvcEvents(tenantNS, "x"), timeout, interval).Should(ContainElement(ReasonForeignObject))
+		Eventually(annotation(tenantNS, "x", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopFailed))
+		Expect(getPVC(tenantNS, "x").Annotations[v1alpha1.AnnMessage]).To(And(ContainSubstring("PersistentVolumeClaim "+prime.Name), ContainSubstring("not created by vmdkpop")))
+		Eventually(pvcEvents(tenantNS, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonForeignObject))
 		Consistently(claimRefOf(victimPV), 3*time.Second, interval).Should(Equal(victim.UID))
 		untouched(getPVC(tenantNS, prime.Name))
-		Expect(getPVC(tenantNS, "x").Annotations).NotTo(HaveKey(AnnVolume))
+		Expect(getPVC(tenantNS, "x").Annotations).NotTo(HaveKey(v1alpha1.AnnVolume))
 	})
 
 	It("refuses a forged populate Job next to a genuine prime, and goes on once it is gone", func() {
@@ -155,10 +155,10 @@ var _ = Describe("tenant safety", func() {
 		readyImage(ns, "img", "13131313", v1alpha1.VMDKImageSpec{Size: gi(1)})
 
 		prime := primeOf(x)
-		Expect(getPVC(ns, "x").Annotations[AnnPrimeUID]).To(Equal(string(prime.UID)))
-		Eventually(annotation(ns, "x", AnnMessage), timeout, interval).Should(And(ContainSubstring("Job "+job.Name), ContainSubstring("not created by vmdkpop")))
-		Expect(getPVC(ns, "x").Annotations[AnnPhase]).To(Equal(PopFailed))
-		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(ReasonForeignObject))
+		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnPrimeUID]).To(Equal(string(prime.UID)))
+		Eventually(annotation(ns, "x", v1alpha1.AnnMessage), timeout, interval).Should(And(ContainSubstring("Job "+job.Name), ContainSubstring("not created by vmdkpop")))
+		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed))
+		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonForeignObject))
 		untouched(job)
 
 		// The tenant removes its Job: the populator makes its own.
@@ -170,8 +170,8 @@ var _ = Describe("tenant safety", func() {
 			}
 			return string(j.UID)
 		}, timeout, interval).ShouldNot(Or(BeEmpty(), Equal(string(job.UID))))
-		Eventually(annotation(ns, "x", AnnPopulateJobUID), timeout, interval).ShouldNot(BeEmpty())
-		Eventually(annotation(ns, "x", AnnPhase), timeout, interval).Should(Equal(PopPopulating))
+		Eventually(annotation(ns, "x", v1alpha1.AnnPopulateJobUID), timeout, interval).ShouldNot(BeEmpty())
+		Eventually(annotation(ns, "x", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopPopulating))
 	})
 
 	It("hands over only a PV whose claimRef names the prime PVC by UID, of the PVC's storage class", func() {
@@ -190,9 +190,9 @@ var _ = Describe("tenant safety", func() {
 		prime.Status.Phase = corev1.ClaimBound
 		Expect(k8sClient.Status().Update(ctx, prime)).To(Succeed())
 		finishJob(populateJobOf(x), 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30})
-		Eventually(annotation(ns, "x", AnnMessage), timeout, interval).Should(ContainSubstring("is not bound to prime PVC"))
-		Expect(getPVC(ns, "x").Annotations[AnnPhase]).To(Equal(PopFailed))
-		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(ReasonVolumeNotVerified))
+		Eventually(annotation(ns, "x", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring("is not bound to prime PVC"))
+		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed))
+		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonVolumeNotVerified))
 		Consistently(claimRefOf(victimPV), 3*time.Second, interval).Should(Equal(victim.UID))
 
 		// A volume of another class, bound to the prime: not the class
@@ -205,7 +205,7 @@ var _ = Describe("tenant safety", func() {
 		primeY.Status.Phase = corev1.ClaimBound
 		Expect(k8sClient.Status().Update(ctx, primeY)).To(Succeed())
 		finishJob(populateJobOf(y), 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30})
-		Eventually(annotation(ns, "y", AnnMessage), timeout, interval).Should(ContainSubstring(`storage class "other-class"`))
+		Eventually(annotation(ns, "y", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring(`storage class "other-class"`))
 		Consistently(claimRefOf(pv), 3*time.Second, interval).Should(Equal(primeY.UID))
 	})
 
@@ -216,7 +216,7 @@ var _ = Describe("tenant safety", func() {
 		job := forgedJob(ns, "populate-"+string(x.UID), x, pvcGVK)
 		readyImage(ns, "img", "15151515", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		prime := primeOf(x)
-		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(ReasonForeignObject))
+		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonForeignObject))
 		Expect(k8sClient.Delete(ctx, getPVC(ns, "x"))).To(Succeed())
 		Eventually(func() bool {
 			p := &corev1.PersistentVolumeClaim{}
@@ -243,8 +243,8 @@ var _ = Describe("tenant safety", func() {
 		Expect(k8sClient.Create(ctx, claim)).To(Succeed())
 		readyImage(ns, "parent", "16161616", v1alpha1.VMDKImageSpec{Size: gi(1)})
 
-		Eventually(readyReason(ns, "child"), timeout, interval).Should(And(HavePrefix(ReasonForeignObject+": PersistentVolumeClaim "+claim.Name), ContainSubstring("not created by vmdkpop")))
-		Eventually(eventReasons(ns, "child"), timeout, interval).Should(ContainElement(ReasonForeignObject))
+		Eventually(readyReason(ns, "child"), timeout, interval).Should(And(HavePrefix(v1alpha1.ReasonForeignObject+": PersistentVolumeClaim "+claim.Name), ContainSubstring("not created by vmdkpop")))
+		Eventually(eventReasons(ns, "child"), timeout, interval).Should(ContainElement(v1alpha1.ReasonForeignObject))
 		Expect(getImage(ns, "child").Status.Phase).To(Equal(v1alpha1.PhasePending))
 		noJob(ns, "child")
 		untouched(getPVC(ns, claim.Name))
@@ -254,7 +254,7 @@ var _ = Describe("tenant safety", func() {
 		fj := forgedJob(ns, nameFor(other, "create"), other, metav1.GroupVersionKind{Group: v1alpha1.GroupVersion.Group, Version: v1alpha1.GroupVersion.Version, Kind: "VMDKImage"})
 		finishJob(fj, 0, succeeded("deadbeef", "ffffffff", "monolithicSparse", 1<<30))
 		readyImage(ns, "later", "17171717", v1alpha1.VMDKImageSpec{Size: gi(1)})
-		Eventually(readyReason(ns, "other"), timeout, interval).Should(HavePrefix(ReasonForeignObject + ": Job " + fj.Name))
+		Eventually(readyReason(ns, "other"), timeout, interval).Should(HavePrefix(v1alpha1.ReasonForeignObject + ": Job " + fj.Name))
 		Consistently(func() string { return getImage(ns, "other").Status.CID }, 2*time.Second, interval).Should(BeEmpty())
 	})
 
@@ -334,7 +334,7 @@ var _ = Describe("tenant safety", func() {
 		Expect(k8sClient.Status().Update(ctx, job)).To(Succeed())
 		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
 		c := condition(ns, "img", v1alpha1.ConditionReady)()
-		Expect(c.Reason).To(Equal(ReasonPodEvicted))
+		Expect(c.Reason).To(Equal(v1alpha1.ReasonPodEvicted))
 		Expect(c.Message).To(ContainSubstring("ephemeral local storage usage exceeds"))
 	})
 
@@ -355,14 +355,14 @@ var _ = Describe("tenant safety", func() {
 		// The image as a cache could still hold it: before its PVC's UID
 		// was recorded.
 		stale := img.DeepCopy()
-		delete(stale.Annotations, AnnClaimUID)
+		delete(stale.Annotations, v1alpha1.AnnClaimUID)
 		pvc := &corev1.PersistentVolumeClaim{}
-		Expect(getChild(ctx, k8sClient, k8sClient, stale, AnnClaimUID, img.Status.ClaimName, pvc)).To(Succeed())
-		Expect(pvc.UID).To(Equal(types.UID(img.Annotations[AnnClaimUID])))
-		Expect(isForeign(getChild(ctx, k8sClient, nil, stale, AnnClaimUID, img.Status.ClaimName, pvc))).To(BeTrue())
+		Expect(getChild(ctx, k8sClient, k8sClient, stale, v1alpha1.AnnClaimUID, img.Status.ClaimName, pvc)).To(Succeed())
+		Expect(pvc.UID).To(Equal(types.UID(img.Annotations[v1alpha1.AnnClaimUID])))
+		Expect(isForeign(getChild(ctx, k8sClient, nil, stale, v1alpha1.AnnClaimUID, img.Status.ClaimName, pvc))).To(BeTrue())
 		// A create that finds the child there already (the cache had not
 		// seen it yet) takes it, once the live owner names it.
-		child, created, err := ensureChild(ctx, k8sClient, k8sClient, stale, AnnClaimUID, pvcFor(img, img.Status.ClaimName, 0))
+		child, created, err := ensureChild(ctx, k8sClient, k8sClient, stale, v1alpha1.AnnClaimUID, pvcFor(img, img.Status.ClaimName, 0))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(created).To(BeFalse())
 		Expect(child.UID).To(Equal(pvc.UID))

@@ -25,42 +25,8 @@ import (
 	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
-// Condition reasons the controller sets (imager's result reasons, such as
-// ChecksumMismatch, are used as they come).
-const (
-	ReasonJobRunning        = "JobRunning"
-	ReasonJobStarting       = "JobStarting"
-	ReasonSucceeded         = "Succeeded"
-	ReasonWaitingForBacking = "WaitingForBackingImage"
-	ReasonWaitingForSource  = "WaitingForSourceImage"
-	ReasonDependencyFailed  = "DependencyFailed"
-	ReasonRetriesExhausted  = "RetriesExhausted"
-	ReasonNoResult          = "NoResult"
-	ReasonParentCIDMatches  = "ParentCIDMatches"
-	ReasonParentChanged     = "ParentChanged"
-	ReasonChildrenExist     = "ChildrenExist"
-	// ReasonPodEvicted: the kubelet evicted the Job's pod (its scratch
-	// space or log outgrew its ephemeral-storage limit, or the node ran
-	// short) as many times as the Job retries.
-	ReasonPodEvicted = "PodEvicted"
-)
-
 // podReasonEvicted is the kubelet's pod status reason for an eviction.
 const podReasonEvicted = "Evicted"
-
-// Event reasons.
-const (
-	EventCreateStarted  = "CreateStarted"
-	EventImportStarted  = "ImportStarted"
-	EventFlattenStarted = "FlattenStarted"
-	EventReady          = "Ready"
-	EventFailed         = "ImportFailed"
-	EventWaiting        = "Waiting"
-	EventChainBroken    = "ChainBroken"
-	EventDeleteBlocked  = "DeletionBlocked"
-	EventRefreshed      = "Refreshed"
-	EventRefreshFailed  = "RefreshFailed"
-)
 
 // Field indexes on VMDKImages.
 const (
@@ -132,7 +98,7 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 			return ctrl.Result{}, nil
 		}
 		pvc := &corev1.PersistentVolumeClaim{}
-		switch err := getChild(ctx, r.Client, r.APIReader, img, AnnClaimUID, st.ClaimName, pvc); {
+		switch err := getChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnClaimUID, st.ClaimName, pvc); {
 		case err == nil:
 			if err := r.growPVC(ctx, img, pvc); err != nil {
 				return ctrl.Result{}, err
@@ -168,7 +134,7 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 
 	desired := jobFor(img, claim.Name, mounts, r.Imager)
 	st.JobName = desired.Name
-	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, AnnJobUID, desired)
+	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnJobUID, desired)
 	switch {
 	case err != nil:
 		return r.refuse(img, err)
@@ -176,9 +142,9 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 		op := operationOf(img)
 		st.Phase = phaseOf(op)
 		st.Progress = ""
-		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, ReasonJobStarting, "Job "+desired.Name+" started")
-		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonJobStarting, string(op)+" in progress")
-		r.event(img, corev1.EventTypeNormal, map[Operation]string{OpCreate: EventCreateStarted, OpImport: EventImportStarted, OpFlatten: EventFlattenStarted}[op],
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonJobStarting, "Job "+desired.Name+" started")
+		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonJobStarting, string(op)+" in progress")
+		r.event(img, corev1.EventTypeNormal, map[Operation]string{OpCreate: v1alpha1.EventCreateStarted, OpImport: v1alpha1.EventImportStarted, OpFlatten: v1alpha1.EventFlattenStarted}[op],
 			"Job %s %ss the image into PVC %s", desired.Name, op, claim.Name)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
@@ -200,12 +166,12 @@ func (r *VMDKImageReconciler) refuse(img *v1alpha1.VMDKImage, err error) (ctrl.R
 // refuseForeign sets the conditions and event of a refused foreign object.
 func (r *VMDKImageReconciler) refuseForeign(img *v1alpha1.VMDKImage, err error) {
 	msg := err.Error()
-	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Reason != ReasonForeignObject || c.Message != msg {
-		r.event(img, corev1.EventTypeWarning, ReasonForeignObject, "%s", msg)
+	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Reason != v1alpha1.ReasonForeignObject || c.Message != msg {
+		r.event(img, corev1.EventTypeWarning, v1alpha1.ReasonForeignObject, "%s", msg)
 	}
 	if img.Status.Phase != v1alpha1.PhaseReady {
-		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, ReasonForeignObject, msg)
-		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, ReasonForeignObject, msg)
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonForeignObject, msg)
+		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonForeignObject, msg)
 	}
 }
 
@@ -223,7 +189,7 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 		if job.Status.Failed > 0 {
 			msg += fmt.Sprintf(" (%d failed attempts so far, retrying)", job.Status.Failed)
 		}
-		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, ReasonJobRunning, msg)
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonJobRunning, msg)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	res, pod, err := jobResult(ctx, r.Client, job)
@@ -236,23 +202,23 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 		st.Progress = "100%"
 		st.CID, st.ParentCID, st.CreateType = res.CID, res.ParentCID, res.CreateType
 		st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
-		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, ReasonSucceeded, "Job "+job.Name+" finished")
-		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionTrue, ReasonSucceeded, fmt.Sprintf("%s image, CID %s", res.CreateType, res.CID))
-		r.event(img, corev1.EventTypeNormal, EventReady, "image ready: %s, CID %s, %d bytes allocated", res.CreateType, res.CID, res.AllocatedBytes)
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "Job "+job.Name+" finished")
+		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, fmt.Sprintf("%s image, CID %s", res.CreateType, res.CID))
+		r.event(img, corev1.EventTypeNormal, v1alpha1.EventReady, "image ready: %s, CID %s, %d bytes allocated", res.CreateType, res.CID, res.AllocatedBytes)
 		return ctrl.Result{}, r.checkChain(ctx, img)
 	}
 	reason, msg := failureOf(job, res, pod, failed)
 	st.Phase = v1alpha1.PhaseFailed
 	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
 	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
-	r.event(img, corev1.EventTypeWarning, EventFailed, "%s: %s", reason, msg)
+	r.event(img, corev1.EventTypeWarning, v1alpha1.EventFailed, "%s: %s", reason, msg)
 	return ctrl.Result{}, nil
 }
 
 // failureOf says why a finished Job did not succeed: imager's result,
 // else what became of its last pod, else the Job's own condition.
 func failureOf(job *batchv1.Job, res *result.Result, pod *corev1.Pod, failed bool) (reason, msg string) {
-	reason, msg = ReasonNoResult, "Job "+job.Name+" ended without a result"
+	reason, msg = v1alpha1.ReasonNoResult, "Job "+job.Name+" ended without a result"
 	switch {
 	case res != nil && res.Phase == result.Failed:
 		reason, msg = res.Reason, res.Message
@@ -260,13 +226,13 @@ func failureOf(job *batchv1.Job, res *result.Result, pod *corev1.Pod, failed boo
 			msg = fmt.Sprintf("%s (gave up after %d attempts)", msg, job.Status.Failed)
 		}
 	case pod != nil && pod.Status.Reason == podReasonEvicted:
-		reason, msg = ReasonPodEvicted, fmt.Sprintf("Job %s: pod %s was evicted: %s", job.Name, pod.Name, pod.Status.Message)
+		reason, msg = v1alpha1.ReasonPodEvicted, fmt.Sprintf("Job %s: pod %s was evicted: %s", job.Name, pod.Name, pod.Status.Message)
 	case pod != nil:
 		if t := terminated(pod); t != nil {
 			msg = fmt.Sprintf("Job %s: pod %s exited with code %d (%s)", job.Name, pod.Name, t.ExitCode, t.Reason)
 		}
 	case failed:
-		reason, msg = ReasonRetriesExhausted, "Job "+job.Name+" failed: "+jobFailureMessage(job)
+		reason, msg = v1alpha1.ReasonRetriesExhausted, "Job "+job.Name+" failed: "+jobFailureMessage(job)
 	}
 	// imager redacts its messages already; status and events are read
 	// by everyone who can read the image, so make sure.
@@ -281,7 +247,7 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	if img.Spec.BackingImage != nil {
 		var wait *waitReason
 		var err error
-		if chain, wait, err = readyChain(ctx, r.Client, img.Namespace, img.Name, img.Spec.BackingImage.Name, ReasonWaitingForBacking); err != nil {
+		if chain, wait, err = readyChain(ctx, r.Client, img.Namespace, img.Name, img.Spec.BackingImage.Name, v1alpha1.ReasonWaitingForBacking); err != nil {
 			return ctrl.Result{}, err
 		} else if wait != nil {
 			return ctrl.Result{RequeueAfter: progressInterval}, nil
@@ -290,11 +256,11 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 	volumes, mounts := chainVolumes(append([]*v1alpha1.VMDKImage{img}, chain...))
 	p := imagerPod{args: []string{"info", "--result-file", resultPath, "--root", imagesDir, imagePath(img.Name)},
 		volumes: volumes, mounts: mounts, uid: r.Imager.UID, gid: r.Imager.GID}
-	desired := imagerJob(hashedName(img.Name, string(img.UID)+"/"+token, "refresh"), img.Namespace, map[string]string{LabelImage: img.Name}, p, r.Imager)
-	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, AnnRefreshJobUID, desired)
+	desired := imagerJob(hashedName(img.Name, string(img.UID)+"/"+token, "refresh"), img.Namespace, map[string]string{v1alpha1.LabelImage: img.Name}, p, r.Imager)
+	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnRefreshJobUID, desired)
 	if isForeign(err) {
 		st.Refreshed = token
-		r.event(img, corev1.EventTypeWarning, EventRefreshFailed, "re-reading the image refused: %v", err)
+		r.event(img, corev1.EventTypeWarning, v1alpha1.EventRefreshFailed, "re-reading the image refused: %v", err)
 		return ctrl.Result{}, nil
 	} else if err != nil {
 		return ctrl.Result{}, err
@@ -314,12 +280,12 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 		if res != nil {
 			msg = res.Reason + ": " + result.RedactURL(res.Message)
 		}
-		r.event(img, corev1.EventTypeWarning, EventRefreshFailed, "re-reading the image failed: %s", msg)
+		r.event(img, corev1.EventTypeWarning, v1alpha1.EventRefreshFailed, "re-reading the image failed: %s", msg)
 		return ctrl.Result{}, nil
 	}
 	st.CID, st.ParentCID, st.CreateType = res.CID, res.ParentCID, res.CreateType
 	st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
-	r.event(img, corev1.EventTypeNormal, EventRefreshed, "re-read from its files: CID %s, %d bytes allocated", res.CID, res.AllocatedBytes)
+	r.event(img, corev1.EventTypeNormal, v1alpha1.EventRefreshed, "re-read from its files: CID %s, %d bytes allocated", res.CID, res.AllocatedBytes)
 	return ctrl.Result{}, r.checkChain(ctx, img)
 }
 
@@ -438,9 +404,9 @@ func (r *VMDKImageReconciler) dependencies(ctx context.Context, img *v1alpha1.VM
 	var why string
 	switch {
 	case img.Spec.BackingImage != nil:
-		first, why = img.Spec.BackingImage.Name, ReasonWaitingForBacking
+		first, why = img.Spec.BackingImage.Name, v1alpha1.ReasonWaitingForBacking
 	case img.Spec.Source != nil && img.Spec.Source.Image != nil:
-		first, why = img.Spec.Source.Image.Name, ReasonWaitingForSource
+		first, why = img.Spec.Source.Image.Name, v1alpha1.ReasonWaitingForSource
 	default:
 		return nil, nil, nil
 	}
@@ -455,10 +421,10 @@ func readyChain(ctx context.Context, c client.Reader, ns, self, first, why strin
 	seen := map[string]bool{self: true}
 	for name := first; name != ""; {
 		if seen[name] {
-			return nil, &waitReason{ReasonDependencyFailed, fmt.Sprintf("image %s is in a backing loop", name), true}, nil
+			return nil, &waitReason{v1alpha1.ReasonDependencyFailed, fmt.Sprintf("image %s is in a backing loop", name), true}, nil
 		}
 		if len(chain) >= maxChainDepth {
-			return nil, &waitReason{ReasonDependencyFailed, fmt.Sprintf("backing chain deeper than %d images", maxChainDepth), true}, nil
+			return nil, &waitReason{v1alpha1.ReasonDependencyFailed, fmt.Sprintf("backing chain deeper than %d images", maxChainDepth), true}, nil
 		}
 		seen[name] = true
 		dep := &v1alpha1.VMDKImage{}
@@ -470,7 +436,7 @@ func readyChain(ctx context.Context, c client.Reader, ns, self, first, why strin
 		}
 		switch {
 		case dep.Status.Phase == v1alpha1.PhaseFailed:
-			return nil, &waitReason{ReasonDependencyFailed, fmt.Sprintf("image %s failed", name), false}, nil
+			return nil, &waitReason{v1alpha1.ReasonDependencyFailed, fmt.Sprintf("image %s failed", name), false}, nil
 		case dep.Status.Phase != v1alpha1.PhaseReady || !dep.DeletionTimestamp.IsZero():
 			return nil, &waitReason{why, fmt.Sprintf("waiting for image %s to be Ready (it is %s)", name, orPending(dep.Status.Phase)), false}, nil
 		}
@@ -501,12 +467,12 @@ func (r *VMDKImageReconciler) setWaiting(img *v1alpha1.VMDKImage, w *waitReason)
 		img.Status.ObservedGeneration = img.Generation
 		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, w.reason, w.message)
 		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, w.reason, w.message)
-		r.event(img, corev1.EventTypeWarning, EventFailed, "%s", w.message)
+		r.event(img, corev1.EventTypeWarning, v1alpha1.EventFailed, "%s", w.message)
 		return
 	}
 	img.Status.Phase = v1alpha1.PhasePending
 	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Reason != w.reason || c.Message != w.message {
-		r.event(img, corev1.EventTypeNormal, EventWaiting, "%s", w.message)
+		r.event(img, corev1.EventTypeNormal, v1alpha1.EventWaiting, "%s", w.message)
 	}
 	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, w.reason, w.message)
 	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, w.reason, w.message)
@@ -515,7 +481,7 @@ func (r *VMDKImageReconciler) setWaiting(img *v1alpha1.VMDKImage, w *waitReason)
 // ensurePVC gets or creates the image's PVC, and grows its request when
 // spec.storage.size grew.
 func (r *VMDKImageReconciler) ensurePVC(ctx context.Context, img *v1alpha1.VMDKImage, sourceSize int64) (*corev1.PersistentVolumeClaim, error) {
-	pvc, created, err := ensureChild(ctx, r.Client, r.APIReader, img, AnnClaimUID, pvcFor(img, nameFor(img, "disk"), sourceSize))
+	pvc, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnClaimUID, pvcFor(img, nameFor(img, "disk"), sourceSize))
 	if err != nil || created {
 		return pvc, err
 	}
@@ -551,19 +517,19 @@ func (r *VMDKImageReconciler) checkChain(ctx context.Context, img *v1alpha1.VMDK
 	}
 	switch {
 	case apierrors.IsNotFound(err):
-		r.chainCondition(img, metav1.ConditionFalse, ReasonParentChanged, fmt.Sprintf("backing image %s is gone", img.Spec.BackingImage.Name))
+		r.chainCondition(img, metav1.ConditionFalse, v1alpha1.ReasonParentChanged, fmt.Sprintf("backing image %s is gone", img.Spec.BackingImage.Name))
 	case parent.Status.CID != img.Status.ParentCID:
-		r.chainCondition(img, metav1.ConditionFalse, ReasonParentChanged,
+		r.chainCondition(img, metav1.ConditionFalse, v1alpha1.ReasonParentChanged,
 			fmt.Sprintf("parentCID %s does not match backing image %s's CID %s", img.Status.ParentCID, parent.Name, parent.Status.CID))
 	default:
-		r.chainCondition(img, metav1.ConditionTrue, ReasonParentCIDMatches, fmt.Sprintf("parentCID matches %s's CID %s", parent.Name, parent.Status.CID))
+		r.chainCondition(img, metav1.ConditionTrue, v1alpha1.ReasonParentCIDMatches, fmt.Sprintf("parentCID matches %s's CID %s", parent.Name, parent.Status.CID))
 	}
 	return nil
 }
 
 func (r *VMDKImageReconciler) chainCondition(img *v1alpha1.VMDKImage, status metav1.ConditionStatus, reason, msg string) {
 	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionChainValid); status == metav1.ConditionFalse && (c == nil || c.Status != status) {
-		r.event(img, corev1.EventTypeWarning, EventChainBroken, "%s", msg)
+		r.event(img, corev1.EventTypeWarning, v1alpha1.EventChainBroken, "%s", msg)
 	}
 	r.setCondition(img, v1alpha1.ConditionChainValid, status, reason, msg)
 }
@@ -580,8 +546,8 @@ func (r *VMDKImageReconciler) finalize(ctx context.Context, img *v1alpha1.VMDKIm
 	if len(users) > 0 {
 		msg := fmt.Sprintf("deletion waits: %v still need this image", users)
 		if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionDeletionBlocked); c == nil || c.Message != msg {
-			r.event(img, corev1.EventTypeWarning, EventDeleteBlocked, "%s", msg)
-			r.setCondition(img, v1alpha1.ConditionDeletionBlocked, metav1.ConditionTrue, ReasonChildrenExist, msg)
+			r.event(img, corev1.EventTypeWarning, v1alpha1.EventDeleteBlocked, "%s", msg)
+			r.setCondition(img, v1alpha1.ConditionDeletionBlocked, metav1.ConditionTrue, v1alpha1.ReasonChildrenExist, msg)
 			if err := r.Status().Update(ctx, img); err != nil && !apierrors.IsConflict(err) {
 				return ctrl.Result{}, err
 			}

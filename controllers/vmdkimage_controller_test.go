@@ -60,7 +60,7 @@ func getImage(ns, name string) *v1alpha1.VMDKImage {
 func jobOf(ns, name string) *batchv1.Job {
 	jobs := &batchv1.JobList{}
 	EventuallyWithOffset(1, func() int {
-		Expect(k8sClient.List(context.Background(), jobs, client.InNamespace(ns), client.MatchingLabels{LabelImage: name})).To(Succeed())
+		Expect(k8sClient.List(context.Background(), jobs, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelImage: name})).To(Succeed())
 		return len(jobs.Items)
 	}, timeout, interval).Should(Equal(1))
 	return &jobs.Items[0]
@@ -69,7 +69,7 @@ func jobOf(ns, name string) *batchv1.Job {
 func noJob(ns, name string) {
 	ConsistentlyWithOffset(1, func() int {
 		jobs := &batchv1.JobList{}
-		Expect(k8sClient.List(context.Background(), jobs, client.InNamespace(ns), client.MatchingLabels{LabelImage: name})).To(Succeed())
+		Expect(k8sClient.List(context.Background(), jobs, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelImage: name})).To(Succeed())
 		return len(jobs.Items)
 	}, 2*time.Second, interval).Should(BeZero())
 }
@@ -224,8 +224,8 @@ var _ = Describe("VMDKImage controller", func() {
 		Expect(img.Status.ObservedGeneration).To(Equal(img.Generation))
 		ready := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionReady)
 		Expect(ready.Status).To(Equal(metav1.ConditionTrue))
-		Expect(ready.Reason).To(Equal(ReasonSucceeded))
-		Eventually(eventReasons(ns, "blank"), timeout, interval).Should(ContainElements(EventCreateStarted, EventReady))
+		Expect(ready.Reason).To(Equal(v1alpha1.ReasonSucceeded))
+		Eventually(eventReasons(ns, "blank"), timeout, interval).Should(ContainElements(v1alpha1.EventCreateStarted, v1alpha1.EventReady))
 
 		// A finished Job deleted by its TTL is not run again.
 		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
@@ -237,7 +237,7 @@ var _ = Describe("VMDKImage controller", func() {
 		ns := newNamespace()
 		newImage(ns, "child", v1alpha1.VMDKImageSpec{Size: gi(1), BackingImage: &v1alpha1.ImageReference{Name: "parent"}})
 		Eventually(condition(ns, "child", v1alpha1.ConditionReady), timeout, interval).Should(
-			And(Not(BeNil()), HaveField("Reason", ReasonWaitingForBacking)))
+			And(Not(BeNil()), HaveField("Reason", v1alpha1.ReasonWaitingForBacking)))
 		Expect(getImage(ns, "child").Status.Phase).To(Equal(v1alpha1.PhasePending))
 		noJob(ns, "child")
 
@@ -264,8 +264,8 @@ var _ = Describe("VMDKImage controller", func() {
 		parent.Status.CID = "cccccccc"
 		Expect(k8sClient.Status().Update(ctx, parent)).To(Succeed())
 		Eventually(condition(ns, "child", v1alpha1.ConditionChainValid), timeout, interval).Should(
-			And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", ReasonParentChanged)))
-		Eventually(eventReasons(ns, "child"), timeout, interval).Should(ContainElement(EventChainBroken))
+			And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", v1alpha1.ReasonParentChanged)))
+		Eventually(eventReasons(ns, "child"), timeout, interval).Should(ContainElement(v1alpha1.EventChainBroken))
 	})
 
 	It("re-reads a Ready image's files when asked to refresh", func() {
@@ -283,7 +283,7 @@ var _ = Describe("VMDKImage controller", func() {
 		var job *batchv1.Job
 		Eventually(func() bool {
 			jobs := &batchv1.JobList{}
-			Expect(k8sClient.List(ctx, jobs, client.InNamespace(ns), client.MatchingLabels{LabelImage: "base"})).To(Succeed())
+			Expect(k8sClient.List(ctx, jobs, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelImage: "base"})).To(Succeed())
 			for i := range jobs.Items {
 				if strings.Contains(jobs.Items[i].Name, "-refresh-") {
 					job = &jobs.Items[i]
@@ -297,9 +297,9 @@ var _ = Describe("VMDKImage controller", func() {
 		finishJob(job, 0, succeeded("99999999", "ffffffff", "monolithicSparse", 1<<30))
 		Eventually(func() string { return getImage(ns, "base").Status.Refreshed }, timeout, interval).Should(Equal("after-write"))
 		Expect(getImage(ns, "base").Status.CID).To(Equal("99999999"))
-		Eventually(eventReasons(ns, "base"), timeout, interval).Should(ContainElement(EventRefreshed))
+		Eventually(eventReasons(ns, "base"), timeout, interval).Should(ContainElement(v1alpha1.EventRefreshed))
 		// The child was made against the old CID: its chain is now broken.
-		Eventually(condition(ns, "kid", v1alpha1.ConditionChainValid), timeout, interval).Should(HaveField("Reason", ReasonParentChanged))
+		Eventually(condition(ns, "kid", v1alpha1.ConditionChainValid), timeout, interval).Should(HaveField("Reason", v1alpha1.ReasonParentChanged))
 	})
 
 	It("blocks deleting an image while a child needs it", func() {
@@ -310,7 +310,7 @@ var _ = Describe("VMDKImage controller", func() {
 		Expect(k8sClient.Delete(ctx, getImage(ns, "base"))).To(Succeed())
 		Eventually(condition(ns, "base", v1alpha1.ConditionDeletionBlocked), timeout, interval).Should(
 			And(Not(BeNil()), HaveField("Message", ContainSubstring("delta"))))
-		Eventually(eventReasons(ns, "base"), timeout, interval).Should(ContainElement(EventDeleteBlocked))
+		Eventually(eventReasons(ns, "base"), timeout, interval).Should(ContainElement(v1alpha1.EventDeleteBlocked))
 		Consistently(func() error {
 			return k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "base"}, &v1alpha1.VMDKImage{})
 		}, 2*time.Second, interval).Should(Succeed())
@@ -351,7 +351,7 @@ var _ = Describe("VMDKImage controller", func() {
 		ready := meta.FindStatusCondition(getImage(ns, "web").Status.Conditions, v1alpha1.ConditionReady)
 		Expect(ready.Reason).To(Equal(result.ReasonChecksumMismatch))
 		Expect(ready.Message).To(ContainSubstring("sha256"))
-		Eventually(eventReasons(ns, "web"), timeout, interval).Should(ContainElements(EventImportStarted, EventFailed))
+		Eventually(eventReasons(ns, "web"), timeout, interval).Should(ContainElements(v1alpha1.EventImportStarted, v1alpha1.EventFailed))
 		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
 		noJob(ns, "web") // not retried
 	})

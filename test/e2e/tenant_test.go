@@ -246,24 +246,24 @@ func populationDecided(ns, name string) *corev1.PersistentVolumeClaim {
 	var pvc *corev1.PersistentVolumeClaim
 	Eventually(func() bool {
 		pvc = getPVC(ns, name)
-		phase := pvc.Annotations[controllers.AnnPhase]
-		return phase == controllers.PopFailed || phase == controllers.PopSucceeded || pvc.Spec.VolumeName != ""
+		phase := pvc.Annotations[v1alpha1.AnnPhase]
+		return phase == v1alpha1.PopFailed || phase == v1alpha1.PopSucceeded || pvc.Spec.VolumeName != ""
 	}, 2*time.Minute, time.Second).Should(BeTrue(), "PVC %s/%s: the populator decides", ns, name)
 	return pvc
 }
 
 func describePVC(pvc *corev1.PersistentVolumeClaim) string {
 	return fmt.Sprintf("PVC %s/%s (uid %s): status %s, volume %q, %s=%q, %s=%q, %s=%q", pvc.Namespace, pvc.Name, pvc.UID,
-		pvc.Status.Phase, pvc.Spec.VolumeName, controllers.AnnPhase, pvc.Annotations[controllers.AnnPhase],
-		controllers.AnnMessage, pvc.Annotations[controllers.AnnMessage], controllers.AnnVolume, pvc.Annotations[controllers.AnnVolume])
+		pvc.Status.Phase, pvc.Spec.VolumeName, v1alpha1.AnnPhase, pvc.Annotations[v1alpha1.AnnPhase],
+		v1alpha1.AnnMessage, pvc.Annotations[v1alpha1.AnnMessage], v1alpha1.AnnVolume, pvc.Annotations[v1alpha1.AnnVolume])
 }
 
 // expectRefused checks the populator's refusal on a tenant's PVC: phase
 // Failed, the message, and the ForeignObject warning.
 func expectRefused(pvc *corev1.PersistentVolumeClaim) {
 	GinkgoHelper()
-	Expect(pvc.Annotations[controllers.AnnPhase]).To(Equal(controllers.PopFailed), describePVC(pvc))
-	Expect(pvc.Annotations[controllers.AnnMessage]).To(ContainSubstring(notOurs), describePVC(pvc))
+	Expect(pvc.Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed), describePVC(pvc))
+	Expect(pvc.Annotations[v1alpha1.AnnMessage]).To(ContainSubstring(notOurs), describePVC(pvc))
 	Eventually(func() []string {
 		return warnings(pvc.Namespace, "PersistentVolumeClaim", pvc.Name, pvc.UID, reasonForeign)
 	}, 30*time.Second, time.Second).ShouldNot(BeEmpty(), "a Warning %s event on PVC %s", reasonForeign, pvc.Name)
@@ -315,7 +315,7 @@ var _ = Describe("a malicious tenant", func() {
 		Expect(uid).NotTo(BeEmpty())
 
 		By("the tenant: a forged prime PVC naming the victim's PV, and a forged populate Job that just succeeds")
-		labels := map[string]string{controllers.LabelPopulates: uid}
+		labels := map[string]string{v1alpha1.LabelPopulates: uid}
 		owners := ownedBy("v1", "PersistentVolumeClaim", x)
 		prime := &corev1.PersistentVolumeClaim{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "prime-" + uid, Labels: labels, OwnerReferences: owners},
@@ -349,7 +349,7 @@ var _ = Describe("a malicious tenant", func() {
 			g.Expect(v.Spec.VolumeName).To(Equal(victimPV))
 			t := getPVC(ns, "x")
 			g.Expect(t.Spec.VolumeName).NotTo(Equal(victimPV), "the tenant's PVC got the victim's PV: %s", describePVC(t))
-			g.Expect(t.Annotations[controllers.AnnVolume]).NotTo(Equal(victimPV), describePVC(t))
+			g.Expect(t.Annotations[v1alpha1.AnnVolume]).NotTo(Equal(victimPV), describePVC(t))
 		}
 		victimHolds(Default)
 		Consistently(victimHolds, settle, time.Second).Should(Succeed())
@@ -372,7 +372,7 @@ var _ = Describe("a malicious tenant", func() {
 		Expect(uid).NotTo(BeEmpty())
 
 		By("the tenant: a forged populate Job that succeeds without writing anything")
-		forgeJob(ns, "populate-"+uid, map[string]string{controllers.LabelPopulates: uid}, ownedBy("v1", "PersistentVolumeClaim", x), []string{"--help"})
+		forgeJob(ns, "populate-"+uid, map[string]string{v1alpha1.LabelPopulates: uid}, ownedBy("v1", "PersistentVolumeClaim", x), []string{"--help"})
 
 		By("the tenant: the VMDKImage, so that the populator goes on (and makes a genuine prime PVC)")
 		createImageIn(ns, "forged-job-src", v1alpha1.VMDKImageSpec{Size: resource.NewQuantity(sourceSize, resource.BinarySI)})
@@ -382,9 +382,9 @@ var _ = Describe("a malicious tenant", func() {
 
 		notHandedOver := func(g Gomega) {
 			t := getPVC(ns, "x")
-			g.Expect(t.Spec.VolumeName == "" || t.Annotations[controllers.AnnVolume] != t.Spec.VolumeName).To(BeTrue(),
+			g.Expect(t.Spec.VolumeName == "" || t.Annotations[v1alpha1.AnnVolume] != t.Spec.VolumeName).To(BeTrue(),
 				"vmdkpop handed the tenant's PVC a volume its forged Job 'populated': %s", describePVC(t))
-			g.Expect(t.Annotations[controllers.AnnPhase]).NotTo(Equal(controllers.PopSucceeded), describePVC(t))
+			g.Expect(t.Annotations[v1alpha1.AnnPhase]).NotTo(Equal(v1alpha1.PopSucceeded), describePVC(t))
 		}
 		By("the PVC is not handed a volume the forged Job 'populated'")
 		notHandedOver(Default)
@@ -392,7 +392,7 @@ var _ = Describe("a malicious tenant", func() {
 		By("the PVC is refused")
 		expectRefused(x)
 		Consistently(notHandedOver, settle, time.Second).Should(Succeed())
-		Expect(getPVC(ns, "x").Annotations[controllers.AnnPhase]).To(Equal(controllers.PopFailed))
+		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed))
 	})
 
 	It("cannot make a VMDKImage Ready with a forged image PVC and Job", func() {
@@ -404,7 +404,7 @@ var _ = Describe("a malicious tenant", func() {
 		})
 		Eventually(func() *metav1.Condition {
 			return meta.FindStatusCondition(imageIn(ns, "forged-child").Status.Conditions, v1alpha1.ConditionReady)
-		}, timeout, time.Second).Should(And(Not(BeNil()), HaveField("Reason", controllers.ReasonWaitingForBacking)))
+		}, timeout, time.Second).Should(And(Not(BeNil()), HaveField("Reason", v1alpha1.ReasonWaitingForBacking)))
 		child = imageIn(ns, "forged-child")
 		diskName, jobName := childName(child, "disk"), childName(child, string(controllers.OpCreate))
 		Expect(apierrors.IsNotFound(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: diskName}, &corev1.PersistentVolumeClaim{}))).To(BeTrue(),
@@ -413,7 +413,7 @@ var _ = Describe("a malicious tenant", func() {
 			"the controller made Job %s already", jobName)
 
 		By("the tenant: a forged PVC " + diskName + " and a forged Job " + jobName + " that writes a disk of its own and reports success")
-		labels := map[string]string{controllers.LabelImage: child.Name}
+		labels := map[string]string{v1alpha1.LabelImage: child.Name}
 		owners := ownedBy(v1alpha1.GroupVersion.String(), "VMDKImage", child)
 		Expect(k8s.Create(ctx, &corev1.PersistentVolumeClaim{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: diskName, Labels: labels, OwnerReferences: owners},

@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/controllers"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -328,8 +327,8 @@ var _ = Describe("vmdkpop on a real cluster", Ordered, func() {
 			pvc := &corev1.PersistentVolumeClaim{}
 			Expect(k8s.Get(ctx, types.NamespacedName{Namespace: testNS, Name: name}, pvc)).To(Succeed())
 			Expect(pvc.Status.Phase).To(Equal(corev1.ClaimBound))
-			Expect(pvc.Annotations[controllers.AnnPhase]).To(Equal(controllers.PopSucceeded))
-			Expect(pvc.Finalizers).NotTo(ContainElement(controllers.PopulatorFinalizer))
+			Expect(pvc.Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopSucceeded))
+			Expect(pvc.Finalizers).NotTo(ContainElement(v1alpha1.PopulatorFinalizer))
 		}
 		// The prime PVCs and Jobs are gone.
 		Eventually(func() []string {

@@ -1,0 +1,97 @@
+package v1alpha1
+
+// The names vmdkpop writes on objects (annotations, labels, finalizers)
+// and the constant reasons of its conditions and events: the API users
+// and tools read, in one place.
+
+// Annotations and labels on a PVC the populator fills.
+const (
+	// AnnPhase on the user's PVC: Pending, Populating, Succeeded or Failed.
+	AnnPhase = "storage.vmdkpop.io/populator-phase"
+	// AnnProgress on the user's PVC: the populating Job's progress.
+	AnnProgress = "storage.vmdkpop.io/populator-progress"
+	// AnnMessage on the user's PVC: why it waits or failed.
+	AnnMessage = "storage.vmdkpop.io/populator-message"
+	// AnnVolume on the user's PVC: the populated PV handed to it.
+	AnnVolume = "storage.vmdkpop.io/populated-volume"
+	// LabelPopulates marks a prime PVC and its Job with the UID of the
+	// PVC they populate.
+	LabelPopulates = "storage.vmdkpop.io/populates"
+	// PopulatorFinalizer keeps the user's PVC until the prime PVC and Job
+	// are cleaned up.
+	PopulatorFinalizer = "storage.vmdkpop.io/populate"
+)
+
+// LabelImage marks the Jobs and PVCs of an image (its value: the image's
+// name, hence at most 63 characters).
+const LabelImage = "storage.vmdkpop.io/image"
+
+// Annotations on an owner recording the UIDs of the children the
+// controller created for it: only those objects are ever used.
+const (
+	// On a user's PVC being populated.
+	AnnPrimeUID       = "storage.vmdkpop.io/prime-uid"
+	AnnPopulateJobUID = "storage.vmdkpop.io/populate-job-uid"
+	// On a VMDKImage.
+	AnnClaimUID      = "storage.vmdkpop.io/claim-uid"
+	AnnJobUID        = "storage.vmdkpop.io/job-uid"
+	AnnRefreshJobUID = "storage.vmdkpop.io/refresh-job-uid"
+)
+
+// Populator phases (AnnPhase values).
+const (
+	PopPending    = "Pending"
+	PopPopulating = "Populating"
+	PopSucceeded  = "Succeeded"
+	PopFailed     = "Failed"
+)
+
+// Condition reasons on VMDKImages (imager's result reasons, such as
+// ChecksumMismatch, are used as they come).
+const (
+	ReasonJobRunning        = "JobRunning"
+	ReasonJobStarting       = "JobStarting"
+	ReasonSucceeded         = "Succeeded"
+	ReasonWaitingForBacking = "WaitingForBackingImage"
+	ReasonWaitingForSource  = "WaitingForSourceImage"
+	ReasonDependencyFailed  = "DependencyFailed"
+	ReasonRetriesExhausted  = "RetriesExhausted"
+	ReasonNoResult          = "NoResult"
+	ReasonParentCIDMatches  = "ParentCIDMatches"
+	ReasonParentChanged     = "ParentChanged"
+	ReasonChildrenExist     = "ChildrenExist"
+	// ReasonPodEvicted: the kubelet evicted the Job's pod (its scratch
+	// space or log outgrew its ephemeral-storage limit, or the node ran
+	// short) as many times as the Job retries.
+	ReasonPodEvicted = "PodEvicted"
+	// ReasonForeignObject (also an event reason, on images and PVCs): an
+	// object holds the name of a child the controller would create, but
+	// is not the one it created.
+	ReasonForeignObject = "ForeignObject"
+	// ReasonVolumeNotVerified (an event reason on the user's PVC): the
+	// prime PVC's volume failed the checks made before it is handed over.
+	ReasonVolumeNotVerified = "VolumeNotVerified"
+)
+
+// Event reasons on VMDKImages.
+const (
+	EventCreateStarted  = "CreateStarted"
+	EventImportStarted  = "ImportStarted"
+	EventFlattenStarted = "FlattenStarted"
+	EventReady          = "Ready"
+	EventFailed         = "ImportFailed"
+	EventWaiting        = "Waiting"
+	EventChainBroken    = "ChainBroken"
+	EventDeleteBlocked  = "DeletionBlocked"
+	EventRefreshed      = "Refreshed"
+	EventRefreshFailed  = "RefreshFailed"
+)
+
+// Event reasons on a user's PVC.
+const (
+	EventPopulatorWaiting  = "PopulatorWaiting"
+	EventPopulatorStarted  = "PopulatorStarted"
+	EventPopulatorFailed   = "PopulatorFailed"
+	EventPopulatorFinished = "PopulatorFinished"
+	EventPVCTooSmall       = "PVCTooSmall"
+)
