@@ -100,7 +100,7 @@ var _ = Describe("validation", func() {
 		ns := newNamespace()
 		for _, sf := range []v1alpha1.Subformat{v1alpha1.MonolithicSparse, v1alpha1.StreamOptimized, v1alpha1.TwoGbMaxExtentSparse,
 			v1alpha1.TwoGbMaxExtentFlat, v1alpha1.MonolithicFlat} {
-			limit := vmdk.MaxSize(string(sf))
+			limit := vmdk.MaxSize(vmdk.Subformat(sf))
 			Expect(limit).To(BeNumerically(">", 0), string(sf))
 			name := strings.ToLower(string(sf))
 			want := fmt.Sprintf("image is at most %d bytes", limit)

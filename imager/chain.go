@@ -43,5 +43,5 @@ func runRebase(args []string, stdout, stderr io.Writer) error {
 	if *backingFormat != "vmdk" {
 		return usagef("-F %q: backing files are vmdk", *backingFormat)
 	}
-	return vmdk.Rebase(background, pos[0], *backing, pf.options(), *unsafe)
+	return vmdk.Rebase(background, pos[0], *backing, vmdk.RebaseOptions{Options: pf.options(), Unsafe: *unsafe})
 }

@@ -31,14 +31,14 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rep, err := vmdk.Check(pos[0], pf.options(), *repair)
+	rep, err := vmdk.Check(background, pos[0], vmdk.CheckOptions{Options: pf.options(), Repair: *repair})
 	if err != nil {
 		return &exitError{code: checkFailed, msg: fmt.Sprintf("imager check: %v", err)}
 	}
 	if *repair && len(rep.Repaired) > 0 {
 		// Report the state after repair, listing what was done.
 		done := rep.Repaired
-		if rep, err = vmdk.Check(pos[0], pf.options(), false); err != nil {
+		if rep, err = vmdk.Check(background, pos[0], vmdk.CheckOptions{Options: pf.options()}); err != nil {
 			return &exitError{code: checkFailed, msg: fmt.Sprintf("imager check: %v", err)}
 		}
 		rep.Repaired = done

@@ -35,11 +35,11 @@ func (p *pathFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&p.unsafePaths, "unsafe-paths", false, "accept absolute and escaping extent/parent paths (trusted images only)")
 }
 
-func (p *pathFlags) options() *vmdk.Options {
+func (p *pathFlags) options() vmdk.Options {
 	if p == nil {
-		return nil
+		return vmdk.Options{}
 	}
-	return &vmdk.Options{Root: p.root, AllowUnsafePaths: p.unsafePaths}
+	return vmdk.Options{Root: p.root, AllowUnsafePaths: p.unsafePaths}
 }
 
 // openImage opens path as format ("vmdk", "raw", or "" to probe).

@@ -13,7 +13,7 @@ import (
 
 // vmdkOptions are qemu-img's -o options for vmdk output.
 type vmdkOptions struct {
-	subformat string
+	subformat vmdk.Subformat
 	zeroed    bool
 	image     vmdk.ImageOptions
 }
@@ -40,7 +40,7 @@ func (l *optionList) Set(s string) error {
 // here too, so a bad -o is a usage error before any work, not a failure
 // while creating the output.
 var (
-	subformats   = []string{vmdk.MonolithicSparse, vmdk.MonolithicFlat, vmdk.TwoGbMaxExtentSparse, vmdk.TwoGbMaxExtentFlat, vmdk.StreamOptimized}
+	subformats   = []string{string(vmdk.MonolithicSparse), string(vmdk.MonolithicFlat), string(vmdk.TwoGbMaxExtentSparse), string(vmdk.TwoGbMaxExtentFlat), string(vmdk.StreamOptimized)}
 	adapterTypes = []string{"ide", "lsilogic", "buslogic", "legacyESX", "pvscsi"}
 )
 
@@ -57,7 +57,7 @@ func parseVMDKOptions(list optionList) (vmdkOptions, error) {
 			if !slices.Contains(subformats, v) {
 				return o, usagef("-o subformat=%s: want one of %s", v, strings.Join(subformats, ", "))
 			}
-			o.subformat = v
+			o.subformat = vmdk.Subformat(v)
 		case "adapter_type":
 			if !slices.ContainsFunc(adapterTypes, func(a string) bool { return strings.EqualFold(a, v) }) {
 				return o, usagef("-o adapter_type=%s: want one of %s", v, strings.Join(adapterTypes, ", "))
@@ -136,7 +136,7 @@ func openVMDKTarget(path string, size int64, o vmdkOptions, level int) (*vmdkTar
 			t.copyTarget = copyTarget{dst: t.stream, holeUnit: chunkSize} // the writer drops zero grains itself
 		}
 	} else if err = vmdk.Create(tmp, o.create(size, "", nil)); err == nil {
-		if t.disk, err = vmdk.Open(tmp, &vmdk.Options{ReadWrite: true}); err == nil {
+		if t.disk, err = vmdk.Open(tmp, vmdk.Options{ReadWrite: true}); err == nil {
 			// Zero blocks of a grain stay unallocated grains; flat extents get holes.
 			unit := rawHoleUnit
 			if g := t.disk.Extents()[0].GrainSize; g > 0 {

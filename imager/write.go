@@ -38,9 +38,6 @@ func runWrite(args []string, stdout, stderr io.Writer) error {
 		return usagef("-P %d: want a byte value", *pattern)
 	}
 	o := pf.options()
-	if o == nil {
-		o = &vmdk.Options{}
-	}
 	o.ReadWrite = true
 	err = writePattern(pos[2], o, off, n, byte(*pattern), *seed)
 	return withResult("write", *resultFile, pos[2], &pf, err)
@@ -48,7 +45,7 @@ func runWrite(args []string, stdout, stderr io.Writer) error {
 
 // writePattern writes into the image at path, which is the command's
 // target: its errors are the target's.
-func writePattern(path string, o *vmdk.Options, off, n int64, pattern byte, seed int64) error {
+func writePattern(path string, o vmdk.Options, off, n int64, pattern byte, seed int64) error {
 	d, err := vmdk.Open(path, o)
 	if err != nil {
 		return onTarget(err)

@@ -44,7 +44,7 @@ func benchReadAt(b *testing.B, sf string) {
 	b.SetBytes(benchDiskBytes)
 	b.ReportAllocs()
 	for b.Loop() {
-		d, err := Open(img, nil)
+		d, err := Open(img, Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func BenchmarkWriteSparse(b *testing.B) {
 		if err := Create(p, CreateOptions{ImageOptions: ImageOptions{Size: benchDiskBytes}}); err != nil {
 			b.Fatal(err)
 		}
-		d, err := Open(p, &Options{ReadWrite: true})
+		d, err := Open(p, Options{ReadWrite: true})
 		if err != nil {
 			b.Fatal(err)
 		}

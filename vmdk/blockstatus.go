@@ -31,7 +31,7 @@ type Mapping struct {
 // that comes from one place. n must be positive and off+n <= Size().
 func (d *Disk) BlockStatus(off, n int64) (Mapping, error) {
 	if off < 0 || n <= 0 || off >= d.size || n > d.size-off {
-		return Mapping{}, fmt.Errorf("vmdk: %s: block status of [%d, +%d) outside the disk", d.path, off, n)
+		return Mapping{}, fmt.Errorf("%s: %w: block status of [%d, +%d) outside the disk", d.path, ErrOutOfRange, off, n)
 	}
 	return d.blockStatus(off, n, 0)
 }

@@ -3,6 +3,7 @@ package vmdk
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 )
@@ -50,19 +51,16 @@ func copyLayer(ctx context.Context, src, dst *Disk, want func(m Mapping) bool) e
 // (qemu-img commit leaves the child pointing at the parent's old CID).
 // Other children of the parent are not known here and would see their
 // chain broken, as they must: their parent's content changed.
-func Commit(ctx context.Context, path string, opts *Options) error {
-	ro := Options{}
-	if opts != nil {
-		ro = *opts
-	}
+func Commit(ctx context.Context, path string, opts Options) error {
+	ro := opts
 	ro.ReadWrite = false
-	child, err := Open(path, &ro)
+	child, err := Open(path, ro)
 	if err != nil {
 		return err
 	}
 	defer child.Close()
 	if child.parent == nil {
-		return fmt.Errorf("%s: no backing file to commit into", path)
+		return fmt.Errorf("%s: %w: no backing file to commit into", path, ErrInvalidOptions)
 	}
 	if err := child.ChainError(); err != nil {
 		return err
@@ -72,7 +70,7 @@ func Commit(ctx context.Context, path string, opts *Options) error {
 	}
 	rw := ro
 	rw.ReadWrite = true
-	parent, err := Open(child.parent.Path(), &rw)
+	parent, err := Open(child.parent.Path(), rw)
 	if err != nil {
 		return err
 	}
@@ -87,10 +85,10 @@ func Commit(ctx context.Context, path string, opts *Options) error {
 	if err != nil {
 		return fmt.Errorf("commit into %s: %w", child.parent.Path(), err)
 	}
-	return relink(path, &rw, child.ParentFileNameHint(), newCID)
+	return relink(path, rw, child.ParentFileNameHint(), newCID)
 }
 
-func relink(path string, rw *Options, hint string, cid uint32) error {
+func relink(path string, rw Options, hint string, cid uint32) error {
 	d, err := Open(path, rw)
 	if err != nil {
 		return err
@@ -102,16 +100,24 @@ func relink(path string, rw *Options, hint string, cid uint32) error {
 	return err
 }
 
+// RebaseOptions controls Rebase.
+type RebaseOptions struct {
+	// Options opens the image and the new backing file (its ReadWrite is
+	// ignored: the image is opened for writing, the backing read-only).
+	Options
+	// Unsafe changes only the descriptor and copies no data (for backing
+	// files that were moved or copied).
+	Unsafe bool
+}
+
 // Rebase makes the image at path a child of newBacking ("" for none). In
 // safe mode the image's content is kept: wherever it falls through to its
 // backing and the old and new backings differ, the old content is copied
-// into the image first. With unsafe, only the descriptor changes (for
-// backing files that were moved or copied).
-func Rebase(ctx context.Context, path, newBacking string, opts *Options, unsafe bool) error {
-	o := Options{}
-	if opts != nil {
-		o = *opts
-	}
+// into the image first. With opts.Unsafe, only the descriptor changes.
+// Rebase stops when ctx is done, returning ctx's error; the image then
+// still reads the same as before (copied ranges hold the old content).
+func Rebase(ctx context.Context, path, newBacking string, opts RebaseOptions) error {
+	o := opts.Options
 	o.ReadWrite = true
 	var hint string
 	cid := NoParentCID
@@ -120,7 +126,7 @@ func Rebase(ctx context.Context, path, newBacking string, opts *Options, unsafe 
 		ro := o
 		ro.ReadWrite = false
 		var err error
-		if nb, err = Open(newBacking, &ro); err != nil {
+		if nb, err = Open(newBacking, ro); err != nil {
 			return fmt.Errorf("new backing file: %w", err)
 		}
 		defer nb.Close()
@@ -128,13 +134,13 @@ func Rebase(ctx context.Context, path, newBacking string, opts *Options, unsafe 
 		absNew, err1 := filepath.Abs(newBacking)
 		absDir, err2 := filepath.Abs(filepath.Dir(path))
 		if err1 != nil || err2 != nil {
-			return fmt.Errorf("new backing file %s: cannot make a relative path", newBacking)
+			return fmt.Errorf("new backing file %s: cannot make a relative path: %w", newBacking, errors.Join(err1, err2))
 		}
 		if hint, err = filepath.Rel(absDir, absNew); err != nil {
-			return err
+			return fmt.Errorf("new backing file %s: %w: %w", newBacking, ErrInvalidOptions, err)
 		}
 	}
-	d, err := Open(path, &o)
+	d, err := Open(path, o)
 	if err != nil {
 		return err
 	}
@@ -142,12 +148,15 @@ func Rebase(ctx context.Context, path, newBacking string, opts *Options, unsafe 
 	if newBacking != "" && isFlat(d) {
 		return fmt.Errorf("%s: %w: flat images cannot have a backing file", path, ErrUnsupported)
 	}
-	if !unsafe {
+	if !opts.Unsafe {
 		if err := d.ChainError(); err != nil && d.parent != nil {
 			return fmt.Errorf("safe rebase needs the old backing chain: %w", err)
 		}
 		a, b := make([]byte, 4<<20), make([]byte, 4<<20)
 		for off := int64(0); off < d.Size(); {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			m, err := d.BlockStatus(off, min(d.Size()-off, int64(len(a))))
 			if err != nil {
 				return err

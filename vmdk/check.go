@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,21 +41,28 @@ func behind(old, cur []uint32) bool {
 	return true
 }
 
+// CheckOptions controls Check.
+type CheckOptions struct {
+	// Options opens the image (its ReadWrite is ignored: Check opens the
+	// image for writing exactly when Repair is set).
+	Options
+	// Repair fixes what is safe to fix (see Check).
+	Repair bool
+}
+
 // Check verifies what qemu-img check does not: the grain directory against
 // its redundant copy and every grain table against its copy, every grain
 // table entry inside the file and grain-aligned, no two entries sharing a
 // grain, no grain over metadata, stream markers and footer, and the chain's
 // CIDs. With repair it fixes what is safe to fix: a grain table rebuilt from
 // a valid redundant copy (or the redundant copy from the primary), leaked
-// grains at the end of the file truncated away.
-func Check(path string, opts *Options, repair bool) (*CheckReport, error) {
-	o := Options{}
-	if opts != nil {
-		o = *opts
-	}
-	o.ReadWrite = repair
+// grains at the end of the file truncated away. Check stops when ctx is
+// done, returning ctx's error.
+func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, error) {
+	o := opts.Options
+	o.ReadWrite = opts.Repair
 	r := &CheckReport{Image: path}
-	d, err := Open(path, &o)
+	d, err := Open(path, o)
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrChainBroken) {
 			r.corrupt("%v", err)
@@ -67,14 +75,17 @@ func Check(path string, opts *Options, repair bool) (*CheckReport, error) {
 		r.corrupt("%v", err)
 	}
 	for _, pe := range d.extents {
-		se, ok := pe.ext.(*SparseExtent)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		se, ok := pe.ext.(*sparseExtent)
 		if !ok {
 			continue
 		}
 		if se.capacity < pe.size {
 			r.corrupt("%s: the extent line says %d sectors but the sparse header covers %d", se.src.name, pe.size/SectorSize, se.capacity/SectorSize)
 		}
-		if err := se.check(r, repair); err != nil {
+		if err := se.check(ctx, r, opts.Repair); err != nil {
 			return nil, err
 		}
 	}
@@ -87,7 +98,7 @@ type span struct {
 	what       string
 }
 
-func (e *SparseExtent) check(r *CheckReport, repair bool) error {
+func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool) error {
 	name := e.src.name
 	fileSectors := (e.src.end() + SectorSize - 1) / SectorSize
 	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
@@ -113,6 +124,9 @@ func (e *SparseExtent) check(r *CheckReport, repair bool) error {
 
 	var grains []span
 	for i := range e.gd {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if e.gd[i] == 0 {
 			if e.rgd != nil && e.rgd[i] != 0 {
 				r.corrupt("%s: grain directory entry %d is empty but its redundant copy points at sector %d", name, i, e.rgd[i])
@@ -231,7 +245,7 @@ func (e *SparseExtent) check(r *CheckReport, repair bool) error {
 
 // grainSpan checks one allocated grain's entry and returns the sectors it
 // occupies.
-func (e *SparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors int64) (span, bool) {
+func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors int64) (span, bool) {
 	what := fmt.Sprintf("grain %d (sector %d)", g, v)
 	start := int64(v)
 	if e.compressed {
@@ -267,7 +281,7 @@ func (e *SparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors 
 }
 
 // badEntries counts entries of GT i that cannot be valid.
-func (e *SparseExtent) badEntries(gt []uint32, i int, fileSectors int64) int {
+func (e *sparseExtent) badEntries(gt []uint32, i int, fileSectors int64) int {
 	bad := 0
 	for _, v := range gt {
 		if v > 1 && int64(v) >= fileSectors || (v == 1 && !e.zeroedGTE) {
@@ -279,7 +293,7 @@ func (e *SparseExtent) badEntries(gt []uint32, i int, fileSectors int64) int {
 
 // checkStreamTail verifies a stream's footer against its header and the
 // end-of-stream marker.
-func (e *SparseExtent) checkStreamTail(r *CheckReport) error {
+func (e *sparseExtent) checkStreamTail(r *CheckReport) error {
 	if !e.markers {
 		return nil
 	}
@@ -310,7 +324,7 @@ func (e *SparseExtent) checkStreamTail(r *CheckReport) error {
 	return nil
 }
 
-func (e *SparseExtent) readTable(sector int64) ([]uint32, error) {
+func (e *sparseExtent) readTable(sector int64) ([]uint32, error) {
 	raw := make([]byte, e.gtEntries*4)
 	if err := e.src.readFull(raw, sector*SectorSize, "grain table"); err != nil {
 		return nil, err
@@ -322,7 +336,7 @@ func (e *SparseExtent) readTable(sector int64) ([]uint32, error) {
 	return gt, nil
 }
 
-func (e *SparseExtent) writeTable(sector int64, gt []uint32) error {
+func (e *sparseExtent) writeTable(sector int64, gt []uint32) error {
 	raw := make([]byte, len(gt)*4)
 	for j, v := range gt {
 		binary.LittleEndian.PutUint32(raw[j*4:], v)

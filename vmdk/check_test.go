@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -19,7 +20,7 @@ func checkImage(t *testing.T) (dir, path string) {
 
 func mustCheck(t *testing.T, path string, repair bool) *CheckReport {
 	t.Helper()
-	r, err := Check(path, nil, repair)
+	r, err := Check(context.Background(), path, CheckOptions{Repair: repair})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +43,8 @@ func TestCheckClean(t *testing.T) {
 
 // patchGTE rewrites entry j of grain table 0 (primary, or redundant).
 func patchGTE(t *testing.T, path string, redundant bool, j int, v uint32) {
-	d := mustOpen(t, path, nil)
-	e := d.extents[0].ext.(*SparseExtent)
+	d := mustOpen(t, path, Options{})
+	e := d.extents[0].ext.(*sparseExtent)
 	sector := e.gd[0]
 	if redundant {
 		sector = e.rgd[0]
@@ -88,7 +89,7 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		if r := mustCheck(t, path, false); !r.Clean() {
 			t.Fatalf("after repair: %+v", r)
 		}
-		sameBytes(t, "repaired image", readAll(t, mustOpen(t, path, nil)), want)
+		sameBytes(t, "repaired image", readAll(t, mustOpen(t, path, Options{})), want)
 	})
 	t.Run("redundant table behind", func(t *testing.T) {
 		// A writer killed between the primary and redundant copies.
@@ -105,7 +106,7 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		if r := mustCheck(t, path, false); !r.Clean() {
 			t.Fatalf("after repair: %+v", r)
 		}
-		sameBytes(t, "repaired image", readAll(t, mustOpen(t, path, nil)), want)
+		sameBytes(t, "repaired image", readAll(t, mustOpen(t, path, Options{})), want)
 	})
 	t.Run("redundant table ahead", func(t *testing.T) {
 		// The redundant copy can never be ahead: writers update it last.
@@ -117,8 +118,8 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 	})
 	t.Run("shared grain", func(t *testing.T) {
 		_, path := checkImage(t)
-		d := mustOpen(t, path, nil)
-		v, _ := d.extents[0].ext.(*SparseExtent).gte(0)
+		d := mustOpen(t, path, Options{})
+		v, _ := d.extents[0].ext.(*sparseExtent).gte(0)
 		d.Close()
 		patchGTE(t, path, false, 2, v)
 		patchGTE(t, path, true, 2, v)
@@ -138,7 +139,7 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		dir := t.TempDir()
 		Create(filepath.Join(dir, "b.vmdk"), CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}})
 		Create(filepath.Join(dir, "c.vmdk"), CreateOptions{Backing: filepath.Join(dir, "b.vmdk")})
-		d := mustOpen(t, filepath.Join(dir, "b.vmdk"), &Options{ReadWrite: true})
+		d := mustOpen(t, filepath.Join(dir, "b.vmdk"), Options{ReadWrite: true})
 		d.WriteAt([]byte{1}, 0) // new CID
 		d.Close()
 		if r := mustCheck(t, filepath.Join(dir, "c.vmdk"), false); len(r.Corruptions) == 0 {

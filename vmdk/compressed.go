@@ -21,7 +21,7 @@ const maxCompressedGrain = 16 << 20
 // starting at off. When the grains lie in ascending order in the file (as
 // every writer lays them out) their compressed bytes are read with one read
 // call; the grains are then inflated in parallel.
-func (e *SparseExtent) readCompressed(p []byte, off int64) error {
+func (e *sparseExtent) readCompressed(p []byte, off int64) error {
 	first, last := off/e.grainBytes, (off+int64(len(p))-1)/e.grainBytes
 	gtes := make([]uint32, last-first+1)
 	for i := range gtes {
@@ -119,7 +119,7 @@ func putWindow(b []byte) {
 // readWindow reads the file range holding all of gtes' compressed grains
 // when they ascend and the range is small; otherwise it returns nil and
 // grains are read one by one.
-func (e *SparseExtent) readWindow(gtes []uint32) ([]byte, int64, error) {
+func (e *sparseExtent) readWindow(gtes []uint32) ([]byte, int64, error) {
 	if len(gtes) < 2 {
 		return nil, 0, nil
 	}
@@ -150,13 +150,13 @@ func (e *SparseExtent) readWindow(gtes []uint32) ([]byte, int64, error) {
 
 // grainLen is the content length of grain g: a full grain, or less for the
 // final grain of a capacity that is not a grain multiple.
-func (e *SparseExtent) grainLen(g int64) int64 {
+func (e *sparseExtent) grainLen(g int64) int64 {
 	return min(e.grainBytes, e.capacity-g*e.grainBytes)
 }
 
 // cachedGrain returns grain g's inflated content, keeping the last one so a
 // run of small reads inflates each grain once.
-func (e *SparseExtent) cachedGrain(g int64, gte uint32) ([]byte, error) {
+func (e *sparseExtent) cachedGrain(g int64, gte uint32) ([]byte, error) {
 	e.mu.Lock()
 	if e.last.data != nil && e.last.index == g {
 		d := e.last.data
@@ -177,7 +177,7 @@ func (e *SparseExtent) cachedGrain(g int64, gte uint32) ([]byte, error) {
 // inflateGrain inflates compressed grain g (at GTE gte) into dst, which is
 // exactly the grain's content length. The compressed bytes come from window
 // (file bytes starting at windowOff) when it holds them, else from the file.
-func (e *SparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, windowOff int64) error {
+func (e *sparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, windowOff int64) error {
 	host := int64(gte) * SectorSize
 	if host+grainMarkerSize > e.src.end() {
 		return fmt.Errorf("%s: %w: compressed grain %d at sector %d lies past the end of the file", e.src.name, ErrCorrupt, g, gte)

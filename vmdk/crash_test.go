@@ -3,6 +3,7 @@ package vmdk
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand"
 	"os"
@@ -45,7 +46,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	path, runStr, _ := strings.Cut(spec, "|")
 	r, _ := strconv.Atoi(runStr)
-	d, err := Open(path, &Options{ReadWrite: true})
+	d, err := Open(path, Options{ReadWrite: true})
 	if err != nil {
 		fmt.Println("open error:", err)
 		os.Exit(1)
@@ -75,7 +76,7 @@ func TestCrash(t *testing.T) {
 	if err := Create(base, CreateOptions{Subformat: MonolithicFlat, ImageOptions: ImageOptions{Size: crashImgSize}}); err != nil {
 		t.Fatal(err)
 	}
-	b := mustOpen(t, base, &Options{ReadWrite: true})
+	b := mustOpen(t, base, Options{ReadWrite: true})
 	if _, err := b.WriteAt(bytes.Repeat([]byte{crashBase}, crashImgSize), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +114,12 @@ func TestCrash(t *testing.T) {
 			}
 		}
 		// Whatever the kill left opens and has no corruption.
-		rep, err := Check(top, nil, false)
+		rep, err := Check(context.Background(), top, CheckOptions{})
 		if err != nil || len(rep.Corruptions) != 0 {
 			t.Fatalf("run %d (acked %d): check: %v %+v", r, acked[r], err, rep)
 		}
 	}
-	d := mustOpen(t, top, nil)
+	d := mustOpen(t, top, Options{})
 	content := readAll(t, d)
 	ackedWrites := 0
 	for r := range crashRuns {

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -11,13 +12,17 @@ import (
 	"strings"
 )
 
-// Subformats (createType values) this package writes.
+// Subformat is a descriptor's createType: how the disk is laid out in
+// files.
+type Subformat string
+
+// Subformats this package writes.
 const (
-	MonolithicSparse     = "monolithicSparse"
-	MonolithicFlat       = "monolithicFlat"
-	TwoGbMaxExtentSparse = "twoGbMaxExtentSparse"
-	TwoGbMaxExtentFlat   = "twoGbMaxExtentFlat"
-	StreamOptimized      = "streamOptimized"
+	MonolithicSparse     Subformat = "monolithicSparse"
+	MonolithicFlat       Subformat = "monolithicFlat"
+	TwoGbMaxExtentSparse Subformat = "twoGbMaxExtentSparse"
+	TwoGbMaxExtentFlat   Subformat = "twoGbMaxExtentFlat"
+	StreamOptimized      Subformat = "streamOptimized"
 )
 
 // Adapter types the descriptor's ddb.adapterType may name.
@@ -51,7 +56,7 @@ type ImageOptions struct {
 
 func (o *ImageOptions) normalize() error {
 	if o.Size <= 0 || o.Size > maxDiskSectors*SectorSize {
-		return fmt.Errorf("vmdk: size %d is out of range", o.Size)
+		return fmt.Errorf("%w: size %d is out of range", ErrInvalidOptions, o.Size)
 	}
 	o.Size = (o.Size + SectorSize - 1) / SectorSize * SectorSize
 	if o.AdapterType == "" {
@@ -64,7 +69,7 @@ func (o *ImageOptions) normalize() error {
 		}
 	}
 	if !known {
-		return fmt.Errorf("%w: adapter type %q (want one of %s)", ErrUnsupported, o.AdapterType, strings.Join(adapterTypes, ", "))
+		return fmt.Errorf("%w: %w: adapter type %q (want one of %s)", ErrInvalidOptions, ErrUnsupported, o.AdapterType, strings.Join(adapterTypes, ", "))
 	}
 	if o.HWVersion == "" {
 		o.HWVersion = defaultHWVersion
@@ -74,14 +79,14 @@ func (o *ImageOptions) normalize() error {
 	}
 	for name, v := range map[string]string{"hardware version": o.HWVersion, "tools version": o.ToolsVersion} {
 		if strings.Trim(v, "0123456789") != "" || len(v) > 10 {
-			return fmt.Errorf("vmdk: %s %q: want a number", name, v)
+			return fmt.Errorf("%w: %s %q: want a number", ErrInvalidOptions, name, v)
 		}
 	}
 	if o.GrainSize == 0 {
 		o.GrainSize = defaultGrainSectors * SectorSize
 	}
 	if g := o.GrainSize / SectorSize; o.GrainSize%SectorSize != 0 || g <= 8 || g > maxGrainSectors || g&(g-1) != 0 {
-		return fmt.Errorf("vmdk: grain size %d bytes: want a power of two from 8 KiB to 1 GiB", o.GrainSize)
+		return fmt.Errorf("%w: grain size %d bytes: want a power of two from 8 KiB to 1 GiB", ErrInvalidOptions, o.GrainSize)
 	}
 	return nil
 }
@@ -112,13 +117,13 @@ func geometry(size int64, adapter string) (cylinders, heads, sectors int64) {
 }
 
 // newDescriptor builds the descriptor of a new image with a fresh CID.
-func newDescriptor(o *ImageOptions, createType string, extents []ExtentLine) *Descriptor {
+func newDescriptor(o *ImageOptions, createType Subformat, extents []ExtentLine) *Descriptor {
 	c, h, s := geometry(o.Size, o.AdapterType)
 	var id [16]byte
 	rand.Read(id[:])
 	return &Descriptor{
 		Version: 1, Encoding: "UTF-8", CID: newCID(), ParentCID: NoParentCID,
-		CreateType: createType, Extents: extents,
+		CreateType: string(createType), Extents: extents,
 		DDB: []KeyValue{
 			{"ddb.virtualHWVersion", o.HWVersion},
 			{"ddb.geometry.cylinders", fmt.Sprint(c)},
@@ -137,7 +142,7 @@ type CreateOptions struct {
 	// Subformat is the createType: MonolithicSparse (default),
 	// MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat or
 	// StreamOptimized.
-	Subformat string
+	Subformat Subformat
 	// ZeroedGrains enables zeroed-grain table entries (sparse only):
 	// whole-grain zero writes then store no data and hide the parent.
 	ZeroedGrains bool
@@ -146,7 +151,7 @@ type CreateOptions struct {
 	// the child's directory; Size defaults to the parent's.
 	Backing string
 	// BackingOptions opens the parent (path checks, chain depth).
-	BackingOptions *Options
+	BackingOptions Options
 }
 
 // maxSplitSectors is the largest extent of the twoGbMaxExtent* subformats.
@@ -182,13 +187,13 @@ const (
 //   - monolithicFlat: one flat file, as large as the filesystem holding it
 //     allows; the bound is ext4's with 4 KiB blocks, the common default for
 //     PVCs, 16 TiB less 4 KiB (XFS allows far more).
-func MaxSize(createType string) int64 {
+func MaxSize(createType Subformat) int64 {
 	return maxSize(createType, defaultGrainSectors*SectorSize)
 }
 
 // maxSize is MaxSize for a grain size in bytes (sparse subformats depend
 // on it).
-func maxSize(createType string, grainBytes int64) int64 {
+func maxSize(createType Subformat, grainBytes int64) int64 {
 	switch createType {
 	case MonolithicSparse, StreamOptimized:
 		// The largest capacity whose full extent fits: the extent grows
@@ -215,7 +220,7 @@ func maxSize(createType string, grainBytes int64) int64 {
 }
 
 // sizeLimitReason says why a subformat's size is limited, for errors.
-func sizeLimitReason(createType string) string {
+func sizeLimitReason(createType Subformat) string {
 	switch createType {
 	case MonolithicSparse, StreamOptimized:
 		return "a single sparse extent addresses at most 2^32 sectors (2 TiB) including its grain tables; use twoGbMaxExtentFlat or monolithicFlat"
@@ -239,14 +244,14 @@ func Create(path string, o CreateOptions) error {
 	flat := o.Subformat == MonolithicFlat || o.Subformat == TwoGbMaxExtentFlat
 	switch {
 	case o.Subformat != MonolithicSparse && o.Subformat != TwoGbMaxExtentSparse && o.Subformat != StreamOptimized && !flat:
-		return fmt.Errorf("%w: subformat %q (want %s, %s, %s, %s or %s)", ErrUnsupported, o.Subformat,
+		return fmt.Errorf("%w: %w: subformat %q (want %s, %s, %s, %s or %s)", ErrInvalidOptions, ErrUnsupported, o.Subformat,
 			MonolithicSparse, MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat, StreamOptimized)
 	case flat && o.Backing != "":
-		return fmt.Errorf("%w: a %s image cannot have a backing file: flat extents have no unallocated grains to fall through", ErrUnsupported, o.Subformat)
+		return fmt.Errorf("%w: %w: a %s image cannot have a backing file: flat extents have no unallocated grains to fall through", ErrInvalidOptions, ErrUnsupported, o.Subformat)
 	case flat && o.ZeroedGrains:
-		return fmt.Errorf("%w: zeroed grains need sparse extents, not %s", ErrUnsupported, o.Subformat)
+		return fmt.Errorf("%w: %w: zeroed grains need sparse extents, not %s", ErrInvalidOptions, ErrUnsupported, o.Subformat)
 	case o.Subformat == StreamOptimized && (o.Backing != "" || o.ZeroedGrains):
-		return fmt.Errorf("%w: streamOptimized images take no backing file or zeroed grains", ErrUnsupported)
+		return fmt.Errorf("%w: %w: streamOptimized images take no backing file or zeroed grains", ErrInvalidOptions, ErrUnsupported)
 	}
 	var parentCID uint32 = NoParentCID
 	var hint string
@@ -263,7 +268,7 @@ func Create(path string, o CreateOptions) error {
 		absParent, err1 := filepath.Abs(o.Backing)
 		absDir, err2 := filepath.Abs(filepath.Dir(path))
 		if err1 != nil || err2 != nil {
-			return fmt.Errorf("backing file %s: cannot make a relative path", o.Backing)
+			return fmt.Errorf("backing file %s: cannot make a relative path: %w", o.Backing, errors.Join(err1, err2))
 		}
 		if hint, err = filepath.Rel(absDir, absParent); err != nil {
 			return fmt.Errorf("backing file %s: %w", o.Backing, err)
@@ -273,7 +278,7 @@ func Create(path string, o CreateOptions) error {
 		return err
 	}
 	if limit := maxSize(o.Subformat, o.GrainSize); o.Size > limit {
-		return fmt.Errorf("%w: a %s image of %d bytes: at most %d (%s)", ErrUnsupported, o.Subformat, o.Size, limit, sizeLimitReason(o.Subformat))
+		return fmt.Errorf("%w: %w: a %s image of %d bytes: at most %d (%s)", ErrInvalidOptions, ErrUnsupported, o.Subformat, o.Size, limit, sizeLimitReason(o.Subformat))
 	}
 	if o.Subformat == StreamOptimized {
 		return createFile(path, func(f *os.File) error {

@@ -16,6 +16,8 @@ import (
 const DefaultMaxChainDepth = 64
 
 // Options controls how Open resolves and trusts the files a disk names.
+// Like every options struct in this package it is passed by value, and
+// its zero value is the default.
 type Options struct {
 	// Root, when set, is the directory every extent and parent path must
 	// stay inside (e.g. "/images" so a child may name "../base/disk.vmdk").
@@ -61,11 +63,8 @@ type placedExtent struct {
 // Open opens the VMDK at path (a descriptor file, a monolithic sparse or
 // stream image, or a bare sparse extent) together with its extents and its
 // backing chain.
-func Open(path string, opts *Options) (*Disk, error) {
-	if opts == nil {
-		opts = &Options{}
-	}
-	o := opener{opts: *opts, seen: map[fileID]bool{}}
+func Open(path string, opts Options) (*Disk, error) {
+	o := opener{opts: opts, seen: map[fileID]bool{}}
 	if o.opts.MaxChainDepth == 0 {
 		o.opts.MaxChainDepth = DefaultMaxChainDepth
 	}
@@ -284,7 +283,7 @@ func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
 		if err != nil {
 			return fmt.Errorf("%s: extent %d (%q): %w", src.name, i, line.File, err)
 		}
-		if se, ok := ext.(*SparseExtent); ok && d.header == nil {
+		if se, ok := ext.(*sparseExtent); ok && d.header == nil {
 			d.header = se.header
 		}
 		d.extents = append(d.extents, placedExtent{start: pos, size: size, line: line, ext: ext})
@@ -484,7 +483,7 @@ func (d *Disk) Extents() []ExtentInfo {
 		switch e := pe.ext.(type) {
 		case *flatExtent:
 			info.File, info.Offset, info.Format = e.src.name, e.base, "flat"
-		case *SparseExtent:
+		case *sparseExtent:
 			info.File, info.GrainSize, info.Compressed = e.src.name, e.grainBytes, e.compressed
 			info.Format = "COWD"
 			if e.header != nil {
@@ -535,7 +534,7 @@ func (d *Disk) extentAt(off int64) int {
 // backing chain, or read as zeros at its end.
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("vmdk: %s: negative offset %d", d.path, off)
+		return 0, fmt.Errorf("%s: %w: negative offset %d", d.path, ErrOutOfRange, off)
 	}
 	if off >= d.size {
 		return 0, io.EOF

@@ -96,7 +96,7 @@ func readAll(t testing.TB, d *Disk) []byte {
 	return out
 }
 
-func mustOpen(t testing.TB, path string, opts *Options) *Disk {
+func mustOpen(t testing.TB, path string, opts Options) *Disk {
 	t.Helper()
 	d, err := Open(path, opts)
 	if err != nil {

@@ -11,13 +11,13 @@ import (
 	"testing"
 )
 
-var allSubformats = []string{MonolithicSparse, MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat, StreamOptimized}
+var allSubformats = []Subformat{MonolithicSparse, MonolithicFlat, TwoGbMaxExtentSparse, TwoGbMaxExtentFlat, StreamOptimized}
 
 // TestMaxSize: Create accepts exactly MaxSize for every subformat it can
 // afford to write here, and refuses MaxSize+512 (and MaxSize+1, which
 // rounds up to it) before writing anything.
 func TestMaxSize(t *testing.T) {
-	want := map[string]int64{
+	want := map[Subformat]int64{
 		MonolithicSparse:     2198754230272,     // 2 TiB less 256.56 MiB of tables
 		StreamOptimized:      2198754230272,     // the same extent format
 		TwoGbMaxExtentSparse: 999 << 31,         // 999 extents of 2 GiB
@@ -34,7 +34,7 @@ func TestMaxSize(t *testing.T) {
 	}
 
 	for _, sf := range allSubformats {
-		t.Run(sf, func(t *testing.T) {
+		t.Run(string(sf), func(t *testing.T) {
 			dir := t.TempDir()
 			for _, size := range []int64{MaxSize(sf) + 1, MaxSize(sf) + SectorSize} {
 				err := Create(filepath.Join(dir, "over.vmdk"), CreateOptions{Subformat: sf, ImageOptions: ImageOptions{Size: size}})
@@ -61,7 +61,7 @@ func TestMaxSize(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Create at MaxSize: %v", err)
 			}
-			if d := mustOpen(t, p, nil); d.Size() != MaxSize(sf) {
+			if d := mustOpen(t, p, Options{}); d.Size() != MaxSize(sf) {
 				t.Fatalf("size %d, want %d", d.Size(), MaxSize(sf))
 			}
 		})
@@ -126,7 +126,7 @@ func TestAdapterTypes(t *testing.T) {
 		if err := Create(p, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20, AdapterType: a}}); err != nil {
 			t.Fatalf("%s: %v", a, err)
 		}
-		if got := mustOpen(t, p, nil).Descriptor().DDBValue("ddb.adapterType"); got != a {
+		if got := mustOpen(t, p, Options{}).Descriptor().DDBValue("ddb.adapterType"); got != a {
 			t.Errorf("ddb.adapterType %q, want %q", got, a)
 		}
 	}

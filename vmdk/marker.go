@@ -110,7 +110,7 @@ func inflate(dst, src []byte) error {
 // scanMarkers indexes a stream image that has no grain directory by walking
 // its markers from the first grain. The walk must end at an end-of-stream
 // marker or a footer: a stream cut short is reported, never read as zeros.
-func (e *SparseExtent) scanMarkers() error {
+func (e *sparseExtent) scanMarkers() error {
 	h := e.header
 	pos := int64(h.OverHead) * SectorSize
 	if pos == 0 {

@@ -15,7 +15,7 @@ var subformats = []string{"monolithicSparse", "monolithicFlat", "twoGbMaxExtentS
 
 // checkAgainstQemu asserts that our full read equals qemu-img's and that
 // size, CID, parentCID and createType agree with qemu-img info.
-func checkAgainstQemu(t *testing.T, dir, img string, opts *Options) *Disk {
+func checkAgainstQemu(t *testing.T, dir, img string, opts Options) *Disk {
 	t.Helper()
 	d := mustOpen(t, filepath.Join(dir, img), opts)
 	sameBytes(t, img, readAll(t, d), qemuRaw(t, dir, img))
@@ -46,7 +46,7 @@ func TestQemuSubformats(t *testing.T) {
 				qemuIO(t, dir, "d.vmdk",
 					"write -P 0xab 0 64k", "write -P 0x11 100k 3k", "write -P 0x22 4m 1m", "write -P 0x33 6m 1536")
 			}
-			d := checkAgainstQemu(t, dir, "d.vmdk", nil)
+			d := checkAgainstQemu(t, dir, "d.vmdk", Options{})
 			if d.Size() != size {
 				t.Errorf("size %d, want %d", d.Size(), size)
 			}
@@ -69,7 +69,7 @@ func TestQemuOddCapacities(t *testing.T) {
 					sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "d.vmdk", fmt.Sprint(size))
 					qemuIO(t, dir, "d.vmdk", fmt.Sprintf("write -P 0x5a %d 512", size-512), "write -P 0x01 0 4k")
 				}
-				checkAgainstQemu(t, dir, "d.vmdk", nil)
+				checkAgainstQemu(t, dir, "d.vmdk", Options{})
 			})
 		}
 	}
@@ -83,7 +83,7 @@ func TestQemuZeroedGrains(t *testing.T) {
 	qemuIO(t, dir, "base.vmdk", "write -P 0xcc 0 4M")
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "-b", "base.vmdk", "-F", "vmdk", "top.vmdk")
 	qemuIO(t, dir, "top.vmdk", "write -P 0xdd 0 128k", "write -z 64k 64k", "write -z 1m 256k")
-	d := checkAgainstQemu(t, dir, "top.vmdk", nil)
+	d := checkAgainstQemu(t, dir, "top.vmdk", Options{})
 	if h := d.Header(); h == nil || !h.ZeroedGTE() || h.Version != 2 {
 		t.Fatalf("header %+v: want version 2 with the zeroed-grain flag", h)
 	}
@@ -110,7 +110,7 @@ func TestQemuChain3(t *testing.T) {
 	qemuIO(t, dir, "mid.vmdk", "write -P 0x02 1m 1m", "write -P 0x22 3m 5k")
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "mid.vmdk", "-F", "vmdk", "top.vmdk")
 	qemuIO(t, dir, "top.vmdk", "write -P 0x03 1536k 1m", "write -P 0x33 7m 100")
-	d := checkAgainstQemu(t, dir, "top.vmdk", nil)
+	d := checkAgainstQemu(t, dir, "top.vmdk", Options{})
 	depth := 0
 	for p := d; p.Parent() != nil; p = p.Parent() {
 		if p.ParentCID() != p.Parent().CID() {
@@ -140,7 +140,7 @@ func TestQemuTwoGbBoundary(t *testing.T) {
 			dir := t.TempDir()
 			sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat="+sf, "big.vmdk", "5G")
 			qemuIO(t, dir, "big.vmdk", "write -P 0x77 2047m 2m", "write -P 0x78 4095m 1m", "write -P 0x79 5119m 1m")
-			d := mustOpen(t, filepath.Join(dir, "big.vmdk"), nil)
+			d := mustOpen(t, filepath.Join(dir, "big.vmdk"), Options{})
 			if len(d.Extents()) != 3 || d.Size() != 5<<30 {
 				t.Fatalf("%d extents, size %d", len(d.Extents()), d.Size())
 			}
@@ -179,7 +179,7 @@ func TestChainBrokenCID(t *testing.T) {
 	qemuIO(t, dir, "base.vmdk", "write -P 0x01 0 1M")
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "top.vmdk")
 	qemuIO(t, dir, "top.vmdk", "write -P 0x02 0 64k")
-	mustOpen(t, filepath.Join(dir, "top.vmdk"), nil) // valid before the change
+	mustOpen(t, filepath.Join(dir, "top.vmdk"), Options{}) // valid before the change
 
 	desc, _ := os.ReadFile(filepath.Join(dir, "base.vmdk"))
 	var out []string
@@ -191,7 +191,7 @@ func TestChainBrokenCID(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(dir, "base.vmdk"), []byte(strings.Join(out, "\n")))
 
-	d := mustOpen(t, filepath.Join(dir, "top.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "top.vmdk"), Options{})
 	if !errors.Is(d.ChainError(), ErrChainBroken) {
 		t.Fatalf("ChainError = %v", d.ChainError())
 	}
@@ -210,7 +210,7 @@ func TestQemuReadsOurReadings(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "src.raw"), mixedContent(9, 3<<20))
 	sh(t, dir, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", "src.raw", "s.vmdk")
-	d := mustOpen(t, filepath.Join(dir, "s.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "s.vmdk"), Options{})
 	writeFile(t, filepath.Join(dir, "ours.raw"), readAll(t, d))
 	sh(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", "s.vmdk", "ours.raw")
 }
@@ -221,7 +221,7 @@ func TestQemuLargeFlat(t *testing.T) {
 	dir := t.TempDir()
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat", "split.vmdk", "1000G")
 	qemuIO(t, dir, "split.vmdk", "write -P 0x42 999g 1m")
-	d := mustOpen(t, filepath.Join(dir, "split.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "split.vmdk"), Options{})
 	if n := len(d.Extents()); n != 500 {
 		t.Fatalf("1000G twoGbMaxExtentFlat: %d extents, want 500", n)
 	}
@@ -232,7 +232,7 @@ func TestQemuLargeFlat(t *testing.T) {
 
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "big.vmdk", "4T")
 	qemuIO(t, dir, "big.vmdk", "write -P 0x43 900g 64k")
-	d = mustOpen(t, filepath.Join(dir, "big.vmdk"), nil)
+	d = mustOpen(t, filepath.Join(dir, "big.vmdk"), Options{})
 	if d.Size() != 4<<40 {
 		t.Fatalf("size %d", d.Size())
 	}
@@ -245,7 +245,7 @@ func TestQemuLargeFlat(t *testing.T) {
 func TestQemuSizeRoundedUp(t *testing.T) {
 	dir := t.TempDir()
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "odd.vmdk", "1000001")
-	d := checkAgainstQemu(t, dir, "odd.vmdk", nil)
+	d := checkAgainstQemu(t, dir, "odd.vmdk", Options{})
 	if d.Size() != 1000448 {
 		t.Fatalf("size %d, want 1000448", d.Size())
 	}

@@ -33,7 +33,7 @@ func TestCompressedNoMarkerPastEOF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := d.extents[0].ext.(*SparseExtent)
+	e := d.extents[0].ext.(*sparseExtent)
 	gt := int64(e.gd[0]) * SectorSize
 	binary.LittleEndian.PutUint32(img[8:], flagCompressed|flagNewlineCheck) // no markers
 	for j := int64(0); j < 4; j++ {
@@ -54,7 +54,7 @@ func TestProbeDescriptorKeyOrder(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "d-flat.vmdk"), bytes.Repeat([]byte{1}, 1024))
 	writeFile(t, filepath.Join(dir, "d.vmdk"), []byte("CID=00000001\nparentCID=ffffffff\nversion=1\ncreateType=\"monolithicFlat\"\nRW\t2\tFLAT\t\"d-flat.vmdk\"\t0\n"))
-	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), Options{})
 	sameBytes(t, "descriptor with version later and tabs", readAll(t, d), bytes.Repeat([]byte{1}, 1024))
 }
 
@@ -78,7 +78,7 @@ func TestRootRelativeAndAbsolute(t *testing.T) {
 	for _, c := range []struct{ path, root string }{
 		{"a/d.vmdk", root}, {filepath.Join(root, "a", "d.vmdk"), "."}, {"a/d.vmdk", "."},
 	} {
-		d, err := Open(c.path, &Options{Root: c.root})
+		d, err := Open(c.path, Options{Root: c.root})
 		if err != nil {
 			t.Errorf("Open(%s, Root %s): %v", c.path, c.root, err)
 			continue

@@ -10,10 +10,10 @@ import (
 // tables of 2 KiB (8 MiB) cover 128 GiB of a disk with default grains.
 const gtCacheTables = 4096
 
-// SparseExtent is a hosted sparse ("KDMV", including streamOptimized) or
+// sparseExtent is a hosted sparse ("KDMV", including streamOptimized) or
 // COWD/vmfsSparse extent: a grain directory (GD) of grain tables (GT) whose
 // entries (GTE) give each grain's sector in the file.
-type SparseExtent struct {
+type sparseExtent struct {
 	src        *source
 	header     *SparseHeader // nil for COWD
 	grainBytes int64
@@ -38,15 +38,11 @@ type SparseExtent struct {
 	}
 }
 
-// Header returns the extent's hosted sparse header (the footer's copy for
-// stream images), or nil for a COWD extent.
-func (e *SparseExtent) Header() *SparseHeader { return e.header }
-
-func (e *SparseExtent) file() *source { return e.src }
+func (e *sparseExtent) file() *source { return e.src }
 
 // openKDMV reads a hosted sparse extent's header, footer and grain
 // directory, bounding every size by the file's size before allocating.
-func openKDMV(src *source) (*SparseExtent, error) {
+func openKDMV(src *source) (*sparseExtent, error) {
 	buf := make([]byte, SectorSize)
 	if err := src.readFull(buf, 0, "sparse header"); err != nil {
 		return nil, err
@@ -67,7 +63,7 @@ func openKDMV(src *source) (*SparseExtent, error) {
 	if h.Compressed() && int64(h.GrainSize)*SectorSize > maxCompressedGrain {
 		return nil, fmt.Errorf("%s: %w: compressed grains of %d sectors (limit %d bytes)", src.name, ErrUnsupported, h.GrainSize, maxCompressedGrain)
 	}
-	e := &SparseExtent{
+	e := &sparseExtent{
 		src:        src,
 		header:     h,
 		grainBytes: int64(h.GrainSize) * SectorSize,
@@ -126,7 +122,7 @@ func readFooter(src *source) (*SparseHeader, error) {
 }
 
 // openCOWD reads a VMDK3 / vmfsSparse extent.
-func openCOWD(src *source) (*SparseExtent, error) {
+func openCOWD(src *source) (*sparseExtent, error) {
 	buf := make([]byte, cowdHeaderSize)
 	if err := src.readFull(buf, 0, "COWD header"); err != nil {
 		return nil, err
@@ -135,7 +131,7 @@ func openCOWD(src *source) (*SparseExtent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src.name, err)
 	}
-	e := &SparseExtent{
+	e := &sparseExtent{
 		src:        src,
 		grainBytes: int64(h.GrainSize) * SectorSize,
 		gtEntries:  cowdGTEsPerGT,
@@ -150,12 +146,12 @@ func openCOWD(src *source) (*SparseExtent, error) {
 
 // loadGD reads the grain directory and checks that every table it points
 // at lies inside the file.
-func (e *SparseExtent) loadGD(sector int64, entries uint64) (err error) {
+func (e *sparseExtent) loadGD(sector int64, entries uint64) (err error) {
 	e.gd, err = e.readGD(sector, entries, "grain directory")
 	return err
 }
 
-func (e *SparseExtent) readGD(sector int64, entries uint64, what string) ([]uint32, error) {
+func (e *sparseExtent) readGD(sector int64, entries uint64, what string) ([]uint32, error) {
 	gdBytes := int64(entries) * 4
 	if end := sector*SectorSize + gdBytes; sector > maxDiskSectors || end > e.src.size {
 		return nil, fmt.Errorf("%s: %w: File truncated, expecting at least %d bytes for the %s", e.src.name, ErrCorrupt, end, what)
@@ -177,7 +173,7 @@ func (e *SparseExtent) readGD(sector int64, entries uint64, what string) ([]uint
 }
 
 // grainTable returns GT i (nil when the GD has no table there).
-func (e *SparseExtent) grainTable(i uint32) ([]uint32, error) {
+func (e *sparseExtent) grainTable(i uint32) ([]uint32, error) {
 	e.mu.Lock()
 	gt, ok := e.tables[i]
 	e.mu.Unlock()
@@ -203,7 +199,7 @@ func (e *SparseExtent) grainTable(i uint32) ([]uint32, error) {
 }
 
 // gte returns the grain table entry of grain g (0 when unallocated).
-func (e *SparseExtent) gte(g int64) (uint32, error) {
+func (e *sparseExtent) gte(g int64) (uint32, error) {
 	gt, err := e.grainTable(uint32(g / e.gtEntries))
 	if err != nil || gt == nil {
 		return 0, err
@@ -214,7 +210,7 @@ func (e *SparseExtent) gte(g int64) (uint32, error) {
 	return v, nil
 }
 
-func (e *SparseExtent) kindOf(gte uint32) runKind {
+func (e *sparseExtent) kindOf(gte uint32) runKind {
 	switch {
 	case gte == 0:
 		return runUnallocated
@@ -227,7 +223,7 @@ func (e *SparseExtent) kindOf(gte uint32) runKind {
 	}
 }
 
-func (e *SparseExtent) lookup(off, n int64) (run, error) {
+func (e *sparseExtent) lookup(off, n int64) (run, error) {
 	if off >= e.capacity {
 		// Past what the tables cover (descriptor larger than the header's
 		// capacity): nothing is allocated there.
@@ -272,7 +268,7 @@ func (e *SparseExtent) lookup(off, n int64) (run, error) {
 
 // checkGrain rejects an uncompressed grain that lies past the end of the file
 // before anything is read from it.
-func (e *SparseExtent) checkGrain(g int64, gte uint32) error {
+func (e *sparseExtent) checkGrain(g int64, gte uint32) error {
 	need := min(e.grainBytes, e.capacity-g*e.grainBytes)
 	if int64(gte)*SectorSize+need > e.src.end() {
 		return fmt.Errorf("%s: %w: grain %d at sector %d lies past the end of the file", e.src.name, ErrCorrupt, g, gte)
@@ -280,7 +276,7 @@ func (e *SparseExtent) checkGrain(g int64, gte uint32) error {
 	return nil
 }
 
-func (e *SparseExtent) read(p []byte, off int64, r run) error {
+func (e *sparseExtent) read(p []byte, off int64, r run) error {
 	switch r.kind {
 	case runData:
 		return e.src.readFull(p, r.host, "grain data")

@@ -16,7 +16,7 @@ const maxDirtyTables = 1024
 // writer leaves unreferenced grains (a leak check reports), never a table
 // entry pointing at garbage. fill reads the content under a grain that is
 // only partly written (the parent's, or zeros) at extent offset off.
-func (e *SparseExtent) write(p []byte, off int64, fill func(p []byte, off int64) error) error {
+func (e *sparseExtent) write(p []byte, off int64, fill func(p []byte, off int64) error) error {
 	if e.compressed {
 		return fmt.Errorf("%s: %w: writes to a compressed (streamOptimized) extent; convert it to another subformat first", e.src.name, ErrUnsupported)
 	}
@@ -60,7 +60,7 @@ func (e *SparseExtent) write(p []byte, off int64, fill func(p []byte, off int64)
 
 // allocate appends a new grain holding part at offset within, the rest of
 // the grain copied from fill (or zeros for a zeroed grain or without fill).
-func (e *SparseExtent) allocate(g int64, part []byte, within int64, zeroed bool, fill func([]byte, int64) error) error {
+func (e *sparseExtent) allocate(g int64, part []byte, within int64, zeroed bool, fill func([]byte, int64) error) error {
 	start := g * e.grainBytes
 	grain := make([]byte, e.grainBytes)
 	if int64(len(part)) < e.grainLen(g) && !zeroed && fill != nil {
@@ -82,7 +82,7 @@ func (e *SparseExtent) allocate(g int64, part []byte, within int64, zeroed bool,
 }
 
 // setGTE changes grain g's entry in memory and marks its table dirty.
-func (e *SparseExtent) setGTE(g int64, v uint32) error {
+func (e *sparseExtent) setGTE(g int64, v uint32) error {
 	i := uint32(g / e.gtEntries)
 	if int(i) >= len(e.gd) || e.gd[i] == 0 {
 		return fmt.Errorf("%s: %w: grain table %d is not allocated", e.src.name, ErrUnsupported, i)
@@ -104,7 +104,7 @@ func (e *SparseExtent) setGTE(g int64, v uint32) error {
 	return nil
 }
 
-func (e *SparseExtent) pwrite(p []byte, off int64, what string) error {
+func (e *sparseExtent) pwrite(p []byte, off int64, what string) error {
 	if e.src.f == nil {
 		return fmt.Errorf("%s: %w: write to an image opened from a reader", e.src.name, ErrUnsupported)
 	}
@@ -117,7 +117,7 @@ func (e *SparseExtent) pwrite(p []byte, off int64, what string) error {
 // flush makes written grains durable, then writes the changed grain tables
 // and their redundant copies, then makes those durable. Without durable it
 // only writes the tables.
-func (e *SparseExtent) flush(durable bool) error {
+func (e *sparseExtent) flush(durable bool) error {
 	if len(e.dirty) == 0 {
 		return nil
 	}

@@ -181,7 +181,7 @@ func TestStreamVMDKstream(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("VMDKstream (install python3-vmdkstream): %v\n%s", err, out)
 	}
-	d := mustOpen(t, filepath.Join(dir, "out.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "out.vmdk"), Options{})
 	sameBytes(t, "Open", readAll(t, d), raw)
 
 	cat := exec.Command("cat", filepath.Join(dir, "out.vmdk"))

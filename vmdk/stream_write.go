@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 
@@ -52,6 +52,7 @@ type StreamWriter struct {
 	jobs    chan chan compressedGrain // in grain order
 	done    chan error                // the emitter's result, after jobs closes
 	failed  chan struct{}             // closed by the emitter on its first error
+	failErr error                     // that error, set before failed closes
 	grains  sync.Pool                 // grain buffers
 	workers chan struct{}             // bounds grains being compressed
 	err     error
@@ -74,7 +75,7 @@ func NewStreamWriter(w io.Writer, opts StreamOptions) (*StreamWriter, error) {
 		opts.Level = 6
 	}
 	if opts.Level < 1 || opts.Level > 9 {
-		return nil, fmt.Errorf("vmdk: compression level %d: want 1..9", opts.Level)
+		return nil, fmt.Errorf("%w: compression level %d: want 1..9", ErrInvalidOptions, opts.Level)
 	}
 	if opts.ExtentFileName == "" {
 		opts.ExtentFileName = "disk.vmdk"
@@ -141,10 +142,10 @@ func (s *StreamWriter) pad() {
 // what is not written by Close reads as zeros.
 func (s *StreamWriter) Write(p []byte) (int, error) {
 	if s.closed {
-		return 0, errors.New("vmdk: write to a closed StreamWriter")
+		return 0, fmt.Errorf("vmdk: write to a closed StreamWriter: %w", os.ErrClosed)
 	}
 	if int64(len(p)) > s.size-s.written {
-		return 0, fmt.Errorf("vmdk: stream write of %d bytes at %d passes the disk size %d", len(p), s.written, s.size)
+		return 0, fmt.Errorf("%w: stream write of %d bytes at %d passes the disk size %d", ErrOutOfRange, len(p), s.written, s.size)
 	}
 	n := 0
 	for n < len(p) {
@@ -182,10 +183,10 @@ func (s *StreamWriter) WriteAt(p []byte, off int64) (int, error) {
 // skipTo advances the content position to off, leaving zeros.
 func (s *StreamWriter) skipTo(off int64) error {
 	if off < s.written {
-		return fmt.Errorf("vmdk: stream write at %d after %d: streams are written in order", off, s.written)
+		return fmt.Errorf("%w: stream write at %d after %d: streams are written in order", ErrOutOfRange, off, s.written)
 	}
 	if off > s.size {
-		return fmt.Errorf("vmdk: stream write at %d passes the disk size %d", off, s.size)
+		return fmt.Errorf("%w: stream write at %d passes the disk size %d", ErrOutOfRange, off, s.size)
 	}
 	if s.cur != nil {
 		// Fill the open grain up to off (or its end) with zeros.
@@ -212,7 +213,7 @@ func (s *StreamWriter) skipTo(off int64) error {
 func (s *StreamWriter) submit() error {
 	select {
 	case <-s.failed:
-		return errors.New("vmdk: stream output failed (Close reports why)")
+		return fmt.Errorf("vmdk: stream output failed: %w", s.failErr)
 	default:
 	}
 	data := s.cur
@@ -283,6 +284,7 @@ func (s *StreamWriter) emit() {
 			err = s.emitGrain(g)
 		}
 		if err != nil {
+			s.failErr = err
 			close(s.failed)
 		}
 	}

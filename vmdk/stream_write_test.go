@@ -42,7 +42,7 @@ func TestStreamWriter(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "s.vmdk"), img)
 	writeFile(t, filepath.Join(dir, "s.raw"), raw)
 
-	d := mustOpen(t, filepath.Join(dir, "s.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "s.vmdk"), Options{})
 	sameBytes(t, "Open", readAll(t, d), raw)
 	if h := d.Header(); h.Version != 3 || !h.Compressed() || !h.HasMarkers() || h.GDOffset == gdAtEnd {
 		t.Fatalf("footer header %+v", h)
@@ -60,7 +60,7 @@ func TestStreamWriter(t *testing.T) {
 	sh(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", "s.vmdk", "s.raw")
 	sh(t, dir, "qemu-img", "check", "-f", "vmdk", "s.vmdk")
 	info := qemuImgInfo(t, dir, "s.vmdk")
-	if info.FormatSpecific.Data.CreateType != StreamOptimized || info.FormatSpecific.Data.CID != d.CID() {
+	if info.FormatSpecific.Data.CreateType != string(StreamOptimized) || info.FormatSpecific.Data.CID != d.CID() {
 		t.Fatalf("qemu-img info: %+v", info.FormatSpecific.Data)
 	}
 

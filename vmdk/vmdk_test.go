@@ -56,12 +56,12 @@ func TestCOWD(t *testing.T) {
 	img := buildCOWD(t, raw, 16)
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "c-delta.vmdk"), img)
-	d := mustOpen(t, filepath.Join(dir, "c-delta.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "c-delta.vmdk"), Options{})
 	sameBytes(t, "bare COWD", readAll(t, d), raw)
 	// The same extent behind a vmfsSparse descriptor.
 	writeFile(t, filepath.Join(dir, "c.vmdk"), []byte(fmt.Sprintf(
 		"version=1\nCID=0000000a\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW %d VMFSSPARSE \"c-delta.vmdk\"\n", len(raw)/512)))
-	d = mustOpen(t, filepath.Join(dir, "c.vmdk"), nil)
+	d = mustOpen(t, filepath.Join(dir, "c.vmdk"), Options{})
 	sameBytes(t, "vmfsSparse descriptor", readAll(t, d), raw)
 }
 
@@ -85,7 +85,7 @@ func TestDescriptorExtentLines(t *testing.T) {
 		"rdonly 30 flat \"ro.raw\" 10\r\n"+
 		"rw 16 sparse \"s.vmdk\"\r\n"+
 		"ddb.adapterType = \"ide\"\r\n"))
-	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), Options{})
 	if d.CID() != 0xabcdef01 || d.ParentCID() != NoParentCID || d.CreateType() != "custom" {
 		t.Fatalf("CID %08x parentCID %08x createType %q", d.CID(), d.ParentCID(), d.CreateType())
 	}
@@ -130,7 +130,7 @@ func TestLowercaseCreateType(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "d-flat.vmdk"), bytes.Repeat([]byte{3}, 4096))
 	writeFile(t, filepath.Join(dir, "d.vmdk"), []byte("version=1\ncid=00000001\nparentcid=ffffffff\ncreatetype=\"monolithicflat\"\nrw 8 flat \"d-flat.vmdk\" 0\n"))
-	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), nil)
+	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), Options{})
 	sameBytes(t, "lowercase descriptor", readAll(t, d), bytes.Repeat([]byte{3}, 4096))
 }
 
@@ -202,10 +202,10 @@ func TestPathSafety(t *testing.T) {
 		"symlink.vmdk":  "RW 8 FLAT \"link.raw\" 0\n",
 	} {
 		p := desc(name, extent)
-		if _, err := Open(p, nil); !errors.Is(err, ErrInsecurePath) {
+		if _, err := Open(p, Options{}); !errors.Is(err, ErrInsecurePath) {
 			t.Errorf("%s: %v, want ErrInsecurePath", name, err)
 		}
-		d, err := Open(p, &Options{AllowUnsafePaths: true})
+		d, err := Open(p, Options{AllowUnsafePaths: true})
 		if err != nil {
 			t.Errorf("%s with AllowUnsafePaths: %v", name, err)
 			continue
@@ -216,10 +216,10 @@ func TestPathSafety(t *testing.T) {
 	sh(t, filepath.Join(root, "base"), "qemu-img", "create", "-q", "-f", "vmdk", "disk.vmdk", "1M")
 	sh(t, filepath.Join(root, "img"), "qemu-img", "create", "-q", "-f", "vmdk", "-b", "../base/disk.vmdk", "-F", "vmdk", "disk.vmdk")
 	child := filepath.Join(root, "img", "disk.vmdk")
-	if _, err := Open(child, nil); !errors.Is(err, ErrInsecurePath) {
+	if _, err := Open(child, Options{}); !errors.Is(err, ErrInsecurePath) {
 		t.Errorf("parent outside the child's directory: %v, want ErrInsecurePath", err)
 	}
-	d, err := Open(child, &Options{Root: root})
+	d, err := Open(child, Options{Root: root})
 	if err != nil {
 		t.Fatalf("with Root: %v", err)
 	}
@@ -227,7 +227,7 @@ func TestPathSafety(t *testing.T) {
 		t.Fatal("no parent")
 	}
 	d.Close()
-	if _, err := Open(child, &Options{Root: filepath.Join(root, "img")}); !errors.Is(err, ErrInsecurePath) {
+	if _, err := Open(child, Options{Root: filepath.Join(root, "img")}); !errors.Is(err, ErrInsecurePath) {
 		t.Errorf("Root that excludes the parent: %v", err)
 	}
 }
@@ -281,7 +281,7 @@ func TestBadImages(t *testing.T) {
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			start := time.Now()
-			d, err := Open(p, nil)
+			d, err := Open(p, Options{})
 			if err == nil {
 				_, err = d.ReadAt(make([]byte, 1<<20), 0)
 				d.Close()
@@ -308,22 +308,22 @@ func TestChainFailures(t *testing.T) {
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "base.vmdk", "1M")
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "top.vmdk")
 	os.Rename(filepath.Join(dir, "base.vmdk"), filepath.Join(dir, "moved.vmdk"))
-	if _, err := Open(filepath.Join(dir, "top.vmdk"), nil); !errors.Is(err, ErrChainBroken) {
+	if _, err := Open(filepath.Join(dir, "top.vmdk"), Options{}); !errors.Is(err, ErrChainBroken) {
 		t.Errorf("missing parent: %v, want ErrChainBroken", err)
 	}
 	// A cycle: a's parent is b and b's parent is a.
 	for _, p := range [][2]string{{"a.vmdk", "b.vmdk"}, {"b.vmdk", "a.vmdk"}} {
 		writeFile(t, filepath.Join(dir, p[0]), []byte(fmt.Sprintf("version=1\nCID=1\nparentCID=1\ncreateType=\"monolithicFlat\"\nparentFileNameHint=%q\nRW 8 ZERO\n", p[1])))
 	}
-	if _, err := Open(filepath.Join(dir, "a.vmdk"), nil); !errors.Is(err, ErrChainBroken) || !strings.Contains(err.Error(), "loops") {
+	if _, err := Open(filepath.Join(dir, "a.vmdk"), Options{}); !errors.Is(err, ErrChainBroken) || !strings.Contains(err.Error(), "loops") {
 		t.Errorf("cycle: %v", err)
 	}
 	// Depth limit.
-	if _, err := Open(filepath.Join(dir, "a.vmdk"), &Options{MaxChainDepth: 1}); !errors.Is(err, ErrChainBroken) {
+	if _, err := Open(filepath.Join(dir, "a.vmdk"), Options{MaxChainDepth: 1}); !errors.Is(err, ErrChainBroken) {
 		t.Errorf("depth limit: %v", err)
 	}
 	writeFile(t, filepath.Join(dir, "m.vmdk"), []byte("version=1\nCID=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"nothere.raw\" 0\n"))
-	if _, err := Open(filepath.Join(dir, "m.vmdk"), nil); err == nil || !strings.Contains(err.Error(), "nothere.raw") {
+	if _, err := Open(filepath.Join(dir, "m.vmdk"), Options{}); err == nil || !strings.Contains(err.Error(), "nothere.raw") {
 		t.Errorf("missing extent: %v", err)
 	}
 }
@@ -361,7 +361,7 @@ func TestPropertyRandomWrites(t *testing.T) {
 			ops("base.vmdk", false)
 			sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", "-b", "base.vmdk", "-F", "vmdk", "top.vmdk")
 			ops("top.vmdk", true)
-			d := mustOpen(t, filepath.Join(dir, "top.vmdk"), nil)
+			d := mustOpen(t, filepath.Join(dir, "top.vmdk"), Options{})
 			for range 300 {
 				off := r.Int63n(size)
 				n := 1 + r.Int63n(min(size-off, 300<<10))

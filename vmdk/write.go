@@ -21,7 +21,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("%s: %w: opened without ReadWrite", d.path, ErrReadOnly)
 	}
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
-		return 0, fmt.Errorf("%s: write of %d bytes at %d passes the disk size %d", d.path, len(p), off, d.size)
+		return 0, fmt.Errorf("%s: %w: write of %d bytes at %d passes the disk size %d", d.path, ErrOutOfRange, len(p), off, d.size)
 	}
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
@@ -56,7 +56,7 @@ func (d *Disk) writeExtent(pe *placedExtent, p []byte, rel int64) error {
 			return fmt.Errorf("%s: write: %w", e.src.name, err)
 		}
 		return nil
-	case *SparseExtent:
+	case *sparseExtent:
 		var fill func([]byte, int64) error
 		if d.parent != nil || d.chainErr != nil {
 			fill = func(b []byte, extOff int64) error { return d.readParent(b, pe.start+extOff) }
@@ -81,7 +81,7 @@ func (d *Disk) flush(durable bool) error {
 	defer d.wmu.Unlock()
 	for _, pe := range d.extents {
 		switch e := pe.ext.(type) {
-		case *SparseExtent:
+		case *sparseExtent:
 			if err := e.flush(durable); err != nil {
 				return err
 			}
@@ -109,7 +109,7 @@ func (d *Disk) writeDescriptor() error {
 		}
 		buf := make([]byte, room)
 		copy(buf, text)
-		self := d.extents[0].ext.(*SparseExtent)
+		self := d.extents[0].ext.(*sparseExtent)
 		if err := self.pwrite(buf, int64(h.DescriptorOffset)*SectorSize, "descriptor"); err != nil {
 			return err
 		}

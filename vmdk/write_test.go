@@ -31,9 +31,9 @@ func TestCreateAllSubformats(t *testing.T) {
 				t.Fatal(err)
 			}
 			sh(t, dir, "qemu-img", "check", "-f", "vmdk", "d.vmdk")
-			d := mustOpen(t, p, &Options{ReadWrite: true})
+			d := mustOpen(t, p, Options{ReadWrite: true})
 			info := qemuImgInfo(t, dir, "d.vmdk")
-			if info.VirtualSize != c.Size || info.FormatSpecific.Data.CreateType != c.Subformat || info.FormatSpecific.Data.CID != d.CID() {
+			if info.VirtualSize != c.Size || info.FormatSpecific.Data.CreateType != string(c.Subformat) || info.FormatSpecific.Data.CID != d.CID() {
 				t.Fatalf("qemu-img info %+v, we have CID %08x", info, d.CID())
 			}
 			model := make([]byte, c.Size)
@@ -95,7 +95,7 @@ func TestWriteChildOverParent(t *testing.T) {
 			t.Fatalf("qemu-img info of child: %+v", info)
 		}
 		m := bytes.Clone(model)
-		d := mustOpen(t, filepath.Join(dir, child), &Options{ReadWrite: true})
+		d := mustOpen(t, filepath.Join(dir, child), Options{ReadWrite: true})
 		randomWrites(t, rand.New(rand.NewSource(7)), d, m, 30)
 		if err := d.Flush(); err != nil {
 			t.Fatal(err)
@@ -118,17 +118,17 @@ func TestWriteChangesCID(t *testing.T) {
 	if err := Create(child, CreateOptions{Backing: base}); err != nil {
 		t.Fatal(err)
 	}
-	d := mustOpen(t, base, &Options{ReadWrite: true})
+	d := mustOpen(t, base, Options{ReadWrite: true})
 	old := d.CID()
 	if _, err := d.WriteAt([]byte("x"), 0); err != nil {
 		t.Fatal(err)
 	}
 	d.Close()
-	d = mustOpen(t, base, nil)
+	d = mustOpen(t, base, Options{})
 	if d.CID() == old {
 		t.Fatal("CID unchanged after a write")
 	}
-	c := mustOpen(t, child, nil)
+	c := mustOpen(t, child, Options{})
 	if _, err := c.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrChainBroken) {
 		t.Fatalf("child read after the parent changed: %v, want ErrChainBroken", err)
 	}
@@ -157,7 +157,7 @@ func TestCreateRefusals(t *testing.T) {
 	if err := Create(base, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}}); err == nil {
 		t.Error("overwrote an existing image")
 	}
-	if _, err := mustOpen(t, base, nil).WriteAt([]byte("x"), 0); !errors.Is(err, ErrReadOnly) {
+	if _, err := mustOpen(t, base, Options{}).WriteAt([]byte("x"), 0); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("write to a read-only open: %v", err)
 	}
 }
@@ -165,14 +165,14 @@ func TestCreateRefusals(t *testing.T) {
 // TestWriteAcrossExtents: writes that cross the 2 GiB extent boundaries of
 // the split subformats land in both extents, as qemu-img reads them.
 func TestWriteAcrossExtents(t *testing.T) {
-	for _, sf := range []string{TwoGbMaxExtentSparse, TwoGbMaxExtentFlat} {
-		t.Run(sf, func(t *testing.T) {
+	for _, sf := range []Subformat{TwoGbMaxExtentSparse, TwoGbMaxExtentFlat} {
+		t.Run(string(sf), func(t *testing.T) {
 			dir := t.TempDir()
 			p := filepath.Join(dir, "big.vmdk")
 			if err := Create(p, CreateOptions{Subformat: sf, ImageOptions: ImageOptions{Size: 5 << 30}}); err != nil {
 				t.Fatal(err)
 			}
-			d := mustOpen(t, p, &Options{ReadWrite: true})
+			d := mustOpen(t, p, Options{ReadWrite: true})
 			if n := len(d.Extents()); n != 3 {
 				t.Fatalf("%d extents", n)
 			}
