@@ -363,7 +363,7 @@ func (r *PopulatorReconciler) copyPrimeEvents(ctx context.Context, pvc, prime *c
 	// By UID: anyone may write events naming the prime PVC's name.
 	if err := r.APIReader.List(ctx, list, client.InNamespace(prime.Namespace),
 		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("involvedObject.uid", string(prime.UID))}); err != nil {
-		ctrl.LoggerFrom(ctx).V(1).Info("listing the prime PVC's events", "error", err.Error())
+		ctrl.LoggerFrom(ctx).Error(err, "listing the prime PVC's events", "prime", prime.Name)
 		return
 	}
 	for _, e := range list.Items {
@@ -415,7 +415,7 @@ func (r *PopulatorReconciler) annotate(ctx context.Context, pvc *corev1.Persiste
 	set(v1alpha1.AnnProgress, progress)
 	set(v1alpha1.AnnMessage, msg)
 	if err := r.Patch(ctx, pvc, patch); err != nil {
-		ctrl.LoggerFrom(ctx).Info("annotating PVC", "error", err.Error())
+		ctrl.LoggerFrom(ctx).Error(err, "annotating the PVC")
 	}
 }
 
@@ -455,6 +455,9 @@ func (r *PopulatorReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *PopulatorReconciler) pvcsOf(ctx context.Context, o client.Object) []ctrl.Request {
 	list := &corev1.PersistentVolumeClaimList{}
 	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexDataSource: o.GetName()}); err != nil {
+		// A map function cannot return an error: those PVCs are
+		// reconciled at their next event instead.
+		ctrl.LoggerFrom(ctx).Error(err, "listing the PVCs populated from an image", "image", o.GetName())
 		return nil
 	}
 	reqs := make([]ctrl.Request, 0, len(list.Items))

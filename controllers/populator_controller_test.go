@@ -10,11 +10,15 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
 	"github.com/vmdkpop/vmdkpop/imager/result"
@@ -289,7 +293,38 @@ var _ = Describe("volume populator", func() {
 		}, timeout, interval).Should(BeTrue())
 	})
 
-	It("registers no VolumePopulator when the CRD is absent", func() {
+	It("registers no VolumePopulator when the CRD is absent, and one when it is there", func() {
 		Expect(RegisterVolumePopulator(ctx, k8sClient)).To(Succeed())
+		vp := &unstructured.Unstructured{}
+		vp.SetGroupVersionKind(volumePopulatorGVK)
+		Expect(meta.IsNoMatchError(k8sClient.Get(ctx, client.ObjectKey{Name: VolumePopulatorName}, vp))).To(BeTrue())
+
+		// The CRD as kubernetes-csi/volume-data-source-validator ships it,
+		// cut to what matters here: cluster-scoped, sourceKind at the top.
+		crd := &apiextensionsv1.CustomResourceDefinition{
+			ObjectMeta: metav1.ObjectMeta{Name: "volumepopulators.populator.storage.k8s.io",
+				// *.k8s.io groups need it; the real CRD carries its KEP's.
+				Annotations: map[string]string{"api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1495"}},
+			Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+				Group: "populator.storage.k8s.io", Scope: apiextensionsv1.ClusterScoped,
+				Names: apiextensionsv1.CustomResourceDefinitionNames{Plural: "volumepopulators", Singular: "volumepopulator", Kind: "VolumePopulator", ListKind: "VolumePopulatorList"},
+				Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{Name: "v1beta1", Served: true, Storage: true,
+					Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
+						Type: "object", XPreserveUnknownFields: ptr.To(true),
+					}}}},
+			},
+		}
+		opts := envtest.CRDInstallOptions{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}}
+		_, err := envtest.InstallCRDs(testEnv.Config, opts)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(func() { Expect(envtest.UninstallCRDs(testEnv.Config, opts)).To(Succeed()) })
+		Eventually(func() error { return RegisterVolumePopulator(ctx, k8sClient) }, timeout, interval).Should(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: VolumePopulatorName}, vp)).To(Succeed())
+		Expect(vp.Object["sourceKind"]).To(Equal(map[string]any{"group": "storage.vmdkpop.io", "kind": "VMDKImage"}))
+		// Registering again (every manager start) changes nothing.
+		rv := vp.GetResourceVersion()
+		Expect(RegisterVolumePopulator(ctx, k8sClient)).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: VolumePopulatorName}, vp)).To(Succeed())
+		Expect(vp.GetResourceVersion()).To(Equal(rv))
 	})
 })

@@ -203,7 +203,13 @@ var _ = Describe("VMDKImage controller", func() {
 		Expect(ps.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
 		Expect(*ps.AutomountServiceAccountToken).To(BeFalse())
 		Expect(ps.Volumes[0].PersistentVolumeClaim.ClaimName).To(Equal(pvc.Name))
-		Expect(job.Spec.PodFailurePolicy.Rules[0].OnExitCodes.Values).To(Equal([]int32{2, 3}))
+		// Exit codes 2 and 3 fail the Job at once; nothing else is special.
+		Expect(job.Spec.PodFailurePolicy.Rules).To(Equal([]batchv1.PodFailurePolicyRule{{
+			Action: batchv1.PodFailurePolicyActionFailJob,
+			OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+				ContainerName: ptr.To("imager"), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{2, 3},
+			},
+		}}))
 		Expect(job.Spec.TTLSecondsAfterFinished).NotTo(BeNil())
 
 		// Progress comes from the running pod's log.

@@ -1,0 +1,156 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// How an imager Job is doing, read the same way by both reconcilers: its
+// terminal conditions, the result its own pods wrote, its progress, and
+// why it failed. (Creating Jobs is job.go's; finding the recorded one is
+// owned.go's.)
+
+// podReasonEvicted is the kubelet's pod status reason for an eviction.
+const podReasonEvicted = "Evicted"
+
+// failureOf says why a finished Job did not succeed: imager's result,
+// else what became of its last pod, else the Job's own condition.
+func failureOf(job *batchv1.Job, res *result.Result, pod *corev1.Pod, failed bool) (reason, msg string) {
+	reason, msg = v1alpha1.ReasonNoResult, "Job "+job.Name+" ended without a result"
+	switch {
+	case res != nil && res.Phase == result.Failed:
+		reason, msg = res.Reason, res.Message
+		if !res.Permanent && reason != result.ReasonInvalidArguments {
+			msg = fmt.Sprintf("%s (gave up after %d attempts)", msg, job.Status.Failed)
+		}
+	case pod != nil && pod.Status.Reason == podReasonEvicted:
+		reason, msg = v1alpha1.ReasonPodEvicted, fmt.Sprintf("Job %s: pod %s was evicted: %s", job.Name, pod.Name, pod.Status.Message)
+	case pod != nil:
+		if t := terminated(pod); t != nil {
+			msg = fmt.Sprintf("Job %s: pod %s exited with code %d (%s)", job.Name, pod.Name, t.ExitCode, t.Reason)
+		}
+	case failed:
+		reason, msg = v1alpha1.ReasonRetriesExhausted, "Job "+job.Name+" failed: "+jobFailureMessage(job)
+	}
+	// imager redacts its messages already; status and events are read
+	// by everyone who can read the image, so make sure.
+	return reason, result.RedactURL(msg)
+}
+
+// jobFinished reads a Job's terminal conditions.
+func jobFinished(job *batchv1.Job) (finished, failed bool) {
+	for _, c := range job.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case batchv1.JobComplete:
+			return true, false
+		case batchv1.JobFailed:
+			return true, true
+		}
+	}
+	return false, false
+}
+
+func jobFailureMessage(job *batchv1.Job) string {
+	for _, c := range job.Status.Conditions {
+		if c.Type == batchv1.JobFailed && c.Status == corev1.ConditionTrue {
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return "unknown reason"
+}
+
+// jobResult finds the Job's last finished pod and parses its termination
+// message (the imager result).
+func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*result.Result, *corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return nil, nil, err
+	}
+	var last *corev1.Pod
+	var lastAt time.Time
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !ownedBy(p, job) {
+			continue
+		}
+		var at time.Time
+		switch t := terminated(p); {
+		case t != nil:
+			at = t.FinishedAt.Time
+		case p.Status.Phase == corev1.PodFailed:
+			// Evicted before its container ran, or its status lost.
+			at = p.CreationTimestamp.Time
+		default:
+			continue
+		}
+		if last == nil || at.After(lastAt) {
+			last, lastAt = p, at
+		}
+	}
+	if last == nil {
+		return nil, nil, nil
+	}
+	t := terminated(last)
+	if t == nil {
+		return nil, last, nil
+	}
+	res, err := result.Parse(t.Message)
+	if err != nil {
+		log.FromContext(ctx).Info("pod has no imager result", "pod", last.Name, "error", err.Error())
+		return nil, last, nil
+	}
+	return res, last, nil
+}
+
+// ownedBy reports whether the Job controller made p for job: a label is
+// anyone's to set, so the pod must also be controlled by job's UID.
+func ownedBy(p *corev1.Pod, job *batchv1.Job) bool {
+	ref := metav1.GetControllerOf(p)
+	return ref != nil && ref.UID == job.UID && ref.Kind == "Job"
+}
+
+func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == containerName && cs.State.Terminated != nil {
+			return cs.State.Terminated
+		}
+	}
+	return nil
+}
+
+// progress reads the running pod's latest progress line.
+func jobProgress(ctx context.Context, c client.Reader, logs PodLogReader, job *batchv1.Job) (string, bool) {
+	if logs == nil {
+		return "", false
+	}
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return "", false
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Status.Phase != corev1.PodRunning || !ownedBy(p, job) {
+			continue
+		}
+		lines, err := logs.LastLines(ctx, p.Namespace, p.Name, containerName, 10)
+		if err != nil {
+			log.FromContext(ctx).V(1).Info("reading progress", "pod", p.Name, "error", err.Error())
+			return "", false
+		}
+		return progressFromLog(lines)
+	}
+	return "", false
+}
