@@ -1,0 +1,156 @@
+package result
+
+import (
+	"strconv"
+	"strings"
+)
+
+// The argv builders below are imager's command lines as the controllers
+// run them in Jobs. Each field is one flag (empty or zero: not given); the
+// order is fixed so a Job's spec is the same on every reconcile. imager's
+// tests parse every builder's output with the command's own flags.
+
+// VMDKOptions are the -o options of VMDK output.
+type VMDKOptions struct {
+	Subformat   string
+	AdapterType string
+	HWVersion   int
+}
+
+// value is the one comma-separated -o value ("" when no option is set).
+func (o VMDKOptions) value() string {
+	var kv []string
+	if o.Subformat != "" {
+		kv = append(kv, "subformat="+o.Subformat)
+	}
+	if o.AdapterType != "" {
+		kv = append(kv, "adapter_type="+o.AdapterType)
+	}
+	if o.HWVersion != 0 {
+		kv = append(kv, "hwversion="+strconv.Itoa(o.HWVersion))
+	}
+	return strings.Join(kv, ",")
+}
+
+// argv collects flags, leaving out those not set.
+type argv []string
+
+func (a *argv) flag(name string, on bool) {
+	if on {
+		*a = append(*a, name)
+	}
+}
+
+func (a *argv) str(name, v string) {
+	if v != "" {
+		*a = append(*a, name, v)
+	}
+}
+
+func (a *argv) int(name string, v int64) {
+	if v != 0 {
+		*a = append(*a, name, strconv.FormatInt(v, 10))
+	}
+}
+
+// CreateArgs is `imager create`: a new (or delta) VMDK.
+type CreateArgs struct {
+	Quiet      bool
+	ResultFile string
+	Root       string
+	Options    VMDKOptions
+	Backing    string // -b: the parent; the new image is its delta child
+	Image      string
+	Size       int64 // 0: the backing image's size
+}
+
+func (c CreateArgs) Argv() []string {
+	a := argv{"create"}
+	a.flag("-q", c.Quiet)
+	a.str("--result-file", c.ResultFile)
+	a.str("--root", c.Root)
+	a.str("-o", c.Options.value())
+	a.str("-b", c.Backing)
+	a = append(a, c.Image)
+	if c.Size != 0 {
+		a = append(a, strconv.FormatInt(c.Size, 10))
+	}
+	return a
+}
+
+// ConvertArgs is `imager convert`: an image rewritten in another format
+// (a chain flattened into one VMDK).
+type ConvertArgs struct {
+	TargetFormat string // -O: raw or vmdk
+	Options      VMDKOptions
+	ResultFile   string
+	Root         string
+	Source       string
+	Target       string
+}
+
+func (c ConvertArgs) Argv() []string {
+	a := argv{"convert"}
+	a.str("-O", c.TargetFormat)
+	a.str("-o", c.Options.value())
+	a.str("--result-file", c.ResultFile)
+	a.str("--root", c.Root)
+	return append(a, c.Source, c.Target)
+}
+
+// InfoArgs is `imager info`: what an image holds, into the result.
+type InfoArgs struct {
+	ResultFile string
+	Root       string
+	Image      string
+}
+
+func (c InfoArgs) Argv() []string {
+	a := argv{"info"}
+	a.str("--result-file", c.ResultFile)
+	a.str("--root", c.Root)
+	return append(a, c.Image)
+}
+
+// ImportArgs is `imager import`: a source (a path, an http(s) URL or -)
+// written into a target directory or device.
+type ImportArgs struct {
+	ResultFile   string
+	Target       string
+	TargetFormat string // raw or vmdk
+	Options      VMDKOptions
+	FSOverhead   float64 // 0: imager's default, FSOverhead
+	Size         int64   // 0: the source's virtual size
+	ScratchDir   string
+	CAFile       string
+	// CredentialsDir is a mounted Secret: a token file, or username and
+	// password files.
+	CredentialsDir string
+	// InsecureAllowCredentialsOverHTTP sends those credentials to an
+	// http:// source.
+	InsecureAllowCredentialsOverHTTP bool
+	Checksum                         string // sha256:HEX of the source bytes
+	OVADisk                          string // index, diskId or file name
+	Root                             string // where the source's extent and parent paths must stay
+	Source                           string
+}
+
+func (c ImportArgs) Argv() []string {
+	a := argv{"import"}
+	a.str("--result-file", c.ResultFile)
+	a.str("--target", c.Target)
+	a.str("--target-format", c.TargetFormat)
+	a.str("-o", c.Options.value())
+	if c.FSOverhead != 0 {
+		a = append(a, "--fs-overhead", strconv.FormatFloat(c.FSOverhead, 'f', -1, 64))
+	}
+	a.int("--size", c.Size)
+	a.str("--scratch-dir", c.ScratchDir)
+	a.str("--ca-file", c.CAFile)
+	a.str("--credentials-dir", c.CredentialsDir)
+	a.flag("--insecure-allow-credentials-over-http", c.InsecureAllowCredentialsOverHTTP)
+	a.str("--checksum", c.Checksum)
+	a.str("--ova-disk", c.OVADisk)
+	a.str("--root", c.Root)
+	return append(a, c.Source)
+}
