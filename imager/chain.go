@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -10,7 +11,7 @@ import (
 
 // runCommit writes an image's own data into its backing file and keeps the
 // chain valid (the image is re-linked to the parent's new CID).
-func runCommit(args []string, stdout, stderr io.Writer) error {
+func runCommit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("commit", flag.ContinueOnError)
 	quiet := fs.Bool("q", false, "print nothing on success")
 	var pf pathFlags
@@ -19,7 +20,7 @@ func runCommit(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := vmdk.Commit(background, pos[0], pf.options()); err != nil {
+	if err := vmdk.Commit(ctx, pos[0], pf.options()); err != nil {
 		return err
 	}
 	if !*quiet {
@@ -29,7 +30,7 @@ func runCommit(args []string, stdout, stderr io.Writer) error {
 }
 
 // runRebase changes an image's backing file, keeping its content unless -u.
-func runRebase(args []string, stdout, stderr io.Writer) error {
+func runRebase(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rebase", flag.ContinueOnError)
 	backing := fs.String("b", "", "new backing file (empty: none, the image becomes self-contained)")
 	backingFormat := fs.String("F", "vmdk", "backing file format (vmdk)")
@@ -43,5 +44,5 @@ func runRebase(args []string, stdout, stderr io.Writer) error {
 	if *backingFormat != "vmdk" {
 		return usagef("-F %q: backing files are vmdk", *backingFormat)
 	}
-	return vmdk.Rebase(background, pos[0], *backing, vmdk.RebaseOptions{Options: pf.options(), Unsafe: *unsafe})
+	return vmdk.Rebase(ctx, pos[0], *backing, vmdk.RebaseOptions{Options: pf.options(), Unsafe: *unsafe})
 }

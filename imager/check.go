@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -21,7 +22,7 @@ const (
 	checkUsage   = 64
 )
 
-func runCheck(args []string, stdout, stderr io.Writer) error {
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	output := outputVar(fs)
 	repair := fs.Bool("r", false, "repair what is safe to repair (leaks, a grain table with a valid redundant copy)")
@@ -31,14 +32,19 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rep, err := vmdk.Check(background, pos[0], vmdk.CheckOptions{Options: pf.options(), Repair: *repair})
+	rep, err := vmdk.Check(ctx, pos[0], vmdk.CheckOptions{Options: pf.options(), Repair: *repair})
+	if terminated(err) {
+		return err
+	}
 	if err != nil {
 		return &exitError{code: checkFailed, msg: fmt.Sprintf("imager check: %v", err)}
 	}
 	if *repair && len(rep.Repaired) > 0 {
 		// Report the state after repair, listing what was done.
 		done := rep.Repaired
-		if rep, err = vmdk.Check(background, pos[0], vmdk.CheckOptions{Options: pf.options()}); err != nil {
+		if rep, err = vmdk.Check(ctx, pos[0], vmdk.CheckOptions{Options: pf.options()}); terminated(err) {
+			return err
+		} else if err != nil {
 			return &exitError{code: checkFailed, msg: fmt.Sprintf("imager check: %v", err)}
 		}
 		rep.Repaired = done

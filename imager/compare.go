@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -11,7 +12,7 @@ import (
 // compare: exit 0 when identical, 1 when different, 2 on error. Unless -s
 // is given, images of different sizes are identical when the larger one
 // reads zeros past the smaller one's end.
-func runCompare(args []string, stdout, stderr io.Writer) error {
+func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	fmtA := fs.String("f", "", "format of the first image (default: probe)")
 	fmtB := fs.String("F", "", "format of the second image (default: probe)")
@@ -46,7 +47,7 @@ func runCompare(args []string, stdout, stderr io.Writer) error {
 	if *progress {
 		report = progressPrinter(stderr, max(a.Size(), b.Size()))
 	}
-	off, same, err := firstDifference(a, b, report)
+	off, same, err := firstDifference(ctx, a, b, report)
 	if err != nil {
 		return err
 	}
@@ -60,10 +61,13 @@ func runCompare(args []string, stdout, stderr io.Writer) error {
 
 // firstDifference returns the first byte offset where a and b differ; past
 // the shorter image, the longer one is compared against zeros.
-func firstDifference(a, b image, report func(int64)) (int64, bool, error) {
+func firstDifference(ctx context.Context, a, b image, report func(int64)) (int64, bool, error) {
 	size := max(a.Size(), b.Size())
 	bufA, bufB := make([]byte, chunkSize), make([]byte, chunkSize)
 	for off := int64(0); off < size; off += chunkSize {
+		if err := context.Cause(ctx); err != nil {
+			return 0, false, err
+		}
 		n := min(chunkSize, size-off)
 		for _, x := range []struct {
 			img image

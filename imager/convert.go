@@ -17,42 +17,63 @@ const (
 	rawHoleUnit = 4 << 10 // zero runs of this size become holes in raw files (qemu-img's -S 4k)
 )
 
-func runConvert(args []string, stdout, stderr io.Writer) error {
-	return convertCommand("convert", args, stderr)
+func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runConvertCommand(ctx, "convert", args, stderr)
 }
 
 // runFlatten is convert with VMDK output by default: the chain's content
 // goes into one self-contained image, holes kept.
-func runFlatten(args []string, stdout, stderr io.Writer) error {
-	return convertCommand("flatten", append([]string{"-O", "vmdk"}, args...), stderr)
+func runFlatten(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runConvertCommand(ctx, "flatten", append([]string{"-O", "vmdk"}, args...), stderr)
 }
 
-// convertCommand runs convert or flatten (cmd: the name messages use).
-func convertCommand(cmd string, args []string, stderr io.Writer) error {
+// convertCommand is what convert's (or flatten's) command line asks for.
+type convertCommand struct {
+	src, dst             string
+	srcFormat, dstFormat string
+	opts                 vmdkOptions
+	level                int
+	progress             bool
+	cache                string
+	resultFile           string
+	paths                pathFlags
+}
+
+// runConvertCommand runs convert or flatten (cmd: the name messages use).
+func runConvertCommand(ctx context.Context, cmd string, args []string, stderr io.Writer) error {
+	c, err := parseConvert(cmd, args)
+	if err != nil {
+		return err
+	}
+	err = convert(ctx, []string{c.src, c.dst}, c.srcFormat, c.dstFormat, c.opts, c.level, c.progress, c.cache, &c.paths, stderr)
+	return withResult(cmd, c.resultFile, c.dst, &c.paths, err)
+}
+
+// parseConvert reads convert's command line; its errors are usage errors.
+func parseConvert(cmd string, args []string) (*convertCommand, error) {
+	c := &convertCommand{}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	srcFormat := fs.String("f", "", "source format: vmdk or raw (default: probe)")
-	dstFormat := fs.String("O", "raw", "output format: raw or vmdk")
+	fs.StringVar(&c.srcFormat, "f", "", "source format: vmdk or raw (default: probe)")
+	fs.StringVar(&c.dstFormat, "O", "raw", "output format: raw or vmdk")
 	var options optionList
 	fs.Var(&options, "o", "vmdk output options, repeatable: subformat=streamOptimized,adapter_type=...,hwversion=...,toolsversion=...")
-	level := fs.Int("c", 0, "zlib level 1-9 for compressed (streamOptimized) output (default 6)")
-	progress := fs.Bool("p", false, "show progress on stderr")
-	cache := fs.String("t", "writeback", "output cache mode: writeback (fsync when done) or unsafe (no fsync, like qemu-img convert's default)")
+	fs.IntVar(&c.level, "c", 0, "zlib level 1-9 for compressed (streamOptimized) output (default 6)")
+	fs.BoolVar(&c.progress, "p", false, "show progress on stderr")
+	fs.StringVar(&c.cache, "t", "writeback", "output cache mode: writeback (fsync when done) or unsafe (no fsync, like qemu-img convert's default)")
 	resultFile := resultFlag(fs)
-	var pf pathFlags
-	pf.register(fs)
+	c.paths.register(fs)
 	pos, err := parseArgs(fs, args, 2)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if *resultFile != "" && *dstFormat != "vmdk" {
-		return usagef("--result-file describes VMDK output: use it with -O vmdk")
+	c.src, c.dst, c.resultFile = pos[0], pos[1], *resultFile
+	if c.resultFile != "" && c.dstFormat != "vmdk" {
+		return nil, usagef("--result-file describes VMDK output: use it with -O vmdk")
 	}
-	opts, err := convertOptions(*srcFormat, *dstFormat, options, *level, *cache)
-	if err != nil {
-		return err
+	if c.opts, err = convertOptions(c.srcFormat, c.dstFormat, options, c.level, c.cache); err != nil {
+		return nil, err
 	}
-	err = convert(pos, *srcFormat, *dstFormat, opts, *level, *progress, *cache, &pf, stderr)
-	return withResult(cmd, *resultFile, pos[1], &pf, err)
+	return c, nil
 }
 
 // convertOptions checks convert's flags; its errors are usage errors.
@@ -78,7 +99,7 @@ func convertOptions(srcFormat, dstFormat string, options optionList, level int, 
 	return vmdkOptions{}, usagef("-O %q: want raw or vmdk", dstFormat)
 }
 
-func convert(pos []string, srcFormat, dstFormat string, opts vmdkOptions, level int, progress bool, cache string, pf *pathFlags, stderr io.Writer) error {
+func convert(ctx context.Context, pos []string, srcFormat, dstFormat string, opts vmdkOptions, level int, progress bool, cache string, pf *pathFlags, stderr io.Writer) error {
 	src, err := openImage(pos[0], srcFormat, pf)
 	if err != nil {
 		return err
@@ -92,9 +113,9 @@ func convert(pos []string, srcFormat, dstFormat string, opts vmdkOptions, level 
 		report = progressPrinter(stderr, src.Size())
 	}
 	if dstFormat == "vmdk" {
-		err = convertToVMDK(background, src, pos[1], opts, level, cache == "writeback", report)
+		err = convertToVMDK(ctx, src, pos[1], opts, level, cache == "writeback", report)
 	} else {
-		err = convertToRaw(src, pos[1], cache == "writeback", report)
+		err = convertToRaw(ctx, src, pos[1], cache == "writeback", report)
 	}
 	if err != nil {
 		err = fmt.Errorf("%s: %w", pos[1], err)
@@ -105,12 +126,12 @@ func convert(pos []string, srcFormat, dstFormat string, opts vmdkOptions, level 
 	return err
 }
 
-func convertToRaw(src image, path string, sync bool, report func(int64)) error {
+func convertToRaw(ctx context.Context, src image, path string, sync bool, report func(int64)) error {
 	t, err := openRawTarget(path, src.Size(), zeroProbe)
 	if err != nil {
 		return err
 	}
-	err = copyImage(background, src, t.copyTarget, report)
+	err = copyImage(ctx, src, t.copyTarget, report)
 	return t.finish(err, src.Size(), sync)
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -9,48 +10,65 @@ import (
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
-func runCreate(args []string, stdout, stderr io.Writer) error {
+// createCommand is what create's command line asks for.
+type createCommand struct {
+	path, backing, resultFile string
+	opts                      vmdkOptions
+	size                      int64
+	quiet                     bool
+	paths                     pathFlags
+}
+
+func runCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseCreate(args)
+	if err != nil {
+		return err
+	}
+	err = create(c.path, c.opts, c.size, c.backing, &c.paths)
+	if err := withResult("create", c.resultFile, c.path, &c.paths, err); err != nil {
+		return err
+	}
+	if !c.quiet {
+		fmt.Fprintf(stdout, "Formatting '%s', fmt=vmdk subformat=%s\n", c.path, c.opts.subformat)
+	}
+	return nil
+}
+
+// parseCreate reads create's command line; its errors are usage errors.
+func parseCreate(args []string) (*createCommand, error) {
+	c := &createCommand{}
 	fs := flag.NewFlagSet("create", flag.ContinueOnError)
 	format := fs.String("f", "vmdk", "image format (vmdk)")
 	var options optionList
 	fs.Var(&options, "o", "options, repeatable: subformat=...,adapter_type=...,hwversion=...,toolsversion=...,zeroed_grain=on")
-	backing := fs.String("b", "", "backing (parent) image; the new image is its delta child")
+	fs.StringVar(&c.backing, "b", "", "backing (parent) image; the new image is its delta child")
 	backingFormat := fs.String("F", "vmdk", "backing image format (vmdk)")
-	quiet := fs.Bool("q", false, "print nothing on success")
+	fs.BoolVar(&c.quiet, "q", false, "print nothing on success")
 	resultFile := resultFlag(fs)
-	var pf pathFlags
-	pf.register(fs)
+	c.paths.register(fs)
 	pos, err := parseArgsRange(fs, args, 1, 2)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	c.path, c.resultFile = pos[0], *resultFile
 	if *format != "vmdk" || *backingFormat != "vmdk" {
-		return usagef("only vmdk images (and vmdk backing files) can be created")
+		return nil, usagef("only vmdk images (and vmdk backing files) can be created")
 	}
-	opts, err := parseVMDKOptions(options)
-	if err != nil {
-		return err
+	if c.opts, err = parseVMDKOptions(options); err != nil {
+		return nil, err
 	}
-	var size int64
 	switch {
 	case len(pos) == 2:
-		if size, err = parseSize(pos[1]); err != nil {
-			return err
+		if c.size, err = parseSize(pos[1]); err != nil {
+			return nil, err
 		}
-	case *backing == "":
-		return usagef("a size is needed without a backing file")
+	case c.backing == "":
+		return nil, usagef("a size is needed without a backing file")
 	}
-	if *backing != "" && (opts.flat() || opts.subformat == vmdk.StreamOptimized) {
-		return usagef("-b: a %s image cannot have a backing file (use a sparse subformat)", opts.subformat)
+	if c.backing != "" && (c.opts.flat() || c.opts.subformat == vmdk.StreamOptimized) {
+		return nil, usagef("-b: a %s image cannot have a backing file (use a sparse subformat)", c.opts.subformat)
 	}
-	err = create(pos[0], opts, size, *backing, &pf)
-	if err := withResult("create", *resultFile, pos[0], &pf, err); err != nil {
-		return err
-	}
-	if !*quiet {
-		fmt.Fprintf(stdout, "Formatting '%s', fmt=vmdk subformat=%s\n", pos[0], opts.subformat)
-	}
-	return nil
+	return c, nil
 }
 
 // create makes the image at path. The backing file is opened first, so

@@ -90,6 +90,12 @@ func targetOpenErr(err error) error {
 // errTerminated is the cause of the context a signal cancels.
 var errTerminated = errors.New("terminated by a signal")
 
+// terminated: err is the end of a command stopped by a signal (the root
+// context's cancellation, or import's own cause for it).
+func terminated(err error) bool {
+	return errors.Is(err, errTerminated) || errors.Is(err, context.Canceled)
+}
+
 // classify is the one place that maps an error to its result reason and
 // permanence: bad input stays bad however often it is retried; the network,
 // I/O and space others may free may not. README's "Exit codes and reasons"
@@ -104,7 +110,7 @@ func classify(err error) (reason string, permanent bool) {
 	)
 	target := errors.As(err, &te)
 	switch {
-	case errors.Is(err, errTerminated) || errors.Is(err, context.Canceled):
+	case terminated(err):
 		return result.ReasonTerminated, false
 	case errors.As(err, &ue):
 		return result.ReasonInvalidArguments, true

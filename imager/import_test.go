@@ -29,7 +29,7 @@ import (
 // TestMain lets tests run imager as a child process (stdin, signals).
 func TestMain(m *testing.M) {
 	if os.Getenv("IMAGER_TEST_MAIN") == "1" {
-		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+		main()
 	}
 	os.Exit(m.Run())
 }

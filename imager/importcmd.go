@@ -11,10 +11,8 @@ import (
 	"hash"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -54,60 +52,37 @@ type importJob struct {
 	spools  []string
 }
 
-const defaultResultFile = "/dev/termination-log"
+// importCommand is what import's command line asks for, beyond the job
+// itself.
+type importCommand struct {
+	resultFile string
+	interval   time.Duration
+	human      bool
+}
 
-func runImport(args []string, stdout, stderr io.Writer) error {
-	j := &importJob{zero: zeroProbe, log: stderr}
-	fs := flag.NewFlagSet("import", flag.ContinueOnError)
-	resultFile := fs.String("result-file", "", "where the result JSON goes (default "+defaultResultFile+" when it exists)")
-	fs.StringVar(&j.target, "target", "", "a directory (Filesystem volume) or a block device")
-	fs.StringVar(&j.targetFormat, "target-format", "raw", "raw (disk.img, or the device's content) or vmdk")
-	fs.StringVar(&j.targetName, "target-name", "", "file name in the target directory (default disk.img, or disk.vmdk)")
-	fs.StringVar(&j.targetMode, "target-mode", "auto", "auto, filesystem, or block (write a regular file as a device would be)")
-	fs.Var(&j.zero, "zero-mode", "zero ranges on block targets: probe (write zeros only where the device does not read zeros), skip (the device reads zeros), write")
-	fs.Float64Var(&j.overhead, "fs-overhead", 0.06, "fraction of a Filesystem volume kept for filesystem overhead in the size check")
-	fs.StringVar(&j.sourceFormat, "source-format", "auto", "auto, raw, vmdk or ova")
-	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first)")
-	sizeFlag := fs.String("size", "", "virtual size of the imported disk (default the source's; may not be smaller)")
-	checksum := fs.String("checksum", "", "sha256:HEX of the source bytes; a mismatch fails permanently")
-	fs.StringVar(&j.scratch, "scratch-dir", "", "where a source that needs random access is spooled when it cannot be read in place")
-	var options optionList
-	fs.Var(&options, "o", "vmdk target options (as convert): subformat=...,adapter_type=...")
-	fs.IntVar(&j.level, "c", 0, "zlib level for a streamOptimized target")
-	interval := fs.Duration("progress-interval", 2*time.Second, "how often a JSON progress line goes to stdout (0: never)")
-	human := fs.Bool("p", false, "human progress on stderr")
-	cache := fs.String("t", "writeback", "writeback (fsync when done) or unsafe")
-	j.http.register(fs)
-	j.paths.register(fs)
-	pos, err := parseArgs(fs, args, 1)
-	if err == nil && *sizeFlag != "" {
-		j.size, err = parseSize(*sizeFlag)
-	}
-	if err == nil {
-		err = j.configure(pos[0], *checksum, *cache, options)
-	}
+func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	j, cmd, err := parseImport(args, stderr)
 	if err != nil {
-		return asUsage(err) // run writes the result
+		return err // run writes the result
 	}
-	resPath := *resultFile
+	resPath := cmd.resultFile
 	if resPath == "" {
-		if _, serr := os.Stat(defaultResultFile); serr == nil {
-			resPath = defaultResultFile
+		if _, serr := os.Stat(result.ResultPath); serr == nil {
+			resPath = result.ResultPath
 		}
 	}
 
-	ctx, cancel := context.WithCancelCause(background)
+	// The copy's own context carries errTerminated as its cause, so what
+	// it was doing when stopped reads "terminated by a signal".
+	jobCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sig)
-	j.ctx = ctx
-	j.prog = newProgress(stdout, stderr, *interval, *human)
+	j.ctx = jobCtx
+	j.prog = newProgress(stdout, stderr, cmd.interval, cmd.human)
 	done := make(chan error, 1)
 	go func() { done <- j.runSafe() }()
 	select {
 	case err = <-done:
-	case <-sig:
+	case <-ctx.Done():
 		cancel(errTerminated)
 		select { // give the copy a moment to stop and clean up
 		case <-done:
@@ -124,6 +99,45 @@ func runImport(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return &exitError{code: code, msg: "imager import: " + j.res.Message}
+}
+
+// parseImport reads import's command line into a job ready to run; its
+// errors are usage errors.
+func parseImport(args []string, log io.Writer) (*importJob, *importCommand, error) {
+	j := &importJob{zero: zeroProbe, log: log}
+	cmd := &importCommand{}
+	fs := flag.NewFlagSet("import", flag.ContinueOnError)
+	fs.StringVar(&cmd.resultFile, "result-file", "", "where the result JSON goes (default "+result.ResultPath+" when it exists)")
+	fs.StringVar(&j.target, "target", "", "a directory (Filesystem volume) or a block device")
+	fs.StringVar(&j.targetFormat, "target-format", "raw", "raw (disk.img, or the device's content) or vmdk")
+	fs.StringVar(&j.targetName, "target-name", "", "file name in the target directory (default disk.img, or disk.vmdk)")
+	fs.StringVar(&j.targetMode, "target-mode", "auto", "auto, filesystem, or block (write a regular file as a device would be)")
+	fs.Var(&j.zero, "zero-mode", "zero ranges on block targets: probe (write zeros only where the device does not read zeros), skip (the device reads zeros), write")
+	fs.Float64Var(&j.overhead, "fs-overhead", result.FSOverhead, "fraction of a Filesystem volume its filesystem may keep, for the PVC size a refusal names")
+	fs.StringVar(&j.sourceFormat, "source-format", "auto", "auto, raw, vmdk or ova")
+	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first)")
+	sizeFlag := fs.String("size", "", "virtual size of the imported disk (default the source's; may not be smaller)")
+	checksum := fs.String("checksum", "", "sha256:HEX of the source bytes; a mismatch fails permanently")
+	fs.StringVar(&j.scratch, "scratch-dir", "", "where a source that needs random access is spooled when it cannot be read in place")
+	var options optionList
+	fs.Var(&options, "o", "vmdk target options (as convert): subformat=...,adapter_type=...")
+	fs.IntVar(&j.level, "c", 0, "zlib level for a streamOptimized target")
+	fs.DurationVar(&cmd.interval, "progress-interval", 2*time.Second, "how often a JSON progress line goes to stdout (0: never)")
+	fs.BoolVar(&cmd.human, "p", false, "human progress on stderr")
+	cache := fs.String("t", "writeback", "writeback (fsync when done) or unsafe")
+	j.http.register(fs)
+	j.paths.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err == nil && *sizeFlag != "" {
+		j.size, err = parseSize(*sizeFlag)
+	}
+	if err == nil {
+		err = j.configure(pos[0], *checksum, *cache, options)
+	}
+	if err != nil {
+		return nil, nil, asUsage(err)
+	}
+	return j, cmd, nil
 }
 
 func writeResult(path string, r *result.Result) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -45,34 +46,28 @@ type extentJSON struct {
 	Compressed bool   `json:"compressed,omitempty"`
 }
 
-func runInfo(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("info", flag.ContinueOnError)
-	output := outputVar(fs)
-	chain := fs.Bool("backing-chain", false, "also describe every backing image")
-	resultFile := resultFlag(fs)
-	var pf pathFlags
-	pf.register(fs)
-	pos, err := parseArgs(fs, args, 1)
+func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseInfo(args)
 	if err != nil {
 		return err
 	}
-	if *resultFile != "" {
-		if err := withResult("info", *resultFile, pos[0], &pf, nil); err != nil {
+	if c.resultFile != "" {
+		if err := withResult("info", c.resultFile, c.path, &c.paths, nil); err != nil {
 			return err
 		}
 	}
-	d, err := vmdk.Open(pos[0], pf.options())
+	d, err := vmdk.Open(c.path, c.paths.options())
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	info := describe(d)
-	if *chain {
+	if c.chain {
 		for p := d.Parent(); p != nil; p = p.Parent() {
 			info.BackingChain = append(info.BackingChain, describe(p))
 		}
 	}
-	if *output == "json" {
+	if c.output == "json" {
 		return writeJSON(stdout, info)
 	}
 	printInfo(stdout, info)
@@ -81,6 +76,30 @@ func runInfo(args []string, stdout, stderr io.Writer) error {
 		printInfo(stdout, p)
 	}
 	return nil
+}
+
+// infoCommand is what info's command line asks for.
+type infoCommand struct {
+	path, resultFile string
+	output           outputFlag
+	chain            bool
+	paths            pathFlags
+}
+
+// parseInfo reads info's command line; its errors are usage errors.
+func parseInfo(args []string) (*infoCommand, error) {
+	c := &infoCommand{}
+	fs := flag.NewFlagSet("info", flag.ContinueOnError)
+	output := outputVar(fs)
+	fs.BoolVar(&c.chain, "backing-chain", false, "also describe every backing image")
+	resultFile := resultFlag(fs)
+	c.paths.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return nil, err
+	}
+	c.path, c.resultFile, c.output = pos[0], *resultFile, *output
+	return c, nil
 }
 
 func describe(d *vmdk.Disk) infoJSON {

@@ -12,7 +12,7 @@ import (
 // convert, flatten, info; import has its own default). Commands that take
 // it are marked results in the command table.
 func resultFlag(fs *flag.FlagSet) *string {
-	return fs.String("result-file", "", "write the result JSON (imager/result) here, e.g. /dev/termination-log")
+	return fs.String("result-file", "", "write the result JSON (imager/result) here, e.g. "+result.ResultPath)
 }
 
 // settle fills r's phase, reason and message from a command's outcome and

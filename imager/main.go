@@ -4,11 +4,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/vmdkpop/vmdkpop/imager/result"
 )
@@ -24,9 +28,9 @@ func (e *exitError) Error() string { return e.msg }
 
 type command struct {
 	name, usage string
-	run         func(args []string, stdout, stderr io.Writer) error
+	run         func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// results: the command takes --result-file, where a usage error is
-	// reported too; import's defaults to defaultResultFile when it exists.
+	// reported too; import's defaults to result.ResultPath when it exists.
 	results bool
 	// codes replaces the exit-code table for commands whose codes say
 	// what they found (check, compare); nil: exitCode.
@@ -62,14 +66,39 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "exit codes (but check, compare): 0 done, 1 transient failure (a retry may work), 2 bad command line, 3 permanent failure, 143 SIGTERM/SIGINT")
 }
 
+// terminationGrace is how long main waits, after SIGTERM or SIGINT, for the
+// command to stop on its own: longer than import's wait for its copy (10
+// s), so an import still writes its result; Kubernetes' default grace
+// period is 30 s.
+const terminationGrace = 15 * time.Second
+
+// main runs one command under the process's one root context, cancelled by
+// SIGTERM (a Job's pod being deleted) or SIGINT. Every command stops on
+// it; one that does not within terminationGrace exits 143 anyway.
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, os.Args[1:], os.Stdout, os.Stderr) }()
+	var code int
+	select {
+	case code = <-done:
+	case <-ctx.Done():
+		select {
+		case code = <-done:
+		case <-time.After(terminationGrace):
+			fmt.Fprintln(os.Stderr, "imager: terminated by a signal")
+			code = result.ExitTerminated
+		}
+	}
+	stop()
+	os.Exit(code)
 }
 
 // run executes one command and maps its error to an exit code and one line
 // on stderr. A panic is reported the same way: no stack trace reaches users.
-// Whatever reaches stderr has the secrets of its URLs redacted.
-func run(args []string, stdout, stderr io.Writer) (code int) {
+// Whatever reaches stderr has the secrets of its URLs redacted. ctx ends
+// the command early (a signal): it exits 143.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
 	stderr = redactingWriter{stderr}
 	defer func() {
 		if r := recover(); r != nil {
@@ -86,7 +115,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
-			return c.exit(c.run(args[1:], stdout, stderr), args[1:], stderr)
+			return c.exit(c.run(ctx, args[1:], stdout, stderr), args[1:], stderr)
 		}
 	}
 	fmt.Fprintf(stderr, "imager: unknown command %q\n", args[0])
@@ -127,7 +156,7 @@ func (c *command) exit(err error, args []string, stderr io.Writer) int {
 		return ee.code
 	}
 	fmt.Fprintf(stderr, "imager %s: %v\n", c.name, err)
-	if c.codes != nil {
+	if c.codes != nil && !terminated(err) { // 143 says the same for every command
 		return c.codes.failure
 	}
 	return exitCode(err)
@@ -140,8 +169,8 @@ func (c *command) exit(err error, args []string, stderr io.Writer) int {
 func (c *command) usageResult(args []string, err error) {
 	path := resultFileArg(args)
 	if path == "" && c.name == "import" {
-		if _, serr := os.Stat(defaultResultFile); serr == nil {
-			path = defaultResultFile
+		if _, serr := os.Stat(result.ResultPath); serr == nil {
+			path = result.ResultPath
 		}
 	}
 	if path == "" {

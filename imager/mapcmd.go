@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -22,7 +23,7 @@ type mapJSON struct {
 	NoAccess   bool   `json:"noaccess,omitempty"`
 }
 
-func runMap(args []string, stdout, stderr io.Writer) error {
+func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("map", flag.ContinueOnError)
 	output := outputVar(fs)
 	var pf pathFlags
@@ -36,7 +37,7 @@ func runMap(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer d.Close()
-	ms, err := d.Map(background)
+	ms, err := d.Map(ctx)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -129,8 +128,6 @@ func checkNotSource(src image, out string) error {
 func (r rawImage) status(off, n int64) (vmdk.Mapping, error) {
 	return vmdk.Mapping{Offset: off, Length: n, Data: true, Allocated: true, File: r.Name(), HostOffset: off}, nil
 }
-
-var background = context.Background()
 
 // outputFlag is --output=human|json, checked as it is parsed.
 type outputFlag string

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
 // zeroMode says how zero ranges reach a block device, which (unlike a new
@@ -196,23 +198,26 @@ func syncDir(dir string) error {
 }
 
 // checkFits refuses to start when a Filesystem volume cannot hold a disk
-// of virtual size bytes: a guest may fill its disk, so the image needs its
-// whole virtual size, plus overhead (a fraction kept for the filesystem's
-// own metadata, as KubeVirt CDI does). reclaim is space the import frees
-// (a previous image it replaces).
+// of virtual size bytes: a guest may fill its disk, so the file needs all
+// of it (result.DiskBytes) from what the filesystem grants. The filesystem
+// has already kept its own share out of that; overhead is what the PVC
+// size the refusal names allows it (result.RequiredBytes, the rule the
+// controllers size PVCs by). reclaim is space the import frees (a previous
+// image it replaces).
 func checkFits(dir string, size int64, overhead float64, reclaim int64) error {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
 	}
 	avail := int64(st.Bavail)*st.Bsize + reclaim
-	usable := int64(float64(avail) * (1 - overhead))
-	if size <= usable {
+	need := result.DiskBytes(size)
+	if need <= avail {
 		return nil
 	}
-	need := int64(float64(size)/(1-overhead)) + (int64(st.Blocks)-int64(st.Bavail))*st.Bsize
-	return &tooSmallError{msg: fmt.Sprintf("%s: the image's virtual size is %s (%d bytes) but the volume has %s available, %s after %.0f%% filesystem overhead: the PVC must be at least %s",
-		dir, human(size), size, human(avail), human(usable), overhead*100, human(need))}
+	held := max(0, (int64(st.Blocks)-int64(st.Bavail))*st.Bsize-reclaim) // other files, and what the filesystem keeps
+	pvc := result.RequiredBytesOverhead(size, result.Filesystem, overhead) + held
+	return &tooSmallError{msg: fmt.Sprintf("%s: the image's virtual size is %s (%d bytes), %s with its metadata, but the volume has %s available: the PVC must be at least %s (%.0f%% kept for the filesystem)",
+		dir, human(size), size, human(need), human(avail), human(pvc), overhead*100)}
 }
 
 // human formats a byte count with a binary unit.

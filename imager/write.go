@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
@@ -15,7 +16,7 @@ import (
 
 // runWrite writes a pattern into a VMDK, like qemu-io's write -P: for
 // tests, demos and seeding images with known content.
-func runWrite(args []string, stdout, stderr io.Writer) error {
+func runWrite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("write", flag.ContinueOnError)
 	pattern := fs.Int("P", 0xcd, "byte value to write")
 	seed := fs.Int64("random", -1, "write pseudo-random bytes from this seed instead of -P")
@@ -39,13 +40,13 @@ func runWrite(args []string, stdout, stderr io.Writer) error {
 	}
 	o := pf.options()
 	o.ReadWrite = true
-	err = writePattern(pos[2], o, off, n, byte(*pattern), *seed)
+	err = writePattern(ctx, pos[2], o, off, n, byte(*pattern), *seed)
 	return withResult("write", *resultFile, pos[2], &pf, err)
 }
 
 // writePattern writes into the image at path, which is the command's
 // target: its errors are the target's.
-func writePattern(path string, o vmdk.Options, off, n int64, pattern byte, seed int64) error {
+func writePattern(ctx context.Context, path string, o vmdk.Options, off, n int64, pattern byte, seed int64) error {
 	d, err := vmdk.Open(path, o)
 	if err != nil {
 		return onTarget(err)
@@ -66,6 +67,9 @@ func writePattern(path string, o vmdk.Options, off, n int64, pattern byte, seed 
 		}
 	}
 	for done := int64(0); done < n && err == nil; {
+		if err = context.Cause(ctx); err != nil {
+			break
+		}
 		b := buf[:min(int64(len(buf)), n-done)]
 		if rng != nil {
 			rng.Read(b)
@@ -85,7 +89,7 @@ func writePattern(path string, o vmdk.Options, off, n int64, pattern byte, seed 
 // runChecksum prints the sha256 of an image's guest-visible content (a
 // VMDK chain, a raw file or a block device): the same for any two images
 // that read the same.
-func runChecksum(args []string, stdout, stderr io.Writer) error {
+func runChecksum(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("checksum", flag.ContinueOnError)
 	format := fs.String("f", "", "vmdk or raw (default: probe)")
 	size := fs.String("size", "", "hash only the first SIZE bytes (a device larger than the disk)")
@@ -105,7 +109,7 @@ func runChecksum(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	sum, n, err := checksum(pos[0], *format, &pf, limit)
+	sum, n, err := checksum(ctx, pos[0], *format, &pf, limit)
 	if *resultFile != "" {
 		r := result.Result{SHA256: sum, VirtualSize: n, Target: pos[0]}
 		code := settle(&r, err, "sha256 of "+pos[0])
@@ -123,7 +127,7 @@ func runChecksum(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func checksum(path, format string, pf *pathFlags, limit int64) (string, int64, error) {
+func checksum(ctx context.Context, path, format string, pf *pathFlags, limit int64) (string, int64, error) {
 	img, err := openImage(path, format, pf)
 	if err != nil {
 		return "", 0, err
@@ -137,7 +141,7 @@ func checksum(path, format string, pf *pathFlags, limit int64) (string, int64, e
 		n = limit
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(img, 0, n)); err != nil {
+	if _, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(img, 0, n)}); err != nil {
 		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
