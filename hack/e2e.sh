@@ -16,8 +16,8 @@ if [[ -n ${KUBECONFIG:-} ]]; then
 	exit
 fi
 D=${VMDKPOP_CLUSTER_DIR:-/var/lib/vmdkpop-cluster}
+trap 'hack/local-cluster.sh down' EXIT # after a failed `up` too
 hack/local-cluster.sh up
-trap 'hack/local-cluster.sh down' EXIT
 export KUBECONFIG=$D/kubeconfig
 KUBECTL="$(hack/k8s-binaries.sh cluster)/kubectl"
 export KUBECTL E2E_CONFIG=config/local
