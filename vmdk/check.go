@@ -3,7 +3,6 @@ package vmdk
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -98,115 +97,169 @@ type span struct {
 	what       string
 }
 
+// check runs Check's steps on one sparse extent: the grain tables against
+// the directory, their redundant copies and the file; overlaps; then the
+// stream's tail or the leaks past the last grain.
 func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool) error {
-	name := e.src.name
 	fileSectors := (e.src.end() + SectorSize - 1) / SectorSize
-	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
+	if e.pinned {
+		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: no grain directory (footer missing); grains were indexed by scanning their markers", e.src.name))
+	}
+	meta := e.metadataSpans()
+	grains, tables, err := e.checkTables(ctx, r, repair, fileSectors)
+	if err != nil {
+		return err
+	}
+	meta = append(meta, tables...)
+	if e.pinned {
+		grains = append(grains, e.scannedGrains(r, fileSectors)...)
+	}
+	r.Grains += int64(len(grains))
+	metaEnd := checkOverlaps(r, e.src.name, grains, meta)
+	if e.compressed {
+		return e.checkStreamTail(r)
+	}
+	return e.checkLeaks(r, grains, metaEnd, fileSectors, repair)
+}
+
+// metadataSpans are the sectors of the header, the embedded descriptor
+// and the grain directories.
+func (e *sparseExtent) metadataSpans() []span {
 	meta := []span{{0, 1, "header"}}
 	h := e.header
-	if h != nil {
-		if h.DescriptorSize > 0 {
-			meta = append(meta, span{int64(h.DescriptorOffset), int64(h.DescriptorOffset + h.DescriptorSize), "descriptor"})
-		}
-	} else {
+	if h == nil {
 		meta[0].end = cowdHeaderSize / SectorSize
+		return meta
 	}
-	if e.pinned {
-		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: no grain directory (footer missing); grains were indexed by scanning their markers", name))
+	if h.DescriptorSize > 0 {
+		meta = append(meta, span{int64(h.DescriptorOffset), int64(h.DescriptorOffset + h.DescriptorSize), "descriptor"})
 	}
-	gdSectors := (int64(len(e.gd))*4 + SectorSize - 1) / SectorSize
-	if h != nil && e.gd != nil {
+	if e.gd != nil {
+		gdSectors := (int64(len(e.gd))*4 + SectorSize - 1) / SectorSize
 		meta = append(meta, span{int64(h.GDOffset), int64(h.GDOffset) + gdSectors, "grain directory"})
 		if e.rgd != nil {
 			meta = append(meta, span{int64(h.RGDOffset), int64(h.RGDOffset) + gdSectors, "redundant grain directory"})
 		}
 	}
+	return meta
+}
 
-	var grains []span
+// checkTables checks every grain table the directory names: against its
+// redundant copy (repairing one from the other when asked) and each entry
+// against the capacity and the file. It returns the grains' and the
+// tables' spans.
+func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair bool, fileSectors int64) (grains, tables []span, err error) {
+	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
 	for i := range e.gd {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if e.gd[i] == 0 {
 			if e.rgd != nil && e.rgd[i] != 0 {
-				r.corrupt("%s: grain directory entry %d is empty but its redundant copy points at sector %d", name, i, e.rgd[i])
+				r.corrupt("%s: grain directory entry %d is empty but its redundant copy points at sector %d", e.src.name, i, e.rgd[i])
 			}
 			continue
 		}
-		meta = append(meta, span{int64(e.gd[i]), int64(e.gd[i]) + gtSectors, fmt.Sprintf("grain table %d", i)})
+		tables = append(tables, span{int64(e.gd[i]), int64(e.gd[i]) + gtSectors, fmt.Sprintf("grain table %d", i)})
 		gt, err := e.readTable(int64(e.gd[i]))
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		bad := e.badEntries(gt, i, fileSectors)
 		if e.rgd != nil && e.rgd[i] != 0 {
-			meta = append(meta, span{int64(e.rgd[i]), int64(e.rgd[i]) + gtSectors, fmt.Sprintf("redundant grain table %d", i)})
-			rgt, err := e.readTable(int64(e.rgd[i]))
-			if err != nil {
-				return err
-			}
-			if !slices.Equal(gt, rgt) {
-				from, to, fromName := gt, e.rgd[i], "grain table"
-				switch {
-				case bad > 0 && e.badEntries(rgt, i, fileSectors) == 0:
-					from, to, fromName = rgt, e.gd[i], "redundant grain table"
-					r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
-				case bad == 0 && behind(rgt, gt):
-					// Writers update the primary first, so a writer
-					// killed between the two copies leaves this: the
-					// data reads right, only the copy is stale.
-					r.Leaks = append(r.Leaks, fmt.Sprintf("%s: redundant grain table %d is behind the primary (an interrupted update)", name, i))
-				default:
-					r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
-				}
-				if repair {
-					if err := e.writeTable(int64(to), from); err != nil {
-						return err
-					}
-					r.Repaired = append(r.Repaired, fmt.Sprintf("%s: grain table %d rewritten from the %s", name, i, fromName))
-					gt = from
-					e.mu.Lock()
-					delete(e.tables, uint32(i))
-					e.mu.Unlock()
-				}
+			tables = append(tables, span{int64(e.rgd[i]), int64(e.rgd[i]) + gtSectors, fmt.Sprintf("redundant grain table %d", i)})
+			if gt, err = e.checkRedundantTable(r, i, gt, fileSectors, repair); err != nil {
+				return nil, nil, err
 			}
 		}
-		for j, v := range gt {
-			g := int64(i)*e.gtEntries + int64(j)
-			if v == 0 || (v == 1 && e.zeroedGTE) {
-				continue
-			}
-			if g*e.grainBytes >= e.capacity {
-				r.corrupt("%s: grain table %d entry %d points at sector %d past the capacity", name, i, j, v)
-				continue
-			}
-			s, ok := e.grainSpan(r, g, v, fileSectors)
-			if ok {
-				grains = append(grains, s)
-			}
-		}
+		grains = append(grains, e.tableGrains(r, i, gt, fileSectors)...)
 	}
-	if e.pinned {
-		for i, gt := range e.tables {
-			for j, v := range gt {
-				if v != 0 {
-					if s, ok := e.grainSpan(r, int64(i)*e.gtEntries+int64(j), v, fileSectors); ok {
-						grains = append(grains, s)
-					}
-				}
-			}
-		}
-	}
-	r.Grains += int64(len(grains))
+	return grains, tables, nil
+}
 
-	// Overlaps: grain with grain, grain with metadata.
+// checkRedundantTable compares grain table i with its redundant copy and,
+// with repair, rewrites the wrong one from the other. It returns the table
+// to check the grains of: the repaired content when it was repaired.
+func (e *sparseExtent) checkRedundantTable(r *CheckReport, i int, gt []uint32, fileSectors int64, repair bool) ([]uint32, error) {
+	name := e.src.name
+	rgt, err := e.readTable(int64(e.rgd[i]))
+	if err != nil {
+		return nil, err
+	}
+	if slices.Equal(gt, rgt) {
+		return gt, nil
+	}
+	bad := e.badEntries(gt, i, fileSectors)
+	from, to, fromName := gt, e.rgd[i], "grain table"
+	switch {
+	case bad > 0 && e.badEntries(rgt, i, fileSectors) == 0:
+		from, to, fromName = rgt, e.gd[i], "redundant grain table"
+		r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
+	case bad == 0 && behind(rgt, gt):
+		// Writers update the primary first, so a writer killed between
+		// the two copies leaves this: the data reads right, only the copy
+		// is stale.
+		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: redundant grain table %d is behind the primary (an interrupted update)", name, i))
+	default:
+		r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
+	}
+	if !repair {
+		return gt, nil
+	}
+	if err := e.writeTable(int64(to), from); err != nil {
+		return nil, err
+	}
+	r.Repaired = append(r.Repaired, fmt.Sprintf("%s: grain table %d rewritten from the %s", name, i, fromName))
+	e.mu.Lock()
+	delete(e.tables, uint32(i))
+	e.mu.Unlock()
+	return from, nil
+}
+
+// tableGrains checks the allocated entries of grain table i and returns
+// the spans of their grains.
+func (e *sparseExtent) tableGrains(r *CheckReport, i int, gt []uint32, fileSectors int64) []span {
+	var grains []span
+	for j, v := range gt {
+		g := int64(i)*e.gtEntries + int64(j)
+		if v == 0 || (v == 1 && e.zeroedGTE) {
+			continue
+		}
+		if g*e.grainBytes >= e.capacity {
+			r.corrupt("%s: grain table %d entry %d points at sector %d past the capacity", e.src.name, i, j, v)
+			continue
+		}
+		if s, ok := e.grainSpan(r, g, v, fileSectors); ok {
+			grains = append(grains, s)
+		}
+	}
+	return grains
+}
+
+// scannedGrains are the grains of a stream without a grain directory, as
+// its markers indexed them.
+func (e *sparseExtent) scannedGrains(r *CheckReport, fileSectors int64) []span {
+	var grains []span
+	for i, gt := range e.tables {
+		for j, v := range gt {
+			if v != 0 {
+				if s, ok := e.grainSpan(r, int64(i)*e.gtEntries+int64(j), v, fileSectors); ok {
+					grains = append(grains, s)
+				}
+			}
+		}
+	}
+	return grains
+}
+
+// checkOverlaps reports grains sharing sectors with each other or with
+// metadata, and returns the end of the metadata. It sorts grains.
+func checkOverlaps(r *CheckReport, name string, grains, meta []span) (metaEnd int64) {
 	sort.Slice(grains, func(a, b int) bool { return grains[a].start < grains[b].start })
 	for k := 1; k < len(grains); k++ {
 		if grains[k].start < grains[k-1].end {
 			r.corrupt("%s: %s and %s share sectors %d..%d", name, grains[k-1].what, grains[k].what, grains[k].start, min(grains[k].end, grains[k-1].end)-1)
 		}
 	}
-	metaEnd := int64(0)
 	for _, m := range meta {
 		metaEnd = max(metaEnd, m.end)
 		k := sort.Search(len(grains), func(k int) bool { return grains[k].end > m.start })
@@ -214,32 +267,36 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool) e
 			r.corrupt("%s: %s overlaps the %s", name, grains[k].what, m.what)
 		}
 	}
-	if e.compressed {
-		return e.checkStreamTail(r)
-	}
+	return metaEnd
+}
 
-	// Leaks: sectors past the last grain that nothing refers to.
+// checkLeaks reports the sectors past the last grain and the metadata that
+// nothing refers to, and with repair truncates them away.
+func (e *sparseExtent) checkLeaks(r *CheckReport, grains []span, metaEnd, fileSectors int64, repair bool) error {
+	name := e.src.name
 	used := metaEnd
-	if h != nil {
+	if h := e.header; h != nil {
 		used = max(used, int64(h.OverHead))
 	}
 	for _, g := range grains {
 		used = max(used, g.end)
 	}
-	if fileSectors > used {
-		leaked := (fileSectors - used) * SectorSize
-		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: %d bytes past the last grain are not referenced", name, leaked))
-		r.LeakedBytes += leaked
-		if repair {
-			if err := e.src.f.Truncate(used * SectorSize); err != nil {
-				return fmt.Errorf("%s: truncate leaked grains: %w", name, err)
-			}
-			if err := e.src.f.Sync(); err != nil {
-				return err
-			}
-			r.Repaired = append(r.Repaired, fmt.Sprintf("%s: truncated %d leaked bytes", name, leaked))
-		}
+	if fileSectors <= used {
+		return nil
 	}
+	leaked := (fileSectors - used) * SectorSize
+	r.Leaks = append(r.Leaks, fmt.Sprintf("%s: %d bytes past the last grain are not referenced", name, leaked))
+	r.LeakedBytes += leaked
+	if !repair {
+		return nil
+	}
+	if err := e.src.f.Truncate(used * SectorSize); err != nil {
+		return fmt.Errorf("%s: truncate leaked grains: %w", name, err)
+	}
+	if err := e.src.f.Sync(); err != nil {
+		return err
+	}
+	r.Repaired = append(r.Repaired, fmt.Sprintf("%s: truncated %d leaked bytes", name, leaked))
 	return nil
 }
 
@@ -250,17 +307,17 @@ func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors 
 	start := int64(v)
 	if e.compressed {
 		if e.markers {
-			var m [grainMarkerSize]byte
-			if err := e.src.readFull(m[:], start*SectorSize, "grain marker"); err != nil {
+			var b [grainMarkerSize]byte
+			if err := e.src.readFull(b[:], start*SectorSize, "grain marker"); err != nil {
 				r.corrupt("%s: %s: %v", e.src.name, what, err)
 				return span{}, false
 			}
-			lba, size := binary.LittleEndian.Uint64(m[:]), int64(binary.LittleEndian.Uint32(m[8:]))
-			if lba != uint64(g*e.grainBytes/SectorSize) || size == 0 || size > maxCompressedSize(e.grainBytes) {
-				r.corrupt("%s: %s: marker says LBA %d, %d bytes", e.src.name, what, lba, size)
+			m := parseMarker(b[:])
+			if m.val != uint64(g*e.grainBytes/SectorSize) || m.grainErr(e.grainBytes, e.capacity) != nil {
+				r.corrupt("%s: %s: marker says LBA %d, %d bytes", e.src.name, what, m.val, m.size)
 				return span{}, false
 			}
-			end := start + (grainMarkerSize+size+SectorSize-1)/SectorSize
+			end := start + (grainMarkerSize+int64(m.size)+SectorSize-1)/SectorSize
 			if end > fileSectors {
 				r.corrupt("%s: %s lies past the end of the file", e.src.name, what)
 				return span{}, false
@@ -322,27 +379,4 @@ func (e *sparseExtent) checkStreamTail(r *CheckReport) error {
 		r.corrupt("%s: the last sector is not an end-of-stream marker", e.src.name)
 	}
 	return nil
-}
-
-func (e *sparseExtent) readTable(sector int64) ([]uint32, error) {
-	raw := make([]byte, e.gtEntries*4)
-	if err := e.src.readFull(raw, sector*SectorSize, "grain table"); err != nil {
-		return nil, err
-	}
-	gt := make([]uint32, e.gtEntries)
-	for j := range gt {
-		gt[j] = binary.LittleEndian.Uint32(raw[j*4:])
-	}
-	return gt, nil
-}
-
-func (e *sparseExtent) writeTable(sector int64, gt []uint32) error {
-	raw := make([]byte, len(gt)*4)
-	for j, v := range gt {
-		binary.LittleEndian.PutUint32(raw[j*4:], v)
-	}
-	if err := e.pwrite(raw, sector*SectorSize, "grain table"); err != nil {
-		return err
-	}
-	return e.src.f.Sync()
 }

@@ -1,10 +1,15 @@
 package vmdk
 
 import (
-	"encoding/binary"
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/zlib"
 )
 
 // Compressed (streamOptimized) grains: each GTE points at a grain marker
@@ -197,14 +202,14 @@ func (e *sparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, win
 		if err != nil {
 			return err
 		}
-		lba, size := binary.LittleEndian.Uint64(m[:8]), int64(binary.LittleEndian.Uint32(m[8:]))
-		if want := uint64(g * e.grainBytes / SectorSize); lba != want {
-			return fmt.Errorf("%s: %w: grain marker at sector %d says LBA %d, its grain table says %d", e.src.name, ErrCorrupt, gte, lba, want)
+		gm := parseMarker(m)
+		if want := uint64(g * e.grainBytes / SectorSize); gm.val != want {
+			return fmt.Errorf("%s: %w: grain marker at sector %d says LBA %d, its grain table says %d", e.src.name, ErrCorrupt, gte, gm.val, want)
 		}
-		if size == 0 || size > maxCompressed {
-			return fmt.Errorf("%s: %w: grain %d has compressed size %d (limit %d)", e.src.name, ErrCorrupt, g, size, maxCompressed)
+		if err := gm.grainErr(e.grainBytes, e.capacity); err != nil {
+			return fmt.Errorf("%s: %w: grain %d: %v", e.src.name, ErrCorrupt, g, err)
 		}
-		if data, err = read(host+grainMarkerSize, size, fmt.Sprintf("compressed grain %d", g)); err != nil {
+		if data, err = read(host+grainMarkerSize, int64(gm.size), fmt.Sprintf("compressed grain %d", g)); err != nil {
 			return err
 		}
 	} else {
@@ -216,6 +221,67 @@ func (e *sparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, win
 	}
 	if err := inflate(dst, data); err != nil {
 		return fmt.Errorf("%s: %w: grain %d at sector %d: %v", e.src.name, ErrCorrupt, g, gte, err)
+	}
+	return nil
+}
+
+// isZlib reports whether b starts with an RFC 1950 header. Every real writer
+// emits zlib although the spec says deflate, so both are accepted.
+func isZlib(b []byte) bool {
+	return len(b) >= 2 && b[0]&0x0f == 8 && b[0]>>4 <= 7 && (uint16(b[0])<<8|uint16(b[1]))%31 == 0
+}
+
+var (
+	zlibReaders  sync.Pool // io.ReadCloser implementing zlib.Resetter
+	flateReaders sync.Pool // io.ReadCloser implementing flate.Resetter
+)
+
+// inflate decompresses src into dst, which must receive exactly len(dst)
+// bytes; a stream that inflates to more or fewer is an error.
+func inflate(dst, src []byte) error {
+	br := bytes.NewReader(src)
+	var r io.Reader
+	if isZlib(src) {
+		if zr, ok := zlibReaders.Get().(io.ReadCloser); ok {
+			if err := zr.(zlib.Resetter).Reset(br, nil); err != nil {
+				return err
+			}
+			r = zr
+			defer zlibReaders.Put(zr)
+		} else {
+			zr, err := zlib.NewReader(br)
+			if err != nil {
+				return err
+			}
+			r = zr
+			defer zlibReaders.Put(zr)
+		}
+	} else {
+		fr, ok := flateReaders.Get().(io.ReadCloser)
+		if ok {
+			if err := fr.(flate.Resetter).Reset(br, nil); err != nil {
+				return err
+			}
+		} else {
+			fr = flate.NewReader(br)
+		}
+		r = fr
+		defer flateReaders.Put(fr)
+	}
+	n, err := io.ReadFull(r, dst)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("inflated to %d bytes, want %d", n, len(dst))
+		}
+		return fmt.Errorf("inflate: %w", err)
+	}
+	// Reading on verifies the zlib checksum and catches over-long data.
+	var extra [1]byte
+	switch n, err := r.Read(extra[:]); {
+	case n > 0:
+		return fmt.Errorf("inflates to more than %d bytes", len(dst))
+	case err != nil && err != io.EOF:
+		return fmt.Errorf("inflate: %w", err)
 	}
 	return nil
 }

@@ -433,12 +433,12 @@ func writeSparseExtent(f *os.File, sectors int64, o *CreateOptions, desc []byte)
 	if _, err := f.WriteAt(head, 0); err != nil {
 		return err
 	}
-	gdBuf := make([]byte, gdEntries*4)
+	entries := make([]uint32, gdEntries)
 	for _, gd := range []int64{int64(h.RGDOffset), int64(h.GDOffset)} {
-		for i := range gdEntries {
-			binary.LittleEndian.PutUint32(gdBuf[i*4:], uint32(gd+gdSectors+i*gtSectors))
+		for i := range entries {
+			entries[i] = uint32(gd + gdSectors + int64(i)*gtSectors)
 		}
-		if _, err := f.WriteAt(gdBuf, gd*SectorSize); err != nil {
+		if _, err := f.WriteAt(appendEntries(nil, entries), gd*SectorSize); err != nil {
 			return err
 		}
 	}

@@ -1,16 +1,9 @@
 package vmdk
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"sync"
-
-	"github.com/klauspost/compress/flate"
-	"github.com/klauspost/compress/zlib"
 )
 
 // Stream markers: every marker starts a sector. A grain marker is
@@ -32,79 +25,55 @@ type marker struct {
 	typ  uint32 // metadata marker type (meaningless when size != 0)
 }
 
+// parseMarker decodes the marker at the start of b, which holds at least
+// grainMarkerSize bytes; a metadata marker's type is read only when b holds
+// it (a whole marker sector). It is the one decoder of markers.
 func parseMarker(b []byte) marker {
-	return marker{
+	m := marker{
 		val:  binary.LittleEndian.Uint64(b[0:]),
 		size: binary.LittleEndian.Uint32(b[8:]),
-		typ:  binary.LittleEndian.Uint32(b[12:]),
 	}
+	if len(b) >= 16 {
+		m.typ = binary.LittleEndian.Uint32(b[12:])
+	}
+	return m
+}
+
+// encode returns the marker's bytes: the 12-byte head of a grain marker
+// (the compressed data follows it), or the whole sector of a metadata
+// marker (size 0).
+func (m marker) encode() []byte {
+	n := grainMarkerSize
+	if m.size == 0 {
+		n = SectorSize
+	}
+	b := make([]byte, n)
+	binary.LittleEndian.PutUint64(b[0:], m.val)
+	binary.LittleEndian.PutUint32(b[8:], m.size)
+	if m.size == 0 {
+		binary.LittleEndian.PutUint32(b[12:], m.typ)
+	}
+	return b
+}
+
+// grainErr validates a grain marker of an extent with grainBytes grains
+// and capacity bytes: its compressed size must be 1..maxCompressedSize and
+// its LBA must start a grain inside the capacity. Callers wrap the error
+// with ErrCorrupt and where the marker was.
+func (m marker) grainErr(grainBytes, capacity int64) error {
+	if limit := maxCompressedSize(grainBytes); m.size == 0 || int64(m.size) > limit {
+		return fmt.Errorf("compressed size %d (limit %d)", m.size, limit)
+	}
+	if m.val%uint64(grainBytes/SectorSize) != 0 || m.val >= uint64(capacity/SectorSize) {
+		return fmt.Errorf("LBA %d (capacity %d sectors)", m.val, capacity/SectorSize)
+	}
+	return nil
 }
 
 // maxCompressedSize bounds a compressed grain: deflate's worst case is a few
 // bytes per 16 KiB stored block, so anything beyond this is corrupt.
 func maxCompressedSize(grainBytes int64) int64 {
 	return grainBytes + grainBytes/8 + 1024
-}
-
-// isZlib reports whether b starts with an RFC 1950 header. Every real writer
-// emits zlib although the spec says deflate, so both are accepted.
-func isZlib(b []byte) bool {
-	return len(b) >= 2 && b[0]&0x0f == 8 && b[0]>>4 <= 7 && (uint16(b[0])<<8|uint16(b[1]))%31 == 0
-}
-
-var (
-	zlibReaders  sync.Pool // io.ReadCloser implementing zlib.Resetter
-	flateReaders sync.Pool // io.ReadCloser implementing flate.Resetter
-)
-
-// inflate decompresses src into dst, which must receive exactly len(dst)
-// bytes; a stream that inflates to more or fewer is an error.
-func inflate(dst, src []byte) error {
-	br := bytes.NewReader(src)
-	var r io.Reader
-	if isZlib(src) {
-		if zr, ok := zlibReaders.Get().(io.ReadCloser); ok {
-			if err := zr.(zlib.Resetter).Reset(br, nil); err != nil {
-				return err
-			}
-			r = zr
-			defer zlibReaders.Put(zr)
-		} else {
-			zr, err := zlib.NewReader(br)
-			if err != nil {
-				return err
-			}
-			r = zr
-			defer zlibReaders.Put(zr)
-		}
-	} else {
-		fr, ok := flateReaders.Get().(io.ReadCloser)
-		if ok {
-			if err := fr.(flate.Resetter).Reset(br, nil); err != nil {
-				return err
-			}
-		} else {
-			fr = flate.NewReader(br)
-		}
-		r = fr
-		defer flateReaders.Put(fr)
-	}
-	n, err := io.ReadFull(r, dst)
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("inflated to %d bytes, want %d", n, len(dst))
-		}
-		return fmt.Errorf("inflate: %w", err)
-	}
-	// Reading on verifies the zlib checksum and catches over-long data.
-	var extra [1]byte
-	switch n, err := r.Read(extra[:]); {
-	case n > 0:
-		return fmt.Errorf("inflates to more than %d bytes", len(dst))
-	case err != nil && err != io.EOF:
-		return fmt.Errorf("inflate: %w", err)
-	}
-	return nil
 }
 
 // scanMarkers indexes a stream image that has no grain directory by walking
@@ -119,7 +88,6 @@ func (e *sparseExtent) scanMarkers() error {
 	pos = max(pos, SectorSize)
 	e.pinned = true
 	var buf [SectorSize]byte
-	maxCompressed := maxCompressedSize(e.grainBytes)
 	for {
 		if pos+SectorSize > e.src.size {
 			return fmt.Errorf("%s: %w: stream ends at byte %d without an end-of-stream marker", e.src.name, ErrCorrupt, e.src.size)
@@ -150,11 +118,8 @@ func (e *sparseExtent) scanMarkers() error {
 				return fmt.Errorf("%s: %w: unknown marker type %d at byte %d", e.src.name, ErrCorrupt, m.typ, pos)
 			}
 		}
-		if int64(m.size) > maxCompressed {
-			return fmt.Errorf("%s: %w: grain marker at byte %d has compressed size %d (limit %d)", e.src.name, ErrCorrupt, pos, m.size, maxCompressed)
-		}
-		if m.val%uint64(e.grainBytes/SectorSize) != 0 || m.val >= uint64(e.capacity/SectorSize) {
-			return fmt.Errorf("%s: %w: grain marker at byte %d has LBA %d (capacity %d sectors)", e.src.name, ErrCorrupt, pos, m.val, e.capacity/SectorSize)
+		if err := m.grainErr(e.grainBytes, e.capacity); err != nil {
+			return fmt.Errorf("%s: %w: grain marker at byte %d: %v", e.src.name, ErrCorrupt, pos, err)
 		}
 		if pos/SectorSize > math.MaxUint32 || (e.zeroedGTE && pos/SectorSize == 1) {
 			return fmt.Errorf("%s: %w: grain at byte %d is past what a grain table entry can address", e.src.name, ErrCorrupt, pos)

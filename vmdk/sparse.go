@@ -160,16 +160,43 @@ func (e *sparseExtent) readGD(sector int64, entries uint64, what string) ([]uint
 	if err := e.src.readFull(raw, sector*SectorSize, what); err != nil {
 		return nil, err
 	}
-	gd := make([]uint32, entries)
+	gd := decodeEntries(raw)
 	gtBytes := e.gtEntries * 4
-	for i := range gd {
-		v := binary.LittleEndian.Uint32(raw[i*4:])
+	for i, v := range gd {
 		if v != 0 && int64(v)*SectorSize+gtBytes > e.src.size {
 			return nil, fmt.Errorf("%s: %w: %s entry %d points at sector %d, past the end of the file", e.src.name, ErrCorrupt, what, i, v)
 		}
-		gd[i] = v
 	}
 	return gd, nil
+}
+
+// readTable reads the grain table at sector.
+func (e *sparseExtent) readTable(sector int64) ([]uint32, error) {
+	raw := make([]byte, e.gtEntries*4)
+	if err := e.src.readFull(raw, sector*SectorSize, "grain table"); err != nil {
+		return nil, err
+	}
+	return decodeEntries(raw), nil
+}
+
+// Grain directories and grain tables are arrays of little-endian u32
+// sector numbers; decodeEntries and appendEntries are their one codec.
+
+// decodeEntries decodes raw, 4 bytes an entry.
+func decodeEntries(raw []byte) []uint32 {
+	v := make([]uint32, len(raw)/4)
+	for i := range v {
+		v[i] = binary.LittleEndian.Uint32(raw[i*4:])
+	}
+	return v
+}
+
+// appendEntries appends the encoding of v to dst.
+func appendEntries(dst []byte, v []uint32) []byte {
+	for _, x := range v {
+		dst = binary.LittleEndian.AppendUint32(dst, x)
+	}
+	return dst
 }
 
 // grainTable returns GT i (nil when the GD has no table there).

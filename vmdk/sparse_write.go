@@ -1,7 +1,6 @@
 package vmdk
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 )
@@ -126,12 +125,10 @@ func (e *sparseExtent) flush(durable bool) error {
 			return fmt.Errorf("%s: sync grains: %w", e.src.name, err)
 		}
 	}
-	raw := make([]byte, e.gtEntries*4)
+	raw := make([]byte, 0, e.gtEntries*4)
 	for i := range e.dirty {
 		e.mu.Lock()
-		for j, v := range e.tables[i] {
-			binary.LittleEndian.PutUint32(raw[j*4:], v)
-		}
+		raw = appendEntries(raw[:0], e.tables[i])
 		e.mu.Unlock()
 		if err := e.pwrite(raw, int64(e.gd[i])*SectorSize, fmt.Sprintf("grain table %d", i)); err != nil {
 			return err
@@ -151,4 +148,12 @@ func (e *sparseExtent) flush(durable bool) error {
 	clear(e.dirty)
 	e.mu.Unlock()
 	return nil
+}
+
+// writeTable writes gt at sector and makes it durable (Check's repair).
+func (e *sparseExtent) writeTable(sector int64, gt []uint32) error {
+	if err := e.pwrite(appendEntries(nil, gt), sector*SectorSize, "grain table"); err != nil {
+		return err
+	}
+	return e.src.f.Sync()
 }

@@ -192,7 +192,6 @@ func (s *StreamReader) Close() error {
 // compressed data; io.EOF at the end of the stream.
 func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 	sector := make([]byte, SectorSize)
-	maxCompressed := maxCompressedSize(s.grainBytes)
 	for {
 		at := s.pos
 		n, err := io.ReadFull(s.r, sector)
@@ -222,13 +221,10 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 				return 0, nil, fmt.Errorf("%w: stream: unknown marker type %d at byte %d", ErrCorrupt, m.typ, at)
 			}
 		}
+		if err := m.grainErr(s.grainBytes, s.capacity); err != nil {
+			return 0, nil, fmt.Errorf("%w: stream: grain marker at byte %d: %v", ErrCorrupt, at, err)
+		}
 		lba := int64(m.val)
-		if int64(m.size) > maxCompressed {
-			return 0, nil, fmt.Errorf("%w: stream: grain marker at byte %d has compressed size %d (limit %d)", ErrCorrupt, at, m.size, maxCompressed)
-		}
-		if m.val > maxDiskSectors || lba*SectorSize%s.grainBytes != 0 || lba*SectorSize >= s.capacity {
-			return 0, nil, fmt.Errorf("%w: stream: grain marker at byte %d has LBA %d (capacity %d sectors)", ErrCorrupt, at, lba, s.capacity/SectorSize)
-		}
 		if lba <= s.lastLBA {
 			return 0, nil, fmt.Errorf("%w: stream: grain at LBA %d follows LBA %d; out-of-order streams need random access", ErrUnsupported, lba, s.lastLBA)
 		}

@@ -3,7 +3,6 @@ package vmdk
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -302,10 +301,7 @@ func (s *StreamWriter) emitGrain(g compressedGrain) error {
 		return fmt.Errorf("%w: stream passes 2^32 sectors, the most a grain table entry can address", ErrUnsupported)
 	}
 	s.gt[grain%maxGTEsPerGT] = uint32(sector)
-	var m [grainMarkerSize]byte
-	binary.LittleEndian.PutUint64(m[:], uint64(g.lba))
-	binary.LittleEndian.PutUint32(m[8:], uint32(len(g.data)))
-	s.write(m[:])
+	s.write(marker{val: uint64(g.lba), size: uint32(len(g.data))}.encode())
 	s.write(g.data)
 	s.pad()
 	return s.err
@@ -316,21 +312,14 @@ func (s *StreamWriter) flushGT() {
 	if s.gt == nil {
 		return
 	}
-	raw := make([]byte, maxGTEsPerGT*4)
-	for i, v := range s.gt {
-		binary.LittleEndian.PutUint32(raw[i*4:], v)
-	}
-	s.gd[s.gtIndex] = uint32(s.writeMetadata(markerGT, raw))
+	s.gd[s.gtIndex] = uint32(s.writeMetadata(markerGT, appendEntries(nil, s.gt)))
 	s.gt = nil
 }
 
 // writeMetadata writes a metadata marker and data padded to a sector and
 // returns the sector the data starts at.
 func (s *StreamWriter) writeMetadata(typ uint32, data []byte) int64 {
-	var m [SectorSize]byte
-	binary.LittleEndian.PutUint64(m[:], uint64((len(data)+SectorSize-1)/SectorSize))
-	binary.LittleEndian.PutUint32(m[12:], typ)
-	s.write(m[:])
+	s.write(marker{val: uint64((len(data) + SectorSize - 1) / SectorSize), typ: typ}.encode())
 	at := s.pos / SectorSize
 	s.write(data)
 	s.pad()
@@ -357,12 +346,8 @@ func (s *StreamWriter) Close() error {
 		return err
 	}
 	s.flushGT()
-	raw := make([]byte, len(s.gd)*4)
-	for i, v := range s.gd {
-		binary.LittleEndian.PutUint32(raw[i*4:], v)
-	}
 	footer := s.header
-	footer.GDOffset = uint64(s.writeMetadata(markerGD, raw))
+	footer.GDOffset = uint64(s.writeMetadata(markerGD, appendEntries(nil, s.gd)))
 	s.writeMetadata(markerFooter, footer.marshal())
 	s.write(make([]byte, SectorSize)) // end of stream
 	if s.err == nil {
