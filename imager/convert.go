@@ -10,11 +10,12 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 )
 
 const (
-	chunkSize   = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
-	rawHoleUnit = 4 << 10 // zero runs of this size become holes in raw files (qemu-img's -S 4k)
+	chunkSize = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
 )
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -120,19 +121,18 @@ func convert(ctx context.Context, pos []string, srcFormat, dstFormat string, opt
 	if err != nil {
 		err = fmt.Errorf("%s: %w", pos[1], err)
 		if !isDevice(pos[1]) { // a device's size is checked before writing
-			err = volumeTooSmall(err, filepath.Dir(pos[1]), src.Size())
+			err = target.VolumeTooSmall(err, filepath.Dir(pos[1]), src.Size())
 		}
 	}
 	return err
 }
 
 func convertToRaw(ctx context.Context, src image, path string, sync bool, report func(int64)) error {
-	t, err := openRawTarget(path, src.Size(), zeroProbe)
+	t, err := target.Open(path, src.Size(), target.Options{Format: target.Raw, Zero: target.ZeroProbe, Sync: sync})
 	if err != nil {
 		return err
 	}
-	err = copyImage(ctx, src, t.copyTarget, report)
-	return t.finish(err, src.Size(), sync)
+	return finish(t, copyImage(ctx, src, t, report), src.Size())
 }
 
 // chunk is a range of the source to copy: data to read, or a zero range.
@@ -141,22 +141,11 @@ type chunk struct {
 	zero   bool // nothing stored: write zeros only to a block device
 }
 
-// copyTarget is where copyImage writes: a file or device, or a VMDK.
-type copyTarget struct {
-	dst io.WriterAt
-	// zero writes zeros over a range (a block device must read zeros
-	// there); when nil, zero ranges are left as holes.
-	zero func(off, n int64) error
-	// holeUnit: aligned all-zero blocks of this size are not written as
-	// data (they become holes, unallocated grains or zero calls).
-	holeUnit int
-}
-
 // copyImage copies src's guest content to dst. Ranges the source maps as
 // zero are skipped (or zeroed on a block device); data is read in chunks
 // by several workers at once, so inflating, reading and writing overlap,
 // and zero runs inside data become holes.
-func copyImage(ctx context.Context, src image, dst copyTarget, report func(int64)) error {
+func copyImage(ctx context.Context, src image, dst target.Target, report func(int64)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	workers := runtime.GOMAXPROCS(0)
@@ -230,7 +219,7 @@ var zeroChunk = make([]byte, chunkSize)
 
 // safeCopyChunk is copyChunk with a panic turned into an error: the
 // workers run where main's recover cannot see.
-func safeCopyChunk(src image, dst copyTarget, c chunk, buf []byte) (err error) {
+func safeCopyChunk(src image, dst target.Target, c chunk, buf []byte) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("internal error: %v", r)
@@ -239,12 +228,9 @@ func safeCopyChunk(src image, dst copyTarget, c chunk, buf []byte) (err error) {
 	return copyChunk(src, dst, c, buf)
 }
 
-func copyChunk(src image, dst copyTarget, c chunk, buf []byte) error {
+func copyChunk(src image, dst target.Target, c chunk, buf []byte) error {
 	if c.zero {
-		if dst.zero == nil {
-			return nil // the destination was created empty: a hole
-		}
-		return onTarget(dst.zero(c.off, c.n))
+		return dst.Zero(c.off, c.n) // a hole where the destination was created empty
 	}
 	buf = buf[:c.n]
 	if _, err := src.ReadAt(buf, c.off); err != nil && err != io.EOF {
@@ -254,22 +240,19 @@ func copyChunk(src image, dst copyTarget, c chunk, buf []byte) error {
 }
 
 // writeSparse writes buf at off as alternating runs: data runs are
-// written, runs of aligned all-zero blocks of dst.holeUnit bytes are left
-// as holes or handed to dst.zero.
-func writeSparse(dst copyTarget, buf []byte, off int64) error {
-	unit := dst.holeUnit
+// written, runs of aligned all-zero blocks of dst.HoleUnit bytes are left
+// as holes (dst.Zero).
+func writeSparse(dst target.Target, buf []byte, off int64) error {
+	unit := dst.HoleUnit()
 	flush := func(from, to int, zero bool) error {
 		if from == to {
 			return nil
 		}
 		if !zero {
-			_, err := dst.dst.WriteAt(buf[from:to], off+int64(from))
-			return onTarget(err)
+			_, err := dst.WriteAt(buf[from:to], off+int64(from))
+			return err
 		}
-		if dst.zero != nil {
-			return onTarget(dst.zero(off+int64(from), int64(to-from)))
-		}
-		return nil
+		return dst.Zero(off+int64(from), int64(to-from))
 	}
 	start, zeroRun := 0, false
 	for i := 0; i < len(buf); {
@@ -306,4 +289,14 @@ func progressPrinter(w io.Writer, total int64) func(int64) {
 		}
 		fmt.Fprintf(w, "    (%.2f/100%%)\r", pct)
 	}
+}
+
+// finish completes t after a copy that returned err, to a disk of size
+// bytes, or drops it.
+func finish(t target.Target, err error, size int64) error {
+	if err != nil {
+		t.Abort()
+		return err
+	}
+	return t.Finish(size)
 }

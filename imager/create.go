@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -87,7 +88,7 @@ func create(path string, opts vmdkOptions, size int64, backing string, pf *pathF
 	}
 	err := vmdk.Create(path, opts.create(size, backing, pf))
 	if err != nil {
-		err = volumeTooSmall(targetOpenErr(err), filepath.Dir(path), size)
+		err = target.VolumeTooSmall(target.MarkOpen(err), filepath.Dir(path), size)
 	}
 	return err
 }

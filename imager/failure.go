@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"syscall"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -59,34 +60,6 @@ func asUsage(err error) error {
 	return &usageError{err: err}
 }
 
-// targetError marks an error from creating or writing the output. The
-// errno alone does not say which side failed: EACCES on the target means
-// it is not writable, on the source that imager may not read it; ENOENT on
-// the target is a bad target path, not a missing source.
-type targetError struct{ err error }
-
-func (e *targetError) Error() string { return e.err.Error() }
-func (e *targetError) Unwrap() error { return e.err }
-
-func onTarget(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &targetError{err}
-}
-
-// targetOpenErr marks an error opening or creating the target. What the
-// errno table does not name (a name too long, a loop of symlinks) fails the
-// same way on every attempt, so it is permanent rather than the transient
-// default.
-func targetOpenErr(err error) error {
-	err = onTarget(err)
-	if reason, _ := classify(err); reason == result.ReasonFailed {
-		return permanent(result.ReasonTargetError, err)
-	}
-	return err
-}
-
 // errTerminated is the cause of the context a signal cancels.
 var errTerminated = errors.New("terminated by a signal")
 
@@ -101,14 +74,25 @@ func terminated(err error) bool {
 // I/O and space others may free may not. README's "Exit codes and reasons"
 // is this table.
 func classify(err error) (reason string, permanent bool) {
+	var te *target.Error
+	onTarget := errors.As(err, &te)
+	reason, permanent = classifyCause(err, onTarget)
+	// What the table does not name about opening the target (a name too
+	// long, a loop of symlinks) fails the same way on every attempt.
+	if reason == result.ReasonFailed && onTarget && te.Open {
+		return result.ReasonTargetError, true
+	}
+	return reason, permanent
+}
+
+// classifyCause is classify's table; onTarget: err is the target's.
+func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 	var (
 		ie    *importError
 		ue    *usageError
-		small *tooSmallError
-		te    *targetError
+		small *target.TooSmallError
 		cert  *tls.CertificateVerificationError
 	)
-	target := errors.As(err, &te)
 	switch {
 	case terminated(err):
 		return result.ReasonTerminated, false
@@ -142,12 +126,12 @@ func classify(err error) (reason string, permanent bool) {
 		// hold the space, and they may go.
 		return result.ReasonNoSpace, false
 	case errors.Is(err, fs.ErrPermission):
-		if target {
+		if onTarget {
 			return result.ReasonTargetNotWritable, true
 		}
 		return result.ReasonUnauthorized, true
 	case errors.Is(err, fs.ErrNotExist):
-		if target {
+		if onTarget {
 			return result.ReasonTargetError, true
 		}
 		return result.ReasonSourceNotFound, true
@@ -177,24 +161,4 @@ func exitCode(err error) int {
 		return result.ExitPermanent
 	}
 	return result.ExitTransient
-}
-
-// volumeTooSmall turns ENOSPC writing a disk of need bytes into dir into a
-// tooSmallError when the filesystem could not hold the disk even empty: a
-// retry on the same volume runs out the same way. Anything else is
-// returned as it is.
-func volumeTooSmall(err error, dir string, need int64) error {
-	if need <= 0 || !errors.Is(err, syscall.ENOSPC) {
-		return err
-	}
-	var st syscall.Statfs_t
-	if syscall.Statfs(dir, &st) != nil {
-		return err
-	}
-	capacity := int64(st.Blocks) * st.Bsize
-	if capacity >= need {
-		return err
-	}
-	return &tooSmallError{msg: fmt.Sprintf("%v: the volume holds %s (%d bytes) in all, but the disk's virtual size is %s (%d bytes): it must be at least that big",
-		err, human(capacity), capacity, human(need), need), err: err}
 }

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
@@ -252,7 +253,7 @@ func TestImportHTTPStream(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 	// Sparse: the holes of the disk are holes in disk.img.
-	if r.AllocatedBytes > 6<<20 || r.AllocatedBytes != allocatedBytes(filepath.Join(dir, "disk.img")) {
+	if r.AllocatedBytes > 6<<20 || r.AllocatedBytes != target.AllocatedBytes(filepath.Join(dir, "disk.img")) {
 		t.Fatalf("allocated %d bytes for 5 MiB of data", r.AllocatedBytes)
 	}
 	// The last progress line says 100%; every line parses.

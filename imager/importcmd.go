@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -33,7 +34,7 @@ type importJob struct {
 	targetFormat string
 	targetName   string
 	targetMode   string
-	zero         zeroMode
+	zero         target.ZeroMode
 	overhead     float64
 	vmdkOpts     vmdkOptions
 	level        int
@@ -48,8 +49,13 @@ type importJob struct {
 	hash    hash.Hash // sha256 of the source bytes, when wanted
 	prog    *progress
 	res     result.Result
-	sink    *sink
-	spools  []string
+	// out is the target once opened, at outPath (a device: outBlock);
+	// outSize is the disk's virtual size it is finished to.
+	out      target.Target
+	outPath  string
+	outSize  int64
+	outBlock bool
+	spools   []string
 }
 
 // importCommand is what import's command line asks for, beyond the job
@@ -104,7 +110,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // parseImport reads import's command line into a job ready to run; its
 // errors are usage errors.
 func parseImport(args []string, log io.Writer) (*importJob, *importCommand, error) {
-	j := &importJob{zero: zeroProbe, log: log}
+	j := &importJob{zero: target.ZeroProbe, log: log}
 	cmd := &importCommand{}
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	fs.StringVar(&cmd.resultFile, "result-file", "", "where the result JSON goes (default "+result.ResultPath+" when it exists)")
@@ -210,10 +216,10 @@ func (j *importJob) runSafe() (err error) {
 	if err == nil {
 		err = j.verifyChecksum()
 	}
-	if j.sink != nil {
-		err = j.sink.finish(err)
-		if j.sink.raw == nil || !j.sink.raw.block { // a device's size was checked before writing
-			err = volumeTooSmall(err, filepath.Dir(j.sink.path), j.sink.size)
+	if j.out != nil {
+		err = j.finishTarget(err)
+		if !j.outBlock { // a device's size was checked before writing
+			err = target.VolumeTooSmall(err, filepath.Dir(j.outPath), j.outSize)
 		}
 	}
 	return err
@@ -453,7 +459,7 @@ func (j *importJob) fromImage(img image) error {
 	} else {
 		j.res.SourceFormat = "raw"
 	}
-	s, err := j.openSink(img.Size())
+	t, err := j.openTarget(img.Size())
 	if err != nil {
 		return err
 	}
@@ -462,10 +468,10 @@ func (j *importJob) fromImage(img image) error {
 			j.prog.set(done)
 		}
 	}
-	if s.ordered {
-		return copyInOrder(j.ctx, img, s.dst, report)
+	if t.Ordered() {
+		return copyInOrder(j.ctx, img, t, report)
 	}
-	return copyImage(j.ctx, img, s.copyTarget, report)
+	return copyImage(j.ctx, img, t, report)
 }
 
 func (j *importJob) describeSource(d *vmdk.Descriptor) {
@@ -484,7 +490,7 @@ func (j *importJob) fromStream(r io.Reader) error {
 	}
 	defer sr.Close()
 	j.describeSource(sr.Descriptor())
-	s, err := j.openSink(sr.Size())
+	t, err := j.openTarget(sr.Size())
 	if err != nil {
 		return err
 	}
@@ -500,22 +506,22 @@ func (j *importJob) fromStream(r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		if err := s.zeroGap(pos, g.Offset); err != nil {
+		if err := zeroGap(t, pos, g.Offset); err != nil {
 			return err
 		}
-		if err := writeSparse(s.copyTarget, g.Data, g.Offset); err != nil {
+		if err := writeSparse(t, g.Data, g.Offset); err != nil {
 			return targetErr(err)
 		}
 		pos = g.Offset + int64(len(g.Data))
 		j.prog.set(pos)
 	}
-	return s.zeroGap(pos, max(s.size, sr.Size()))
+	return zeroGap(t, pos, max(j.outSize, sr.Size()))
 }
 
 // fromRaw imports raw bytes read in order; size < 0 when unknown.
 func (j *importJob) fromRaw(r io.Reader, size int64) error {
 	j.res.SourceFormat = "raw"
-	s, err := j.openSink(size)
+	t, err := j.openTarget(size)
 	if err != nil {
 		return err
 	}
@@ -527,7 +533,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 		}
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
-			if werr := writeSparse(s.copyTarget, buf[:n], pos); werr != nil {
+			if werr := writeSparse(t, buf[:n], pos); werr != nil {
 				return targetErr(werr)
 			}
 			pos += int64(n)
@@ -543,7 +549,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 	if size >= 0 && pos != size {
 		return transient(result.ReasonSourceError, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
 	}
-	s.size = max(pos, j.size)
+	j.outSize = max(pos, j.size)
 	return nil
 }
 
@@ -574,10 +580,10 @@ func (c countingReader) Read(b []byte) (int, error) {
 // finishResult fills the result from the import's outcome and returns the
 // exit code.
 func (j *importJob) finishResult(err error) int {
-	if j.sink != nil {
-		j.res.Target, j.res.TargetFormat = j.sink.path, j.targetFormat
+	if j.out != nil {
+		j.res.Target, j.res.TargetFormat = j.outPath, j.targetFormat
 		if err == nil {
-			j.sink.describe(&j.res)
+			j.out.Describe(&j.res)
 		}
 	}
 	return settle(&j.res, err, fmt.Sprintf("imported %s into %s", result.RedactURL(j.source), j.res.Target))
@@ -587,7 +593,7 @@ func (j *importJob) finishResult(err error) int {
 func (j *importJob) targetPath() (path string, block bool, err error) {
 	fi, err := os.Stat(j.target)
 	if err != nil {
-		return "", false, targetOpenErr(fmt.Errorf("target: %w", err))
+		return "", false, target.MarkOpen(fmt.Errorf("target: %w", err))
 	}
 	switch {
 	case j.targetMode == "block" || j.targetMode == "auto" && fi.Mode()&os.ModeDevice != 0:
@@ -620,5 +626,5 @@ func targetErr(err error) error {
 	if err == nil || errors.As(err, &ie) {
 		return err
 	}
-	return onTarget(fmt.Errorf("target: %w", err))
+	return target.Mark(fmt.Errorf("target: %w", err))
 }

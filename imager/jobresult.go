@@ -4,8 +4,8 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
-	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
 // resultFlag registers --result-file on the commands Jobs run (create,
@@ -29,18 +29,7 @@ func settle(r *result.Result, err error, success string) int {
 
 // describeVMDK records what the VMDK at path holds.
 func describeVMDK(r *result.Result, path string, pf *pathFlags) error {
-	d, err := vmdk.Open(path, pf.options())
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	r.VirtualSize = d.Size()
-	r.AllocatedBytes = d.AllocatedBytes()
-	r.CreateType = d.CreateType()
-	r.CID = fmt.Sprintf("%08x", d.CID())
-	r.ParentCID = fmt.Sprintf("%08x", d.ParentCID())
-	r.Target, r.TargetFormat = path, "vmdk"
-	return nil
+	return target.DescribeVMDK(r, path, pf.options())
 }
 
 // withResult ends a command that wrote the VMDK at out: with a result

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -49,7 +50,7 @@ func runWrite(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func writePattern(ctx context.Context, path string, o vmdk.Options, off, n int64, pattern byte, seed int64) error {
 	d, err := vmdk.Open(path, o)
 	if err != nil {
-		return onTarget(err)
+		return target.Mark(err)
 	}
 	if off+n > d.Size() {
 		d.Close()
@@ -83,7 +84,7 @@ func writePattern(ctx context.Context, path string, o vmdk.Options, off, n int64
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
-	return onTarget(err)
+	return target.Mark(err)
 }
 
 // runChecksum prints the sha256 of an image's guest-visible content (a

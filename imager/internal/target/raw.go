@@ -1,0 +1,207 @@
+package target
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// rawHoleUnit: zero runs of this size become holes in raw files (qemu-img's -S 4k).
+const rawHoleUnit = 4 << 10
+
+// ZeroMode says how zero ranges reach a block device, which (unlike a new
+// file) may hold old data.
+type ZeroMode string
+
+const (
+	// ZeroProbe reads the device and writes zeros only where it does not
+	// already read zeros: thin and fresh volumes are left untouched.
+	ZeroProbe ZeroMode = "probe"
+	// ZeroSkip trusts the device to read zeros everywhere (never writes them).
+	ZeroSkip ZeroMode = "skip"
+	// ZeroWrite zeroes every zero range (BLKZEROOUT, else plain writes):
+	// for devices that read back old data.
+	ZeroWrite ZeroMode = "write"
+)
+
+func (m *ZeroMode) String() string { return string(*m) }
+
+// Set makes ZeroMode a flag.Value.
+func (m *ZeroMode) Set(s string) error {
+	switch ZeroMode(s) {
+	case ZeroProbe, ZeroSkip, ZeroWrite:
+		*m = ZeroMode(s)
+		return nil
+	}
+	return fmt.Errorf("want probe, skip or write")
+}
+
+// rawFile is raw output into a regular file, built empty beside its path
+// (so untouched ranges stay holes) and renamed into place by Finish.
+type rawFile struct {
+	f     *os.File
+	final string
+	sync  bool
+}
+
+func openFile(path string, o Options) (*rawFile, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
+	if err != nil {
+		return nil, MarkOpen(err)
+	}
+	return &rawFile{f: f, final: path, sync: o.Sync}, nil
+}
+
+func (t *rawFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := t.f.WriteAt(p, off)
+	return n, Mark(err)
+}
+
+func (t *rawFile) Zero(off, n int64) error { return nil }
+func (t *rawFile) HoleUnit() int           { return rawHoleUnit }
+func (t *rawFile) Ordered() bool           { return false }
+func (t *rawFile) Path() string            { return t.final }
+
+// Finish cuts the file to size (where a disk too large for the
+// filesystem fails, EFBIG), syncs it and renames it into place.
+func (t *rawFile) Finish(size int64) error {
+	var err error
+	if size >= 0 {
+		err = t.f.Truncate(size)
+	}
+	if err == nil && t.sync {
+		err = t.f.Sync()
+	}
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(t.f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(t.f.Name(), t.final)
+	}
+	if err != nil {
+		os.Remove(t.f.Name())
+		return Mark(err)
+	}
+	return Mark(syncDir(filepath.Dir(t.final)))
+}
+
+func (t *rawFile) Abort() {
+	t.f.Close()
+	os.Remove(t.f.Name())
+}
+
+func (t *rawFile) Describe(r *result.Result) { r.AllocatedBytes = AllocatedBytes(t.final) }
+
+// blockDevice is raw output written in place: a device, or a regular file
+// treated as one (never truncated).
+type blockDevice struct {
+	f    *os.File
+	mode ZeroMode
+	sync bool
+}
+
+func openBlock(path string, size int64, o Options) (*blockDevice, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, MarkOpen(err)
+	}
+	devSize, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, MarkOpen(err)
+	}
+	if size > devSize {
+		f.Close()
+		return nil, tooSmall("the device has %s (%d bytes) but the image's virtual size is %s (%d bytes): the volume must be at least that big", human(devSize), devSize, human(size), size)
+	}
+	mode := o.Zero
+	if mode == "" {
+		mode = ZeroProbe
+	}
+	return &blockDevice{f: f, mode: mode, sync: o.Sync}, nil
+}
+
+func (t *blockDevice) WriteAt(p []byte, off int64) (int, error) {
+	n, err := t.f.WriteAt(p, off)
+	return n, Mark(err)
+}
+
+func (t *blockDevice) HoleUnit() int { return rawHoleUnit }
+func (t *blockDevice) Ordered() bool { return false }
+func (t *blockDevice) Path() string  { return t.f.Name() }
+
+func (t *blockDevice) Finish(size int64) error {
+	var err error
+	if t.sync {
+		err = t.f.Sync()
+	}
+	if cerr := t.f.Close(); err == nil {
+		err = cerr
+	}
+	return Mark(err)
+}
+
+func (t *blockDevice) Abort() { t.f.Close() }
+
+func (t *blockDevice) Describe(r *result.Result) { r.AllocatedBytes = AllocatedBytes(t.f.Name()) }
+
+var (
+	zeros     = make([]byte, 4<<20)
+	probePool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+)
+
+// Zero makes [off, off+n) of the device read zeros.
+func (t *blockDevice) Zero(off, n int64) error {
+	switch t.mode {
+	case ZeroSkip:
+		return nil
+	case ZeroWrite:
+		return Mark(zeroOut(t.f, off, n))
+	}
+	bp := probePool.Get().(*[]byte)
+	defer probePool.Put(bp)
+	for end := off + n; off < end; {
+		b := (*bp)[:min(int64(len(*bp)), end-off)]
+		if _, err := t.f.ReadAt(b, off); err != nil && err != io.EOF {
+			return Mark(fmt.Errorf("read device at byte %d: %w", off, err))
+		}
+		if !bytes.Equal(b, zeros[:len(b)]) {
+			if err := zeroOut(t.f, off, int64(len(b))); err != nil {
+				return Mark(err)
+			}
+		}
+		off += int64(len(b))
+	}
+	return nil
+}
+
+const blkZeroOut = 0x127f // _IO(0x12, 127)
+
+// zeroOut zeroes a range: BLKZEROOUT lets the device do it (discarding
+// where it can); plain writes are the fallback.
+func zeroOut(f *os.File, off, n int64) error {
+	if off%512 == 0 && n%512 == 0 {
+		r := [2]uint64{uint64(off), uint64(n)}
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), blkZeroOut, uintptr(unsafe.Pointer(&r))); e == 0 {
+			return nil
+		}
+	}
+	for end := off + n; off < end; {
+		k := min(int64(len(zeros)), end-off)
+		if _, err := f.WriteAt(zeros[:k], off); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package target
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// vmdkImage is a VMDK being written. It is built in a temporary directory
+// beside its path and its files renamed into place (descriptor last) once
+// complete, so an interrupted write never leaves an image that looks
+// finished.
+type vmdkImage struct {
+	path     string
+	tmpDir   string
+	sync     bool
+	holeUnit int
+	disk     *vmdk.Disk         // sparse and flat subformats
+	stream   *vmdk.StreamWriter // streamOptimized
+	file     *os.File           // the stream's file
+}
+
+func openVMDK(path string, size int64, o Options) (*vmdkImage, error) {
+	tmpDir, err := os.MkdirTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, MarkOpen(err)
+	}
+	t := &vmdkImage{path: path, tmpDir: tmpDir, sync: o.Sync}
+	tmp := filepath.Join(tmpDir, filepath.Base(path))
+	c := o.VMDK
+	c.Size = size
+	if c.Subformat == vmdk.StreamOptimized {
+		if t.file, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+			t.stream, err = vmdk.NewStreamWriter(t.file, vmdk.StreamOptions{ImageOptions: c.ImageOptions, Level: o.Level, ExtentFileName: filepath.Base(path)})
+			t.holeUnit = len(zeros) // the writer drops zero grains itself
+		}
+	} else if err = vmdk.Create(tmp, c); err == nil {
+		if t.disk, err = vmdk.Open(tmp, vmdk.Options{ReadWrite: true}); err == nil {
+			// Zero blocks of a grain stay unallocated grains; flat extents get holes.
+			t.holeUnit = rawHoleUnit
+			if g := t.disk.Extents()[0].GrainSize; g > 0 {
+				t.holeUnit = int(g)
+			}
+		}
+	}
+	if err != nil {
+		t.Abort()
+		return nil, MarkOpen(err)
+	}
+	return t, nil
+}
+
+func (t *vmdkImage) WriteAt(p []byte, off int64) (int, error) {
+	var n int
+	var err error
+	if t.stream != nil {
+		n, err = t.stream.WriteAt(p, off)
+	} else {
+		n, err = t.disk.WriteAt(p, off)
+	}
+	return n, Mark(err)
+}
+
+func (t *vmdkImage) Zero(off, n int64) error { return nil } // created empty
+func (t *vmdkImage) HoleUnit() int           { return t.holeUnit }
+func (t *vmdkImage) Ordered() bool           { return t.stream != nil }
+func (t *vmdkImage) Path() string            { return t.path }
+
+// Finish closes the image, makes it durable and moves it into place.
+func (t *vmdkImage) Finish(size int64) error {
+	defer os.RemoveAll(t.tmpDir)
+	var err error
+	if t.stream != nil {
+		err = t.stream.Close()
+	}
+	if t.file != nil {
+		if err == nil && t.sync {
+			err = t.file.Sync()
+		}
+		if cerr := t.file.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if t.disk != nil {
+		if err == nil && t.sync {
+			err = t.disk.Flush()
+		}
+		if cerr := t.disk.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = moveImage(t.tmpDir, filepath.Dir(t.path), filepath.Base(t.path))
+	}
+	return Mark(err)
+}
+
+// Abort drops the half-written image.
+func (t *vmdkImage) Abort() {
+	if t.stream != nil {
+		t.stream.Close()
+	}
+	if t.file != nil {
+		t.file.Close()
+	}
+	if t.disk != nil {
+		t.disk.Close()
+	}
+	os.RemoveAll(t.tmpDir)
+}
+
+func (t *vmdkImage) Describe(r *result.Result) { DescribeVMDK(r, t.path, vmdk.Options{}) }
+
+// DescribeVMDK records what the VMDK at path holds.
+func DescribeVMDK(r *result.Result, path string, o vmdk.Options) error {
+	d, err := vmdk.Open(path, o)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	r.VirtualSize = d.Size()
+	r.AllocatedBytes = d.AllocatedBytes()
+	r.CreateType = d.CreateType()
+	r.CID = fmt.Sprintf("%08x", d.CID())
+	r.ParentCID = fmt.Sprintf("%08x", d.ParentCID())
+	r.Target, r.TargetFormat = path, "vmdk"
+	return nil
+}
+
+// moveImage renames the files of the image `name` from tmpDir into dir,
+// the descriptor last, then syncs dir.
+func moveImage(tmpDir, dir, name string) error {
+	entries, err := os.ReadDir(tmpDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() != name {
+			if err := os.Rename(filepath.Join(tmpDir, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Rename(filepath.Join(tmpDir, name), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
