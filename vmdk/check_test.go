@@ -3,6 +3,8 @@ package vmdk
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,4 +148,103 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 			t.Fatalf("%+v", r)
 		}
 	})
+}
+
+// findings is a report's corruptions, one a line.
+func findings(r *CheckReport) string { return strings.Join(r.Corruptions, "\n") }
+
+// gteOf returns entry j of the image's first grain table and the file's
+// size in sectors.
+func gteOf(t *testing.T, path string, j int64) (v uint32, fileSectors int64) {
+	d := mustOpen(t, path, Options{})
+	defer d.Close()
+	e := d.extents[0].ext.(*sparseExtent)
+	v, err := e.gte(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, (e.src.end() + SectorSize - 1) / SectorSize
+}
+
+// TestCheckFindsMisplacedGrains: entries that agree with their redundant
+// copy but point at a sector no grain can start at, or at a grain that
+// runs past the end of the file.
+func TestCheckFindsMisplacedGrains(t *testing.T) {
+	t.Run("not grain-aligned", func(t *testing.T) {
+		_, path := checkImage(t)
+		v, _ := gteOf(t, path, 1)
+		patchGTE(t, path, false, 1, v+1)
+		patchGTE(t, path, true, 1, v+1)
+		r := mustCheck(t, path, false)
+		if !strings.Contains(findings(r), "grain 1 (sector "+fmt.Sprint(v+1)+") is not grain-aligned") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("past the end of the file", func(t *testing.T) {
+		_, path := checkImage(t)
+		_, fileSectors := gteOf(t, path, 0)
+		// Aligned (the file ends at a grain) but wholly past the end.
+		patchGTE(t, path, false, 7, uint32(fileSectors))
+		patchGTE(t, path, true, 7, uint32(fileSectors))
+		r := mustCheck(t, path, false)
+		if !strings.Contains(findings(r), "grain 7 (sector "+fmt.Sprint(fileSectors)+") lies past the end of the file") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("partly past the end of the file", func(t *testing.T) {
+		_, path := checkImage(t)
+		_, fileSectors := gteOf(t, path, 0)
+		os.Truncate(path, (fileSectors-1)*SectorSize) // the last grain loses a sector
+		r := mustCheck(t, path, false)
+		if !strings.Contains(findings(r), "lies past the end of the file") {
+			t.Fatalf("%+v", r)
+		}
+	})
+}
+
+// TestCheckStreamFooter: a stream whose footer disagrees with its header,
+// or whose last sector is not the end-of-stream marker.
+func TestCheckStreamFooter(t *testing.T) {
+	stream := func(t *testing.T) (string, []byte) {
+		p := filepath.Join(t.TempDir(), "s.vmdk")
+		return p, writeStream(t, mixedContent(3, 1<<20), StreamOptions{})
+	}
+	t.Run("clean", func(t *testing.T) {
+		p, img := stream(t)
+		writeFile(t, p, img)
+		if r := mustCheck(t, p, false); !r.Clean() {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("footer disagrees with the header", func(t *testing.T) {
+		p, img := stream(t)
+		capacity := binary.LittleEndian.Uint64(img[12:])
+		binary.LittleEndian.PutUint64(img[12:], capacity+128) // the header's capacity
+		writeFile(t, p, img)
+		r := mustCheck(t, p, false)
+		if !strings.Contains(findings(r), fmt.Sprintf("footer (capacity %d, grain 128) disagrees with the header (capacity %d, grain 128)", capacity, capacity+128)) {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("no end-of-stream marker", func(t *testing.T) {
+		p, img := stream(t)
+		img[len(img)-SectorSize] = 1
+		writeFile(t, p, img)
+		r := mustCheck(t, p, false)
+		if !strings.Contains(findings(r), "the last sector is not an end-of-stream marker") {
+			t.Fatalf("%+v", r)
+		}
+	})
+}
+
+// TestCheckHonoursContext: a cancelled Check returns the context's error,
+// not a report.
+func TestCheckHonoursContext(t *testing.T) {
+	_, path := checkImage(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r, err := Check(ctx, path, CheckOptions{})
+	if !errors.Is(err, context.Canceled) || r != nil {
+		t.Fatalf("Check with a cancelled context: %+v, %v", r, err)
+	}
 }

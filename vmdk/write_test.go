@@ -10,47 +10,6 @@ import (
 	"testing"
 )
 
-// TestCreateAllSubformats: every subformat and option we create passes
-// qemu-img check, reads the same in qemu-img info, and after random writes
-// through WriterAt equals an in-memory model by qemu-img compare.
-func TestCreateAllSubformats(t *testing.T) {
-	for _, c := range []CreateOptions{
-		{Subformat: MonolithicSparse},
-		{Subformat: MonolithicSparse, ZeroedGrains: true, ImageOptions: ImageOptions{AdapterType: "lsilogic", HWVersion: "10"}},
-		{Subformat: MonolithicFlat, ImageOptions: ImageOptions{AdapterType: "pvscsi"}},
-		{Subformat: TwoGbMaxExtentSparse},
-		{Subformat: TwoGbMaxExtentFlat, ImageOptions: ImageOptions{AdapterType: "buslogic"}},
-		{Subformat: MonolithicSparse, ImageOptions: ImageOptions{GrainSize: 8 << 10}},
-	} {
-		name := fmt.Sprintf("%s-z%v-g%d", c.Subformat, c.ZeroedGrains, c.GrainSize)
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			c.Size = 5<<20 + 7*512
-			p := filepath.Join(dir, "d.vmdk")
-			if err := Create(p, c); err != nil {
-				t.Fatal(err)
-			}
-			sh(t, dir, "qemu-img", "check", "-f", "vmdk", "d.vmdk")
-			d := mustOpen(t, p, Options{ReadWrite: true})
-			info := qemuImgInfo(t, dir, "d.vmdk")
-			if info.VirtualSize != c.Size || info.FormatSpecific.Data.CreateType != string(c.Subformat) || info.FormatSpecific.Data.CID != d.CID() {
-				t.Fatalf("qemu-img info %+v, we have CID %08x", info, d.CID())
-			}
-			model := make([]byte, c.Size)
-			r := rand.New(rand.NewSource(int64(len(name))))
-			randomWrites(t, r, d, model, 40)
-			if err := d.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			sameBytes(t, "our read after writes", readAll(t, d), model)
-			d.Close()
-			writeFile(t, filepath.Join(dir, "model.raw"), model)
-			sh(t, dir, "qemu-img", "check", "-f", "vmdk", "d.vmdk")
-			sh(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", "d.vmdk", "model.raw")
-		})
-	}
-}
-
 // randomWrites applies n random writes (sub-grain, grain-crossing, whole
 // zero grains) to d and to model.
 func randomWrites(t testing.TB, r *rand.Rand, d *Disk, model []byte, n int) {
@@ -131,34 +90,6 @@ func TestWriteChangesCID(t *testing.T) {
 	c := mustOpen(t, child, Options{})
 	if _, err := c.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrChainBroken) {
 		t.Fatalf("child read after the parent changed: %v, want ErrChainBroken", err)
-	}
-}
-
-func TestCreateRefusals(t *testing.T) {
-	dir := t.TempDir()
-	base := filepath.Join(dir, "base.vmdk")
-	if err := Create(base, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}}); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "notvmdk.img"), []byte("hello"))
-	for name, c := range map[string]CreateOptions{
-		"flat+backing":     {Subformat: MonolithicFlat, Backing: base},
-		"flat+zeroed":      {Subformat: TwoGbMaxExtentFlat, ZeroedGrains: true, ImageOptions: ImageOptions{Size: 1 << 20}},
-		"backing-not-vmdk": {Backing: filepath.Join(dir, "notvmdk.img")},
-		"bad-subformat":    {Subformat: "qcow2", ImageOptions: ImageOptions{Size: 1 << 20}},
-		"bad-adapter":      {ImageOptions: ImageOptions{Size: 1 << 20, AdapterType: "scsi9"}},
-		"no-size":          {},
-		"too-big":          {ImageOptions: ImageOptions{Size: 3 << 40}},
-	} {
-		if err := Create(filepath.Join(dir, name+".vmdk"), c); err == nil {
-			t.Errorf("%s: created", name)
-		}
-	}
-	if err := Create(base, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}}); err == nil {
-		t.Error("overwrote an existing image")
-	}
-	if _, err := mustOpen(t, base, Options{}).WriteAt([]byte("x"), 0); !errors.Is(err, ErrReadOnly) {
-		t.Errorf("write to a read-only open: %v", err)
 	}
 }
 

@@ -14,174 +14,6 @@ import (
 	"time"
 )
 
-// buildCOWD writes raw as a VMDK3/vmfsSparse (COWD) extent, a fixture
-// independent of the package's code: header, GD at sector 4, 4096-entry GTs,
-// then the non-zero grains.
-func buildCOWD(t testing.TB, raw []byte, grainSectors uint32) []byte {
-	t.Helper()
-	sectors := uint32((len(raw) + 511) / 512)
-	grain := int(grainSectors) * 512
-	gdEntries := (sectors + grainSectors*4096 - 1) / (grainSectors * 4096)
-	gdSectors := (gdEntries*4 + 511) / 512
-	gtStart := 4 + gdSectors
-	img := make([]byte, (gtStart+gdEntries*32)*512)
-	copy(img, "COWD")
-	le := binary.LittleEndian
-	le.PutUint32(img[4:], 1)
-	le.PutUint32(img[8:], 3)
-	le.PutUint32(img[12:], sectors)
-	le.PutUint32(img[16:], grainSectors)
-	le.PutUint32(img[20:], 4)
-	le.PutUint32(img[24:], gdEntries)
-	for i := uint32(0); i < gdEntries; i++ {
-		le.PutUint32(img[4*512+i*4:], gtStart+i*32)
-	}
-	for g := 0; g*grain < len(raw); g++ {
-		data := raw[g*grain : min((g+1)*grain, len(raw))]
-		if bytes.Equal(data, make([]byte, len(data))) {
-			continue
-		}
-		at := uint32(len(img) / 512)
-		gt := int(gtStart)*512 + (g/4096)*4096*4 + (g%4096)*4
-		le.PutUint32(img[gt:], at)
-		img = append(img, data...)
-		img = append(img, make([]byte, grain-len(data))...)
-	}
-	le.PutUint32(img[28:], uint32(len(img)/512))
-	return img
-}
-
-func TestCOWD(t *testing.T) {
-	raw := mixedContent(11, 40<<20+7*512) // two grain tables of 8 KiB grains
-	img := buildCOWD(t, raw, 16)
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "c-delta.vmdk"), img)
-	d := mustOpen(t, filepath.Join(dir, "c-delta.vmdk"), Options{})
-	sameBytes(t, "bare COWD", readAll(t, d), raw)
-	// The same extent behind a vmfsSparse descriptor.
-	writeFile(t, filepath.Join(dir, "c.vmdk"), []byte(fmt.Sprintf(
-		"version=1\nCID=0000000a\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW %d VMFSSPARSE \"c-delta.vmdk\"\n", len(raw)/512)))
-	d = mustOpen(t, filepath.Join(dir, "c.vmdk"), Options{})
-	sameBytes(t, "vmfsSparse descriptor", readAll(t, d), raw)
-}
-
-// TestDescriptorExtentLines: every extent line counts at its place
-// (QEMU drops RDONLY/NOACCESS/ZERO lines and misplaces what follows);
-// lowercase lines, a custom createType and names with spaces read.
-func TestDescriptorExtentLines(t *testing.T) {
-	dir := t.TempDir()
-	a := mixedContent(21, 100*512)
-	writeFile(t, filepath.Join(dir, "a b.raw"), a)
-	ro := bytes.Repeat([]byte{0xee}, 40*512)
-	writeFile(t, filepath.Join(dir, "ro.raw"), ro)
-	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "s.vmdk", "8K")
-	qemuIO(t, dir, "s.vmdk", "write -P 0x5e 0 8k")
-	writeFile(t, filepath.Join(dir, "d.vmdk"), []byte("# Disk DescriptorFile\r\n"+
-		"# CID=99999999 in a comment must not count\r\n"+
-		"Version=1\r\nparentCID=ffffffff\r\ncid=ABCDEF01\r\nCREATETYPE=\"custom\"\r\n\r\n"+
-		"RW 100 FLAT \"a b.raw\" 0\r\n"+
-		"RDONLY 20 ZERO\r\n"+
-		"NOACCESS 8 FLAT \"missing.raw\" 4\r\n"+
-		"rdonly 30 flat \"ro.raw\" 10\r\n"+
-		"rw 16 sparse \"s.vmdk\"\r\n"+
-		"ddb.adapterType = \"ide\"\r\n"))
-	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), Options{})
-	if d.CID() != 0xabcdef01 || d.ParentCID() != NoParentCID || d.CreateType() != "custom" {
-		t.Fatalf("CID %08x parentCID %08x createType %q", d.CID(), d.ParentCID(), d.CreateType())
-	}
-	if got := d.Descriptor().DDBValue("ddb.adaptertype"); got != "ide" {
-		t.Errorf("adapterType %q", got)
-	}
-	if d.Size() != (100+20+8+30+16)*512 {
-		t.Fatalf("size %d sectors", d.Size()/512)
-	}
-	read := func(off, n int64) ([]byte, error) {
-		b := make([]byte, n)
-		_, err := d.ReadAt(b, off)
-		return b, err
-	}
-	for _, c := range []struct {
-		off, n int64
-		want   []byte
-	}{
-		{0, 100 * 512, a},
-		{100 * 512, 20 * 512, make([]byte, 20*512)},
-		{128 * 512, 30 * 512, ro[10*512:]},
-		{158 * 512, 16 * 512, bytes.Repeat([]byte{0x5e}, 8<<10)},
-	} {
-		got, err := read(c.off, c.n)
-		if err != nil {
-			t.Fatalf("read at sector %d: %v", c.off/512, err)
-		}
-		sameBytes(t, fmt.Sprintf("sector %d", c.off/512), got, c.want)
-	}
-	if _, err := read(120*512, 512); !errors.Is(err, ErrNoAccess) {
-		t.Fatalf("read of NOACCESS extent: %v", err)
-	}
-	m, err := d.BlockStatus(100*512, 58*512)
-	if err != nil || !m.Zero || m.Length != 20*512 {
-		t.Fatalf("BlockStatus of ZERO extent: %+v %v", m, err)
-	}
-}
-
-// TestLowercaseCreateType: QEMU rejects createType="monolithicflat"; the
-// grammar is case-insensitive, so it reads.
-func TestLowercaseCreateType(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "d-flat.vmdk"), bytes.Repeat([]byte{3}, 4096))
-	writeFile(t, filepath.Join(dir, "d.vmdk"), []byte("version=1\ncid=00000001\nparentcid=ffffffff\ncreatetype=\"monolithicflat\"\nrw 8 flat \"d-flat.vmdk\" 0\n"))
-	d := mustOpen(t, filepath.Join(dir, "d.vmdk"), Options{})
-	sameBytes(t, "lowercase descriptor", readAll(t, d), bytes.Repeat([]byte{3}, 4096))
-}
-
-func TestParseDescriptorErrors(t *testing.T) {
-	for _, c := range []struct {
-		text string
-		want error
-	}{
-		{"CID=fffffffe\n", ErrCorrupt},                                      // no version
-		{"version=1\n", ErrCorrupt},                                         // no CID
-		{"version=9\nCID=1\n", ErrUnsupported},                              // unknown version
-		{"version=1\nCID=xyz\n", ErrCorrupt},                                // bad CID
-		{"version=1\nCID=1\nRW 10 WEIRD \"f\"\n", ErrUnsupported},           // extent type
-		{"version=1\nCID=1\nRW 10 FLAT \"f\n", ErrCorrupt},                  // unterminated name
-		{"version=1\nCID=1\nRW -5 FLAT \"f\" 0\n", ErrCorrupt},              // negative size
-		{"version=1\nCID=1\nRW 10 SPARSE \"f\" 7\n", ErrCorrupt},            // offset on sparse
-		{"version=1\nCID=1\njunk line\n", ErrCorrupt},                       // not key=value
-		{"version=1\nCID=1\nRW 99999999999999999 FLAT \"f\"\n", ErrCorrupt}, // absurd size
-	} {
-		if _, err := ParseDescriptor([]byte(c.text)); !errors.Is(err, c.want) {
-			t.Errorf("%q: %v, want %v", c.text, err, c.want)
-		}
-	}
-	// Whole-key matching: parentCID does not set CID and vice versa.
-	d, err := ParseDescriptor([]byte("version=1\nparentCID=00000007\nCID=00000009\nmyCID=5\n"))
-	if err != nil || d.CID != 9 || d.ParentCID != 7 {
-		t.Fatalf("%+v %v", d, err)
-	}
-}
-
-func TestProbe(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want Kind
-	}{
-		{"KDMV\x01", KindSparse},
-		{"COWD\x01", KindCOWD},
-		{"# Disk DescriptorFile\n\n  \r\n# x\nversion=1\n", KindDescriptor},
-		{"\r\nVERSION = 1\r\n", KindDescriptor},
-	} {
-		if k, err := Probe(strings.NewReader(c.in)); k != c.want || err != nil {
-			t.Errorf("Probe(%q) = %v, %v", c.in, k, err)
-		}
-	}
-	for _, in := range []string{"", "QFI\xfb", "hello\nversion=1\n", "\x00\x00\x00\x00"} {
-		if _, err := Probe(strings.NewReader(in)); !errors.Is(err, ErrNotVMDK) {
-			t.Errorf("Probe(%q) = %v, want ErrNotVMDK", in, err)
-		}
-	}
-}
-
 // TestPathSafety: extent and parent paths may not leave the allowed
 // directory unless the caller says so.
 func TestPathSafety(t *testing.T) {
@@ -229,6 +61,25 @@ func TestPathSafety(t *testing.T) {
 	d.Close()
 	if _, err := Open(child, Options{Root: filepath.Join(root, "img")}); !errors.Is(err, ErrInsecurePath) {
 		t.Errorf("Root that excludes the parent: %v", err)
+	}
+}
+
+func TestRootRelativeAndAbsolute(t *testing.T) {
+	root := t.TempDir()
+	os.Mkdir(filepath.Join(root, "a"), 0o755)
+	sh(t, filepath.Join(root, "a"), "qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "d.vmdk", "1M")
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(root)
+	for _, c := range []struct{ path, root string }{
+		{"a/d.vmdk", root}, {filepath.Join(root, "a", "d.vmdk"), "."}, {"a/d.vmdk", "."},
+	} {
+		d, err := Open(c.path, Options{Root: c.root})
+		if err != nil {
+			t.Errorf("Open(%s, Root %s): %v", c.path, c.root, err)
+			continue
+		}
+		d.Close()
 	}
 }
 
@@ -325,6 +176,16 @@ func TestChainFailures(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "m.vmdk"), []byte("version=1\nCID=1\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"nothere.raw\" 0\n"))
 	if _, err := Open(filepath.Join(dir, "m.vmdk"), Options{}); err == nil || !strings.Contains(err.Error(), "nothere.raw") {
 		t.Errorf("missing extent: %v", err)
+	}
+}
+
+func TestOpenReaderAtChild(t *testing.T) {
+	dir := t.TempDir()
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "base.vmdk", "1M")
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", "top.vmdk")
+	img := readFileT(t, filepath.Join(dir, "top.vmdk"))
+	if _, err := OpenReaderAt(bytes.NewReader(img), int64(len(img)), "top.vmdk"); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("%v, want ErrUnsupported", err)
 	}
 }
 

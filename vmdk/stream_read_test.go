@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // streamLayout selects which real writer's layout buildStream imitates.
@@ -265,4 +266,35 @@ func TestConcurrentReads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// Grains that compress below a sector (a constant pattern) must not make
+// the sequential reader skip into the next grain.
+func TestStreamReaderSmallGrains(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.raw"), bytes.Repeat([]byte{0xab}, 1<<20))
+	sh(t, dir, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", "p.raw", "p.vmdk")
+	img := readFileT(t, filepath.Join(dir, "p.vmdk"))
+	sameBytes(t, "StreamReader", readStream(t, bytes.NewReader(img), 1<<20), bytes.Repeat([]byte{0xab}, 1<<20))
+	ours := writeStream(t, bytes.Repeat([]byte{0xcd}, 3<<20), StreamOptions{})
+	sameBytes(t, "StreamReader on ours", readStream(t, bytes.NewReader(ours), 3<<20), bytes.Repeat([]byte{0xcd}, 3<<20))
+}
+
+// Close returns even while the source stalls.
+func TestStreamReaderCloseOnStall(t *testing.T) {
+	img := writeStream(t, mixedContent(3, 1<<20), StreamOptions{})
+	pr, pw := io.Pipe()
+	go pw.Write(img[:1024+20*512]) // header and descriptor, then nothing
+	s, err := NewStreamReader(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { s.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close hangs while the source stalls")
+	}
+	pw.CloseWithError(io.ErrClosedPipe)
 }
