@@ -96,7 +96,7 @@ func TestImportArgsParse(t *testing.T) {
 			t.Fatalf("%q: %v", argv, err)
 		}
 		got := result.ImportArgs{ResultFile: cmd.resultFile, Target: j.target, TargetFormat: j.targetFormat, Size: j.size,
-			ScratchDir: j.scratch, CAFile: j.http.caFile, CredentialsDir: j.http.credsDir, InsecureAllowCredentialsOverHTTP: j.http.insecureCreds,
+			ScratchDir: j.scratch, CAFile: j.http.CAFile, CredentialsDir: j.http.CredsDir, InsecureAllowCredentialsOverHTTP: j.http.InsecureCreds,
 			OVADisk: j.ovaDisk, Root: j.paths.root, Source: j.source}
 		if j.overhead != result.FSOverhead {
 			got.FSOverhead = j.overhead

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"syscall"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
@@ -88,10 +89,11 @@ func classify(err error) (reason string, permanent bool) {
 // classifyCause is classify's table; onTarget: err is the target's.
 func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 	var (
-		ie    *importError
-		ue    *usageError
-		small *target.TooSmallError
-		cert  *tls.CertificateVerificationError
+		ie     *importError
+		ue     *usageError
+		small  *target.TooSmallError
+		cert   *tls.CertificateVerificationError
+		status *source.HTTPStatusError
 	)
 	switch {
 	case terminated(err):
@@ -99,12 +101,26 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 	case errors.As(err, &ue):
 		return result.ReasonInvalidArguments, true
 	case errors.As(err, &cert):
-		// Before importError: the HTTP client calls every failed request
-		// a transient NetworkError, but a certificate that does not verify
-		// against the CAs given will not on the next attempt either.
+		// A certificate that does not verify against the CAs given will
+		// not on the next attempt either.
 		return result.ReasonSourceError, true
 	case errors.As(err, &ie):
 		return ie.reason, ie.permanent
+	// The source's errors, in its own words.
+	case errors.Is(err, source.ErrInvalidOptions):
+		return result.ReasonInvalidArguments, true
+	case errors.Is(err, source.ErrNotFound):
+		return result.ReasonSourceNotFound, true
+	case errors.Is(err, source.ErrUnauthorized):
+		return result.ReasonUnauthorized, true
+	case errors.Is(err, source.ErrTransient):
+		return result.ReasonNetworkError, false
+	case errors.As(err, &status), errors.Is(err, source.ErrProtocol), errors.Is(err, source.ErrCredentialsOverHTTP):
+		return result.ReasonSourceError, true
+	case errors.Is(err, source.ErrFormat):
+		return result.ReasonInvalidImage, true
+	case errors.Is(err, source.ErrUnsupported):
+		return result.ReasonUnsupportedImage, true
 	case errors.As(err, &small):
 		return result.ReasonTargetTooSmall, true
 	case errors.Is(err, vmdk.ErrUnsupported):

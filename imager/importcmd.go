@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
@@ -40,7 +41,7 @@ type importJob struct {
 	level        int
 	scratch      string
 	sync         bool
-	http         httpOptions
+	http         source.HTTPOptions
 	paths        pathFlags
 	size         int64 // --size: the target's virtual size (0: the source's)
 
@@ -131,7 +132,7 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	fs.DurationVar(&cmd.interval, "progress-interval", 2*time.Second, "how often a JSON progress line goes to stdout (0: never)")
 	fs.BoolVar(&cmd.human, "p", false, "human progress on stderr")
 	cache := fs.String("t", "writeback", "writeback (fsync when done) or unsafe")
-	j.http.register(fs)
+	httpFlags(fs, &j.http)
 	j.paths.register(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err == nil && *sizeFlag != "" {
@@ -230,16 +231,12 @@ func (j *importJob) run() error {
 	case j.source == "-":
 		return j.fromReader(bufio.NewReaderSize(j.hashed(os.Stdin), headBytes), -1, nil, true)
 	case strings.HasPrefix(j.source, "http://") || strings.HasPrefix(j.source, "https://"):
-		h, err := newHTTPClient(j.source, j.http, j.log)
-		if err != nil {
-			return err
-		}
-		s, err := openHTTPStream(j.ctx, h)
+		s, err := source.OpenHTTP(j.ctx, j.source, j.http, j.log)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		return j.fromReader(bufio.NewReaderSize(j.hashed(s), headBytes), s.size, s, true)
+		return j.fromReader(bufio.NewReaderSize(j.hashed(s), headBytes), s.Size(), s, true)
 	}
 	return j.fromFile(j.source)
 }
@@ -268,7 +265,7 @@ func (j *importJob) verifyChecksum() error {
 // remote, when set, can re-read it with Range requests. outer is false for
 // what was found inside a compressed file or an OVA. Whatever the import
 // leaves unread is drained, so the checksum covers every byte.
-func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *httpStream, outer bool) error {
+func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTPStream, outer bool) error {
 	head, err := br.Peek(headBytes)
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return err
@@ -336,12 +333,12 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *httpStream,
 			return err
 		}
 	case kindVMDK:
-		if remote != nil && remote.rangeOK && j.hash == nil && size > 0 {
+		if remote != nil && remote.RangeOK() && j.hash == nil && size > 0 {
 			remote.Close()
 			return j.fromRemote(remote, size)
 		}
 		why := "a VMDK that is not streamOptimized needs random access"
-		if remote != nil && !remote.rangeOK {
+		if remote != nil && !remote.RangeOK() {
 			why += " and the server does not accept Range requests"
 		}
 		return j.fromSpool(br, size, why)
@@ -412,9 +409,8 @@ func (j *importJob) fromImageFile(path, format string) error {
 }
 
 // fromRemote opens a single-file VMDK over HTTP Range requests.
-func (j *importJob) fromRemote(s *httpStream, size int64) error {
-	ra := &httpReaderAt{h: s.h, ctx: j.ctx, size: size, validator: s.validator, blocks: map[int64]*httpBlock{}}
-	d, err := vmdk.OpenReaderAt(ra, size, result.RedactURL(j.source)) // the name its errors quote
+func (j *importJob) fromRemote(s *source.HTTPStream, size int64) error {
+	d, err := vmdk.OpenReaderAt(s.ReaderAt(j.ctx, size), size, result.RedactURL(j.source)) // the name its errors quote
 	if err != nil {
 		return err
 	}
@@ -627,4 +623,17 @@ func targetErr(err error) error {
 		return err
 	}
 	return target.Mark(fmt.Errorf("target: %w", err))
+}
+
+// httpFlags registers the flags of HTTP(S) sources.
+func httpFlags(fs *flag.FlagSet, o *source.HTTPOptions) {
+	fs.StringVar(&o.CAFile, "ca-file", "", "PEM bundle of extra CAs to trust for https sources")
+	fs.StringVar(&o.TokenFile, "bearer-token-file", "", "file holding a bearer token for the source")
+	fs.StringVar(&o.UserFile, "username-file", "", "file holding a basic-auth user name (with --password-file)")
+	fs.StringVar(&o.PassFile, "password-file", "", "file holding a basic-auth password")
+	fs.StringVar(&o.CredsDir, "credentials-dir", "", "a mounted Secret: its token file (bearer), or username and password files (basic auth)")
+	fs.IntVar(&o.Retries, "retries", 5, "retries of a transient network failure, each resuming where it stopped")
+	fs.DurationVar(&o.Backoff, "retry-backoff", time.Second, "first wait between retries (doubles each time, at most 30s)")
+	fs.DurationVar(&o.StallTimeout, "stall-timeout", time.Minute, "abandon (and retry) a connection that delivers nothing for this long")
+	fs.BoolVar(&o.InsecureCreds, "insecure-allow-credentials-over-http", false, "send credentials to an http:// source, or after a redirect to one (anyone on the path can read them)")
 }

@@ -1,11 +1,10 @@
-package main
+package source
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,35 +19,24 @@ import (
 	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
-// httpOptions configure HTTP(S) sources. Credentials come from files (a
+// HTTPOptions configure HTTP(S) sources. Credentials come from files (a
 // mounted Secret), never from the command line, where ps would show them.
-type httpOptions struct {
-	caFile       string
-	tokenFile    string
-	userFile     string
-	passFile     string
-	credsDir     string
-	retries      int
-	backoff      time.Duration
-	stallTimeout time.Duration
-	// insecureCreds allows credentials to go over plain http://.
-	insecureCreds bool
+type HTTPOptions struct {
+	CAFile       string // PEM bundle of extra CAs
+	TokenFile    string // a bearer token
+	UserFile     string // basic auth, with PassFile
+	PassFile     string
+	CredsDir     string // a mounted Secret: token, or username and password
+	Retries      int
+	Backoff      time.Duration // the first wait between retries, doubled each time
+	StallTimeout time.Duration // a connection delivering nothing this long is replaced
+	// InsecureCreds allows credentials to go over plain http://.
+	InsecureCreds bool
 }
 
-func (o *httpOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.caFile, "ca-file", "", "PEM bundle of extra CAs to trust for https sources")
-	fs.StringVar(&o.tokenFile, "bearer-token-file", "", "file holding a bearer token for the source")
-	fs.StringVar(&o.userFile, "username-file", "", "file holding a basic-auth user name (with --password-file)")
-	fs.StringVar(&o.passFile, "password-file", "", "file holding a basic-auth password")
-	fs.StringVar(&o.credsDir, "credentials-dir", "", "a mounted Secret: its token file (bearer), or username and password files (basic auth)")
-	fs.IntVar(&o.retries, "retries", 5, "retries of a transient network failure, each resuming where it stopped")
-	fs.DurationVar(&o.backoff, "retry-backoff", time.Second, "first wait between retries (doubles each time, at most 30s)")
-	fs.DurationVar(&o.stallTimeout, "stall-timeout", time.Minute, "abandon (and retry) a connection that delivers nothing for this long")
-	fs.BoolVar(&o.insecureCreds, "insecure-allow-credentials-over-http", false, "send credentials to an http:// source, or after a redirect to one (anyone on the path can read them)")
-}
-
-// errCredentialsOverHTTP refuses to send credentials in the clear.
-var errCredentialsOverHTTP = errors.New("credentials would be sent over plain http:// (give --insecure-allow-credentials-over-http to allow it)")
+// ErrCredentialsOverHTTP refuses to send credentials in the clear (at
+// start it comes with ErrInvalidOptions; after a redirect, alone).
+var ErrCredentialsOverHTTP = errors.New("credentials would be sent over plain http:// (give --insecure-allow-credentials-over-http to allow it)")
 
 // httpClient fetches one URL with retries. url is what is requested;
 // shown is what messages quote: without user info or query values, which
@@ -57,77 +45,77 @@ type httpClient struct {
 	c     *http.Client
 	url   string
 	shown string
-	opts  httpOptions
+	opts  HTTPOptions
 	auth  func(*http.Request)
 	log   io.Writer
 }
 
-func newHTTPClient(rawURL string, o httpOptions, log io.Writer) (*httpClient, error) {
+func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ResponseHeaderTimeout = o.stallTimeout
-	if o.caFile != "" {
-		pem, err := os.ReadFile(o.caFile)
+	tr.ResponseHeaderTimeout = o.StallTimeout
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
-			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--ca-file: %w", err))
+			return nil, invalid(fmt.Errorf("--ca-file: %w", err))
 		}
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--ca-file %s: no PEM certificates in it", o.caFile))
+			return nil, invalid(fmt.Errorf("--ca-file %s: no PEM certificates in it", o.CAFile))
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	h := &httpClient{c: &http.Client{Transport: tr}, url: rawURL, shown: result.RedactURL(rawURL), opts: o, log: log}
-	if d := o.credsDir; d != "" {
+	if d := o.CredsDir; d != "" {
 		exists := func(name string) bool { _, err := os.Stat(filepath.Join(d, name)); return err == nil }
 		switch {
 		case exists("token"):
-			o.tokenFile = filepath.Join(d, "token")
+			o.TokenFile = filepath.Join(d, "token")
 		case exists("username") && exists("password"):
-			o.userFile, o.passFile = filepath.Join(d, "username"), filepath.Join(d, "password")
+			o.UserFile, o.PassFile = filepath.Join(d, "username"), filepath.Join(d, "password")
 		default:
-			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--credentials-dir %s: want a token file, or username and password files", d))
+			return nil, invalid(fmt.Errorf("--credentials-dir %s: want a token file, or username and password files", d))
 		}
 	}
 	read := func(flagName, path string) (string, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return "", permanent(result.ReasonInvalidArguments, fmt.Errorf("%s: %w", flagName, err))
+			return "", invalid(fmt.Errorf("%s: %w", flagName, err))
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
 	switch {
-	case o.tokenFile != "":
-		tok, err := read("--bearer-token-file", o.tokenFile)
+	case o.TokenFile != "":
+		tok, err := read("--bearer-token-file", o.TokenFile)
 		if err != nil {
 			return nil, err
 		}
 		h.auth = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
-	case o.userFile != "" || o.passFile != "":
-		if o.userFile == "" || o.passFile == "" {
-			return nil, permanent(result.ReasonInvalidArguments, errors.New("--username-file and --password-file go together"))
+	case o.UserFile != "" || o.PassFile != "":
+		if o.UserFile == "" || o.PassFile == "" {
+			return nil, invalid(errors.New("--username-file and --password-file go together"))
 		}
-		user, err := read("--username-file", o.userFile)
+		user, err := read("--username-file", o.UserFile)
 		if err != nil {
 			return nil, err
 		}
-		pass, err := read("--password-file", o.passFile)
+		pass, err := read("--password-file", o.PassFile)
 		if err != nil {
 			return nil, err
 		}
 		h.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
 	}
-	if h.auth != nil && !o.insecureCreds {
+	if h.auth != nil && !o.InsecureCreds {
 		if u, err := url.Parse(rawURL); err == nil && strings.EqualFold(u.Scheme, "http") {
-			return nil, permanent(result.ReasonInvalidArguments, errCredentialsOverHTTP)
+			return nil, invalid(ErrCredentialsOverHTTP)
 		}
 		// Go forwards Authorization on a redirect to the same host, also
 		// from https:// down to http://.
 		h.c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 			if strings.EqualFold(req.URL.Scheme, "http") {
-				return permanent(result.ReasonSourceError, fmt.Errorf("redirected to %s: %w", result.RedactURL(req.URL.String()), errCredentialsOverHTTP))
+				return fmt.Errorf("redirected to %s: %w", result.RedactURL(req.URL.String()), ErrCredentialsOverHTTP)
 			}
 			if len(via) >= 10 {
 				return errors.New("stopped after 10 redirects")
@@ -150,7 +138,7 @@ func (h *httpClient) get(ctx context.Context, from, to int64, validator string) 
 			return resp, nil
 		}
 		last = err
-		if _, perm := classify(err); perm || ctx.Err() != nil || attempt >= h.opts.retries {
+		if !errors.Is(err, ErrTransient) || ctx.Err() != nil || attempt >= h.opts.Retries {
 			return nil, last
 		}
 		if err := h.wait(ctx, attempt); err != nil {
@@ -160,7 +148,7 @@ func (h *httpClient) get(ctx context.Context, from, to int64, validator string) 
 }
 
 func (h *httpClient) wait(ctx context.Context, attempt int) error {
-	d := h.opts.backoff << min(attempt, 10)
+	d := h.opts.Backoff << min(attempt, 10)
 	d = min(d, 30*time.Second)
 	fmt.Fprintf(h.log, "imager: retrying in %v\n", d)
 	select {
@@ -174,7 +162,7 @@ func (h *httpClient) wait(ctx context.Context, attempt int) error {
 func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
 	if err != nil {
-		return nil, permanent(result.ReasonInvalidArguments, redactURLError(err))
+		return nil, invalid(redactURLError(err))
 	}
 	if from > 0 || to >= 0 {
 		r := fmt.Sprintf("bytes=%d-", from)
@@ -190,30 +178,21 @@ func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator stri
 		h.auth(req)
 	}
 	resp, err := h.c.Do(req)
-	var refused *importError
-	if errors.As(err, &refused) {
-		return nil, redactURLError(err) // CheckRedirect's refusal: its own reason
+	var cert *tls.CertificateVerificationError
+	if errors.Is(err, ErrCredentialsOverHTTP) || errors.As(err, &cert) {
+		// CheckRedirect's refusal, or a certificate that does not verify
+		// against the CAs given: the next attempt fails the same way.
+		return nil, redactURLError(err)
 	}
 	if err != nil {
-		// classify tells a certificate that does not verify (permanent)
-		// from the rest.
-		return nil, transient(result.ReasonNetworkError, redactURLError(err))
+		return nil, transient(redactURLError(err))
 	}
 	switch c := resp.StatusCode; {
 	case c == http.StatusOK || c == http.StatusPartialContent:
 		return resp, nil
 	default:
 		resp.Body.Close()
-		err := fmt.Errorf("%s: %s", h.shown, resp.Status)
-		switch {
-		case c == http.StatusNotFound || c == http.StatusGone:
-			return nil, permanent(result.ReasonSourceNotFound, err)
-		case c == http.StatusUnauthorized || c == http.StatusForbidden:
-			return nil, permanent(result.ReasonUnauthorized, err)
-		case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
-			return nil, transient(result.ReasonNetworkError, err)
-		}
-		return nil, permanent(result.ReasonSourceError, err)
+		return nil, &HTTPStatusError{URL: h.shown, Status: resp.Status, Code: c}
 	}
 }
 
@@ -236,11 +215,11 @@ func validator(resp *http.Response) string {
 	return resp.Header.Get("Last-Modified")
 }
 
-// httpStream reads the URL from start to end. A connection that fails or
+// HTTPStream reads the URL from start to end. A connection that fails or
 // stalls is replaced: by a Range request from where it stopped when the
 // server supports ranges, else by a new request whose already-read prefix
 // is discarded.
-type httpStream struct {
+type HTTPStream struct {
 	h         *httpClient
 	ctx       context.Context
 	body      io.ReadCloser
@@ -254,8 +233,29 @@ type httpStream struct {
 	reqCtx    context.Context
 }
 
-func openHTTPStream(ctx context.Context, h *httpClient) (*httpStream, error) {
-	s := &httpStream{h: h, ctx: ctx, size: -1}
+// OpenHTTP starts reading rawURL; log gets a line per retry.
+func OpenHTTP(ctx context.Context, rawURL string, o HTTPOptions, log io.Writer) (*HTTPStream, error) {
+	h, err := newHTTPClient(rawURL, o, log)
+	if err != nil {
+		return nil, err
+	}
+	return openHTTPStream(ctx, h)
+}
+
+// Size is the length the server announced (-1: unknown).
+func (s *HTTPStream) Size() int64 { return s.size }
+
+// RangeOK: the server accepts Range requests, so ReaderAt works.
+func (s *HTTPStream) RangeOK() bool { return s.rangeOK }
+
+// ReaderAt reads the same URL (the same version of it) at random offsets
+// with Range requests, size bytes in all.
+func (s *HTTPStream) ReaderAt(ctx context.Context, size int64) io.ReaderAt {
+	return &httpReaderAt{h: s.h, ctx: ctx, size: size, validator: s.validator, blocks: map[int64]*httpBlock{}}
+}
+
+func openHTTPStream(ctx context.Context, h *httpClient) (*HTTPStream, error) {
+	s := &HTTPStream{h: h, ctx: ctx, size: -1}
 	resp, err := s.request(0)
 	if err != nil {
 		return nil, err
@@ -268,7 +268,7 @@ func openHTTPStream(ctx context.Context, h *httpClient) (*httpStream, error) {
 
 // request opens the body at byte from; the stall timer aborts a request
 // that delivers nothing for the stall timeout.
-func (s *httpStream) request(from int64) (*http.Response, error) {
+func (s *HTTPStream) request(from int64) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	resp, err := s.h.get(ctx, from, -1, s.validator)
 	if err != nil {
@@ -276,19 +276,19 @@ func (s *httpStream) request(from int64) (*http.Response, error) {
 		return nil, err
 	}
 	s.body, s.cancel = resp.Body, cancel
-	s.stall = time.AfterFunc(s.h.opts.stallTimeout, func() {
-		cancel(fmt.Errorf("no data for %v", s.h.opts.stallTimeout))
+	s.stall = time.AfterFunc(s.h.opts.StallTimeout, func() {
+		cancel(fmt.Errorf("no data for %v", s.h.opts.StallTimeout))
 	})
 	s.reqCtx = ctx
 	return resp, nil
 }
 
-func (s *httpStream) Read(p []byte) (int, error) {
+func (s *HTTPStream) Read(p []byte) (int, error) {
 	for {
 		n, err := s.body.Read(p)
 		s.pos += int64(n)
 		if n > 0 {
-			s.stall.Reset(s.h.opts.stallTimeout)
+			s.stall.Reset(s.h.opts.StallTimeout)
 			s.failures = 0
 		}
 		if err == nil || n > 0 {
@@ -313,11 +313,11 @@ func (s *httpStream) Read(p []byte) (int, error) {
 }
 
 // resume replaces a failed connection, keeping the position.
-func (s *httpStream) resume(cause error) error {
+func (s *HTTPStream) resume(cause error) error {
 	s.closeBody()
 	s.failures++
-	if s.failures > s.h.opts.retries {
-		return transient(result.ReasonNetworkError, fmt.Errorf("%s: at byte %d: %w (gave up after %d retries)", s.h.shown, s.pos, cause, s.h.opts.retries))
+	if s.failures > s.h.opts.Retries {
+		return transient(fmt.Errorf("%s: at byte %d: %w (gave up after %d retries)", s.h.shown, s.pos, cause, s.h.opts.Retries))
 	}
 	fmt.Fprintf(s.h.log, "imager: download interrupted at byte %d: %v\n", s.pos, cause)
 	if err := s.h.wait(s.ctx, s.failures-1); err != nil {
@@ -333,13 +333,13 @@ func (s *httpStream) resume(cause error) error {
 	}
 	if resp.StatusCode == http.StatusPartialContent {
 		if start, ok := contentRangeStart(resp); !ok || start != s.pos {
-			return permanent(result.ReasonSourceError, fmt.Errorf("%s: asked for byte %d, got Content-Range %q", s.h.shown, s.pos, resp.Header.Get("Content-Range")))
+			return protocolErr(fmt.Errorf("%s: asked for byte %d, got Content-Range %q", s.h.shown, s.pos, resp.Header.Get("Content-Range")))
 		}
 		return nil
 	}
 	// A whole body: the server ignored the range (or the file changed).
 	if v := validator(resp); s.validator != "" && v != s.validator {
-		return permanent(result.ReasonSourceError, fmt.Errorf("%s changed during the download", s.h.shown))
+		return protocolErr(fmt.Errorf("%s changed during the download", s.h.shown))
 	}
 	if _, err := io.CopyN(io.Discard, s.body, s.pos); err != nil {
 		return s.resume(err)
@@ -357,7 +357,7 @@ func contentRangeStart(resp *http.Response) (int64, bool) {
 	return n, err == nil
 }
 
-func (s *httpStream) closeBody() {
+func (s *HTTPStream) closeBody() {
 	if s.body != nil {
 		s.stall.Stop()
 		s.cancel(nil)
@@ -366,7 +366,7 @@ func (s *httpStream) closeBody() {
 	}
 }
 
-func (s *httpStream) Close() error {
+func (s *HTTPStream) Close() error {
 	s.closeBody()
 	return nil
 }
@@ -465,7 +465,7 @@ func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
 		}
 		if resp.StatusCode != http.StatusPartialContent {
 			resp.Body.Close()
-			return nil, permanent(result.ReasonSourceError, fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.shown))
+			return nil, protocolErr(fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.shown))
 		}
 		buf := make([]byte, to-from+1)
 		_, err = io.ReadFull(resp.Body, buf)
@@ -473,8 +473,8 @@ func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
 		if err == nil {
 			return buf, nil
 		}
-		if r.ctx.Err() != nil || attempt >= r.h.opts.retries {
-			return nil, transient(result.ReasonNetworkError, fmt.Errorf("%s: bytes %d-%d: %w", r.h.shown, from, to, err))
+		if r.ctx.Err() != nil || attempt >= r.h.opts.Retries {
+			return nil, transient(fmt.Errorf("%s: bytes %d-%d: %w", r.h.shown, from, to, err))
 		}
 		if err := r.h.wait(r.ctx, attempt); err != nil {
 			return nil, err

@@ -1,0 +1,48 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// No user name, password or query token of a URL reaches an error's text.
+func TestHTTPErrorsRedacted(t *testing.T) {
+	ts := httptest.NewServer(http.NotFoundHandler())
+	defer ts.Close()
+	dead := httptest.NewServer(nil)
+	dead.Close()
+	secret := func(base string) string {
+		return strings.Replace(base, "://", "://alice:hunter2@", 1) + "/missing.vmdk?token=s3cr3t"
+	}
+	for _, base := range []string{ts.URL, dead.URL} {
+		h, err := newHTTPClient(secret(base), HTTPOptions{}, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.getOnce(context.Background(), 0, -1, "")
+		if err == nil {
+			t.Fatal("no error")
+		}
+		for _, s := range []string{"alice", "hunter2", "s3cr3t"} {
+			if strings.Contains(err.Error(), s) {
+				t.Errorf("%q in %q", s, err.Error())
+			}
+		}
+	}
+}
+
+func TestHTTPStatusMeaning(t *testing.T) {
+	for code, want := range map[int]error{404: ErrNotFound, 410: ErrNotFound, 401: ErrUnauthorized, 403: ErrUnauthorized, 503: ErrTransient, 429: ErrTransient} {
+		if err := error(&HTTPStatusError{Code: code}); !errors.Is(err, want) {
+			t.Errorf("%d: not %v", code, want)
+		}
+	}
+	if errors.Unwrap(&HTTPStatusError{Code: 400}) != nil {
+		t.Error("400 means more than a status")
+	}
+}
