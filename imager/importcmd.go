@@ -15,9 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
@@ -229,14 +226,14 @@ func (j *importJob) runSafe() (err error) {
 func (j *importJob) run() error {
 	switch {
 	case j.source == "-":
-		return j.fromReader(bufio.NewReaderSize(j.hashed(os.Stdin), headBytes), -1, nil, true)
+		return j.fromReader(bufio.NewReaderSize(j.hashed(os.Stdin), source.HeadBytes), -1, nil, true)
 	case strings.HasPrefix(j.source, "http://") || strings.HasPrefix(j.source, "https://"):
 		s, err := source.OpenHTTP(j.ctx, j.source, j.http, j.log)
 		if err != nil {
 			return err
 		}
 		defer s.Close()
-		return j.fromReader(bufio.NewReaderSize(j.hashed(s), headBytes), s.Size(), s, true)
+		return j.fromReader(bufio.NewReaderSize(j.hashed(s), source.HeadBytes), s.Size(), s, true)
 	}
 	return j.fromFile(j.source)
 }
@@ -266,7 +263,7 @@ func (j *importJob) verifyChecksum() error {
 // what was found inside a compressed file or an OVA. Whatever the import
 // leaves unread is drained, so the checksum covers every byte.
 func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTPStream, outer bool) error {
-	head, err := br.Peek(headBytes)
+	head, err := br.Peek(source.HeadBytes)
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return err
 	}
@@ -274,65 +271,54 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 	if !outer && format == "ova" {
 		format = "auto"
 	}
-	kind, err := detect(head, format)
+	kind, err := source.Detect(head, format)
 	if err != nil {
 		return err
 	}
-	if !outer && kind == kindOVA {
-		return permanent(result.ReasonInvalidImage, errors.New("an OVA inside an OVA or a compressed file"))
+	if !outer && kind == source.KindOVA {
+		return fmt.Errorf("%w: an OVA inside an OVA or a compressed file", source.ErrFormat)
 	}
 	switch kind {
-	case kindGzip, kindZstd:
-		var dr io.Reader
-		if kind == kindGzip {
-			zr, err := gzip.NewReader(br)
-			if err != nil {
-				return permanent(result.ReasonInvalidImage, fmt.Errorf("gzip: %w", err))
-			}
-			defer zr.Close()
-			dr = zr
-		} else {
-			zr, err := zstd.NewReader(br, zstd.WithDecoderMaxMemory(256<<20), zstd.WithDecoderConcurrency(1))
-			if err != nil {
-				return permanent(result.ReasonInvalidImage, fmt.Errorf("zstd: %w", err))
-			}
-			defer zr.Close()
-			dr = zr
-		}
-		if err := j.fromReader(bufio.NewReaderSize(dr, headBytes), -1, nil, false); err != nil {
-			return err
-		}
-	case kindOVA:
-		r, disk, n, err := openOVADisk(br, j.ovaDisk)
+	case source.KindGzip, source.KindZstd:
+		dr, err := source.Decompress(kind, br)
 		if err != nil {
 			return err
 		}
-		if disk.of > 1 {
-			fmt.Fprintf(j.log, "imager: importing OVA disk %s of %d\n", disk.description, disk.of)
+		defer dr.Close()
+		if err := j.fromReader(bufio.NewReaderSize(dr, source.HeadBytes), -1, nil, false); err != nil {
+			return err
 		}
-		if disk.gzip {
-			zr, err := gzip.NewReader(r)
+	case source.KindOVA:
+		r, disk, n, err := source.OpenOVADisk(br, j.ovaDisk)
+		if err != nil {
+			return err
+		}
+		if disk.Of > 1 {
+			fmt.Fprintf(j.log, "imager: importing OVA disk %s of %d\n", disk.Description, disk.Of)
+		}
+		if disk.Gzip {
+			zr, err := source.Decompress(source.KindGzip, r)
 			if err != nil {
-				return permanent(result.ReasonInvalidImage, fmt.Errorf("OVA disk %s: gzip: %w", disk.href, err))
+				return fmt.Errorf("OVA disk %s: %w", disk.Href, err)
 			}
 			defer zr.Close()
 			r, n = zr, -1
 		}
-		if err := j.fromReader(bufio.NewReaderSize(r, headBytes), n, nil, false); err != nil {
+		if err := j.fromReader(bufio.NewReaderSize(r, source.HeadBytes), n, nil, false); err != nil {
 			return err
 		}
-	case kindStream:
+	case source.KindStream:
 		if err := j.fromStream(br); err != nil {
 			return err
 		}
-	case kindRaw:
+	case source.KindRaw:
 		if size < 0 && j.targetFormat == "vmdk" {
 			return j.fromSpool(br, size, "a raw source of unknown size")
 		}
 		if err := j.fromRaw(br, size); err != nil {
 			return err
 		}
-	case kindVMDK:
+	case source.KindVMDK:
 		if remote != nil && remote.RangeOK() && j.hash == nil && size > 0 {
 			remote.Close()
 			return j.fromRemote(remote, size)
@@ -381,19 +367,19 @@ func (j *importJob) fromFile(path string) error {
 			return err
 		}
 	}
-	head := make([]byte, headBytes)
+	head := make([]byte, source.HeadBytes)
 	n, err := f.ReadAt(head, 0)
 	if err != nil && err != io.EOF {
 		return err
 	}
-	kind, err := detect(head[:n], j.sourceFormat)
+	kind, err := source.Detect(head[:n], j.sourceFormat)
 	if err != nil {
 		return err
 	}
 	switch kind {
-	case kindOVA, kindGzip, kindZstd:
-		return j.fromReader(bufio.NewReaderSize(f, headBytes), -1, nil, true)
-	case kindRaw:
+	case source.KindOVA, source.KindGzip, source.KindZstd:
+		return j.fromReader(bufio.NewReaderSize(f, source.HeadBytes), -1, nil, true)
+	case source.KindRaw:
 		return j.fromImageFile(path, "raw")
 	}
 	return j.fromImageFile(path, "vmdk")

@@ -1,4 +1,4 @@
-package main
+package source
 
 import (
 	"archive/tar"
@@ -9,8 +9,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-
-	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
 // maxOVF bounds the OVF descriptor read into memory.
@@ -36,23 +34,23 @@ type ovfDisk struct {
 	FileRef string `xml:"fileRef,attr"`
 }
 
-// ovaDisk is the disk an import takes out of an OVA.
-type ovaDisk struct {
-	href        string // its member name in the tar
-	gzip        bool   // the member is gzip-compressed (ovf:compression)
-	index, of   int
-	description string
+// OVADisk is the disk an import takes out of an OVA.
+type OVADisk struct {
+	Href        string // its member name in the tar
+	Gzip        bool   // the member is gzip-compressed (ovf:compression)
+	Index, Of   int
+	Description string
 }
 
 // pickOVADisk finds the disk selected by sel: "" (the first disk), its
 // 0-based index among the OVF's disks, its diskId or its file name.
-func pickOVADisk(ovf []byte, sel string) (*ovaDisk, error) {
+func pickOVADisk(ovf []byte, sel string) (*OVADisk, error) {
 	var env ovfEnvelope
 	if err := xml.Unmarshal(ovf, &env); err != nil {
-		return nil, permanent(result.ReasonInvalidImage, fmt.Errorf("OVA: OVF descriptor: %w", err))
+		return nil, damaged(fmt.Errorf("OVA: OVF descriptor: %w", err))
 	}
 	if len(env.Disks) == 0 {
-		return nil, permanent(result.ReasonInvalidImage, errors.New("OVA: the OVF descriptor lists no disks"))
+		return nil, damaged(errors.New("OVA: the OVF descriptor lists no disks"))
 	}
 	files := map[string]ovfFile{}
 	for _, f := range env.Files {
@@ -63,7 +61,7 @@ func pickOVADisk(ovf []byte, sel string) (*ovaDisk, error) {
 	for i, d := range env.Disks {
 		f, ok := files[d.FileRef]
 		if !ok {
-			return nil, permanent(result.ReasonInvalidImage, fmt.Errorf("OVA: disk %q names file %q, which References does not list", d.DiskID, d.FileRef))
+			return nil, damaged(fmt.Errorf("OVA: disk %q names file %q, which References does not list", d.DiskID, d.FileRef))
 		}
 		names = append(names, fmt.Sprintf("%d=%s(%s)", i, d.DiskID, f.Href))
 		if pick < 0 && (sel == "" || sel == strconv.Itoa(i) || sel == d.DiskID || sel == f.Href) {
@@ -71,21 +69,21 @@ func pickOVADisk(ovf []byte, sel string) (*ovaDisk, error) {
 		}
 	}
 	if pick < 0 {
-		return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("OVA: no disk %q; the OVF lists %s", sel, strings.Join(names, ", ")))
+		return nil, invalid(fmt.Errorf("OVA: no disk %q; the OVF lists %s", sel, strings.Join(names, ", ")))
 	}
 	f := files[env.Disks[pick].FileRef]
 	if f.ChunkSize != "" {
-		return nil, permanent(result.ReasonUnsupportedImage, fmt.Errorf("OVA: disk file %q is split into chunks, which imager does not join", f.Href))
+		return nil, unsupported(fmt.Errorf("OVA: disk file %q is split into chunks, which imager does not join", f.Href))
 	}
 	switch f.Compression {
 	case "", "identity", "gzip":
 	default:
-		return nil, permanent(result.ReasonUnsupportedImage, fmt.Errorf("OVA: disk file %q has compression %q", f.Href, f.Compression))
+		return nil, unsupported(fmt.Errorf("OVA: disk file %q has compression %q", f.Href, f.Compression))
 	}
 	if !validMember(f.Href) {
-		return nil, permanent(result.ReasonInvalidImage, fmt.Errorf("OVA: disk file name %q is not a plain member name", f.Href))
+		return nil, damaged(fmt.Errorf("OVA: disk file name %q is not a plain member name", f.Href))
 	}
-	return &ovaDisk{href: path.Clean(f.Href), gzip: f.Compression == "gzip", index: pick, of: len(env.Disks), description: names[pick]}, nil
+	return &OVADisk{Href: path.Clean(f.Href), Gzip: f.Compression == "gzip", Index: pick, Of: len(env.Disks), Description: names[pick]}, nil
 }
 
 // validMember accepts relative names that stay inside the archive.
@@ -94,20 +92,20 @@ func validMember(name string) bool {
 	return name != "" && !path.IsAbs(c) && c != ".." && !strings.HasPrefix(c, "../") && !strings.Contains(name, "\\")
 }
 
-// openOVADisk reads an OVA from r up to the selected disk's member and
+// OpenOVADisk reads an OVA from r up to the selected disk's member and
 // returns that member's reader and size. The OVF descriptor must be the
 // first file, as the OVF specification requires, so the disk can be
 // streamed without reading the archive twice.
-func openOVADisk(r io.Reader, sel string) (io.Reader, *ovaDisk, int64, error) {
+func OpenOVADisk(r io.Reader, sel string) (io.Reader, *OVADisk, int64, error) {
 	tr := tar.NewReader(r)
-	var disk *ovaDisk
+	var disk *OVADisk
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			if disk == nil {
-				return nil, nil, 0, permanent(result.ReasonInvalidImage, errors.New("OVA: no .ovf descriptor in the archive"))
+				return nil, nil, 0, damaged(errors.New("OVA: no .ovf descriptor in the archive"))
 			}
-			return nil, nil, 0, permanent(result.ReasonInvalidImage, fmt.Errorf("OVA: the archive has no member %q", disk.href))
+			return nil, nil, 0, damaged(fmt.Errorf("OVA: the archive has no member %q", disk.Href))
 		}
 		if err != nil {
 			return nil, nil, 0, ovaErr(err)
@@ -118,10 +116,10 @@ func openOVADisk(r io.Reader, sel string) (io.Reader, *ovaDisk, int64, error) {
 		name := path.Clean(hdr.Name)
 		if disk == nil {
 			if !strings.EqualFold(path.Ext(name), ".ovf") {
-				return nil, nil, 0, permanent(result.ReasonInvalidImage, fmt.Errorf("OVA: the first file is %q; the OVF descriptor must come first", hdr.Name))
+				return nil, nil, 0, damaged(fmt.Errorf("OVA: the first file is %q; the OVF descriptor must come first", hdr.Name))
 			}
 			if hdr.Size > maxOVF {
-				return nil, nil, 0, permanent(result.ReasonInvalidImage, fmt.Errorf("OVA: OVF descriptor of %d bytes (at most %d)", hdr.Size, maxOVF))
+				return nil, nil, 0, damaged(fmt.Errorf("OVA: OVF descriptor of %d bytes (at most %d)", hdr.Size, maxOVF))
 			}
 			ovf, err := io.ReadAll(tr)
 			if err != nil {
@@ -132,7 +130,7 @@ func openOVADisk(r io.Reader, sel string) (io.Reader, *ovaDisk, int64, error) {
 			}
 			continue
 		}
-		if name == disk.href {
+		if name == disk.Href {
 			return tr, disk, hdr.Size, nil
 		}
 	}
