@@ -16,25 +16,37 @@ import (
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
-// importError is a failure with the reason its result reports and whether
-// retrying could help, decided where the failure is understood best (an
-// HTTP status, a damaged OVA).
-type importError struct {
-	reason    string
-	permanent bool
-	err       error
-}
+// Failures the commands themselves find, beyond what vmdk, the source and
+// the target report. They carry the command's message; classify gives
+// them their reasons.
+var (
+	// errBadRequest: arguments that are wrong, but only the filesystem
+	// or the source can tell (an output that is a file of the source, a
+	// --size smaller than the source): exit 3, not 2.
+	errBadRequest = errors.New("the arguments cannot work")
+	// errChecksumMismatch: the source is not the one asked for.
+	errChecksumMismatch = errors.New("checksum mismatch")
+	// errTruncated: the source ended before its announced length; a new
+	// download may not.
+	errTruncated = errors.New("the source ended early")
+)
 
-func (e *importError) Error() string { return e.err.Error() }
-func (e *importError) Unwrap() error { return e.err }
+// failure is err, with its message, standing for kind (one of the errors
+// above) too.
+type failure struct{ err, kind error }
 
-func permanent(reason string, err error) error {
-	return &importError{reason: reason, permanent: true, err: err}
-}
+func (f *failure) Error() string   { return f.err.Error() }
+func (f *failure) Unwrap() []error { return []error{f.err, f.kind} }
 
-func transient(reason string, err error) error {
-	return &importError{reason: reason, err: err}
-}
+func failed(kind, err error) error { return &failure{err: err, kind: kind} }
+
+// sourceOpenError is a local source that could not be opened: what the
+// errno table does not name about its path (ENOTDIR, ELOOP) will not
+// change on a retry.
+type sourceOpenError struct{ err error }
+
+func (e *sourceOpenError) Error() string { return e.err.Error() }
+func (e *sourceOpenError) Unwrap() error { return e.err }
 
 // usageError is a command line that is wrong by itself: an unknown flag, a
 // missing or extra argument, a bad size or -o value. It is found before any
@@ -75,13 +87,21 @@ func terminated(err error) bool {
 // I/O and space others may free may not. README's "Exit codes and reasons"
 // is this table.
 func classify(err error) (reason string, permanent bool) {
-	var te *target.Error
+	var (
+		te  *target.Error
+		soe *sourceOpenError
+	)
 	onTarget := errors.As(err, &te)
 	reason, permanent = classifyCause(err, onTarget)
-	// What the table does not name about opening the target (a name too
-	// long, a loop of symlinks) fails the same way on every attempt.
-	if reason == result.ReasonFailed && onTarget && te.Open {
+	// What the table does not name about opening the target or a local
+	// source (a name too long, a loop of symlinks) fails the same way on
+	// every attempt.
+	switch {
+	case reason != result.ReasonFailed:
+	case onTarget && te.Open:
 		return result.ReasonTargetError, true
+	case errors.As(err, &soe):
+		return result.ReasonSourceNotFound, true
 	}
 	return reason, permanent
 }
@@ -89,7 +109,6 @@ func classify(err error) (reason string, permanent bool) {
 // classifyCause is classify's table; onTarget: err is the target's.
 func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 	var (
-		ie     *importError
 		ue     *usageError
 		small  *target.TooSmallError
 		cert   *tls.CertificateVerificationError
@@ -104,8 +123,12 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		// A certificate that does not verify against the CAs given will
 		// not on the next attempt either.
 		return result.ReasonSourceError, true
-	case errors.As(err, &ie):
-		return ie.reason, ie.permanent
+	case errors.Is(err, errBadRequest):
+		return result.ReasonInvalidArguments, true
+	case errors.Is(err, errChecksumMismatch):
+		return result.ReasonChecksumMismatch, true
+	case errors.Is(err, errTruncated):
+		return result.ReasonSourceError, false
 	// The source's errors, in its own words.
 	case errors.Is(err, source.ErrInvalidOptions):
 		return result.ReasonInvalidArguments, true

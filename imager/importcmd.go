@@ -253,7 +253,7 @@ func (j *importJob) verifyChecksum() error {
 	got := j.hash.Sum(nil)
 	j.res.SHA256 = hex.EncodeToString(got)
 	if string(got) != string(j.wantSum) {
-		return permanent(result.ReasonChecksumMismatch, fmt.Errorf("the source's sha256 is %x, not the expected %x", got, j.wantSum))
+		return failed(errChecksumMismatch, fmt.Errorf("the source's sha256 is %x, not the expected %x", got, j.wantSum))
 	}
 	return nil
 }
@@ -342,18 +342,13 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 func (j *importJob) fromFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		// ENOENT, EACCES and EIO as the table says; anything else about
-		// the path (ENOTDIR, ELOOP) will not change on a retry.
-		if reason, _ := classify(err); reason == result.ReasonFailed {
-			return permanent(result.ReasonSourceNotFound, err)
-		}
-		return err
+		return &sourceOpenError{err}
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil {
 		return err
 	} else if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 {
-		return permanent(result.ReasonInvalidArguments, fmt.Errorf("%s is not a regular file or block device", path))
+		return failed(errBadRequest, fmt.Errorf("%s is not a regular file or block device", path))
 	}
 	if j.hash != nil {
 		if _, err := io.Copy(j.hash, ctxReader{j.ctx, f}); err != nil {
@@ -408,12 +403,12 @@ func (j *importJob) fromRemote(s *source.HTTPStream, size int64) error {
 // directory and imports it from there.
 func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 	if j.scratch == "" {
-		return permanent(result.ReasonInvalidArguments, fmt.Errorf("%s: give --scratch-dir to spool it", why))
+		return failed(errBadRequest, fmt.Errorf("%s: give --scratch-dir to spool it", why))
 	}
 	fmt.Fprintf(j.log, "imager: spooling the source to %s: %s\n", j.scratch, why)
 	f, err := os.CreateTemp(j.scratch, "spool-*.img")
 	if err != nil {
-		return permanent(result.ReasonInvalidArguments, fmt.Errorf("scratch: %w", err))
+		return failed(errBadRequest, fmt.Errorf("scratch: %w", err))
 	}
 	j.spools = append(j.spools, f.Name())
 	j.res.Spooled = true
@@ -529,7 +524,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 		}
 	}
 	if size >= 0 && pos != size {
-		return transient(result.ReasonSourceError, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
+		return failed(errTruncated, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
 	}
 	j.outSize = max(pos, j.size)
 	return nil
@@ -580,14 +575,14 @@ func (j *importJob) targetPath() (path string, block bool, err error) {
 	switch {
 	case j.targetMode == "block" || j.targetMode == "auto" && fi.Mode()&os.ModeDevice != 0:
 		if j.targetFormat != "raw" {
-			return "", false, permanent(result.ReasonInvalidArguments, errors.New("a block target takes --target-format raw"))
+			return "", false, failed(errBadRequest, errors.New("a block target takes --target-format raw"))
 		}
 		if fi.IsDir() {
-			return "", false, permanent(result.ReasonInvalidArguments, fmt.Errorf("--target-mode block: %s is a directory", j.target))
+			return "", false, failed(errBadRequest, fmt.Errorf("--target-mode block: %s is a directory", j.target))
 		}
 		return j.target, true, nil
 	case !fi.IsDir():
-		return "", false, permanent(result.ReasonInvalidArguments, fmt.Errorf("target %s is neither a directory nor a block device", j.target))
+		return "", false, failed(errBadRequest, fmt.Errorf("target %s is neither a directory nor a block device", j.target))
 	}
 	name := j.targetName
 	if name == "" {
@@ -597,16 +592,15 @@ func (j *importJob) targetPath() (path string, block bool, err error) {
 		}
 	}
 	if name != filepath.Base(name) || name == "." || name == ".." {
-		return "", false, permanent(result.ReasonInvalidArguments, fmt.Errorf("--target-name %q: want a plain file name", name))
+		return "", false, failed(errBadRequest, fmt.Errorf("--target-name %q: want a plain file name", name))
 	}
 	return filepath.Join(j.target, name), false, nil
 }
 
-// targetErr marks an error writing the target for classify.
+// targetErr says an error came from writing the target.
 func targetErr(err error) error {
-	var ie *importError
-	if err == nil || errors.As(err, &ie) {
-		return err
+	if err == nil {
+		return nil
 	}
 	return target.Mark(fmt.Errorf("target: %w", err))
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -118,7 +117,7 @@ func checkNotSource(src image, out string) error {
 	}
 	for _, f := range src.Files() {
 		if fi, err := os.Stat(f); err == nil && os.SameFile(fi, fo) {
-			return permanent(result.ReasonInvalidArguments, fmt.Errorf("%s is a file of the source image; pick another output", out))
+			return failed(errBadRequest, fmt.Errorf("%s is a file of the source image; pick another output", out))
 		}
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
-	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
 // openTarget opens the job's target for an image of size bytes (-1 when
@@ -20,7 +19,7 @@ func (j *importJob) openTarget(size int64) (target.Target, error) {
 	}
 	if j.size > 0 {
 		if size > j.size {
-			return nil, permanent(result.ReasonInvalidArguments, fmt.Errorf("--size %d is smaller than the source's virtual size %d", j.size, size))
+			return nil, failed(errBadRequest, fmt.Errorf("--size %d is smaller than the source's virtual size %d", j.size, size))
 		}
 		size = j.size
 	}

@@ -54,7 +54,7 @@ func writePattern(ctx context.Context, path string, o vmdk.Options, off, n int64
 	}
 	if off+n > d.Size() {
 		d.Close()
-		return permanent(result.ReasonInvalidArguments, fmt.Errorf("bytes %d-%d are past the disk's end (%d)", off, off+n, d.Size()))
+		return failed(errBadRequest, fmt.Errorf("bytes %d-%d are past the disk's end (%d)", off, off+n, d.Size()))
 	}
 	buf := make([]byte, min(n, chunkSize))
 	var rng *rand.ChaCha8
@@ -137,7 +137,7 @@ func checksum(ctx context.Context, path, format string, pf *pathFlags, limit int
 	n := img.Size()
 	if limit >= 0 {
 		if limit > n {
-			return "", 0, permanent(result.ReasonInvalidArguments, fmt.Errorf("--size %d is larger than the image (%d bytes)", limit, n))
+			return "", 0, failed(errBadRequest, fmt.Errorf("--size %d is larger than the image (%d bytes)", limit, n))
 		}
 		n = limit
 	}
