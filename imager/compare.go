@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+
+	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
 )
 
 // runCompare compares the guest content of two images like qemu-img
@@ -45,7 +47,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var report func(int64)
 	if *progress {
-		report = progressPrinter(stderr, max(a.Size(), b.Size()))
+		report = imgcopy.Printer(stderr, max(a.Size(), b.Size()))
 	}
 	off, same, err := firstDifference(ctx, a, b, report)
 	if err != nil {
@@ -63,12 +65,12 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // the shorter image, the longer one is compared against zeros.
 func firstDifference(ctx context.Context, a, b image, report func(int64)) (int64, bool, error) {
 	size := max(a.Size(), b.Size())
-	bufA, bufB := make([]byte, chunkSize), make([]byte, chunkSize)
-	for off := int64(0); off < size; off += chunkSize {
+	bufA, bufB := make([]byte, imgcopy.ChunkSize), make([]byte, imgcopy.ChunkSize)
+	for off := int64(0); off < size; off += imgcopy.ChunkSize {
 		if err := context.Cause(ctx); err != nil {
 			return 0, false, err
 		}
-		n := min(chunkSize, size-off)
+		n := min(imgcopy.ChunkSize, size-off)
 		for _, x := range []struct {
 			img image
 			buf []byte

@@ -1,21 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"path/filepath"
-	"runtime"
-	"sync"
-	"time"
 
+	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
-)
-
-const (
-	chunkSize = 4 << 20 // bytes read per step: 64 grains to inflate in parallel
 )
 
 func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -111,7 +104,7 @@ func convert(ctx context.Context, pos []string, srcFormat, dstFormat string, opt
 	}
 	var report func(done int64)
 	if progress {
-		report = progressPrinter(stderr, src.Size())
+		report = imgcopy.Printer(stderr, src.Size())
 	}
 	if dstFormat == "vmdk" {
 		err = convertToVMDK(ctx, src, pos[1], opts, level, cache == "writeback", report)
@@ -132,163 +125,7 @@ func convertToRaw(ctx context.Context, src image, path string, sync bool, report
 	if err != nil {
 		return err
 	}
-	return finish(t, copyImage(ctx, src, t, report), src.Size())
-}
-
-// chunk is a range of the source to copy: data to read, or a zero range.
-type chunk struct {
-	off, n int64
-	zero   bool // nothing stored: write zeros only to a block device
-}
-
-// copyImage copies src's guest content to dst. Ranges the source maps as
-// zero are skipped (or zeroed on a block device); data is read in chunks
-// by several workers at once, so inflating, reading and writing overlap,
-// and zero runs inside data become holes.
-func copyImage(ctx context.Context, src image, dst target.Target, report func(int64)) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	workers := runtime.GOMAXPROCS(0)
-	chunks := make(chan chunk, workers)
-	var (
-		wg       sync.WaitGroup
-		reportMu sync.Mutex
-		done     int64
-	)
-	for range workers {
-		wg.Go(func() {
-			buf := make([]byte, chunkSize)
-			for c := range chunks {
-				if ctx.Err() != nil {
-					continue // drain after a failure
-				}
-				if err := safeCopyChunk(src, dst, c, buf); err != nil {
-					cancel(err)
-					continue
-				}
-				if report != nil {
-					reportMu.Lock()
-					done += c.n
-					report(done)
-					reportMu.Unlock()
-				}
-			}
-		})
-	}
-	err := walkChunks(ctx, src, chunks)
-	close(chunks)
-	wg.Wait()
-	if cause := context.Cause(ctx); cause != nil {
-		return cause
-	}
-	if err != nil {
-		return err
-	}
-	if report != nil {
-		report(-1)
-	}
-	return nil
-}
-
-// walkChunks sends src's content as chunks of at most chunkSize bytes,
-// following its block status.
-func walkChunks(ctx context.Context, src image, out chan<- chunk) error {
-	size := src.Size()
-	for off := int64(0); off < size; {
-		m, err := src.status(off, size-off)
-		if err != nil {
-			return err
-		}
-		if m.NoAccess {
-			return fmt.Errorf("byte %d is in a NOACCESS extent", off)
-		}
-		for end := off + m.Length; off < end; {
-			n := min(chunkSize, end-off)
-			select {
-			case out <- chunk{off: off, n: n, zero: !m.Data}:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-			off += n
-		}
-	}
-	return nil
-}
-
-var zeroChunk = make([]byte, chunkSize)
-
-// safeCopyChunk is copyChunk with a panic turned into an error: the
-// workers run where main's recover cannot see.
-func safeCopyChunk(src image, dst target.Target, c chunk, buf []byte) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("internal error: %v", r)
-		}
-	}()
-	return copyChunk(src, dst, c, buf)
-}
-
-func copyChunk(src image, dst target.Target, c chunk, buf []byte) error {
-	if c.zero {
-		return dst.Zero(c.off, c.n) // a hole where the destination was created empty
-	}
-	buf = buf[:c.n]
-	if _, err := src.ReadAt(buf, c.off); err != nil && err != io.EOF {
-		return err
-	}
-	return writeSparse(dst, buf, c.off)
-}
-
-// writeSparse writes buf at off as alternating runs: data runs are
-// written, runs of aligned all-zero blocks of dst.HoleUnit bytes are left
-// as holes (dst.Zero).
-func writeSparse(dst target.Target, buf []byte, off int64) error {
-	unit := dst.HoleUnit()
-	flush := func(from, to int, zero bool) error {
-		if from == to {
-			return nil
-		}
-		if !zero {
-			_, err := dst.WriteAt(buf[from:to], off+int64(from))
-			return err
-		}
-		return dst.Zero(off+int64(from), int64(to-from))
-	}
-	start, zeroRun := 0, false
-	for i := 0; i < len(buf); {
-		end := min(int((off+int64(i))/int64(unit)+1)*unit-int(off), len(buf)) // next unit boundary
-		z := bytes.Equal(buf[i:end], zeroChunk[:end-i])
-		if i > start && z != zeroRun {
-			if err := flush(start, i, zeroRun); err != nil {
-				return err
-			}
-			start = i
-		}
-		zeroRun = z
-		i = end
-	}
-	return flush(start, len(buf), zeroRun)
-}
-
-// progressPrinter returns a reporter that redraws "(xx.xx/100%)" on w at
-// most every 100 ms; done < 0 finishes the line.
-func progressPrinter(w io.Writer, total int64) func(int64) {
-	var last time.Time
-	return func(done int64) {
-		if done < 0 {
-			fmt.Fprintf(w, "    (100.00/100%%)\n")
-			return
-		}
-		if time.Since(last) < 100*time.Millisecond {
-			return
-		}
-		last = time.Now()
-		pct := 100.0
-		if total > 0 {
-			pct = 100 * float64(done) / float64(total)
-		}
-		fmt.Fprintf(w, "    (%.2f/100%%)\r", pct)
-	}
+	return finish(t, imgcopy.Image(ctx, src, t, report), src.Size())
 }
 
 // finish completes t after a copy that returned err, to a disk of size

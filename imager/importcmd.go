@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
@@ -45,7 +46,7 @@ type importJob struct {
 	log     io.Writer // one line per notable event
 	wantSum []byte    // --checksum
 	hash    hash.Hash // sha256 of the source bytes, when wanted
-	prog    *progress
+	prog    *imgcopy.Progress
 	res     result.Result
 	// out is the target once opened, at outPath (a device: outBlock);
 	// outSize is the disk's virtual size it is finished to.
@@ -81,7 +82,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	jobCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
 	j.ctx = jobCtx
-	j.prog = newProgress(stdout, stderr, cmd.interval, cmd.human)
+	j.prog = imgcopy.NewProgress(stdout, stderr, cmd.interval, cmd.human)
 	done := make(chan error, 1)
 	go func() { done <- j.runSafe() }()
 	select {
@@ -94,7 +95,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		err = errTerminated
 	}
-	j.prog.stop(err == nil)
+	j.prog.Stop(err == nil)
 	code := j.finishResult(err)
 	if werr := writeResult(resPath, &j.res); werr != nil {
 		fmt.Fprintf(stderr, "imager import: result file: %v\n", werr)
@@ -412,8 +413,8 @@ func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 	}
 	j.spools = append(j.spools, f.Name())
 	j.res.Spooled = true
-	j.prog.phase("spool")
-	j.prog.setTotal(size)
+	j.prog.Phase("spool")
+	j.prog.SetTotal(size)
 	_, err = io.Copy(f, ctxReader{j.ctx, countingReader{r, j.prog}})
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -425,7 +426,7 @@ func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 		return err // before a byte is written
 	}
 	j.hash = nil
-	j.prog.phase("import")
+	j.prog.Phase("import")
 	return j.fromImageFile(f.Name(), "vmdk")
 }
 
@@ -442,13 +443,13 @@ func (j *importJob) fromImage(img image) error {
 	}
 	report := func(done int64) {
 		if done >= 0 {
-			j.prog.set(done)
+			j.prog.Set(done)
 		}
 	}
 	if t.Ordered() {
-		return copyInOrder(j.ctx, img, t, report)
+		return imgcopy.InOrder(j.ctx, img, t, report)
 	}
-	return copyImage(j.ctx, img, t, report)
+	return imgcopy.Image(j.ctx, img, t, report)
 }
 
 func (j *importJob) describeSource(d *vmdk.Descriptor) {
@@ -486,11 +487,11 @@ func (j *importJob) fromStream(r io.Reader) error {
 		if err := zeroGap(t, pos, g.Offset); err != nil {
 			return err
 		}
-		if err := writeSparse(t, g.Data, g.Offset); err != nil {
+		if err := imgcopy.WriteSparse(t, g.Data, g.Offset); err != nil {
 			return targetErr(err)
 		}
 		pos = g.Offset + int64(len(g.Data))
-		j.prog.set(pos)
+		j.prog.Set(pos)
 	}
 	return zeroGap(t, pos, max(j.outSize, sr.Size()))
 }
@@ -502,7 +503,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, chunkSize)
+	buf := make([]byte, imgcopy.ChunkSize)
 	var pos int64
 	for {
 		if err := context.Cause(j.ctx); err != nil {
@@ -510,11 +511,11 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 		}
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
-			if werr := writeSparse(t, buf[:n], pos); werr != nil {
+			if werr := imgcopy.WriteSparse(t, buf[:n], pos); werr != nil {
 				return targetErr(werr)
 			}
 			pos += int64(n)
-			j.prog.set(pos)
+			j.prog.Set(pos)
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
@@ -545,12 +546,12 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 type countingReader struct {
 	r io.Reader
-	p *progress
+	p *imgcopy.Progress
 }
 
 func (c countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
-	c.p.add(int64(n))
+	c.p.Add(int64(n))
 	return n, err
 }
 

@@ -18,8 +18,8 @@ type image interface {
 	Close() error
 	// Files are the paths the image reads.
 	Files() []string
-	// status returns the mapping of a prefix of [off, off+n).
-	status(off, n int64) (vmdk.Mapping, error)
+	// BlockStatus returns the mapping of a prefix of [off, off+n).
+	BlockStatus(off, n int64) (vmdk.Mapping, error)
 }
 
 // pathFlags are the flags every command that opens a VMDK takes.
@@ -97,8 +97,6 @@ func isDevice(path string) bool {
 
 type vmdkImage struct{ *vmdk.Disk }
 
-func (v vmdkImage) status(off, n int64) (vmdk.Mapping, error) { return v.BlockStatus(off, n) }
-
 type rawImage struct {
 	*os.File
 	size int64
@@ -124,7 +122,7 @@ func checkNotSource(src image, out string) error {
 }
 
 // status of a raw file: all data (zeros are found when copying).
-func (r rawImage) status(off, n int64) (vmdk.Mapping, error) {
+func (r rawImage) BlockStatus(off, n int64) (vmdk.Mapping, error) {
 	return vmdk.Mapping{Offset: off, Length: n, Data: true, Allocated: true, File: r.Name(), HostOffset: off}, nil
 }
 

@@ -26,7 +26,7 @@ func (j *importJob) openTarget(size int64) (target.Target, error) {
 	if size >= 0 {
 		j.res.VirtualSize = size
 	}
-	j.prog.setTotal(size)
+	j.prog.SetTotal(size)
 	o := target.Options{Block: block, Zero: j.zero, Sync: j.sync, Level: j.level,
 		Fits: true, Overhead: j.overhead, Reclaim: target.AllocatedBytes(path)}
 	if j.targetFormat == "vmdk" {

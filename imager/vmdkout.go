@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"io"
 	"slices"
 	"strings"
 
+	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -98,50 +98,9 @@ func convertToVMDK(ctx context.Context, src image, path string, o vmdkOptions, l
 		return err
 	}
 	if t.Ordered() {
-		err = copyInOrder(ctx, src, t, report)
+		err = imgcopy.InOrder(ctx, src, t, report)
 	} else {
-		err = copyImage(ctx, src, t, report)
+		err = imgcopy.Image(ctx, src, t, report)
 	}
 	return finish(t, err, src.Size())
-}
-
-// copyInOrder copies src's data chunks to dst in ascending order (a stream
-// cannot seek back); zero ranges are skipped.
-func copyInOrder(ctx context.Context, src image, dst target.Target, report func(int64)) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	chunks := make(chan chunk, 2)
-	walkErr := make(chan error, 1)
-	go func() {
-		walkErr <- walkChunks(ctx, src, chunks)
-		close(chunks)
-	}()
-	buf := make([]byte, chunkSize)
-	var done int64
-	for c := range chunks {
-		if !c.zero {
-			b := buf[:c.n]
-			_, err := src.ReadAt(b, c.off)
-			if err == nil || err == io.EOF {
-				_, err = dst.WriteAt(b, c.off)
-			}
-			if err != nil {
-				cancel(err)
-				for range chunks {
-				}
-				return err
-			}
-		}
-		done += c.n
-		if report != nil {
-			report(done)
-		}
-	}
-	if err := <-walkErr; err != nil {
-		return err
-	}
-	if report != nil {
-		report(-1)
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 	"github.com/vmdkpop/vmdkpop/vmdk"
@@ -56,7 +57,7 @@ func writePattern(ctx context.Context, path string, o vmdk.Options, off, n int64
 		d.Close()
 		return failed(errBadRequest, fmt.Errorf("bytes %d-%d are past the disk's end (%d)", off, off+n, d.Size()))
 	}
-	buf := make([]byte, min(n, chunkSize))
+	buf := make([]byte, min(n, imgcopy.ChunkSize))
 	var rng *rand.ChaCha8
 	if seed >= 0 {
 		var key [32]byte

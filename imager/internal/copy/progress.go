@@ -1,4 +1,4 @@
-package main
+package copy
 
 import (
 	"encoding/json"
@@ -9,10 +9,10 @@ import (
 	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
-// progress reports how far a Job command is: a JSON line on stdout every
+// Progress reports how far a Job command is: a JSON line on stdout every
 // interval (the controller reads the pod log), and optionally a human
 // line on stderr. A spooled import has two phases, each half the bar.
-type progress struct {
+type Progress struct {
 	out      io.Writer
 	interval time.Duration
 	human    func(int64)
@@ -24,10 +24,12 @@ type progress struct {
 	wg           sync.WaitGroup
 }
 
-func newProgress(out, stderr io.Writer, interval time.Duration, human bool) *progress {
-	p := &progress{out: out, interval: interval, weight: 100, stopc: make(chan struct{})}
+// NewProgress starts reports on out every interval (0: none), and
+// human ones on stderr.
+func NewProgress(out, stderr io.Writer, interval time.Duration, human bool) *Progress {
+	p := &Progress{out: out, interval: interval, weight: 100, stopc: make(chan struct{})}
 	if human {
-		p.human = progressPrinter(stderr, 100)
+		p.human = Printer(stderr, 100)
 	}
 	if interval > 0 {
 		p.wg.Go(p.loop)
@@ -35,7 +37,7 @@ func newProgress(out, stderr io.Writer, interval time.Duration, human bool) *pro
 	return p
 }
 
-func (p *progress) loop() {
+func (p *Progress) loop() {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
 	for {
@@ -49,7 +51,7 @@ func (p *progress) loop() {
 }
 
 // emit prints the JSON line (complete: 100%).
-func (p *progress) emit(complete bool) {
+func (p *Progress) emit(complete bool) {
 	p.mu.Lock()
 	line := result.Progress{BytesDone: p.done, BytesTotal: p.total, Progress: p.base}
 	if p.total > 0 {
@@ -64,7 +66,7 @@ func (p *progress) emit(complete bool) {
 	p.out.Write(append(b, '\n'))
 }
 
-func (p *progress) update(f func()) {
+func (p *Progress) update(f func()) {
 	p.mu.Lock()
 	f()
 	pct := p.base
@@ -77,12 +79,12 @@ func (p *progress) update(f func()) {
 	}
 }
 
-func (p *progress) set(done int64)   { p.update(func() { p.done = done }) }
-func (p *progress) add(n int64)      { p.update(func() { p.done += n }) }
-func (p *progress) setTotal(t int64) { p.update(func() { p.total = max(t, 0) }) }
+func (p *Progress) Set(done int64)   { p.update(func() { p.done = done }) }
+func (p *Progress) Add(n int64)      { p.update(func() { p.done += n }) }
+func (p *Progress) SetTotal(t int64) { p.update(func() { p.total = max(t, 0) }) }
 
-// phase starts the spool phase (the first half) or the import after it.
-func (p *progress) phase(name string) {
+// Phase starts the spool phase (the first half) or the import after it.
+func (p *Progress) Phase(name string) {
 	p.update(func() {
 		p.done, p.weight = 0, 50
 		if name == "import" {
@@ -91,8 +93,8 @@ func (p *progress) phase(name string) {
 	})
 }
 
-// stop ends the reports with a last line.
-func (p *progress) stop(ok bool) {
+// Stop ends the reports with a last line.
+func (p *Progress) Stop(ok bool) {
 	close(p.stopc)
 	p.wg.Wait()
 	if p.interval > 0 {
