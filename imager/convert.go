@@ -15,12 +15,6 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return runConvertCommand(ctx, "convert", args, stderr)
 }
 
-// runFlatten is convert with VMDK output by default: the chain's content
-// goes into one self-contained image, holes kept.
-func runFlatten(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runConvertCommand(ctx, "flatten", append([]string{"-O", "vmdk"}, args...), stderr)
-}
-
 // convertCommand is what convert's (or flatten's) command line asks for.
 type convertCommand struct {
 	src, dst             string
@@ -126,6 +120,20 @@ func convertToRaw(ctx context.Context, src image, path string, sync bool, report
 		return err
 	}
 	return finish(t, imgcopy.Image(ctx, src, t, report), src.Size())
+}
+
+// convertToVMDK writes src as a VMDK.
+func convertToVMDK(ctx context.Context, src image, path string, o vmdkOptions, level int, sync bool, report func(int64)) error {
+	t, err := target.Open(path, src.Size(), target.Options{Format: target.VMDK, VMDK: o.create(src.Size(), "", nil), Level: level, Sync: sync})
+	if err != nil {
+		return err
+	}
+	if t.Ordered() {
+		err = imgcopy.InOrder(ctx, src, t, report)
+	} else {
+		err = imgcopy.Image(ctx, src, t, report)
+	}
+	return finish(t, err, src.Size())
 }
 
 // finish completes t after a copy that returned err, to a disk of size

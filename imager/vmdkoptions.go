@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"slices"
 	"strings"
 
-	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
-	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -89,18 +86,4 @@ func parseVMDKOptions(list optionList) (vmdkOptions, error) {
 // flat: the subformat's extents are flat (no grains).
 func (o vmdkOptions) flat() bool {
 	return o.subformat == vmdk.MonolithicFlat || o.subformat == vmdk.TwoGbMaxExtentFlat
-}
-
-// convertToVMDK writes src as a VMDK.
-func convertToVMDK(ctx context.Context, src image, path string, o vmdkOptions, level int, sync bool, report func(int64)) error {
-	t, err := target.Open(path, src.Size(), target.Options{Format: target.VMDK, VMDK: o.create(src.Size(), "", nil), Level: level, Sync: sync})
-	if err != nil {
-		return err
-	}
-	if t.Ordered() {
-		err = imgcopy.InOrder(ctx, src, t, report)
-	} else {
-		err = imgcopy.Image(ctx, src, t, report)
-	}
-	return finish(t, err, src.Size())
 }

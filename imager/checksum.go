@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/vmdkpop/vmdkpop/imager/result"
+)
+
+// runChecksum prints the sha256 of an image's guest-visible content (a
+// VMDK chain, a raw file or a block device): the same for any two images
+// that read the same.
+func runChecksum(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("checksum", flag.ContinueOnError)
+	format := fs.String("f", "", "vmdk or raw (default: probe)")
+	size := fs.String("size", "", "hash only the first SIZE bytes (a device larger than the disk)")
+	resultFile := resultFlag(fs)
+	var pf pathFlags
+	pf.register(fs)
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if err := checkFormat("-f", *format); err != nil {
+		return err
+	}
+	var limit int64 = -1
+	if *size != "" {
+		if limit, err = parseSize(*size); err != nil {
+			return err
+		}
+	}
+	sum, n, err := checksum(ctx, pos[0], *format, &pf, limit)
+	if *resultFile != "" {
+		r := result.Result{SHA256: sum, VirtualSize: n, Target: pos[0]}
+		code := settle(&r, err, "sha256 of "+pos[0])
+		if werr := result.Write(*resultFile, &r); werr != nil && err == nil {
+			return werr
+		}
+		if code != 0 {
+			return &exitError{code: code, msg: fmt.Sprintf("imager checksum: %v", err)}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s  %s\n", sum, pos[0])
+	return nil
+}
+
+func checksum(ctx context.Context, path, format string, pf *pathFlags, limit int64) (string, int64, error) {
+	img, err := openImage(path, format, pf)
+	if err != nil {
+		return "", 0, err
+	}
+	defer img.Close()
+	n := img.Size()
+	if limit >= 0 {
+		if limit > n {
+			return "", 0, failed(errBadRequest, fmt.Errorf("--size %d is larger than the image (%d bytes)", limit, n))
+		}
+		n = limit
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(img, 0, n)}); err != nil {
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
