@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/result"
 )
 
@@ -66,7 +67,7 @@ func checksum(ctx context.Context, path, format string, pf *pathFlags, limit int
 		n = limit
 	}
 	h := sha256.New()
-	if _, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(img, 0, n)}); err != nil {
+	if _, err := io.Copy(h, source.WithContext(ctx, io.NewSectionReader(img, 0, n))); err != nil {
 		return "", 0, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil

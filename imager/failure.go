@@ -130,7 +130,7 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 	case errors.Is(err, errTruncated):
 		return result.ReasonSourceError, false
 	// The source's errors, in its own words.
-	case errors.Is(err, source.ErrInvalidOptions):
+	case errors.Is(err, source.ErrInvalidOptions), errors.Is(err, source.ErrNoScratch):
 		return result.ReasonInvalidArguments, true
 	case errors.Is(err, source.ErrNotFound):
 		return result.ReasonSourceNotFound, true

@@ -331,7 +331,7 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 		return j.fromSpool(br, size, why)
 	}
 	if outer {
-		if _, err := io.Copy(io.Discard, ctxReader{j.ctx, br}); err != nil {
+		if _, err := io.Copy(io.Discard, source.WithContext(j.ctx, br)); err != nil {
 			return err
 		}
 	}
@@ -352,7 +352,7 @@ func (j *importJob) fromFile(path string) error {
 		return failed(errBadRequest, fmt.Errorf("%s is not a regular file or block device", path))
 	}
 	if j.hash != nil {
-		if _, err := io.Copy(j.hash, ctxReader{j.ctx, f}); err != nil {
+		if _, err := io.Copy(j.hash, source.WithContext(j.ctx, f)); err != nil {
 			return err
 		}
 		if err := j.verifyChecksum(); err != nil {
@@ -404,30 +404,25 @@ func (j *importJob) fromRemote(s *source.HTTPStream, size int64) error {
 // directory and imports it from there.
 func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 	if j.scratch == "" {
-		return failed(errBadRequest, fmt.Errorf("%s: give --scratch-dir to spool it", why))
+		return failed(source.ErrNoScratch, fmt.Errorf("%s: give --scratch-dir to spool it", why))
 	}
 	fmt.Fprintf(j.log, "imager: spooling the source to %s: %s\n", j.scratch, why)
-	f, err := os.CreateTemp(j.scratch, "spool-*.img")
-	if err != nil {
-		return failed(errBadRequest, fmt.Errorf("scratch: %w", err))
-	}
-	j.spools = append(j.spools, f.Name())
-	j.res.Spooled = true
 	j.prog.Phase("spool")
 	j.prog.SetTotal(size)
-	_, err = io.Copy(f, ctxReader{j.ctx, countingReader{r, j.prog}})
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	path, err := source.Spool(j.ctx, j.scratch, countingReader{r, j.prog})
+	if path != "" {
+		j.spools = append(j.spools, path)
+		j.res.Spooled = true
 	}
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
 	if err := j.verifyChecksum(); err != nil {
 		return err // before a byte is written
 	}
 	j.hash = nil
 	j.prog.Phase("import")
-	return j.fromImageFile(f.Name(), "vmdk")
+	return j.fromImageFile(path, "vmdk")
 }
 
 // fromImage copies a random-access image with parallel workers.
@@ -529,19 +524,6 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 	}
 	j.outSize = max(pos, j.size)
 	return nil
-}
-
-// ctxReader stops a copy once the context is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := context.Cause(c.ctx); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 type countingReader struct {
