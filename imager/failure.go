@@ -40,14 +40,6 @@ func (f *failure) Unwrap() []error { return []error{f.err, f.kind} }
 
 func failed(kind, err error) error { return &failure{err: err, kind: kind} }
 
-// sourceOpenError is a local source that could not be opened: what the
-// errno table does not name about its path (ENOTDIR, ELOOP) will not
-// change on a retry.
-type sourceOpenError struct{ err error }
-
-func (e *sourceOpenError) Error() string { return e.err.Error() }
-func (e *sourceOpenError) Unwrap() error { return e.err }
-
 // usageError is a command line that is wrong by itself: an unknown flag, a
 // missing or extra argument, a bad size or -o value. It is found before any
 // work starts and no retry can fix it (exit 2; check exits 64). flags,
@@ -89,7 +81,7 @@ func terminated(err error) bool {
 func classify(err error) (reason string, permanent bool) {
 	var (
 		te  *target.Error
-		soe *sourceOpenError
+		soe *source.OpenError
 	)
 	onTarget := errors.As(err, &te)
 	reason, permanent = classifyCause(err, onTarget)

@@ -341,16 +341,11 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 // fromFile imports a local file: VMDKs (chains and multi-extent images
 // included) and raw files are read in place at random offsets.
 func (j *importJob) fromFile(path string) error {
-	f, err := os.Open(path)
+	f, err := source.OpenFile(path)
 	if err != nil {
-		return &sourceOpenError{err}
+		return err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return err
-	} else if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 {
-		return failed(errBadRequest, fmt.Errorf("%s is not a regular file or block device", path))
-	}
 	if j.hash != nil {
 		if _, err := io.Copy(j.hash, source.WithContext(j.ctx, f)); err != nil {
 			return err
