@@ -14,7 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // ImagerConfig is how the controller runs imager Jobs.
@@ -165,7 +165,7 @@ func imagerJob(name, namespace string, labels map[string]string, p imagerPod, cf
 			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{
 				{Action: batchv1.PodFailurePolicyActionFailJob, OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
 					ContainerName: ptr.To(containerName), Operator: batchv1.PodFailurePolicyOnExitCodesOpIn,
-					Values: []int32{result.ExitUsage, result.ExitPermanent},
+					Values: []int32{jobapi.ExitUsage, jobapi.ExitPermanent},
 				}},
 			}},
 			Template: corev1.PodTemplateSpec{

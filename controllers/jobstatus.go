@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // How an imager Job is doing, read the same way by both reconcilers: its
@@ -25,12 +25,12 @@ const podReasonEvicted = "Evicted"
 
 // failureOf says why a finished Job did not succeed: imager's result,
 // else what became of its last pod, else the Job's own condition.
-func failureOf(job *batchv1.Job, res *result.Result, pod *corev1.Pod, failed bool) (reason, msg string) {
+func failureOf(job *batchv1.Job, res *jobapi.Result, pod *corev1.Pod, failed bool) (reason, msg string) {
 	reason, msg = v1alpha1.ReasonNoResult, "Job "+job.Name+" ended without a result"
 	switch {
-	case res != nil && res.Phase == result.Failed:
+	case res != nil && res.Phase == jobapi.Failed:
 		reason, msg = res.Reason, res.Message
-		if !res.Permanent && reason != result.ReasonInvalidArguments {
+		if !res.Permanent && reason != jobapi.ReasonInvalidArguments {
 			msg = fmt.Sprintf("%s (gave up after %d attempts)", msg, job.Status.Failed)
 		}
 	case pod != nil && pod.Status.Reason == podReasonEvicted:
@@ -44,7 +44,7 @@ func failureOf(job *batchv1.Job, res *result.Result, pod *corev1.Pod, failed boo
 	}
 	// imager redacts its messages already; status and events are read
 	// by everyone who can read the image, so make sure.
-	return reason, result.RedactURL(msg)
+	return reason, jobapi.RedactURL(msg)
 }
 
 // jobFinished reads a Job's terminal conditions.
@@ -74,7 +74,7 @@ func jobFailureMessage(job *batchv1.Job) string {
 
 // jobResult finds the Job's last finished pod and parses its termination
 // message (the imager result).
-func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*result.Result, *corev1.Pod, error) {
+func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*jobapi.Result, *corev1.Pod, error) {
 	pods := &corev1.PodList{}
 	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
 		return nil, nil, err
@@ -107,7 +107,7 @@ func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*result.
 	if t == nil {
 		return nil, last, nil
 	}
-	res, err := result.Parse(t.Message)
+	res, err := jobapi.Parse(t.Message)
 	if err != nil {
 		log.FromContext(ctx).Info("pod has no imager result", "pod", last.Name, "error", err.Error())
 		return nil, last, nil

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // The populator's envtest specs play the PV controller and scheduler,
@@ -142,7 +142,7 @@ var _ = Describe("volume populator", func() {
 		prime.Status.Phase = corev1.ClaimBound
 		Expect(k8sClient.Status().Update(ctx, prime)).To(Succeed())
 
-		finishJob(job, 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30, TargetFormat: "raw"})
+		finishJob(job, 0, &jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, VirtualSize: 1 << 30, TargetFormat: "raw"})
 		// The populator moves the PV's claimRef to the user's PVC.
 		Eventually(func() types.UID {
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pv), pv)).To(Succeed())
@@ -246,7 +246,7 @@ var _ = Describe("volume populator", func() {
 		class := storageClass("immediate", false)
 		readyImage(ns, "img", "66666666", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		user := userPVC(ns, "d", "img", class, 2, false)
-		finishJob(populateJobOf(user), result.ExitPermanent, &result.Result{Phase: result.Failed, Reason: result.ReasonTargetTooSmall, Message: "the volume has 1.0 GiB available", Permanent: true})
+		finishJob(populateJobOf(user), jobapi.ExitPermanent, &jobapi.Result{Phase: jobapi.Failed, Reason: jobapi.ReasonTargetTooSmall, Message: "the volume has 1.0 GiB available", Permanent: true})
 		Eventually(annotation(ns, "d", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopFailed))
 		Expect(getPVC(ns, "d").Annotations[v1alpha1.AnnMessage]).To(HavePrefix("TargetTooSmall: "))
 		Eventually(pvcEvents(ns, "d"), timeout, interval).Should(ContainElement(v1alpha1.EventPopulatorFailed))

@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // PodLogReader reads the end of a container's log: where a running imager
@@ -47,7 +47,7 @@ func progressFromLog(lines []string) (string, bool) {
 		if !strings.HasPrefix(l, "{") || !strings.Contains(l, `"progress"`) {
 			continue
 		}
-		var p result.Progress
+		var p jobapi.Progress
 		if err := json.Unmarshal([]byte(l), &p); err != nil || p.Progress < 0 || p.Progress > 100 {
 			continue
 		}

@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // A tenant may create PVCs, Jobs and VMDKImages in its own namespace,
@@ -135,7 +135,7 @@ var _ = Describe("tenant safety", func() {
 		prime.Status.Phase = corev1.ClaimBound // the worst case: even Bound
 		Expect(k8sClient.Status().Update(ctx, prime)).To(Succeed())
 		job := forgedJob(tenantNS, "populate-"+string(x.UID), x, pvcGVK)
-		finishJob(job, 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30})
+		finishJob(job, 0, &jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, VirtualSize: 1 << 30})
 		readyImage(tenantNS, "img", "12121212", v1alpha1.VMDKImageSpec{Size: gi(1)})
 
 		Eventually(annotation(tenantNS, "x", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopFailed))
@@ -151,7 +151,7 @@ var _ = Describe("tenant safety", func() {
 		ns := newNamespace()
 		x := userPVC(ns, "x", "img", class, 2, false)
 		job := forgedJob(ns, "populate-"+string(x.UID), x, pvcGVK)
-		finishJob(job, 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30})
+		finishJob(job, 0, &jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, VirtualSize: 1 << 30})
 		readyImage(ns, "img", "13131313", v1alpha1.VMDKImageSpec{Size: gi(1)})
 
 		prime := primeOf(x)
@@ -189,7 +189,7 @@ var _ = Describe("tenant safety", func() {
 		Expect(k8sClient.Update(ctx, prime)).To(Succeed())
 		prime.Status.Phase = corev1.ClaimBound
 		Expect(k8sClient.Status().Update(ctx, prime)).To(Succeed())
-		finishJob(populateJobOf(x), 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30})
+		finishJob(populateJobOf(x), 0, &jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, VirtualSize: 1 << 30})
 		Eventually(annotation(ns, "x", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring("is not bound to prime PVC"))
 		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed))
 		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonVolumeNotVerified))
@@ -204,7 +204,7 @@ var _ = Describe("tenant safety", func() {
 		Expect(k8sClient.Update(ctx, primeY)).To(Succeed())
 		primeY.Status.Phase = corev1.ClaimBound
 		Expect(k8sClient.Status().Update(ctx, primeY)).To(Succeed())
-		finishJob(populateJobOf(y), 0, &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, VirtualSize: 1 << 30})
+		finishJob(populateJobOf(y), 0, &jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, VirtualSize: 1 << 30})
 		Eventually(annotation(ns, "y", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring(`storage class "other-class"`))
 		Consistently(claimRefOf(pv), 3*time.Second, interval).Should(Equal(primeY.UID))
 	})
@@ -341,7 +341,7 @@ var _ = Describe("tenant safety", func() {
 	It("writes no URL secrets into status or events", func() {
 		ns := newNamespace()
 		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk?sig=abc"}}})
-		finishJob(jobOf(ns, "img"), result.ExitTransient, &result.Result{Phase: result.Failed, Reason: result.ReasonNetworkError,
+		finishJob(jobOf(ns, "img"), jobapi.ExitTransient, &jobapi.Result{Phase: jobapi.Failed, Reason: jobapi.ReasonNetworkError,
 			Message: `Get "https://alice:hunter2@disks.example/d.vmdk?sig=abc": EOF`})
 		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
 		msg := condition(ns, "img", v1alpha1.ConditionReady)().Message

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // Field indexes on VMDKImages.
@@ -197,7 +197,7 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 		return ctrl.Result{}, err
 	}
 	st.ObservedGeneration = img.Generation
-	if !failed && res != nil && res.Phase == result.Succeeded {
+	if !failed && res != nil && res.Phase == jobapi.Succeeded {
 		st.Phase = v1alpha1.PhaseReady
 		st.Progress = "100%"
 		st.CID, st.ParentCID, st.CreateType = res.CID, res.ParentCID, res.CreateType
@@ -251,10 +251,10 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 		return ctrl.Result{}, err
 	}
 	st.Refreshed = token
-	if res == nil || res.Phase != result.Succeeded {
+	if res == nil || res.Phase != jobapi.Succeeded {
 		msg := "no result"
 		if res != nil {
-			msg = res.Reason + ": " + result.RedactURL(res.Message)
+			msg = res.Reason + ": " + jobapi.RedactURL(res.Message)
 		}
 		r.event(img, corev1.EventTypeWarning, v1alpha1.EventRefreshFailed, "re-reading the image failed: %s", msg)
 		return ctrl.Result{}, nil

@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 const (
@@ -97,7 +97,7 @@ func jobPod(job *batchv1.Job, phase corev1.PodPhase, term *corev1.ContainerState
 
 // finishJob ends the Job: a pod that exited with code and wrote res as
 // its termination message, and the Job's terminal conditions.
-func finishJob(job *batchv1.Job, code int32, res *result.Result) {
+func finishJob(job *batchv1.Job, code int32, res *jobapi.Result) {
 	ctx := context.Background()
 	msg := ""
 	if res != nil {
@@ -131,8 +131,8 @@ func finishJob(job *batchv1.Job, code int32, res *result.Result) {
 	Expect(k8sClient.Status().Update(ctx, job)).To(Succeed())
 }
 
-func succeeded(cid, parentCID, createType string, size int64) *result.Result {
-	return &result.Result{Phase: result.Succeeded, Reason: result.ReasonSucceeded, CID: cid, ParentCID: parentCID,
+func succeeded(cid, parentCID, createType string, size int64) *jobapi.Result {
+	return &jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, CID: cid, ParentCID: parentCID,
 		CreateType: createType, VirtualSize: size, AllocatedBytes: 65536, TargetFormat: "vmdk"}
 }
 
@@ -351,11 +351,11 @@ var _ = Describe("VMDKImage controller", func() {
 		Expect(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: getImage(ns, "web").Status.ClaimName}, pvc)).To(Succeed())
 		Expect(pvc.Spec.Resources.Requests.Storage().Cmp(*gi(2))).To(BeZero())
 
-		finishJob(job, result.ExitPermanent, &result.Result{Phase: result.Failed, Reason: result.ReasonChecksumMismatch,
+		finishJob(job, jobapi.ExitPermanent, &jobapi.Result{Phase: jobapi.Failed, Reason: jobapi.ReasonChecksumMismatch,
 			Message: "the source's sha256 is 00, not the expected ab", Permanent: true})
 		Eventually(phaseOfImage(ns, "web"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
 		ready := meta.FindStatusCondition(getImage(ns, "web").Status.Conditions, v1alpha1.ConditionReady)
-		Expect(ready.Reason).To(Equal(result.ReasonChecksumMismatch))
+		Expect(ready.Reason).To(Equal(jobapi.ReasonChecksumMismatch))
 		Expect(ready.Message).To(ContainSubstring("sha256"))
 		Eventually(eventReasons(ns, "web"), timeout, interval).Should(ContainElements(v1alpha1.EventImportStarted, v1alpha1.EventFailed))
 		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
@@ -383,9 +383,9 @@ var _ = Describe("VMDKImage controller", func() {
 		Expect(getImage(ns, "flaky").Status.Phase).To(Equal(v1alpha1.PhaseImporting))
 
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(Succeed())
-		finishJob(job, result.ExitTransient, &result.Result{Phase: result.Failed, Reason: result.ReasonNetworkError, Message: "connection reset"})
+		finishJob(job, jobapi.ExitTransient, &jobapi.Result{Phase: jobapi.Failed, Reason: jobapi.ReasonNetworkError, Message: "connection reset"})
 		Eventually(condition(ns, "flaky", v1alpha1.ConditionReady), timeout, interval).Should(
-			And(HaveField("Reason", result.ReasonNetworkError), HaveField("Message", ContainSubstring("gave up"))))
+			And(HaveField("Reason", jobapi.ReasonNetworkError), HaveField("Message", ContainSubstring("gave up"))))
 		Expect(getImage(ns, "flaky").Status.Phase).To(Equal(v1alpha1.PhaseFailed))
 	})
 

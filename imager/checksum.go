@@ -9,7 +9,7 @@ import (
 	"io"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // runChecksum prints the sha256 of an image's guest-visible content (a
@@ -37,9 +37,9 @@ func runChecksum(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	sum, n, err := checksum(ctx, pos[0], *format, &pf, limit)
 	if *resultFile != "" {
-		r := result.Result{SHA256: sum, VirtualSize: n, Target: pos[0]}
+		r := jobapi.Result{SHA256: sum, VirtualSize: n, Target: pos[0]}
 		code := settle(&r, err, "sha256 of "+pos[0])
-		if werr := result.Write(*resultFile, &r); werr != nil && err == nil {
+		if werr := jobapi.Write(*resultFile, &r); werr != nil && err == nil {
 			return werr
 		}
 		if code != 0 {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -15,7 +15,7 @@ import (
 // builders: each is parsed here by the command's own flag parsing, so a
 // renamed flag or a field the builder drops fails here, not in a Job.
 
-var contractOptions = result.VMDKOptions{Subformat: "streamOptimized", AdapterType: "lsilogic", HWVersion: 7}
+var contractOptions = jobapi.VMDKOptions{Subformat: "streamOptimized", AdapterType: "lsilogic", HWVersion: 7}
 
 func wantOptions(t *testing.T, got vmdkOptions) {
 	t.Helper()
@@ -25,8 +25,8 @@ func wantOptions(t *testing.T, got vmdkOptions) {
 }
 
 func TestCreateArgsParse(t *testing.T) {
-	for _, in := range []result.CreateArgs{
-		{Quiet: true, ResultFile: result.ResultPath, Root: "/images", Options: result.VMDKOptions{Subformat: "monolithicSparse", AdapterType: "lsilogic", HWVersion: 7},
+	for _, in := range []jobapi.CreateArgs{
+		{Quiet: true, ResultFile: jobapi.ResultPath, Root: "/images", Options: jobapi.VMDKOptions{Subformat: "monolithicSparse", AdapterType: "lsilogic", HWVersion: 7},
 			Backing: "/images/parent/disk.vmdk", Image: "/images/child/disk.vmdk", Size: 1 << 30},
 		{Image: "/images/blank/disk.vmdk", Size: 512, Options: contractOptions},
 	} {
@@ -39,8 +39,8 @@ func TestCreateArgsParse(t *testing.T) {
 			t.Fatalf("%q: %v", argv, err)
 		}
 		hw, _ := strconv.Atoi(c.opts.image.HWVersion)
-		got := result.CreateArgs{Quiet: c.quiet, ResultFile: c.resultFile, Root: c.paths.root, Backing: c.backing, Image: c.path, Size: c.size,
-			Options: result.VMDKOptions{Subformat: string(c.opts.subformat), AdapterType: c.opts.image.AdapterType, HWVersion: hw}}
+		got := jobapi.CreateArgs{Quiet: c.quiet, ResultFile: c.resultFile, Root: c.paths.root, Backing: c.backing, Image: c.path, Size: c.size,
+			Options: jobapi.VMDKOptions{Subformat: string(c.opts.subformat), AdapterType: c.opts.image.AdapterType, HWVersion: hw}}
 		if got != in {
 			t.Fatalf("%q arrived as %+v, want %+v", argv, got, in)
 		}
@@ -48,7 +48,7 @@ func TestCreateArgsParse(t *testing.T) {
 }
 
 func TestConvertArgsParse(t *testing.T) {
-	in := result.ConvertArgs{TargetFormat: "vmdk", Options: contractOptions, ResultFile: result.ResultPath, Root: "/images",
+	in := jobapi.ConvertArgs{TargetFormat: "vmdk", Options: contractOptions, ResultFile: jobapi.ResultPath, Root: "/images",
 		Source: "/images/c/disk.vmdk", Target: "/images/flat/disk.vmdk"}
 	argv := in.Argv()
 	if argv[0] != "convert" {
@@ -59,33 +59,33 @@ func TestConvertArgsParse(t *testing.T) {
 		t.Fatalf("%q: %v", argv, err)
 	}
 	wantOptions(t, c.opts)
-	got := result.ConvertArgs{TargetFormat: c.dstFormat, Options: contractOptions, ResultFile: c.resultFile, Root: c.paths.root, Source: c.src, Target: c.dst}
+	got := jobapi.ConvertArgs{TargetFormat: c.dstFormat, Options: contractOptions, ResultFile: c.resultFile, Root: c.paths.root, Source: c.src, Target: c.dst}
 	if got != in {
 		t.Fatalf("%q arrived as %+v, want %+v", argv, got, in)
 	}
 }
 
 func TestInfoArgsParse(t *testing.T) {
-	in := result.InfoArgs{ResultFile: result.ResultPath, Root: "/images", Image: "/images/base/disk.vmdk"}
+	in := jobapi.InfoArgs{ResultFile: jobapi.ResultPath, Root: "/images", Image: "/images/base/disk.vmdk"}
 	argv := in.Argv()
 	c, err := parseInfo(argv[1:])
 	if argv[0] != "info" || err != nil {
 		t.Fatalf("%q: %v", argv, err)
 	}
-	if got := (result.InfoArgs{ResultFile: c.resultFile, Root: c.paths.root, Image: c.path}); got != in {
+	if got := (jobapi.InfoArgs{ResultFile: c.resultFile, Root: c.paths.root, Image: c.path}); got != in {
 		t.Fatalf("%q arrived as %+v, want %+v", argv, got, in)
 	}
 }
 
 func TestImportArgsParse(t *testing.T) {
 	sum := "sha256:" + strings.Repeat("ab", 32)
-	for _, in := range []result.ImportArgs{
+	for _, in := range []jobapi.ImportArgs{
 		// An image from HTTP, every flag set.
-		{ResultFile: result.ResultPath, Target: "/images/web", TargetFormat: "vmdk", Options: contractOptions, Size: 2 << 30,
+		{ResultFile: jobapi.ResultPath, Target: "/images/web", TargetFormat: "vmdk", Options: contractOptions, Size: 2 << 30,
 			ScratchDir: "/scratch", CAFile: "/etc/vmdkpop/ca/ca.crt", CredentialsDir: "/etc/vmdkpop/credentials",
 			InsecureAllowCredentialsOverHTTP: true, Checksum: sum, OVADisk: "1", Source: "https://disks.example/vm.ova"},
 		// A populator's raw copy of an image.
-		{ResultFile: result.ResultPath, Target: "/target", TargetFormat: "raw", FSOverhead: 0.07, Root: "/images", Source: "/images/c/disk.vmdk"},
+		{ResultFile: jobapi.ResultPath, Target: "/target", TargetFormat: "raw", FSOverhead: 0.07, Root: "/images", Source: "/images/c/disk.vmdk"},
 	} {
 		argv := in.Argv()
 		if argv[0] != "import" {
@@ -95,16 +95,16 @@ func TestImportArgsParse(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", argv, err)
 		}
-		got := result.ImportArgs{ResultFile: cmd.resultFile, Target: j.target, TargetFormat: j.targetFormat, Size: j.size,
+		got := jobapi.ImportArgs{ResultFile: cmd.resultFile, Target: j.target, TargetFormat: j.targetFormat, Size: j.size,
 			ScratchDir: j.scratch, CAFile: j.http.CAFile, CredentialsDir: j.http.CredsDir, InsecureAllowCredentialsOverHTTP: j.http.InsecureCreds,
 			OVADisk: j.ovaDisk, Root: j.paths.root, Source: j.source}
-		if j.overhead != result.FSOverhead {
+		if j.overhead != jobapi.FSOverhead {
 			got.FSOverhead = j.overhead
 		}
 		if j.wantSum != nil {
 			got.Checksum = "sha256:" + hex.EncodeToString(j.wantSum)
 		}
-		if in.Options != (result.VMDKOptions{}) {
+		if in.Options != (jobapi.VMDKOptions{}) {
 			wantOptions(t, j.vmdkOpts)
 			got.Options = in.Options
 		}

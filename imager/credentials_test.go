@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // Credentials never travel over plain http:// unless asked for: not to an
@@ -23,7 +23,7 @@ func TestImportCredentialsOverPlainHTTP(t *testing.T) {
 
 	dir := t.TempDir()
 	code, r, _, _ := runImportTest(t, "--target", dir, "--bearer-token-file", tok, ts.URL+"/stream.vmdk")
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonInvalidArguments)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
 	if !strings.Contains(r.Message, "plain http://") {
 		t.Errorf("message %q does not say why", r.Message)
 	}
@@ -40,7 +40,7 @@ func TestImportCredentialsOverPlainHTTP(t *testing.T) {
 	ca := filepath.Join(tmp, "ca.pem")
 	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: redirect.Certificate().Raw}), 0o644)
 	code, r, _, _ = runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, redirect.URL+"/stream.vmdk")
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonSourceError)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonSourceError)
 	if got := plain.rangeStarts(); len(got) != 0 {
 		t.Fatalf("the redirect was followed with the token: %d requests", len(got))
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // The tests here make the real conditions of README's "Exit codes and
@@ -185,46 +185,46 @@ func TestExitCodeTable(t *testing.T) {
 	}
 	raw := filepath.Join(f.dir, "disk.raw") // 24 MiB, 5 MiB of it data
 	rows := []exitRow{
-		{name: "EFBIG create", code: 3, reason: result.ReasonFileTooLarge, argv: func(t *testing.T) []string {
+		{name: "EFBIG create", code: 3, reason: jobapi.ReasonFileTooLarge, argv: func(t *testing.T) []string {
 			return []string{"create", "-q", "-o", "subformat=monolithicFlat", filepath.Join(mountSmallExt2(t), "disk.vmdk"), "64G"}
 		}},
-		{name: "EFBIG convert", code: 3, reason: result.ReasonFileTooLarge, argv: func(t *testing.T) []string {
+		{name: "EFBIG convert", code: 3, reason: jobapi.ReasonFileTooLarge, argv: func(t *testing.T) []string {
 			return []string{"convert", "-O", "vmdk", "-o", "subformat=monolithicFlat", big, filepath.Join(mountSmallExt2(t), "disk.vmdk")}
 		}},
-		{name: "EROFS create", code: 3, reason: result.ReasonReadOnlyTarget, argv: func(t *testing.T) []string {
+		{name: "EROFS create", code: 3, reason: jobapi.ReasonReadOnlyTarget, argv: func(t *testing.T) []string {
 			return []string{"create", "-q", filepath.Join(mountTmpfs(t, syscall.MS_RDONLY, "size=64M"), "disk.vmdk"), "16M"}
 		}},
-		{name: "EROFS import", code: 3, reason: result.ReasonReadOnlyTarget, argv: func(t *testing.T) []string {
+		{name: "EROFS import", code: 3, reason: jobapi.ReasonReadOnlyTarget, argv: func(t *testing.T) []string {
 			return []string{"import", "--target", mountTmpfs(t, syscall.MS_RDONLY, "size=64M"), stream}
 		}},
-		{name: "ENOSPC on a volume smaller than the disk: create", code: 3, reason: result.ReasonTargetTooSmall, argv: func(t *testing.T) []string {
+		{name: "ENOSPC on a volume smaller than the disk: create", code: 3, reason: jobapi.ReasonTargetTooSmall, argv: func(t *testing.T) []string {
 			// 500 extent files of about 8 KiB each on 1 MiB.
 			return []string{"create", "-q", "-o", "subformat=twoGbMaxExtentSparse", filepath.Join(mountTmpfs(t, 0, "size=1M"), "disk.vmdk"), "1000G"}
 		}},
-		{name: "ENOSPC on a volume smaller than the disk: flatten", code: 3, reason: result.ReasonTargetTooSmall, argv: func(t *testing.T) []string {
+		{name: "ENOSPC on a volume smaller than the disk: flatten", code: 3, reason: jobapi.ReasonTargetTooSmall, argv: func(t *testing.T) []string {
 			return []string{"flatten", "-o", "subformat=monolithicFlat", raw, filepath.Join(mountTmpfs(t, 0, "size=1M"), "disk.vmdk")}
 		}},
-		{name: "ENOSPC on a volume big enough: convert", code: 1, reason: result.ReasonNoSpace, argv: func(t *testing.T) []string {
+		{name: "ENOSPC on a volume big enough: convert", code: 1, reason: jobapi.ReasonNoSpace, argv: func(t *testing.T) []string {
 			dir := mountTmpfs(t, 0, "size=32M")
 			fill(t, dir, 30<<20)
 			return []string{"convert", "-O", "vmdk", "-o", "subformat=monolithicFlat", raw, filepath.Join(dir, "disk.vmdk")}
 		}},
-		{name: "ENOSPC on a volume big enough: import of unknown size", code: 1, reason: result.ReasonNoSpace, stdin: f.raw, argv: func(t *testing.T) []string {
+		{name: "ENOSPC on a volume big enough: import of unknown size", code: 1, reason: jobapi.ReasonNoSpace, stdin: f.raw, argv: func(t *testing.T) []string {
 			dir := mountTmpfs(t, 0, "size=32M")
 			fill(t, dir, 30<<20)
 			return []string{"import", "--target", dir, "-"}
 		}},
-		{name: "EACCES target: import", code: 3, reason: result.ReasonTargetNotWritable, nobody: true, argv: func(t *testing.T) []string {
+		{name: "EACCES target: import", code: 3, reason: jobapi.ReasonTargetNotWritable, nobody: true, argv: func(t *testing.T) []string {
 			dir := filepath.Join(shared, "root-owned")
 			os.Mkdir(dir, 0o755)
 			return []string{"import", "--target", dir, stream}
 		}},
-		{name: "EACCES target: create", code: 3, reason: result.ReasonTargetNotWritable, nobody: true, argv: func(t *testing.T) []string {
+		{name: "EACCES target: create", code: 3, reason: jobapi.ReasonTargetNotWritable, nobody: true, argv: func(t *testing.T) []string {
 			dir := filepath.Join(shared, "root-owned")
 			os.Mkdir(dir, 0o755)
 			return []string{"create", "-q", filepath.Join(dir, "disk.vmdk"), "16M"}
 		}},
-		{name: "EACCES source: import", code: 3, reason: result.ReasonUnauthorized, nobody: true, argv: func(t *testing.T) []string {
+		{name: "EACCES source: import", code: 3, reason: jobapi.ReasonUnauthorized, nobody: true, argv: func(t *testing.T) []string {
 			private := filepath.Join(shared, "private.vmdk")
 			os.WriteFile(private, f.stream, 0o600)
 			dir := filepath.Join(shared, "target")
@@ -232,7 +232,7 @@ func TestExitCodeTable(t *testing.T) {
 			os.Chmod(dir, 0o777)
 			return []string{"import", "--target", dir, private}
 		}},
-		{name: "EIO import", code: 1, reason: result.ReasonIOError, argv: func(t *testing.T) []string {
+		{name: "EIO import", code: 1, reason: jobapi.ReasonIOError, argv: func(t *testing.T) []string {
 			return []string{"import", "--target", failingDevice(t), stream}
 		}},
 	}
@@ -246,7 +246,7 @@ func TestExitCodeTable(t *testing.T) {
 			if err != nil {
 				t.Fatalf("exit %d, no result: %v; stderr %s", code, err, errs)
 			}
-			r, err := result.Parse(string(b))
+			r, err := jobapi.Parse(string(b))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,7 +269,7 @@ func TestConvertToFailingDevice(t *testing.T) {
 	needRoot(t)
 	f := getFixture(t)
 	code, _, errs := imager("convert", "-O", "raw", filepath.Join(f.dir, "disk.raw"), failingDevice(t))
-	if code != result.ExitTransient || !strings.Contains(errs, "input/output error") {
+	if code != jobapi.ExitTransient || !strings.Contains(errs, "input/output error") {
 		t.Fatalf("exit %d %q", code, errs)
 	}
 }
@@ -282,9 +282,9 @@ func TestTargetPathErrors(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(file, nil, 0o644)
 	code, r, _, _ := runImportTest(t, "--target", filepath.Join(file, "sub"), filepath.Join(f.dir, "stream.vmdk"))
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonTargetError)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonTargetError)
 	code, _, errs := imager("create", "-q", filepath.Join(file, "disk.vmdk"), "1M")
-	if code != result.ExitPermanent {
+	if code != jobapi.ExitPermanent {
 		t.Fatalf("create under a file: exit %d %s", code, errs)
 	}
 }
@@ -298,7 +298,7 @@ func TestDamagedOVA(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "bad.ova")
 	os.WriteFile(src, ova, 0o644)
 	code, r, _, _ := runImportTest(t, "--target", t.TempDir(), src)
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonInvalidImage)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidImage)
 }
 
 // TestWriteReadOnlyExtent: writing into an image whose descriptor marks
@@ -314,9 +314,9 @@ func TestWriteReadOnlyExtent(t *testing.T) {
 	res := filepath.Join(dir, "r.json")
 	code, _, errs := imager("write", "--result-file", res, "0", "4k", img)
 	b, _ := os.ReadFile(res)
-	r, err := result.Parse(string(b))
+	r, err := jobapi.Parse(string(b))
 	if err != nil {
 		t.Fatalf("exit %d %s: %v", code, errs, err)
 	}
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonReadOnlyTarget)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonReadOnlyTarget)
 }

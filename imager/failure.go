@@ -12,7 +12,7 @@ import (
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -89,11 +89,11 @@ func classify(err error) (reason string, permanent bool) {
 	// source (a name too long, a loop of symlinks) fails the same way on
 	// every attempt.
 	switch {
-	case reason != result.ReasonFailed:
+	case reason != jobapi.ReasonFailed:
 	case onTarget && te.Open:
-		return result.ReasonTargetError, true
+		return jobapi.ReasonTargetError, true
 	case errors.As(err, &soe):
-		return result.ReasonSourceNotFound, true
+		return jobapi.ReasonSourceNotFound, true
 	}
 	return reason, permanent
 }
@@ -108,88 +108,88 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 	)
 	switch {
 	case terminated(err):
-		return result.ReasonTerminated, false
+		return jobapi.ReasonTerminated, false
 	case errors.As(err, &ue):
-		return result.ReasonInvalidArguments, true
+		return jobapi.ReasonInvalidArguments, true
 	case errors.As(err, &cert):
 		// A certificate that does not verify against the CAs given will
 		// not on the next attempt either.
-		return result.ReasonSourceError, true
+		return jobapi.ReasonSourceError, true
 	case errors.Is(err, errBadRequest):
-		return result.ReasonInvalidArguments, true
+		return jobapi.ReasonInvalidArguments, true
 	case errors.Is(err, errChecksumMismatch):
-		return result.ReasonChecksumMismatch, true
+		return jobapi.ReasonChecksumMismatch, true
 	case errors.Is(err, errTruncated):
-		return result.ReasonSourceError, false
+		return jobapi.ReasonSourceError, false
 	// The source's errors, in its own words.
 	case errors.Is(err, source.ErrInvalidOptions), errors.Is(err, source.ErrNoScratch):
-		return result.ReasonInvalidArguments, true
+		return jobapi.ReasonInvalidArguments, true
 	case errors.Is(err, source.ErrNotFound):
-		return result.ReasonSourceNotFound, true
+		return jobapi.ReasonSourceNotFound, true
 	case errors.Is(err, source.ErrUnauthorized):
-		return result.ReasonUnauthorized, true
+		return jobapi.ReasonUnauthorized, true
 	case errors.Is(err, source.ErrTransient):
-		return result.ReasonNetworkError, false
+		return jobapi.ReasonNetworkError, false
 	case errors.As(err, &status), errors.Is(err, source.ErrProtocol), errors.Is(err, source.ErrCredentialsOverHTTP):
-		return result.ReasonSourceError, true
+		return jobapi.ReasonSourceError, true
 	case errors.Is(err, source.ErrFormat):
-		return result.ReasonInvalidImage, true
+		return jobapi.ReasonInvalidImage, true
 	case errors.Is(err, source.ErrUnsupported):
-		return result.ReasonUnsupportedImage, true
+		return jobapi.ReasonUnsupportedImage, true
 	case errors.As(err, &small):
-		return result.ReasonTargetTooSmall, true
+		return jobapi.ReasonTargetTooSmall, true
 	case errors.Is(err, vmdk.ErrUnsupported):
-		return result.ReasonUnsupportedImage, true
+		return jobapi.ReasonUnsupportedImage, true
 	case errors.Is(err, vmdk.ErrChainBroken):
-		return result.ReasonChainBroken, true
+		return jobapi.ReasonChainBroken, true
 	case errors.Is(err, vmdk.ErrCorrupt), errors.Is(err, vmdk.ErrNotVMDK), errors.Is(err, vmdk.ErrInsecurePath), errors.Is(err, vmdk.ErrNoAccess),
 		errors.Is(err, tar.ErrHeader), errors.Is(err, tar.ErrFieldTooLong), errors.Is(err, tar.ErrInsecurePath): // a damaged OVA
-		return result.ReasonInvalidImage, true
+		return jobapi.ReasonInvalidImage, true
 	case errors.Is(err, vmdk.ErrReadOnly): // an image whose extents are read-only, written to
-		return result.ReasonReadOnlyTarget, true
+		return jobapi.ReasonReadOnlyTarget, true
 	case errors.Is(err, syscall.EFBIG):
-		return result.ReasonFileTooLarge, true
+		return jobapi.ReasonFileTooLarge, true
 	case errors.Is(err, syscall.EROFS):
-		return result.ReasonReadOnlyTarget, true
+		return jobapi.ReasonReadOnlyTarget, true
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		// volumeTooSmall has already made this TargetTooSmall where the
 		// volume could never hold the disk; here it could: other files
 		// hold the space, and they may go.
-		return result.ReasonNoSpace, false
+		return jobapi.ReasonNoSpace, false
 	case errors.Is(err, fs.ErrPermission):
 		if onTarget {
-			return result.ReasonTargetNotWritable, true
+			return jobapi.ReasonTargetNotWritable, true
 		}
-		return result.ReasonUnauthorized, true
+		return jobapi.ReasonUnauthorized, true
 	case errors.Is(err, fs.ErrNotExist):
 		if onTarget {
-			return result.ReasonTargetError, true
+			return jobapi.ReasonTargetError, true
 		}
-		return result.ReasonSourceNotFound, true
+		return jobapi.ReasonSourceNotFound, true
 	case errors.Is(err, syscall.EIO):
 		// A volume's I/O error may be its path or node, which the next
 		// pod may not share; a disk that is really bad fails again, and
 		// the Job's backoff limit bounds the attempts.
-		return result.ReasonIOError, false
+		return jobapi.ReasonIOError, false
 	}
-	return result.ReasonFailed, false
+	return jobapi.ReasonFailed, false
 }
 
 // exitCode is the exit code of a command that failed with err: 2 usage,
 // 3 permanent, 143 terminated, 1 anything a retry may fix.
 func exitCode(err error) int {
 	if err == nil {
-		return result.ExitOK
+		return jobapi.ExitOK
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		return result.ExitUsage
+		return jobapi.ExitUsage
 	}
 	switch reason, perm := classify(err); {
-	case reason == result.ReasonTerminated:
-		return result.ExitTerminated
+	case reason == jobapi.ReasonTerminated:
+		return jobapi.ExitTerminated
 	case perm:
-		return result.ExitPermanent
+		return jobapi.ExitPermanent
 	}
-	return result.ExitTransient
+	return jobapi.ExitTransient
 }

@@ -18,7 +18,7 @@ import (
 	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -47,7 +47,7 @@ type importJob struct {
 	wantSum []byte    // --checksum
 	hash    hash.Hash // sha256 of the source bytes, when wanted
 	prog    *imgcopy.Progress
-	res     result.Result
+	res     jobapi.Result
 	// out is the target once opened, at outPath (a device: outBlock);
 	// outSize is the disk's virtual size it is finished to.
 	out      target.Target
@@ -72,8 +72,8 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	resPath := cmd.resultFile
 	if resPath == "" {
-		if _, serr := os.Stat(result.ResultPath); serr == nil {
-			resPath = result.ResultPath
+		if _, serr := os.Stat(jobapi.ResultPath); serr == nil {
+			resPath = jobapi.ResultPath
 		}
 	}
 
@@ -112,13 +112,13 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	j := &importJob{zero: target.ZeroProbe, log: log}
 	cmd := &importCommand{}
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
-	fs.StringVar(&cmd.resultFile, "result-file", "", "where the result JSON goes (default "+result.ResultPath+" when it exists)")
+	fs.StringVar(&cmd.resultFile, "result-file", "", "where the result JSON goes (default "+jobapi.ResultPath+" when it exists)")
 	fs.StringVar(&j.target, "target", "", "a directory (Filesystem volume) or a block device")
 	fs.StringVar(&j.targetFormat, "target-format", "raw", "raw (disk.img, or the device's content) or vmdk")
 	fs.StringVar(&j.targetName, "target-name", "", "file name in the target directory (default disk.img, or disk.vmdk)")
 	fs.StringVar(&j.targetMode, "target-mode", "auto", "auto, filesystem, or block (write a regular file as a device would be)")
 	fs.Var(&j.zero, "zero-mode", "zero ranges on block targets: probe (write zeros only where the device does not read zeros), skip (the device reads zeros), write")
-	fs.Float64Var(&j.overhead, "fs-overhead", result.FSOverhead, "fraction of a Filesystem volume its filesystem may keep, for the PVC size a refusal names")
+	fs.Float64Var(&j.overhead, "fs-overhead", jobapi.FSOverhead, "fraction of a Filesystem volume its filesystem may keep, for the PVC size a refusal names")
 	fs.StringVar(&j.sourceFormat, "source-format", "auto", "auto, raw, vmdk or ova")
 	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first)")
 	sizeFlag := fs.String("size", "", "virtual size of the imported disk (default the source's; may not be smaller)")
@@ -145,11 +145,11 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	return j, cmd, nil
 }
 
-func writeResult(path string, r *result.Result) error {
+func writeResult(path string, r *jobapi.Result) error {
 	if path == "" {
 		return nil
 	}
-	return result.Write(path, r)
+	return jobapi.Write(path, r)
 }
 
 // configure checks the flags before any work starts; whatever it rejects
@@ -387,7 +387,7 @@ func (j *importJob) fromImageFile(path, format string) error {
 
 // fromRemote opens a single-file VMDK over HTTP Range requests.
 func (j *importJob) fromRemote(s *source.HTTPStream, size int64) error {
-	d, err := vmdk.OpenReaderAt(s.ReaderAt(j.ctx, size), size, result.RedactURL(j.source)) // the name its errors quote
+	d, err := vmdk.OpenReaderAt(s.ReaderAt(j.ctx, size), size, jobapi.RedactURL(j.source)) // the name its errors quote
 	if err != nil {
 		return err
 	}
@@ -541,7 +541,7 @@ func (j *importJob) finishResult(err error) int {
 			j.out.Describe(&j.res)
 		}
 	}
-	return settle(&j.res, err, fmt.Sprintf("imported %s into %s", result.RedactURL(j.source), j.res.Target))
+	return settle(&j.res, err, fmt.Sprintf("imported %s into %s", jobapi.RedactURL(j.source), j.res.Target))
 }
 
 // targetPath is the file (or device) an import writes.

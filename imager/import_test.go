@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // TestMain lets tests run imager as a child process (stdin, signals).
@@ -194,7 +194,7 @@ func newServer(t *testing.T, f *importFixture, setup func(*server)) (*server, *h
 
 // runImport runs an import in-process and returns its exit code, result
 // and stdout.
-func runImportTest(t *testing.T, args ...string) (int, *result.Result, string, string) {
+func runImportTest(t *testing.T, args ...string) (int, *jobapi.Result, string, string) {
 	t.Helper()
 	res := filepath.Join(t.TempDir(), "result.json")
 	args = append([]string{"import", "--result-file", res, "--retry-backoff", "10ms", "--progress-interval", "20ms"}, args...)
@@ -203,16 +203,16 @@ func runImportTest(t *testing.T, args ...string) (int, *result.Result, string, s
 	if err != nil {
 		t.Fatalf("no result file (exit %d, %s)", code, errs)
 	}
-	r, err := result.Parse(string(b))
+	r, err := jobapi.Parse(string(b))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return code, r, out, errs
 }
 
-func wantImported(t *testing.T, code int, r *result.Result, errs string, path string, want []byte) {
+func wantImported(t *testing.T, code int, r *jobapi.Result, errs string, path string, want []byte) {
 	t.Helper()
-	if code != 0 || r.Phase != result.Succeeded {
+	if code != 0 || r.Phase != jobapi.Succeeded {
 		t.Fatalf("exit %d, result %+v, stderr %s", code, r, errs)
 	}
 	got, err := os.ReadFile(path)
@@ -224,12 +224,12 @@ func wantImported(t *testing.T, code int, r *result.Result, errs string, path st
 	}
 }
 
-func wantFailed(t *testing.T, code int, r *result.Result, wantCode int, reason string) {
+func wantFailed(t *testing.T, code int, r *jobapi.Result, wantCode int, reason string) {
 	t.Helper()
-	if code != wantCode || r.Phase != result.Failed || r.Reason != reason {
+	if code != wantCode || r.Phase != jobapi.Failed || r.Reason != reason {
 		t.Fatalf("want exit %d %s, got exit %d, result %+v", wantCode, reason, code, r)
 	}
-	if (wantCode == result.ExitPermanent || wantCode == result.ExitUsage) != r.Permanent {
+	if (wantCode == jobapi.ExitPermanent || wantCode == jobapi.ExitUsage) != r.Permanent {
 		t.Fatalf("permanent flag %v with exit %d", r.Permanent, code)
 	}
 }
@@ -258,7 +258,7 @@ func TestImportHTTPStream(t *testing.T) {
 	}
 	// The last progress line says 100%; every line parses.
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var p result.Progress
+	var p jobapi.Progress
 	for _, l := range lines {
 		if err := json.Unmarshal([]byte(l), &p); err != nil {
 			t.Fatalf("progress line %q: %v", l, err)
@@ -293,7 +293,7 @@ func TestImportHTTPRandomAccess(t *testing.T) {
 	_, ts = newServer(t, f, func(s *server) { s.noRange = true })
 	dir = t.TempDir()
 	code, r, _, _ = runImportTest(t, "--target", dir, ts.URL+"/sparse.vmdk")
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonInvalidArguments)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
 	if !strings.Contains(r.Message, "--scratch-dir") {
 		t.Fatalf("message %q", r.Message)
 	}
@@ -319,9 +319,9 @@ func TestImportTLSWithCustomCA(t *testing.T) {
 	dir := t.TempDir()
 
 	code, r, _, _ := runImportTest(t, "--target", dir, ts.URL+"/stream.vmdk")
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonSourceError) // unknown CA
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonSourceError) // unknown CA
 	code, r, _, _ = runImportTest(t, "--target", dir, "--ca-file", ca, ts.URL+"/stream.vmdk")
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonUnauthorized)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonUnauthorized)
 	emptyDir(t, dir)
 	code, r, _, errs := runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, ts.URL+"/stream.vmdk")
 	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
@@ -330,7 +330,7 @@ func TestImportTLSWithCustomCA(t *testing.T) {
 	code, r, _, errs = runImportTest(t, "--target", dir, "--ca-file", ca, "--credentials-dir", tmp, ts.URL+"/stream.vmdk")
 	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
 	code, r, _, _ = runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, ts.URL+"/missing.vmdk")
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonSourceNotFound)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonSourceNotFound)
 }
 
 func TestImportFlakyServerResumes(t *testing.T) {
@@ -361,7 +361,7 @@ func TestImportFlakyServerResumes(t *testing.T) {
 		_, ts := newServer(t, f, func(s *server) { s.fail5xx.Store(1000) })
 		dir := t.TempDir()
 		code, r, _, _ := runImportTest(t, "--target", dir, "--retries", "3", ts.URL+"/stream.vmdk")
-		wantFailed(t, code, r, result.ExitTransient, result.ReasonNetworkError)
+		wantFailed(t, code, r, jobapi.ExitTransient, jobapi.ReasonNetworkError)
 		emptyDir(t, dir)
 	})
 }
@@ -404,11 +404,11 @@ func TestImportChecksum(t *testing.T) {
 		}
 		dir = t.TempDir()
 		code, r, _, _ = runImportTest(t, "--target", dir, "--checksum", bad, src)
-		wantFailed(t, code, r, result.ExitPermanent, result.ReasonChecksumMismatch)
+		wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonChecksumMismatch)
 		emptyDir(t, dir)
 	}
 	code, r, _, _ := runImportTest(t, "--target", t.TempDir(), "--checksum", "md5:abc", local)
-	wantFailed(t, code, r, result.ExitUsage, result.ReasonInvalidArguments)
+	wantFailed(t, code, r, jobapi.ExitUsage, jobapi.ReasonInvalidArguments)
 }
 
 // makeOVA writes a tar of an OVF descriptor and two disks.
@@ -470,13 +470,13 @@ func TestImportOVA(t *testing.T) {
 			wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), small)
 		}
 		code, r, _, _ = runImportTest(t, "--target", t.TempDir(), "--ova-disk", "vmdisk9", src)
-		wantFailed(t, code, r, result.ExitPermanent, result.ReasonInvalidArguments)
+		wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
 		if !strings.Contains(r.Message, "vmdisk2") {
 			t.Fatalf("the error should list the disks: %s", r.Message)
 		}
 	}
 	code, r, _, _ := runImportTest(t, "--target", t.TempDir(), ts.URL+"/bad.ova")
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonInvalidImage)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidImage)
 }
 
 func TestImportToVMDK(t *testing.T) {
@@ -514,7 +514,7 @@ func TestImportSize(t *testing.T) {
 			t.Fatalf("exit %d %+v %s", code, r, errs)
 		}
 		code, r, _, _ = runImportTest(t, "--target", t.TempDir(), "--size", "16M", src)
-		wantFailed(t, code, r, result.ExitPermanent, result.ReasonInvalidArguments)
+		wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
 	}
 }
 
@@ -561,15 +561,15 @@ func TestImportTerminated(t *testing.T) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	go io.Copy(io.Discard, stdout)
 	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != result.ExitTerminated {
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != jobapi.ExitTerminated {
 		t.Fatalf("exit: %v", err)
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("took %v to stop", d)
 	}
 	b, _ := os.ReadFile(res)
-	r, err := result.Parse(string(b))
-	if err != nil || r.Reason != result.ReasonTerminated {
+	r, err := jobapi.Parse(string(b))
+	if err != nil || r.Reason != jobapi.ReasonTerminated {
 		t.Fatalf("result %s %v", b, err)
 	}
 	emptyDir(t, dir)
@@ -587,7 +587,7 @@ func TestImportTargetChecks(t *testing.T) {
 	}
 	dir := t.TempDir()
 	code, r, _, _ := runImportTest(t, "--target", dir, huge)
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonTargetTooSmall)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonTargetTooSmall)
 	if !strings.Contains(r.Message, "the PVC must be at least") {
 		t.Fatalf("message %q", r.Message)
 	}
@@ -597,7 +597,7 @@ func TestImportTargetChecks(t *testing.T) {
 	dev := filepath.Join(t.TempDir(), "dev")
 	os.WriteFile(dev, bytes.Repeat([]byte{0xee}, 8<<20), 0o644)
 	code, r, _, _ = runImportTest(t, "--target", dev, "--target-mode", "block", local)
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonTargetTooSmall)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonTargetTooSmall)
 	os.WriteFile(dev, bytes.Repeat([]byte{0xee}, 32<<20), 0o644)
 	code, r, _, errs := runImportTest(t, "--target", dev, "--target-mode", "block", local)
 	if code != 0 {
@@ -653,16 +653,16 @@ func TestImportBadSources(t *testing.T) {
 		s.files["corrupt.vmdk"] = corrupt
 		s.files["qcow2"] = append([]byte("QFI\xfb"), make([]byte, 1024)...)
 	})
-	for name, reason := range map[string]string{"corrupt.vmdk": result.ReasonInvalidImage, "qcow2": result.ReasonUnsupportedImage} {
+	for name, reason := range map[string]string{"corrupt.vmdk": jobapi.ReasonInvalidImage, "qcow2": jobapi.ReasonUnsupportedImage} {
 		dir := t.TempDir()
 		code, r, _, _ := runImportTest(t, "--target", dir, ts.URL+"/"+name)
-		wantFailed(t, code, r, result.ExitPermanent, reason)
+		wantFailed(t, code, r, jobapi.ExitPermanent, reason)
 		emptyDir(t, dir)
 	}
 	code, r, _, _ := runImportTest(t, "--target", t.TempDir(), filepath.Join(t.TempDir(), "nope.vmdk"))
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonSourceNotFound)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonSourceNotFound)
 	code, r, _, _ = runImportTest(t, "--target", filepath.Join(t.TempDir(), "nope"), filepath.Join(f.dir, "stream.vmdk"))
-	wantFailed(t, code, r, result.ExitPermanent, result.ReasonTargetError)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonTargetError)
 }
 
 // TestCreateAndConvertResultFile: the commands Jobs run besides import
@@ -670,9 +670,9 @@ func TestImportBadSources(t *testing.T) {
 func TestCreateAndConvertResultFile(t *testing.T) {
 	dir := t.TempDir()
 	res := filepath.Join(dir, "r.json")
-	read := func() *result.Result {
+	read := func() *jobapi.Result {
 		b, _ := os.ReadFile(res)
-		r, err := result.Parse(string(b))
+		r, err := jobapi.Parse(string(b))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -684,7 +684,7 @@ func TestCreateAndConvertResultFile(t *testing.T) {
 		t.Fatal(errs)
 	}
 	b := read()
-	if b.Phase != result.Succeeded || b.VirtualSize != 16<<20 || len(b.CID) != 8 || b.ParentCID != "ffffffff" || b.CreateType != "monolithicSparse" {
+	if b.Phase != jobapi.Succeeded || b.VirtualSize != 16<<20 || len(b.CID) != 8 || b.ParentCID != "ffffffff" || b.CreateType != "monolithicSparse" {
 		t.Fatalf("%+v", b)
 	}
 	child := filepath.Join(dir, "child", "disk.vmdk")
@@ -700,13 +700,13 @@ func TestCreateAndConvertResultFile(t *testing.T) {
 	if code, _, errs := imager("flatten", "--result-file", res, "--root", dir, "-o", "subformat=streamOptimized", child, flat); code != 0 {
 		t.Fatal(errs)
 	}
-	if r := read(); r.Phase != result.Succeeded || r.CreateType != "streamOptimized" || r.ParentCID != "ffffffff" {
+	if r := read(); r.Phase != jobapi.Succeeded || r.CreateType != "streamOptimized" || r.ParentCID != "ffffffff" {
 		t.Fatalf("%+v", r)
 	}
 	bad := filepath.Join(dir, "bad.vmdk")
 	os.WriteFile(bad, append([]byte("KDMV"), make([]byte, 1020)...), 0o644)
 	code, _, _ := imager("convert", "-O", "vmdk", "--result-file", res, bad, filepath.Join(dir, "out.vmdk"))
-	if r := read(); code != result.ExitPermanent || r.Phase != result.Failed || !r.Permanent {
+	if r := read(); code != jobapi.ExitPermanent || r.Phase != jobapi.Failed || !r.Permanent {
 		t.Fatalf("exit %d %+v", code, r)
 	}
 }
@@ -741,7 +741,7 @@ func TestWriteAndChecksum(t *testing.T) {
 		t.Fatal(errs)
 	}
 	b, _ := os.ReadFile(res)
-	if r, err := result.Parse(string(b)); err != nil || r.SHA256 != hex.EncodeToString(want[:]) {
+	if r, err := jobapi.Parse(string(b)); err != nil || r.SHA256 != hex.EncodeToString(want[:]) {
 		t.Fatalf("result %s %v", b, err)
 	}
 	if code, _, _ := imager("write", "-P", "1", "4M", "1", filepath.Join(dir, "ours.vmdk")); code == 0 {

@@ -5,30 +5,30 @@ import (
 	"fmt"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // resultFlag registers --result-file on the commands Jobs run (create,
 // convert, flatten, info; import has its own default). Commands that take
 // it are marked results in the command table.
 func resultFlag(fs *flag.FlagSet) *string {
-	return fs.String("result-file", "", "write the result JSON (imager/result) here, e.g. "+result.ResultPath)
+	return fs.String("result-file", "", "write the result JSON (imager/jobapi) here, e.g. "+jobapi.ResultPath)
 }
 
 // settle fills r's phase, reason and message from a command's outcome and
 // returns the exit code: classify and exitCode decide both.
-func settle(r *result.Result, err error, success string) int {
+func settle(r *jobapi.Result, err error, success string) int {
 	if err == nil {
-		r.Phase, r.Reason, r.Message = result.Succeeded, result.ReasonSucceeded, success
-		return result.ExitOK
+		r.Phase, r.Reason, r.Message = jobapi.Succeeded, jobapi.ReasonSucceeded, success
+		return jobapi.ExitOK
 	}
 	reason, perm := classify(err)
-	r.Phase, r.Reason, r.Message, r.Permanent = result.Failed, reason, err.Error(), perm
+	r.Phase, r.Reason, r.Message, r.Permanent = jobapi.Failed, reason, err.Error(), perm
 	return exitCode(err)
 }
 
 // describeVMDK records what the VMDK at path holds.
-func describeVMDK(r *result.Result, path string, pf *pathFlags) error {
+func describeVMDK(r *jobapi.Result, path string, pf *pathFlags) error {
 	return target.DescribeVMDK(r, path, pf.options())
 }
 
@@ -39,12 +39,12 @@ func withResult(cmd, resultPath, out string, pf *pathFlags, err error) error {
 	if resultPath == "" {
 		return err
 	}
-	var r result.Result
+	var r jobapi.Result
 	if err == nil {
 		err = describeVMDK(&r, out, pf)
 	}
 	code := settle(&r, err, "wrote "+out)
-	if werr := result.Write(resultPath, &r); werr != nil && err == nil {
+	if werr := jobapi.Write(resultPath, &r); werr != nil && err == nil {
 		return fmt.Errorf("result file: %w", werr)
 	}
 	if code == 0 {

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // exitError carries a specific exit code (compare's 1 = "different") and
@@ -30,7 +30,7 @@ type command struct {
 	name, usage string
 	run         func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// results: the command takes --result-file, where a usage error is
-	// reported too; import's defaults to result.ResultPath when it exists.
+	// reported too; import's defaults to jobapi.ResultPath when it exists.
 	results bool
 	// codes replaces the exit-code table for commands whose codes say
 	// what they found (check, compare); nil: exitCode.
@@ -87,7 +87,7 @@ func main() {
 		case code = <-done:
 		case <-time.After(terminationGrace):
 			fmt.Fprintln(os.Stderr, "imager: terminated by a signal")
-			code = result.ExitTerminated
+			code = jobapi.ExitTerminated
 		}
 	}
 	stop()
@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
 		if len(args) == 0 {
-			return result.ExitUsage
+			return jobapi.ExitUsage
 		}
 		return 0
 	}
@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	}
 	fmt.Fprintf(stderr, "imager: unknown command %q\n", args[0])
 	usage(stderr)
-	return result.ExitUsage
+	return jobapi.ExitUsage
 }
 
 // exit reports err, how the command given args ended, and returns its exit
@@ -146,7 +146,7 @@ func (c *command) exit(err error, args []string, stderr io.Writer) int {
 		if c.codes != nil {
 			return c.codes.usage
 		}
-		return result.ExitUsage
+		return jobapi.ExitUsage
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
@@ -169,16 +169,16 @@ func (c *command) exit(err error, args []string, stderr io.Writer) int {
 func (c *command) usageResult(args []string, err error) {
 	path := resultFileArg(args)
 	if path == "" && c.name == "import" {
-		if _, serr := os.Stat(result.ResultPath); serr == nil {
-			path = result.ResultPath
+		if _, serr := os.Stat(jobapi.ResultPath); serr == nil {
+			path = jobapi.ResultPath
 		}
 	}
 	if path == "" {
 		return
 	}
-	var r result.Result
+	var r jobapi.Result
 	settle(&r, err, "")
-	result.Write(path, &r)
+	jobapi.Write(path, &r)
 }
 
 // redactingWriter redacts the URLs of each write (imager writes whole
@@ -186,7 +186,7 @@ func (c *command) usageResult(args []string, err error) {
 type redactingWriter struct{ w io.Writer }
 
 func (r redactingWriter) Write(p []byte) (int, error) {
-	if _, err := io.WriteString(r.w, result.RedactURL(string(p))); err != nil {
+	if _, err := io.WriteString(r.w, jobapi.RedactURL(string(p))); err != nil {
 		return 0, err
 	}
 	return len(p), nil

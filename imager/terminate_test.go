@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // Every command stops on SIGTERM through the root context, not only
@@ -34,7 +34,7 @@ func TestCommandsStopOnSIGTERM(t *testing.T) {
 		start := time.Now()
 		cmd.Process.Signal(syscall.SIGTERM)
 		err := cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != result.ExitTerminated {
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != jobapi.ExitTerminated {
 			t.Fatalf("%s: exit %v", name, err)
 		}
 		if d := time.Since(start); d > 3*time.Second {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // TestUsageErrors: a bad command line exits 2 from every command (check:
@@ -53,7 +53,7 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	for cmd, argvs := range rows {
-		want := result.ExitUsage
+		want := jobapi.ExitUsage
 		if cmd == "check" {
 			want = 64 // not the constant: a change to it must show here
 		}
@@ -84,8 +84,8 @@ func TestUsageErrors(t *testing.T) {
 					t.Errorf("%q: no result: %v", args, err)
 					continue
 				}
-				r, err := result.Parse(string(b))
-				if err != nil || r.Phase != result.Failed || r.Reason != result.ReasonInvalidArguments || !r.Permanent || r.Message == "" {
+				r, err := jobapi.Parse(string(b))
+				if err != nil || r.Phase != jobapi.Failed || r.Reason != jobapi.ReasonInvalidArguments || !r.Permanent || r.Message == "" {
 					t.Errorf("%q: result %s (%v)", args, b, err)
 				}
 			}
@@ -129,16 +129,16 @@ func TestImportRedactsURLs(t *testing.T) {
 		code   int
 		reason string
 	}{
-		{withSecrets(ts.URL, "/missing.vmdk"), result.ExitPermanent, result.ReasonSourceNotFound},
-		{withSecrets(dead.URL, "/disk.vmdk"), result.ExitTransient, result.ReasonNetworkError},
-		{withSecrets(ts.URL, "/bad.vmdk"), result.ExitPermanent, result.ReasonInvalidImage},
-		{withSecrets(ts.URL, "/stream.vmdk"), result.ExitOK, result.ReasonSucceeded},
+		{withSecrets(ts.URL, "/missing.vmdk"), jobapi.ExitPermanent, jobapi.ReasonSourceNotFound},
+		{withSecrets(dead.URL, "/disk.vmdk"), jobapi.ExitTransient, jobapi.ReasonNetworkError},
+		{withSecrets(ts.URL, "/bad.vmdk"), jobapi.ExitPermanent, jobapi.ReasonInvalidImage},
+		{withSecrets(ts.URL, "/stream.vmdk"), jobapi.ExitOK, jobapi.ReasonSucceeded},
 	} {
 		dir := t.TempDir()
 		res := filepath.Join(t.TempDir(), "r.json")
 		code, stdout, errs := imager("import", "--result-file", res, "--retries", "2", "--retry-backoff", "1ms", "--target", dir, c.url)
 		b, _ := os.ReadFile(res)
-		r, err := result.Parse(string(b))
+		r, err := jobapi.Parse(string(b))
 		if err != nil || code != c.code || r.Reason != c.reason {
 			t.Errorf("%s: exit %d, result %s (%v), stderr %s", c.reason, code, b, err, errs)
 		}

@@ -26,7 +26,7 @@ import (
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
 	"github.com/vmdkpop/vmdkpop/controllers"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // The tenant specs play a malicious tenant: one with the rights of an
@@ -99,7 +99,7 @@ func hardenedPodSpec(uid int64, args []string, vols ...podVolume) corev1.PodSpec
 
 // podIn runs imager with args in a pod of namespace ns and returns the
 // result it wrote to its termination message.
-func podIn(ns, name string, args []string, vols ...podVolume) *result.Result {
+func podIn(ns, name string, args []string, vols ...podVolume) *jobapi.Result {
 	GinkgoHelper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -116,7 +116,7 @@ func podIn(ns, name string, args []string, vols ...podVolume) *result.Result {
 			msg = cs.State.Terminated.Message
 		}
 	}
-	r, err := result.Parse(msg)
+	r, err := jobapi.Parse(msg)
 	Expect(err).NotTo(HaveOccurred(), "pod %s: %q", name, msg)
 	Expect(pod.Status.Phase).To(Equal(corev1.PodSucceeded), "pod %s: %s", name, r.Message)
 	return r

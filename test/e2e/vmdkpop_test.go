@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -76,7 +76,7 @@ type podVolume struct {
 
 // imagerPod runs imager with args in a pod and returns the result it
 // wrote to its termination message.
-func imagerPod(name string, uid int64, args []string, vols ...podVolume) *result.Result {
+func imagerPod(name string, uid int64, args []string, vols ...podVolume) *jobapi.Result {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name},
 		Spec: corev1.PodSpec{
@@ -118,7 +118,7 @@ func imagerPod(name string, uid int64, args []string, vols ...podVolume) *result
 			msg = cs.State.Terminated.Message
 		}
 	}
-	r, err := result.Parse(msg)
+	r, err := jobapi.Parse(msg)
 	ExpectWithOffset(1, err).NotTo(HaveOccurred(), "pod %s: %q", name, msg)
 	ExpectWithOffset(1, pod.Status.Phase).To(Equal(corev1.PodSucceeded), "pod %s: %s", name, r.Message)
 	return r
@@ -291,7 +291,7 @@ var _ = Describe("vmdkpop on a real cluster", Ordered, func() {
 
 		bad := waitPhase("web-bad", v1alpha1.PhaseFailed)
 		ready := meta.FindStatusCondition(bad.Status.Conditions, v1alpha1.ConditionReady)
-		Expect(ready.Reason).To(Equal(result.ReasonChecksumMismatch))
+		Expect(ready.Reason).To(Equal(jobapi.ReasonChecksumMismatch))
 	})
 
 	It("populates a Filesystem PVC and a Block PVC from the chain", func() {

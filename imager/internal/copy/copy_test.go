@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // recorder is a target that records what reaches it.
@@ -26,7 +26,7 @@ func (r *recorder) Ordered() bool           { return false }
 func (r *recorder) Path() string            { return "" }
 func (r *recorder) Finish(int64) error      { return nil }
 func (r *recorder) Abort()                  {}
-func (r *recorder) Describe(*result.Result) {}
+func (r *recorder) Describe(*jobapi.Result) {}
 
 // Zero blocks, cut at the unit's boundaries, become Zero calls; the
 // rest is data.

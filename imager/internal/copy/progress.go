@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // Progress reports how far a Job command is: a JSON line on stdout every
@@ -53,7 +53,7 @@ func (p *Progress) loop() {
 // emit prints the JSON line (complete: 100%).
 func (p *Progress) emit(complete bool) {
 	p.mu.Lock()
-	line := result.Progress{BytesDone: p.done, BytesTotal: p.total, Progress: p.base}
+	line := jobapi.Progress{BytesDone: p.done, BytesTotal: p.total, Progress: p.base}
 	if p.total > 0 {
 		line.Progress += p.weight * float64(min(p.done, p.total)) / float64(p.total)
 	}

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // HTTPOptions configure HTTP(S) sources. Credentials come from files (a
@@ -67,7 +67,7 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	h := &httpClient{c: &http.Client{Transport: tr}, url: rawURL, shown: result.RedactURL(rawURL), opts: o, log: log}
+	h := &httpClient{c: &http.Client{Transport: tr}, url: rawURL, shown: jobapi.RedactURL(rawURL), opts: o, log: log}
 	if d := o.CredsDir; d != "" {
 		exists := func(name string) bool { _, err := os.Stat(filepath.Join(d, name)); return err == nil }
 		switch {
@@ -115,7 +115,7 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		// from https:// down to http://.
 		h.c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 			if strings.EqualFold(req.URL.Scheme, "http") {
-				return fmt.Errorf("redirected to %s: %w", result.RedactURL(req.URL.String()), ErrCredentialsOverHTTP)
+				return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrCredentialsOverHTTP)
 			}
 			if len(via) >= 10 {
 				return errors.New("stopped after 10 redirects")
@@ -202,7 +202,7 @@ func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator stri
 func redactURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		ue.URL = result.RedactURL(ue.URL)
+		ue.URL = jobapi.RedactURL(ue.URL)
 	}
 	return err
 }

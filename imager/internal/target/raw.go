@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // rawHoleUnit: zero runs of this size become holes in raw files (qemu-img's -S 4k).
@@ -100,7 +100,7 @@ func (t *rawFile) Abort() {
 	os.Remove(t.f.Name())
 }
 
-func (t *rawFile) Describe(r *result.Result) { r.AllocatedBytes = AllocatedBytes(t.final) }
+func (t *rawFile) Describe(r *jobapi.Result) { r.AllocatedBytes = AllocatedBytes(t.final) }
 
 // blockDevice is raw output written in place: a device, or a regular file
 // treated as one (never truncated).
@@ -153,7 +153,7 @@ func (t *blockDevice) Finish(size int64) error {
 
 func (t *blockDevice) Abort() { t.f.Close() }
 
-func (t *blockDevice) Describe(r *result.Result) { r.AllocatedBytes = AllocatedBytes(t.f.Name()) }
+func (t *blockDevice) Describe(r *jobapi.Result) { r.AllocatedBytes = AllocatedBytes(t.f.Name()) }
 
 var (
 	zeros     = make([]byte, 4<<20)

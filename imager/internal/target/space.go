@@ -7,14 +7,14 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // CheckFits refuses to start when a Filesystem volume cannot hold a disk
 // of virtual size bytes: a guest may fill its disk, so the file needs all
-// of it (result.DiskBytes) from what the filesystem grants. The filesystem
+// of it (jobapi.DiskBytes) from what the filesystem grants. The filesystem
 // has already kept its own share out of that; overhead is what the PVC
-// size the refusal names allows it (result.RequiredBytes, the rule the
+// size the refusal names allows it (jobapi.RequiredBytes, the rule the
 // controllers size PVCs by). reclaim is space the write frees (a previous
 // image it replaces).
 func CheckFits(dir string, size int64, overhead float64, reclaim int64) error {
@@ -23,12 +23,12 @@ func CheckFits(dir string, size int64, overhead float64, reclaim int64) error {
 		return fmt.Errorf("%s: %w", dir, err)
 	}
 	avail := int64(st.Bavail)*st.Bsize + reclaim
-	need := result.DiskBytes(size)
+	need := jobapi.DiskBytes(size)
 	if need <= avail {
 		return nil
 	}
 	held := max(0, (int64(st.Blocks)-int64(st.Bavail))*st.Bsize-reclaim) // other files, and what the filesystem keeps
-	pvc := result.RequiredBytesOverhead(size, result.Filesystem, overhead) + held
+	pvc := jobapi.RequiredBytesOverhead(size, jobapi.Filesystem, overhead) + held
 	return tooSmall("%s: the image's virtual size is %s (%d bytes), %s with its metadata, but the volume has %s available: the PVC must be at least %s (%.0f%% kept for the filesystem)",
 		dir, human(size), size, human(need), human(avail), human(pvc), overhead*100)
 }

@@ -13,7 +13,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -40,7 +40,7 @@ type Target interface {
 	// what it has).
 	Abort()
 	// Describe adds what the finished target holds to r.
-	Describe(r *result.Result)
+	Describe(r *jobapi.Result)
 }
 
 // Format is what a target holds.

@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/vmdkpop/vmdkpop/imager/result"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -112,10 +112,10 @@ func (t *vmdkImage) Abort() {
 	os.RemoveAll(t.tmpDir)
 }
 
-func (t *vmdkImage) Describe(r *result.Result) { DescribeVMDK(r, t.path, vmdk.Options{}) }
+func (t *vmdkImage) Describe(r *jobapi.Result) { DescribeVMDK(r, t.path, vmdk.Options{}) }
 
 // DescribeVMDK records what the VMDK at path holds.
-func DescribeVMDK(r *result.Result, path string, o vmdk.Options) error {
+func DescribeVMDK(r *jobapi.Result, path string, o vmdk.Options) error {
 	d, err := vmdk.Open(path, o)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package result
+package jobapi
 
 // ResultPath is where a Job's imager writes its result: the container's
 // termination-message file, which the kubelet copies into the pod status.

@@ -1,8 +1,8 @@
-// Package result is the contract between imager, run as a Job, and the
+// Package jobapi is the contract between imager, run as a Job, and the
 // controller that reads how it ended: one JSON object written to the
 // container's termination-message file. The controller needs nothing else
 // from the pod (no API access, no log scraping).
-package result
+package jobapi
 
 import (
 	"encoding/json"
