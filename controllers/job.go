@@ -67,7 +67,6 @@ const (
 	caDir         = "/etc/vmdkpop/ca"
 	credsDir      = "/etc/vmdkpop/credentials"
 	containerName = "imager"
-	resultPath    = "/dev/termination-log"
 )
 
 // Operation is what an image's Job does.
@@ -190,7 +189,7 @@ func imagerJob(name, namespace string, labels map[string]string, p imagerPod, cf
 						Resources:                resourcesWithScratch(cfg.Resources, p.scratch),
 						VolumeMounts:             p.mounts,
 						VolumeDevices:            p.devices,
-						TerminationMessagePath:   resultPath,
+						TerminationMessagePath:   jobapi.ResultPath,
 						TerminationMessagePolicy: corev1.TerminationMessageReadFile,
 						SecurityContext: &corev1.SecurityContext{
 							AllowPrivilegeEscalation: ptr.To(false),
@@ -273,30 +272,27 @@ func pvcVolume(name, claim string, readOnly bool) corev1.Volume {
 func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]corev1.VolumeMount, cfg ImagerConfig) ([]string, int64) {
 	spec := img.Spec
 	out := imagePath(img.Name)
-	opts := "subformat=" + string(spec.Subformat)
+	opts := jobapi.VMDKOptions{Subformat: string(spec.Subformat), AdapterType: spec.AdapterType}
 	if spec.Subformat == "" {
-		opts = "subformat=" + string(v1alpha1.MonolithicSparse)
-	}
-	if spec.AdapterType != "" {
-		opts += ",adapter_type=" + spec.AdapterType
+		opts.Subformat = string(v1alpha1.MonolithicSparse)
 	}
 	if spec.HWVersion != nil {
-		opts += ",hwversion=" + strconv.Itoa(int(*spec.HWVersion))
+		opts.HWVersion = int(*spec.HWVersion)
 	}
 	switch operationOf(img) {
 	case OpCreate:
-		args := []string{"create", "-q", "--result-file", resultPath, "--root", imagesDir, "-o", opts}
+		c := jobapi.CreateArgs{Quiet: true, ResultFile: jobapi.ResultPath, Root: imagesDir, Options: opts, Image: out, Size: spec.Size.Value()}
 		if spec.BackingImage != nil {
-			args = append(args, "-b", imagePath(spec.BackingImage.Name))
+			c.Backing = imagePath(spec.BackingImage.Name)
 		}
-		return append(args, out, strconv.FormatInt(spec.Size.Value(), 10)), 0
+		return c.Argv(), 0
 	case OpFlatten:
-		return []string{"convert", "-O", "vmdk", "-o", opts, "--result-file", resultPath, "--root", imagesDir,
-			imagePath(spec.Source.Image.Name), out}, 0
+		return jobapi.ConvertArgs{TargetFormat: "vmdk", Options: opts, ResultFile: jobapi.ResultPath, Root: imagesDir,
+			Source: imagePath(spec.Source.Image.Name), Target: out}.Argv(), 0
 	}
-	args := []string{"import", "--result-file", resultPath, "--target", path.Dir(out), "--target-format", "vmdk", "-o", opts}
+	args := jobapi.ImportArgs{ResultFile: jobapi.ResultPath, Target: path.Dir(out), TargetFormat: "vmdk", Options: opts}
 	if spec.Size != nil {
-		args = append(args, "--size", strconv.FormatInt(spec.Size.Value(), 10))
+		args.Size = spec.Size.Value()
 	}
 	if h := spec.Source.HTTP; h != nil {
 		scratch := scratchSize(img, cfg)
@@ -304,35 +300,29 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 			SizeLimit: resource.NewQuantity(scratch, resource.BinarySI),
 		}}})
 		*mounts = append(*mounts, corev1.VolumeMount{Name: "scratch", MountPath: scratchDir})
-		args = append(args, "--scratch-dir", scratchDir)
+		args.ScratchDir = scratchDir
 		if h.CAConfigMap != "" {
 			*volumes = append(*volumes, corev1.Volume{Name: "ca", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: h.CAConfigMap},
 				Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
 			}}})
 			*mounts = append(*mounts, corev1.VolumeMount{Name: "ca", MountPath: caDir, ReadOnly: true})
-			args = append(args, "--ca-file", path.Join(caDir, "ca.crt"))
+			args.CAFile = path.Join(caDir, "ca.crt")
 		}
 		if h.SecretRef != "" {
 			*volumes = append(*volumes, corev1.Volume{Name: "credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: h.SecretRef}}})
 			*mounts = append(*mounts, corev1.VolumeMount{Name: "credentials", MountPath: credsDir, ReadOnly: true})
-			args = append(args, "--credentials-dir", credsDir)
-			if h.InsecureAllowCredentialsOverHTTP {
-				args = append(args, "--insecure-allow-credentials-over-http")
-			}
+			args.CredentialsDir = credsDir
+			args.InsecureAllowCredentialsOverHTTP = h.InsecureAllowCredentialsOverHTTP
 		}
-		if h.Checksum != "" {
-			args = append(args, "--checksum", h.Checksum)
-		}
-		if h.OVADisk != "" {
-			args = append(args, "--ova-disk", h.OVADisk)
-		}
-		return append(args, h.URL), scratch
+		args.Checksum, args.OVADisk, args.Source = h.Checksum, h.OVADisk, h.URL
+		return args.Argv(), scratch
 	}
 	p := spec.Source.PVC
 	*volumes = append(*volumes, pvcVolume("source", p.ClaimName, true))
 	*mounts = append(*mounts, corev1.VolumeMount{Name: "source", MountPath: sourceDir, ReadOnly: true})
-	return append(args, "--root", sourceDir, path.Join(sourceDir, p.Path)), 0
+	args.Root, args.Source = sourceDir, path.Join(sourceDir, p.Path)
+	return args.Argv(), 0
 }
 
 // pvcFor builds the PVC an image lives in.
@@ -356,16 +346,13 @@ func pvcFor(img *v1alpha1.VMDKImage, name string, sourceSize int64) *corev1.Pers
 	}
 }
 
-// defaultClaimSize is room for the image's whole virtual size (a guest
-// may fill its disk), its grain tables, and the filesystem's own overhead
-// (imager keeps 6% in its size check), rounded up to a MiB.
+// defaultClaimSize is what imager's fits-check needs for the image
+// (jobapi.RequiredBytes): its whole virtual size (a guest may fill its
+// disk), its grain tables, and the filesystem's own share.
 func defaultClaimSize(img *v1alpha1.VMDKImage, sourceSize int64) int64 {
 	size := sourceSize
 	if img.Spec.Size != nil {
 		size = max(size, img.Spec.Size.Value())
 	}
-	tables := size/(64<<10)*4*2 + 1<<20 // GT + redundant GT per 64 KiB grain
-	need := float64(size+tables)/0.94 + 16<<20
-	const mib = 1 << 20
-	return (int64(need) + mib - 1) / mib * mib
+	return jobapi.RequiredBytes(size, jobapi.Filesystem)
 }

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 const (
@@ -35,10 +35,6 @@ const (
 	targetDir       = "/target"
 	targetDevice    = "/dev/vmdkpop-target"
 )
-
-// fsOverhead is the share of a Filesystem volume imager keeps for the
-// filesystem itself (its --fs-overhead default).
-const fsOverhead = 0.06
 
 // PopulatorReconciler fills PVCs whose dataSourceRef names a VMDKImage:
 // an imager Job writes the image's content into a prime PVC, whose volume
@@ -205,19 +201,20 @@ func (r *PopulatorReconciler) refuse(ctx context.Context, pvc *corev1.Persistent
 // tooSmall says why a PVC cannot hold a disk of size bytes, or "".
 func tooSmall(pvc *corev1.PersistentVolumeClaim, size int64) string {
 	req := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-	have := req.Value()
-	if pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock {
-		if have < size {
-			return fmt.Sprintf("the PVC requests %s but the image's virtual size is %d bytes: request at least %s", req.String(), size, resource.NewQuantity(size, resource.BinarySI))
-		}
+	block := pvc.Spec.VolumeMode != nil && *pvc.Spec.VolumeMode == corev1.PersistentVolumeBlock
+	mode := jobapi.Filesystem
+	if block {
+		mode = jobapi.Block
+	}
+	need := jobapi.RequiredBytes(size, mode)
+	switch {
+	case req.Value() >= need:
 		return ""
+	case block:
+		return fmt.Sprintf("the PVC requests %s but the image's virtual size is %d bytes: request at least %s", req.String(), size, resource.NewQuantity(need, resource.BinarySI))
 	}
-	if float64(have)*(1-fsOverhead) < float64(size) {
-		need := (int64(float64(size)/(1-fsOverhead)) + 1<<20 - 1) >> 20 << 20
-		return fmt.Sprintf("the PVC requests %s but the image's virtual size is %d bytes, and a filesystem keeps %.0f%% for itself: request at least %s",
-			req.String(), size, fsOverhead*100, resource.NewQuantity(need, resource.BinarySI))
-	}
-	return ""
+	return fmt.Sprintf("the PVC requests %s but the image's virtual size is %d bytes, and a filesystem keeps %.0f%% for itself: request at least %s",
+		req.String(), size, jobapi.FSOverhead*100, resource.NewQuantity(need, resource.BinarySI))
 }
 
 // primeName derives the prime PVC's and Job's names from the user PVC's UID.
@@ -257,9 +254,8 @@ func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.
 	} else {
 		p.mounts = append(p.mounts, corev1.VolumeMount{Name: "target", MountPath: targetDir})
 	}
-	p.args = []string{"import", "--result-file", resultPath, "--root", imagesDir, "--target", target,
-		"--target-format", "raw", "--fs-overhead", strconv.FormatFloat(fsOverhead, 'f', -1, 64),
-		imagePath(chain[0].Name)}
+	p.args = jobapi.ImportArgs{ResultFile: jobapi.ResultPath, Target: target, TargetFormat: "raw", FSOverhead: jobapi.FSOverhead,
+		Root: imagesDir, Source: imagePath(chain[0].Name)}.Argv()
 	job := imagerJob(primeName(pvc, "populate"), pvc.Namespace, map[string]string{v1alpha1.LabelPopulates: string(pvc.UID)}, p, r.Imager)
 	job, created, err := ensureChild(ctx, r.Client, r.APIReader, pvc, v1alpha1.AnnPopulateJobUID, job)
 	if created {

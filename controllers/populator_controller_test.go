@@ -105,8 +105,8 @@ var _ = Describe("volume populator", func() {
 		job := populateJobOf(user)
 		Expect(metav1.IsControlledBy(job, user)).To(BeTrue())
 		ps := job.Spec.Template.Spec
-		Expect(ps.Containers[0].Args).To(Equal([]string{"import", "--result-file", "/dev/termination-log", "--root", "/images",
-			"--target", "/target", "--target-format", "raw", "--fs-overhead", "0.06", "/images/c/disk.vmdk"}))
+		Expect(ps.Containers[0].Args).To(Equal([]string{"import", "--result-file", "/dev/termination-log",
+			"--target", "/target", "--target-format", "raw", "--fs-overhead", "0.06", "--root", "/images", "/images/c/disk.vmdk"}))
 		var mounts []string
 		for _, m := range ps.Containers[0].VolumeMounts {
 			mounts = append(mounts, fmt.Sprintf("%s:%v", m.MountPath, m.ReadOnly))
@@ -204,7 +204,7 @@ var _ = Describe("volume populator", func() {
 		readyImage(ns, "big", "44444444", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		user := userPVC(ns, "small", "big", class, 1, false) // 1Gi cannot hold 1Gi plus filesystem overhead
 		Eventually(annotation(ns, "small", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopFailed))
-		Expect(getPVC(ns, "small").Annotations[v1alpha1.AnnMessage]).To(ContainSubstring("request at least 1090Mi"))
+		Expect(getPVC(ns, "small").Annotations[v1alpha1.AnnMessage]).To(ContainSubstring("request at least 1107Mi"))
 		Eventually(pvcEvents(ns, "small"), timeout, interval).Should(ContainElement(v1alpha1.EventPVCTooSmall))
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, types.NamespacedName{Namespace: ns, Name: "prime-" + string(user.UID)}, &corev1.PersistentVolumeClaim{}))).To(BeTrue())
 	})

@@ -230,7 +230,7 @@ func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKIma
 		}
 	}
 	volumes, mounts := chainVolumes(append([]*v1alpha1.VMDKImage{img}, chain...))
-	p := imagerPod{args: []string{"info", "--result-file", resultPath, "--root", imagesDir, imagePath(img.Name)},
+	p := imagerPod{args: jobapi.InfoArgs{ResultFile: jobapi.ResultPath, Root: imagesDir, Image: imagePath(img.Name)}.Argv(),
 		volumes: volumes, mounts: mounts, uid: r.Imager.UID, gid: r.Imager.GID}
 	desired := imagerJob(hashedName(img.Name, string(img.UID)+"/"+token, "refresh"), img.Namespace, map[string]string{v1alpha1.LabelImage: img.Name}, p, r.Imager)
 	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnRefreshJobUID, desired)
