@@ -11,7 +11,7 @@ import (
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
-// The controllers build imager's command lines with the result package's
+// The controllers build imager's command lines with jobapi's
 // builders: each is parsed here by the command's own flag parsing, so a
 // renamed flag or a field the builder drops fails here, not in a Job.
 

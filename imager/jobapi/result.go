@@ -1,7 +1,17 @@
 // Package jobapi is the contract between imager, run as a Job, and the
-// controller that reads how it ended: one JSON object written to the
-// container's termination-message file. The controller needs nothing else
-// from the pod (no API access, no log scraping).
+// controllers that run it. One home for each side's half:
+//
+//   - the command lines the controllers build (CreateArgs, ConvertArgs,
+//     ImportArgs, InfoArgs), which imager's tests parse with its own flags;
+//   - what both sides must agree on: ResultPath, FSOverhead, and the one
+//     size rule, RequiredBytes, by which PVCs are sized and imager checks
+//     that a disk fits;
+//   - how a Job ended: one Result JSON object written to the container's
+//     termination-message file, with exit codes and reasons, and the
+//     Progress lines on stdout. The controller needs nothing else from
+//     the pod (no API access, no log scraping).
+//
+// It imports nothing of either side.
 package jobapi
 
 import (
