@@ -64,6 +64,7 @@ type CreateArgs struct {
 	Size       int64 // 0: the backing image's size
 }
 
+// Argv is the command line, "create" first.
 func (c CreateArgs) Argv() []string {
 	a := argv{"create"}
 	a.flag("-q", c.Quiet)
@@ -89,6 +90,7 @@ type ConvertArgs struct {
 	Target       string
 }
 
+// Argv is the command line, "convert" first.
 func (c ConvertArgs) Argv() []string {
 	a := argv{"convert"}
 	a.str("-O", c.TargetFormat)
@@ -105,6 +107,7 @@ type InfoArgs struct {
 	Image      string
 }
 
+// Argv is the command line, "info" first.
 func (c InfoArgs) Argv() []string {
 	a := argv{"info"}
 	a.str("--result-file", c.ResultFile)
@@ -135,6 +138,7 @@ type ImportArgs struct {
 	Source                           string
 }
 
+// Argv is the command line, "import" first.
 func (c ImportArgs) Argv() []string {
 	a := argv{"import"}
 	a.str("--result-file", c.ResultFile)
