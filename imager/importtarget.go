@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
 )
@@ -61,4 +63,43 @@ func (j *importJob) finishTarget(err error) error {
 		return err
 	}
 	return j.out.Finish(j.outSize)
+}
+
+// targetPath is the file (or device) an import writes.
+func (j *importJob) targetPath() (path string, block bool, err error) {
+	fi, err := os.Stat(j.target)
+	if err != nil {
+		return "", false, target.MarkOpen(fmt.Errorf("target: %w", err))
+	}
+	switch {
+	case j.targetMode == "block" || j.targetMode == "auto" && fi.Mode()&os.ModeDevice != 0:
+		if j.targetFormat != "raw" {
+			return "", false, failed(errBadRequest, errors.New("a block target takes --target-format raw"))
+		}
+		if fi.IsDir() {
+			return "", false, failed(errBadRequest, fmt.Errorf("--target-mode block: %s is a directory", j.target))
+		}
+		return j.target, true, nil
+	case !fi.IsDir():
+		return "", false, failed(errBadRequest, fmt.Errorf("target %s is neither a directory nor a block device", j.target))
+	}
+	name := j.targetName
+	if name == "" {
+		name = "disk.img"
+		if j.targetFormat == "vmdk" {
+			name = "disk.vmdk"
+		}
+	}
+	if name != filepath.Base(name) || name == "." || name == ".." {
+		return "", false, failed(errBadRequest, fmt.Errorf("--target-name %q: want a plain file name", name))
+	}
+	return filepath.Join(j.target, name), false, nil
+}
+
+// targetErr says an error came from writing the target.
+func targetErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return target.Mark(fmt.Errorf("target: %w", err))
 }

@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// How an import reads its source: in order where it can (a stream, raw
+// bytes, an OVA's member), in place at random offsets where it must (a
+// local file, HTTP with Range), spooled to scratch space otherwise.
+
+// runSafe runs the import, turning a panic into an error (this runs where
+// main's recover cannot see), and removes spooled files.
+func (j *importJob) runSafe() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error: %v", r)
+		}
+		for _, p := range j.spools {
+			os.Remove(p)
+		}
+	}()
+	err = j.run()
+	if err == nil {
+		err = j.verifyChecksum()
+	}
+	if j.out != nil {
+		err = j.finishTarget(err)
+		if !j.outBlock { // a device's size was checked before writing
+			err = target.VolumeTooSmall(err, filepath.Dir(j.outPath), j.outSize)
+		}
+	}
+	return err
+}
+
+func (j *importJob) run() error {
+	switch {
+	case j.source == "-":
+		return j.fromReader(bufio.NewReaderSize(j.hashed(os.Stdin), source.HeadBytes), -1, nil, true)
+	case strings.HasPrefix(j.source, "http://") || strings.HasPrefix(j.source, "https://"):
+		s, err := source.OpenHTTP(j.ctx, j.source, j.http, j.log)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		return j.fromReader(bufio.NewReaderSize(j.hashed(s), source.HeadBytes), s.Size(), s, true)
+	}
+	return j.fromFile(j.source)
+}
+
+// hashed passes r through the source checksum, when one is wanted.
+func (j *importJob) hashed(r io.Reader) io.Reader {
+	if j.hash == nil {
+		return r
+	}
+	return io.TeeReader(r, j.hash)
+}
+
+func (j *importJob) verifyChecksum() error {
+	if j.hash == nil {
+		return nil
+	}
+	got := j.hash.Sum(nil)
+	j.res.SHA256 = hex.EncodeToString(got)
+	if string(got) != string(j.wantSum) {
+		return failed(errChecksumMismatch, fmt.Errorf("the source's sha256 is %x, not the expected %x", got, j.wantSum))
+	}
+	return nil
+}
+
+// fromReader imports a sequential source. size is its length if known;
+// remote, when set, can re-read it with Range requests. outer is false for
+// what was found inside a compressed file or an OVA. Whatever the import
+// leaves unread is drained, so the checksum covers every byte.
+func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTPStream, outer bool) error {
+	head, err := br.Peek(source.HeadBytes)
+	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
+		return err
+	}
+	format := j.sourceFormat
+	if !outer && format == "ova" {
+		format = "auto"
+	}
+	kind, err := source.Detect(head, format)
+	if err != nil {
+		return err
+	}
+	if !outer && kind == source.KindOVA {
+		return fmt.Errorf("%w: an OVA inside an OVA or a compressed file", source.ErrFormat)
+	}
+	switch kind {
+	case source.KindGzip, source.KindZstd:
+		dr, err := source.Decompress(kind, br)
+		if err != nil {
+			return err
+		}
+		defer dr.Close()
+		if err := j.fromReader(bufio.NewReaderSize(dr, source.HeadBytes), -1, nil, false); err != nil {
+			return err
+		}
+	case source.KindOVA:
+		r, disk, n, err := source.OpenOVADisk(br, j.ovaDisk)
+		if err != nil {
+			return err
+		}
+		if disk.Of > 1 {
+			fmt.Fprintf(j.log, "imager: importing OVA disk %s of %d\n", disk.Description, disk.Of)
+		}
+		if disk.Gzip {
+			zr, err := source.Decompress(source.KindGzip, r)
+			if err != nil {
+				return fmt.Errorf("OVA disk %s: %w", disk.Href, err)
+			}
+			defer zr.Close()
+			r, n = zr, -1
+		}
+		if err := j.fromReader(bufio.NewReaderSize(r, source.HeadBytes), n, nil, false); err != nil {
+			return err
+		}
+	case source.KindStream:
+		if err := j.fromStream(br); err != nil {
+			return err
+		}
+	case source.KindRaw:
+		if size < 0 && j.targetFormat == "vmdk" {
+			return j.fromSpool(br, size, "a raw source of unknown size")
+		}
+		if err := j.fromRaw(br, size); err != nil {
+			return err
+		}
+	case source.KindVMDK:
+		if remote != nil && remote.RangeOK() && j.hash == nil && size > 0 {
+			remote.Close()
+			return j.fromRemote(remote, size)
+		}
+		why := "a VMDK that is not streamOptimized needs random access"
+		if remote != nil && !remote.RangeOK() {
+			why += " and the server does not accept Range requests"
+		}
+		return j.fromSpool(br, size, why)
+	}
+	if outer {
+		if _, err := io.Copy(io.Discard, source.WithContext(j.ctx, br)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fromFile imports a local file: VMDKs (chains and multi-extent images
+// included) and raw files are read in place at random offsets.
+func (j *importJob) fromFile(path string) error {
+	f, err := source.OpenFile(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if j.hash != nil {
+		if _, err := io.Copy(j.hash, source.WithContext(j.ctx, f)); err != nil {
+			return err
+		}
+		if err := j.verifyChecksum(); err != nil {
+			return err // before a byte is written
+		}
+		j.hash = nil
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+	}
+	head := make([]byte, source.HeadBytes)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return err
+	}
+	kind, err := source.Detect(head[:n], j.sourceFormat)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case source.KindOVA, source.KindGzip, source.KindZstd:
+		return j.fromReader(bufio.NewReaderSize(f, source.HeadBytes), -1, nil, true)
+	case source.KindRaw:
+		return j.fromImageFile(path, "raw")
+	}
+	return j.fromImageFile(path, "vmdk")
+}
+
+func (j *importJob) fromImageFile(path, format string) error {
+	img, err := openImage(path, format, &j.paths)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	return j.fromImage(img)
+}
+
+// fromRemote opens a single-file VMDK over HTTP Range requests.
+func (j *importJob) fromRemote(s *source.HTTPStream, size int64) error {
+	d, err := vmdk.OpenReaderAt(s.ReaderAt(j.ctx, size), size, jobapi.RedactURL(j.source)) // the name its errors quote
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return j.fromImage(vmdkImage{d})
+}
+
+// fromSpool copies the rest of a sequential source to the scratch
+// directory and imports it from there.
+func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
+	if j.scratch == "" {
+		return failed(source.ErrNoScratch, fmt.Errorf("%s: give --scratch-dir to spool it", why))
+	}
+	fmt.Fprintf(j.log, "imager: spooling the source to %s: %s\n", j.scratch, why)
+	j.prog.Phase("spool")
+	j.prog.SetTotal(size)
+	path, err := source.Spool(j.ctx, j.scratch, countingReader{r, j.prog})
+	if path != "" {
+		j.spools = append(j.spools, path)
+		j.res.Spooled = true
+	}
+	if err != nil {
+		return err
+	}
+	if err := j.verifyChecksum(); err != nil {
+		return err // before a byte is written
+	}
+	j.hash = nil
+	j.prog.Phase("import")
+	return j.fromImageFile(path, "vmdk")
+}
+
+// fromImage copies a random-access image with parallel workers.
+func (j *importJob) fromImage(img image) error {
+	if v, ok := img.(vmdkImage); ok {
+		j.describeSource(v.Descriptor())
+	} else {
+		j.res.SourceFormat = "raw"
+	}
+	t, err := j.openTarget(img.Size())
+	if err != nil {
+		return err
+	}
+	report := func(done int64) {
+		if done >= 0 {
+			j.prog.Set(done)
+		}
+	}
+	if t.Ordered() {
+		return imgcopy.InOrder(j.ctx, img, t, report)
+	}
+	return imgcopy.Image(j.ctx, img, t, report)
+}
+
+func (j *importJob) describeSource(d *vmdk.Descriptor) {
+	j.res.SourceFormat = "vmdk"
+	j.res.CreateType = d.CreateType
+	j.res.CID = fmt.Sprintf("%08x", d.CID)
+	j.res.ParentCID = fmt.Sprintf("%08x", d.ParentCID)
+}
+
+// fromStream imports a streamOptimized VMDK while it is read: grains are
+// inflated in parallel and written as they arrive.
+func (j *importJob) fromStream(r io.Reader) error {
+	sr, err := vmdk.NewStreamReader(r)
+	if err != nil {
+		return err
+	}
+	defer sr.Close()
+	j.describeSource(sr.Descriptor())
+	t, err := j.openTarget(sr.Size())
+	if err != nil {
+		return err
+	}
+	var pos int64
+	for {
+		if err := context.Cause(j.ctx); err != nil {
+			return err
+		}
+		g, err := sr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := zeroGap(t, pos, g.Offset); err != nil {
+			return err
+		}
+		if err := imgcopy.WriteSparse(t, g.Data, g.Offset); err != nil {
+			return targetErr(err)
+		}
+		pos = g.Offset + int64(len(g.Data))
+		j.prog.Set(pos)
+	}
+	return zeroGap(t, pos, max(j.outSize, sr.Size()))
+}
+
+// fromRaw imports raw bytes read in order; size < 0 when unknown.
+func (j *importJob) fromRaw(r io.Reader, size int64) error {
+	j.res.SourceFormat = "raw"
+	t, err := j.openTarget(size)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, imgcopy.ChunkSize)
+	var pos int64
+	for {
+		if err := context.Cause(j.ctx); err != nil {
+			return err
+		}
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			if werr := imgcopy.WriteSparse(t, buf[:n], pos); werr != nil {
+				return targetErr(werr)
+			}
+			pos += int64(n)
+			j.prog.Set(pos)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if size >= 0 && pos != size {
+		return failed(errTruncated, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
+	}
+	j.outSize = max(pos, j.size)
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	p *imgcopy.Progress
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.p.Add(int64(n))
+	return n, err
+}
