@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
+	"github.com/vmdkpop/vmdkpop/imager/internal/target"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// classify's table for the typed errors of the packages below imager:
+// the reasons README's "Exit codes and reasons" lists, whichever layer
+// wrapped them.
+func TestClassifyTypedErrors(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("context: %w", err) }
+	for _, c := range []struct {
+		err       error
+		reason    string
+		permanent bool
+	}{
+		{&source.HTTPStatusError{Code: 404}, jobapi.ReasonSourceNotFound, true},
+		{&source.HTTPStatusError{Code: 403}, jobapi.ReasonUnauthorized, true},
+		{&source.HTTPStatusError{Code: 503}, jobapi.ReasonNetworkError, false},
+		{&source.HTTPStatusError{Code: 400}, jobapi.ReasonSourceError, true},
+		{source.ErrProtocol, jobapi.ReasonSourceError, true},
+		{source.ErrCredentialsOverHTTP, jobapi.ReasonSourceError, true},
+		{source.ErrInvalidOptions, jobapi.ReasonInvalidArguments, true},
+		{source.ErrNoScratch, jobapi.ReasonInvalidArguments, true},
+		{source.ErrFormat, jobapi.ReasonInvalidImage, true},
+		{source.ErrUnsupported, jobapi.ReasonUnsupportedImage, true},
+		{&source.OpenError{Err: syscall.ENOENT}, jobapi.ReasonSourceNotFound, true},
+		{&source.OpenError{Err: syscall.ELOOP}, jobapi.ReasonSourceNotFound, true},
+		{&source.OpenError{Err: syscall.EIO}, jobapi.ReasonIOError, false},
+		{target.Mark(syscall.EACCES), jobapi.ReasonTargetNotWritable, true},
+		{target.Mark(syscall.ENOENT), jobapi.ReasonTargetError, true},
+		{target.MarkOpen(syscall.ENAMETOOLONG), jobapi.ReasonTargetError, true},
+		{target.Mark(syscall.ENAMETOOLONG), jobapi.ReasonFailed, false},
+		{target.Mark(syscall.ENOSPC), jobapi.ReasonNoSpace, false},
+		{&target.TooSmallError{Msg: "small"}, jobapi.ReasonTargetTooSmall, true},
+		{os.ErrPermission, jobapi.ReasonUnauthorized, true},
+		{vmdk.ErrCorrupt, jobapi.ReasonInvalidImage, true},
+		{failed(errChecksumMismatch, errors.New("sum")), jobapi.ReasonChecksumMismatch, true},
+		{failed(errTruncated, errors.New("short")), jobapi.ReasonSourceError, false},
+		{context.Canceled, jobapi.ReasonTerminated, false},
+	} {
+		for _, err := range []error{c.err, wrap(c.err)} {
+			if reason, perm := classify(err); reason != c.reason || perm != c.permanent {
+				t.Errorf("%v: %s permanent=%v, want %s permanent=%v", err, reason, perm, c.reason, c.permanent)
+			}
+		}
+	}
+}
