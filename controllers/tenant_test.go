@@ -155,7 +155,8 @@ var _ = Describe("tenant safety", func() {
 		readyImage(ns, "img", "13131313", v1alpha1.VMDKImageSpec{Size: gi(1)})
 
 		prime := primeOf(x)
-		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnPrimeUID]).To(Equal(string(prime.UID)))
+		// Recorded right after the prime's create: not always seen yet.
+		Eventually(annotation(ns, "x", v1alpha1.AnnPrimeUID), timeout, interval).Should(Equal(string(prime.UID)))
 		Eventually(annotation(ns, "x", v1alpha1.AnnMessage), timeout, interval).Should(And(ContainSubstring("Job "+job.Name), ContainSubstring("not created by vmdkpop")))
 		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed))
 		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonForeignObject))
