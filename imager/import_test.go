@@ -120,7 +120,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cutAfter > 0 && s.cuts.Add(-1) >= 0 {
 		limit = s.cutAfter
 	}
-	ww = &slowWriter{w: w, s: s, limit: limit}
+	ww = &slowWriter{w: w, s: s, limit: limit, done: r.Context().Done()}
 	if s.noRange {
 		w.Header().Set("Content-Length", fmt.Sprint(len(data)))
 		w.WriteHeader(http.StatusOK)
@@ -144,6 +144,7 @@ type slowWriter struct {
 	s       *server
 	limit   int64
 	written int64
+	done    <-chan struct{} // the request's end: the client gave up
 }
 
 func (sw *slowWriter) Write(p []byte) (int, error) {
@@ -157,7 +158,13 @@ func (sw *slowWriter) Write(p []byte) (int, error) {
 		}
 		if sw.s.stallAt > 0 && sw.written >= sw.s.stallAt && sw.s.stalled.CompareAndSwap(false, true) {
 			sw.w.(http.Flusher).Flush()
-			time.Sleep(3 * time.Second)
+			// Hold the connection open until the client drops it (or
+			// long after any test would have noticed): only the client's
+			// stall timer ends the stall in time.
+			select {
+			case <-sw.done:
+			case <-time.After(10 * time.Second):
+			}
 			panic(http.ErrAbortHandler)
 		}
 		m, err := sw.w.Write(p[:k])
@@ -373,8 +380,15 @@ func TestImportSlowAndStalledServer(t *testing.T) {
 		s.stallAt = 3 << 20
 	})
 	dir := t.TempDir()
+	start := time.Now()
 	code, r, out, errs := runImportTest(t, "--target", dir, "--stall-timeout", "300ms", ts.URL+"/stream.vmdk")
+	took := time.Since(start)
 	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
+	// The server holds the stalled connection for 10s: an import that
+	// ends sooner abandoned it on its own stall timer.
+	if took > 4*time.Second {
+		t.Fatalf("took %v: the 300ms stall timeout did not cut the stalled connection", took)
+	}
 	if n := strings.Count(out, "\n"); n < 5 {
 		t.Fatalf("%d progress lines", n)
 	}
@@ -598,7 +612,11 @@ func TestImportTargetChecks(t *testing.T) {
 	os.WriteFile(dev, bytes.Repeat([]byte{0xee}, 8<<20), 0o644)
 	code, r, _, _ = runImportTest(t, "--target", dev, "--target-mode", "block", local)
 	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonTargetTooSmall)
-	os.WriteFile(dev, bytes.Repeat([]byte{0xee}, 32<<20), 0o644)
+	// Old data only in the first MiB (zeros in the source); the rest is a
+	// hole, which reads zeros: probe (the default) writes zeros over the
+	// old data and nowhere else, so the hole stays a hole.
+	os.WriteFile(dev, bytes.Repeat([]byte{0xee}, 1<<20), 0o644)
+	os.Truncate(dev, 32<<20)
 	code, r, _, errs := runImportTest(t, "--target", dev, "--target-mode", "block", local)
 	if code != 0 {
 		t.Fatalf("exit %d %s", code, errs)
@@ -606,6 +624,11 @@ func TestImportTargetChecks(t *testing.T) {
 	got, _ := os.ReadFile(dev)
 	if !bytes.Equal(got[:len(f.raw)], f.raw) {
 		t.Fatal("block target content differs")
+	}
+	// 1 MiB zeroed, 5 MiB and 64 KiB of data: anything near the 24 MiB
+	// of the disk means zeros were written where the device read zeros.
+	if a := target.AllocatedBytes(dev); a > 8<<20 {
+		t.Fatalf("probe allocated %d bytes of the device: it wrote zeros where it read zeros", a)
 	}
 	// --zero-mode skip trusts the device: the old bytes stay.
 	os.WriteFile(dev, bytes.Repeat([]byte{0xee}, 32<<20), 0o644)
@@ -619,13 +642,10 @@ func TestImportLoopDevice(t *testing.T) {
 	f := getFixture(t)
 	_, ts := newServer(t, f, nil)
 	dev := loopDevice(t, 32<<20)
-	fd, err := os.OpenFile(dev, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fd.Write(bytes.Repeat([]byte{0x5a}, 32<<20)) // old data
-	fd.Close()
 	for _, src := range []string{ts.URL + "/stream.vmdk", ts.URL + "/sparse.vmdk"} {
+		// Old data before each import: the second must not find the
+		// first one's result already there.
+		fillDevice(t, dev, 0x5a)
 		code, r, _, errs := runImportTest(t, "--target", dev, src)
 		if code != 0 {
 			t.Fatalf("%s: exit %d %s", src, code, errs)
@@ -746,5 +766,22 @@ func TestWriteAndChecksum(t *testing.T) {
 	}
 	if code, _, _ := imager("write", "-P", "1", "4M", "1", filepath.Join(dir, "ours.vmdk")); code == 0 {
 		t.Fatal("wrote past the end")
+	}
+}
+
+// fillDevice overwrites the whole of dev with b.
+func fillDevice(t *testing.T, dev string, b byte) {
+	t.Helper()
+	fd, err := os.OpenFile(dev, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	size, _ := fd.Seek(0, io.SeekEnd)
+	if _, err := fd.WriteAt(bytes.Repeat([]byte{b}, int(size)), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := fd.Sync(); err != nil {
+		t.Fatal(err)
 	}
 }
