@@ -340,6 +340,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 		return failed(errTruncated, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
 	}
 	j.outSize = max(pos, j.size)
+	j.res.VirtualSize = j.outSize // a source of unknown size: known now
 	return nil
 }
 
