@@ -53,3 +53,51 @@ func TestImportCredentialsOverPlainHTTP(t *testing.T) {
 		wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
 	}
 }
+
+// Basic auth from --username-file and --password-file, or from a mounted
+// Secret's username and password (--credentials-dir): the server lets in
+// only the right pair.
+func TestImportBasicAuth(t *testing.T) {
+	f := getFixture(t)
+	s := &server{files: map[string][]byte{"stream.vmdk": f.stream}, user: "alice", pass: "pa ss:w0rd"}
+	ts := httptest.NewTLSServer(s)
+	defer ts.Close()
+	tmp := t.TempDir()
+	ca := filepath.Join(tmp, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o644)
+	secret := filepath.Join(tmp, "secret") // as a Secret is mounted: one file a key
+	os.Mkdir(secret, 0o755)
+	user, pass := filepath.Join(secret, "username"), filepath.Join(secret, "password")
+	os.WriteFile(user, []byte("alice\n"), 0o600)
+	os.WriteFile(pass, []byte("pa ss:w0rd"), 0o600)
+	wrong := filepath.Join(tmp, "wrong")
+	os.WriteFile(wrong, []byte("hunter2"), 0o600)
+	src := ts.URL + "/stream.vmdk"
+
+	for name, args := range map[string][]string{
+		"files":           {"--username-file", user, "--password-file", pass},
+		"credentials-dir": {"--credentials-dir", secret},
+	} {
+		dir := t.TempDir()
+		code, r, _, errs := runImportTest(t, append([]string{"--target", dir, "--ca-file", ca}, append(args, src)...)...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d %s", name, code, errs)
+		}
+		wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
+	}
+	dir := t.TempDir()
+	code, r, _, _ := runImportTest(t, "--target", dir, "--ca-file", ca, src)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonUnauthorized)
+	code, r, _, _ = runImportTest(t, "--target", dir, "--ca-file", ca, "--username-file", user, "--password-file", wrong, src)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonUnauthorized)
+	if strings.Contains(r.Message, "hunter2") {
+		t.Fatalf("the password in the message: %s", r.Message)
+	}
+	code, r, _, _ = runImportTest(t, "--target", dir, "--ca-file", ca, "--username-file", user, src)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
+	// Basic auth is a credential too: not over plain http://.
+	_, plain := newServer(t, f, func(s *server) { s.user, s.pass = "alice", "pa ss:w0rd" })
+	code, r, _, _ = runImportTest(t, "--target", dir, "--credentials-dir", secret, plain.URL+"/stream.vmdk")
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
+	emptyDir(t, dir)
+}

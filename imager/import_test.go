@@ -94,6 +94,8 @@ type server struct {
 	stallAt  int64         // stop sending (without closing) at this byte, once
 	stalled  atomic.Bool
 	token    string
+	user     string // with pass: basic auth required
+	pass     string
 	mu       sync.Mutex
 	ranges   []string // Range headers received
 }
@@ -103,6 +105,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.ranges = append(s.ranges, r.Header.Get("Range"))
 	s.mu.Unlock()
 	if s.token != "" && r.Header.Get("Authorization") != "Bearer "+s.token {
+		http.Error(w, "no", http.StatusUnauthorized)
+		return
+	}
+	if u, p, ok := r.BasicAuth(); s.user != "" && (!ok || u != s.user || p != s.pass) {
 		http.Error(w, "no", http.StatusUnauthorized)
 		return
 	}
