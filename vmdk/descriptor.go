@@ -221,8 +221,10 @@ func parseExtentLine(line string) (e ExtentLine, ok bool, err error) {
 		return e, true, fmt.Errorf("extent line %q: missing file name", truncate(line))
 	}
 	e.File = fields[2]
-	if strings.ContainsAny(e.File, "\"\x00") {
-		return e, true, fmt.Errorf("extent line %q: file name holds a quote or NUL", truncate(line))
+	if strings.ContainsAny(e.File, "\"\x00\r") {
+		// A carriage return cannot survive a line-based descriptor (nor
+		// Format): refused rather than read as another name.
+		return e, true, fmt.Errorf("extent line %q: file name holds a quote, carriage return or NUL", truncate(line))
 	}
 	if len(fields) == 4 {
 		if !e.Type.flatLike() {
