@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -41,15 +40,20 @@ func TestImportCompressed(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(local, name), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		for _, src := range []string{filepath.Join(local, name), ts.URL + "/" + name} {
-			t.Run(fmt.Sprintf("%s via %s", name, src[:4]), func(t *testing.T) {
-				dir := t.TempDir()
-				code, r, _, errs := runImportTest(t, "--target", dir, src)
-				wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
-				if r.VirtualSize != int64(len(f.raw)) {
-					t.Fatalf("virtual size %d", r.VirtualSize)
-				}
-			})
-		}
+	}
+	// Each compression from a file and over HTTP, each holding raw bytes
+	// and a streamOptimized VMDK.
+	for _, src := range []string{
+		filepath.Join(local, "disk.raw.gz"), ts.URL + "/stream.vmdk.gz",
+		ts.URL + "/disk.raw.zst", filepath.Join(local, "stream.vmdk.zst"),
+	} {
+		t.Run(filepath.Base(src)+" via "+src[:4], func(t *testing.T) {
+			dir := t.TempDir()
+			code, r, _, errs := runImportTest(t, "--target", dir, src)
+			wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
+			if r.VirtualSize != int64(len(f.raw)) {
+				t.Fatalf("virtual size %d", r.VirtualSize)
+			}
+		})
 	}
 }
