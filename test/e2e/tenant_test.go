@@ -45,8 +45,10 @@ const (
 	// annSelectedNode is the scheduler's WaitForFirstConsumer annotation,
 	// which a tenant may set on its own PVC.
 	annSelectedNode = "volume.kubernetes.io/selected-node"
-	tenantPVCSize   = 32 // MiB
-	sourceSize      = 16 << 20
+	// MiB: room for the 16 MiB disk by jobapi.RequiredBytes (35Mi), so
+	// that the populator gets as far as the forged objects.
+	tenantPVCSize = 64
+	sourceSize    = 16 << 20
 	// settle is how long a safe outcome must hold once reached.
 	settle = 25 * time.Second
 )
@@ -262,8 +264,8 @@ func describePVC(pvc *corev1.PersistentVolumeClaim) string {
 // Failed, the message, and the ForeignObject warning.
 func expectRefused(pvc *corev1.PersistentVolumeClaim) {
 	GinkgoHelper()
-	Expect(pvc.Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed), describePVC(pvc))
-	Expect(pvc.Annotations[v1alpha1.AnnMessage]).To(ContainSubstring(notOurs), describePVC(pvc))
+	Expect(pvc.Annotations[v1alpha1.AnnPhase]).To(Equal(v1alpha1.PopFailed), "%s", describePVC(pvc))
+	Expect(pvc.Annotations[v1alpha1.AnnMessage]).To(ContainSubstring(notOurs), "%s", describePVC(pvc))
 	Eventually(func() []string {
 		return warnings(pvc.Namespace, "PersistentVolumeClaim", pvc.Name, pvc.UID, reasonForeign)
 	}, 30*time.Second, time.Second).ShouldNot(BeEmpty(), "a Warning %s event on PVC %s", reasonForeign, pvc.Name)
@@ -345,11 +347,11 @@ var _ = Describe("a malicious tenant", func() {
 			g.Expect(*pv.Spec.ClaimRef).To(And(HaveField("Namespace", victimNS), HaveField("Name", "data"), HaveField("UID", victim.UID)),
 				"the victim's PV %s was handed to another claim", victimPV)
 			v := getPVC(victimNS, "data")
-			g.Expect(v.Status.Phase).To(Equal(corev1.ClaimBound), describePVC(v))
+			g.Expect(v.Status.Phase).To(Equal(corev1.ClaimBound), "%s", describePVC(v))
 			g.Expect(v.Spec.VolumeName).To(Equal(victimPV))
 			t := getPVC(ns, "x")
 			g.Expect(t.Spec.VolumeName).NotTo(Equal(victimPV), "the tenant's PVC got the victim's PV: %s", describePVC(t))
-			g.Expect(t.Annotations[v1alpha1.AnnVolume]).NotTo(Equal(victimPV), describePVC(t))
+			g.Expect(t.Annotations[v1alpha1.AnnVolume]).NotTo(Equal(victimPV), "%s", describePVC(t))
 		}
 		victimHolds(Default)
 		Consistently(victimHolds, settle, time.Second).Should(Succeed())
@@ -384,7 +386,7 @@ var _ = Describe("a malicious tenant", func() {
 			t := getPVC(ns, "x")
 			g.Expect(t.Spec.VolumeName == "" || t.Annotations[v1alpha1.AnnVolume] != t.Spec.VolumeName).To(BeTrue(),
 				"vmdkpop handed the tenant's PVC a volume its forged Job 'populated': %s", describePVC(t))
-			g.Expect(t.Annotations[v1alpha1.AnnPhase]).NotTo(Equal(v1alpha1.PopSucceeded), describePVC(t))
+			g.Expect(t.Annotations[v1alpha1.AnnPhase]).NotTo(Equal(v1alpha1.PopSucceeded), "%s", describePVC(t))
 		}
 		By("the PVC is not handed a volume the forged Job 'populated'")
 		notHandedOver(Default)
