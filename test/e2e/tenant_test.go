@@ -107,21 +107,7 @@ func podIn(ns, name string, args []string, vols ...podVolume) *jobapi.Result {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec:       hardenedPodSpec(imagerUID, append(args, "--result-file", "/dev/termination-log"), vols...),
 	}
-	Expect(k8s.Create(ctx, pod)).To(Succeed())
-	Eventually(func() corev1.PodPhase {
-		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
-		return pod.Status.Phase
-	}, timeout, time.Second).Should(BeElementOf(corev1.PodSucceeded, corev1.PodFailed), name)
-	var msg string
-	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.State.Terminated != nil {
-			msg = cs.State.Terminated.Message
-		}
-	}
-	r, err := jobapi.Parse(msg)
-	Expect(err).NotTo(HaveOccurred(), "pod %s: %q", name, msg)
-	Expect(pod.Status.Phase).To(Equal(corev1.PodSucceeded), "pod %s: %s", name, r.Message)
-	return r
+	return runToResult(pod)
 }
 
 // ownedBy is a controller reference to owner, as vmdkpop sets on its

@@ -77,6 +77,7 @@ type podVolume struct {
 // imagerPod runs imager with args in a pod and returns the result it
 // wrote to its termination message.
 func imagerPod(name string, uid int64, args []string, vols ...podVolume) *jobapi.Result {
+	GinkgoHelper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name},
 		Spec: corev1.PodSpec{
@@ -107,11 +108,18 @@ func imagerPod(name string, uid int64, args []string, vols ...podVolume) *jobapi
 			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: vn, MountPath: v.path, ReadOnly: v.readOnly})
 		}
 	}
-	ExpectWithOffset(1, k8s.Create(ctx, pod)).To(Succeed())
-	EventuallyWithOffset(1, func() corev1.PodPhase {
-		ExpectWithOffset(2, k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
+	return runToResult(pod)
+}
+
+// runToResult creates an imager pod, waits for it to end, and returns the
+// result it wrote to its termination message (it must have succeeded).
+func runToResult(pod *corev1.Pod) *jobapi.Result {
+	GinkgoHelper()
+	Expect(k8s.Create(ctx, pod)).To(Succeed())
+	Eventually(func() corev1.PodPhase {
+		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), pod)).To(Succeed())
 		return pod.Status.Phase
-	}, timeout, time.Second).Should(BeElementOf(corev1.PodSucceeded, corev1.PodFailed), name)
+	}, timeout, time.Second).Should(BeElementOf(corev1.PodSucceeded, corev1.PodFailed), pod.Name)
 	var msg string
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.State.Terminated != nil {
@@ -119,8 +127,8 @@ func imagerPod(name string, uid int64, args []string, vols ...podVolume) *jobapi
 		}
 	}
 	r, err := jobapi.Parse(msg)
-	ExpectWithOffset(1, err).NotTo(HaveOccurred(), "pod %s: %q", name, msg)
-	ExpectWithOffset(1, pod.Status.Phase).To(Equal(corev1.PodSucceeded), "pod %s: %s", name, r.Message)
+	Expect(err).NotTo(HaveOccurred(), "pod %s: %q", pod.Name, msg)
+	Expect(pod.Status.Phase).To(Equal(corev1.PodSucceeded), "pod %s: %s", pod.Name, r.Message)
 	return r
 }
 
