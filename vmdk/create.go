@@ -281,7 +281,7 @@ func Create(path string, o CreateOptions) error {
 		return fmt.Errorf("%w: %w: a %s image of %d bytes: at most %d (%s)", ErrInvalidOptions, ErrUnsupported, o.Subformat, o.Size, limit, sizeLimitReason(o.Subformat))
 	}
 	if o.Subformat == StreamOptimized {
-		return createFile(path, func(f *os.File) error {
+		return createFile(path, func(f hostFile) error {
 			w, err := NewStreamWriter(f, StreamOptions{ImageOptions: o.ImageOptions, ExtentFileName: filepath.Base(path)})
 			if err != nil {
 				return err
@@ -322,14 +322,14 @@ func Create(path string, o CreateOptions) error {
 
 	dir := filepath.Dir(path)
 	if o.Subformat == MonolithicSparse {
-		return createFile(path, func(f *os.File) error {
+		return createFile(path, func(f hostFile) error {
 			return writeSparseExtent(f, sectors, &o, desc.Format())
 		})
 	}
 	var created []string
 	for _, l := range lines {
 		p := filepath.Join(dir, l.File)
-		err := createFile(p, func(f *os.File) error {
+		err := createFile(p, func(f hostFile) error {
 			if flat {
 				return f.Truncate(l.Sectors * SectorSize)
 			}
@@ -337,19 +337,19 @@ func Create(path string, o CreateOptions) error {
 		})
 		if err != nil {
 			for _, c := range created {
-				os.Remove(c)
+				host.Remove(c)
 			}
 			return err
 		}
 		created = append(created, p)
 	}
-	err := createFile(path, func(f *os.File) error {
+	err := createFile(path, func(f hostFile) error {
 		_, err := f.Write(desc.Format())
 		return err
 	})
 	if err != nil {
 		for _, c := range created {
-			os.Remove(c)
+			host.Remove(c)
 		}
 	}
 	return err
@@ -357,8 +357,8 @@ func Create(path string, o CreateOptions) error {
 
 // createFile creates path exclusively, fills it, syncs it and removes it
 // again if anything failed.
-func createFile(path string, fill func(*os.File) error) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+func createFile(path string, fill func(hostFile) error) error {
+	f, err := host.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
@@ -370,7 +370,7 @@ func createFile(path string, fill func(*os.File) error) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
+		host.Remove(path)
 		return fmt.Errorf("create %s: %w", path, err)
 	}
 	return nil
@@ -406,7 +406,7 @@ func sparseExtentSectors(sectors, grain, descSectors int64) int64 {
 // layout: header, embedded descriptor (if any, 20 sectors), redundant GD
 // and GTs, GD and GTs, padded to a grain. Every grain table is
 // preallocated so writes only append grains.
-func writeSparseExtent(f *os.File, sectors int64, o *CreateOptions, desc []byte) error {
+func writeSparseExtent(f hostFile, sectors int64, o *CreateOptions, desc []byte) error {
 	grain := o.GrainSize / SectorSize
 	h := SparseHeader{
 		Version: 1, Flags: flagNewlineCheck | flagRedundantGT,

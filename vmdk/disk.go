@@ -103,7 +103,7 @@ func (o *opener) openFile(path string) (*source, error) {
 	if o.rw {
 		flag = os.O_RDWR
 	}
-	f, err := os.OpenFile(path, flag, 0)
+	f, err := host.OpenFile(path, flag, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func (o *opener) open(path string, depth int) (*Disk, error) {
 	return d, nil
 }
 
-func statID(f *os.File) (fileID, bool) {
+func statID(f hostFile) (fileID, bool) {
 	fi, err := f.Stat()
 	if err != nil {
 		return fileID{}, false

@@ -4,17 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync/atomic"
 )
 
-// source is one file an extent reads from: an *os.File, or any io.ReaderAt
+// source is one file an extent reads from: a host file, or any io.ReaderAt
 // for images opened with OpenReaderAt.
 type source struct {
 	name string
 	r    io.ReaderAt
 	size int64    // at open; metadata is checked against it
-	f    *os.File // nil unless backed by a real file
+	f    hostFile // nil unless backed by a real file
 	// grown is the size after writes appended grains (0 if none).
 	grown atomic.Int64
 }

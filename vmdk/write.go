@@ -125,11 +125,11 @@ func (d *Disk) writeDescriptor() error {
 // written and synced, renamed over path, and the directory synced.
 func writeFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := host.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer host.Remove(tmp.Name())
 	if _, err = tmp.Write(data); err == nil {
 		if err = tmp.Chmod(0o644); err == nil {
 			err = tmp.Sync()
@@ -139,7 +139,7 @@ func writeFileAtomic(path string, data []byte) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = host.Rename(tmp.Name(), path)
 	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -148,7 +148,7 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 func syncDir(dir string) error {
-	f, err := os.Open(dir)
+	f, err := host.OpenFile(dir, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
