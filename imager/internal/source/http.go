@@ -187,7 +187,11 @@ func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator stri
 	if err != nil {
 		return nil, transient(redactURLError(err))
 	}
+	ranged := req.Header.Get("Range") != ""
 	switch c := resp.StatusCode; {
+	case c == http.StatusPartialContent && !ranged:
+		resp.Body.Close()
+		return nil, protocolErr(fmt.Errorf("%s: a 206 reply to a request for the whole file", h.shown))
 	case c == http.StatusOK || c == http.StatusPartialContent:
 		return resp, nil
 	default:
@@ -300,6 +304,9 @@ func (s *HTTPStream) Read(p []byte) (int, error) {
 		if s.ctx.Err() != nil {
 			return 0, context.Cause(s.ctx)
 		}
+		if errors.Is(err, ErrProtocol) {
+			return 0, err // a reply that is not the range asked for: no retry makes it one
+		}
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
@@ -332,29 +339,31 @@ func (s *HTTPStream) resume(cause error) error {
 		return err
 	}
 	if resp.StatusCode == http.StatusPartialContent {
-		if start, ok := contentRangeStart(resp); !ok || start != s.pos {
-			return protocolErr(fmt.Errorf("%s: asked for byte %d, got Content-Range %q", s.h.shown, s.pos, resp.Header.Get("Content-Range")))
+		body, size, err := checkPartial(resp, s.h.shown, s.pos, -1, s.size)
+		if err != nil {
+			s.closeBody()
+			return err
 		}
+		s.body, s.size = body, size
 		return nil
 	}
-	// A whole body: the server ignored the range (or the file changed).
-	if v := validator(resp); s.validator != "" && v != s.validator {
+	// A whole body to a Range request: the server dropped the range it
+	// accepted, or (If-Range) the file changed. Either way the bytes are
+	// not the rest of what was read so far.
+	if from > 0 {
+		s.closeBody()
+		return protocolErr(fmt.Errorf("%s: asked for bytes from %d, got the whole file (it changed, or the server ignores ranges)", s.h.shown, from))
+	}
+	// A new whole body from a server without ranges: its prefix is
+	// discarded, if it is still the same file.
+	if v := validator(resp); s.validator != "" && v != s.validator || s.size >= 0 && resp.ContentLength >= 0 && resp.ContentLength != s.size {
+		s.closeBody()
 		return protocolErr(fmt.Errorf("%s changed during the download", s.h.shown))
 	}
 	if _, err := io.CopyN(io.Discard, s.body, s.pos); err != nil {
 		return s.resume(err)
 	}
 	return nil
-}
-
-func contentRangeStart(resp *http.Response) (int64, bool) {
-	cr, ok := strings.CutPrefix(resp.Header.Get("Content-Range"), "bytes ")
-	if !ok {
-		return 0, false
-	}
-	first, _, _ := strings.Cut(cr, "-")
-	n, err := strconv.ParseInt(first, 10, 64)
-	return n, err == nil
 }
 
 func (s *HTTPStream) closeBody() {
@@ -467,11 +476,21 @@ func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
 			resp.Body.Close()
 			return nil, protocolErr(fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.shown))
 		}
+		body, _, err := checkPartial(resp, r.h.shown, from, to, r.size)
+		if err != nil {
+			return nil, err
+		}
 		buf := make([]byte, to-from+1)
-		_, err = io.ReadFull(resp.Body, buf)
-		resp.Body.Close()
+		_, err = io.ReadFull(body, buf)
 		if err == nil {
+			_, err = body.Read(make([]byte, 1)) // io.EOF, unless the reply goes on
+		}
+		body.Close()
+		if err == io.EOF {
 			return buf, nil
+		}
+		if errors.Is(err, ErrProtocol) {
+			return nil, err
 		}
 		if r.ctx.Err() != nil || attempt >= r.h.opts.Retries {
 			return nil, transient(fmt.Errorf("%s: bytes %d-%d: %w", r.h.shown, from, to, err))
