@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 )
 
@@ -16,88 +17,94 @@ func (d *Disk) setParent(hint string, cid uint32) error {
 	}
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
+	old := *d.descriptor
 	d.descriptor.ParentFileNameHint, d.descriptor.ParentCID = hint, cid
-	return d.writeDescriptor()
-}
-
-// copyLayer copies the ranges of src whose mapping want accepts into dst at
-// the same offsets.
-func copyLayer(ctx context.Context, src, dst *Disk, want func(m Mapping) bool) error {
-	buf := make([]byte, 4<<20)
-	for off := int64(0); off < src.Size(); {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		m, err := src.BlockStatus(off, min(src.Size()-off, int64(len(buf))))
-		if err != nil {
-			return err
-		}
-		if want(m) {
-			b := buf[:m.Length]
-			if _, err := src.ReadAt(b, off); err != nil {
-				return err
-			}
-			if _, err := dst.WriteAt(b, off); err != nil {
-				return err
-			}
-		}
-		off += m.Length
+	if err := d.writeDescriptor(); err != nil {
+		*d.descriptor = old
+		return err
 	}
 	return nil
 }
 
-// Commit writes what the image at path stores itself into its parent, then
-// records the parent's new CID in the image, so the chain stays valid
-// (qemu-img commit leaves the child pointing at the parent's old CID).
-// Other children of the parent are not known here and would see their
-// chain broken, as they must: their parent's content changed.
-func Commit(ctx context.Context, path string, opts Options) error {
-	ro := opts
-	ro.ReadWrite = false
-	child, err := Open(path, ro)
-	if err != nil {
-		return err
+// openOwn opens the image at path for writing without its backing chain:
+// enough to relink an image whose chain is missing, broken or cyclic.
+func openOwn(path string, opts Options) (*Disk, error) {
+	opts.ReadWrite = true
+	o := opener{opts: opts, seen: map[fileID]bool{}, noParent: true}
+	if o.opts.MaxChainDepth == 0 {
+		o.opts.MaxChainDepth = DefaultMaxChainDepth
 	}
-	defer child.Close()
-	if child.parent == nil {
-		return fmt.Errorf("%s: %w: no backing file to commit into", path, ErrInvalidOptions)
-	}
-	if err := child.ChainError(); err != nil {
-		return err
-	}
-	if child.Size() > child.parent.Size() {
-		return fmt.Errorf("%s: %w: the image (%d bytes) is larger than its parent (%d bytes)", path, ErrUnsupported, child.Size(), child.parent.Size())
-	}
-	rw := ro
-	rw.ReadWrite = true
-	parent, err := Open(child.parent.Path(), rw)
-	if err != nil {
-		return err
-	}
-	err = copyLayer(ctx, child, parent, func(m Mapping) bool { return m.Depth == 0 && (m.Data || m.Zero) })
-	if err == nil {
-		err = parent.Flush()
-	}
-	newCID := parent.CID()
-	if cerr := parent.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("commit into %s: %w", child.parent.Path(), err)
-	}
-	return relink(path, rw, child.ParentFileNameHint(), newCID)
+	return o.open(path, 0)
 }
 
-func relink(path string, rw Options, hint string, cid uint32) error {
-	d, err := Open(path, rw)
+// fileIDs are the device and inode of every file d itself opened (not its
+// chain's): the same file whatever path, link or symlink reached it.
+func (d *Disk) fileIDs() map[fileID]bool {
+	ids := map[fileID]bool{}
+	for _, s := range d.sources {
+		if s.f == nil {
+			continue
+		}
+		if id, ok := statID(s.f); ok {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+// checkNewBacking refuses to make nb the parent of d when the result
+// could not be opened again: nb or a disk of its chain is d itself (or
+// shares a file with it), which would be a cycle that reads never end in;
+// the chain would grow past opts' depth limit; or the hint d would record
+// leads elsewhere (or nowhere) under opts' path rules.
+func checkNewBacking(d, nb *Disk, hint string, opts Options) error {
+	own := d.fileIDs()
+	depth := 0
+	for p := nb; p != nil; p = p.parent {
+		depth++
+		for id := range p.fileIDs() {
+			if own[id] {
+				what := "is the image itself"
+				if p != nb {
+					what = fmt.Sprintf("has %s, a file of the image, in its backing chain", p.path)
+				}
+				return fmt.Errorf("%s: %w: %w: the new backing file %s %s: the chain would be a cycle", d.path, ErrInvalidOptions, ErrChainBroken, nb.path, what)
+			}
+		}
+	}
+	limit := opts.MaxChainDepth
+	if limit == 0 {
+		limit = DefaultMaxChainDepth
+	}
+	if depth+1 > limit {
+		return fmt.Errorf("%s: %w: %w: over %s the chain would be %d deep, more than %d", d.path, ErrInvalidOptions, ErrChainBroken, nb.path, depth+1, limit)
+	}
+	o := opener{opts: opts}
+	path, err := o.resolve(filepath.Dir(d.path), hint)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: new backing file %s: %w", d.path, nb.path, err)
 	}
-	err = d.setParent(hint, cid)
-	if cerr := d.Close(); err == nil {
-		err = cerr
+	a, err1 := os.Stat(path)
+	b, err2 := os.Stat(nb.path)
+	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+		return fmt.Errorf("%s: %w: the backing file name %q would not lead to %s", d.path, ErrInvalidOptions, hint, nb.path)
 	}
-	return err
+	return nil
+}
+
+// parentHint is the parentFileNameHint naming parent from child: a path
+// relative to child's directory.
+func parentHint(child, parent string) (string, error) {
+	absNew, err1 := filepath.Abs(parent)
+	absDir, err2 := filepath.Abs(filepath.Dir(child))
+	if err1 != nil || err2 != nil {
+		return "", fmt.Errorf("new backing file %s: cannot make a relative path: %w", parent, errors.Join(err1, err2))
+	}
+	hint, err := filepath.Rel(absDir, absNew)
+	if err != nil {
+		return "", fmt.Errorf("new backing file %s: %w: %w", parent, ErrInvalidOptions, err)
+	}
+	return hint, nil
 }
 
 // RebaseOptions controls Rebase.
@@ -106,7 +113,8 @@ type RebaseOptions struct {
 	// ignored: the image is opened for writing, the backing read-only).
 	Options
 	// Unsafe changes only the descriptor and copies no data (for backing
-	// files that were moved or copied).
+	// files that were moved or copied). The old chain is not opened, so an
+	// image whose chain is missing, broken or cyclic can be relinked.
 	Unsafe bool
 }
 
@@ -114,78 +122,89 @@ type RebaseOptions struct {
 // safe mode the image's content is kept: wherever it falls through to its
 // backing and the old and new backings differ, the old content is copied
 // into the image first. With opts.Unsafe, only the descriptor changes.
+// A new backing whose chain holds the image itself (a cycle), or that
+// the image could not reach again, is refused before anything is written.
 // Rebase stops when ctx is done, returning ctx's error; the image then
 // still reads the same as before (copied ranges hold the old content).
 func Rebase(ctx context.Context, path, newBacking string, opts RebaseOptions) error {
 	o := opts.Options
 	o.ReadWrite = true
+	var d *Disk
+	var err error
+	if opts.Unsafe {
+		d, err = openOwn(path, o)
+	} else {
+		d, err = Open(path, o)
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
 	var hint string
 	cid := NoParentCID
 	var nb *Disk
 	if newBacking != "" {
 		ro := o
 		ro.ReadWrite = false
-		var err error
 		if nb, err = Open(newBacking, ro); err != nil {
 			return fmt.Errorf("new backing file: %w", err)
 		}
 		defer nb.Close()
+		if hint, err = parentHint(path, newBacking); err != nil {
+			return err
+		}
+		if err := checkNewBacking(d, nb, hint, o); err != nil {
+			return err
+		}
 		cid = nb.CID()
-		absNew, err1 := filepath.Abs(newBacking)
-		absDir, err2 := filepath.Abs(filepath.Dir(path))
-		if err1 != nil || err2 != nil {
-			return fmt.Errorf("new backing file %s: cannot make a relative path: %w", newBacking, errors.Join(err1, err2))
+		if isFlat(d) {
+			return fmt.Errorf("%s: %w: flat images cannot have a backing file", path, ErrUnsupported)
 		}
-		if hint, err = filepath.Rel(absDir, absNew); err != nil {
-			return fmt.Errorf("new backing file %s: %w: %w", newBacking, ErrInvalidOptions, err)
-		}
-	}
-	d, err := Open(path, o)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if newBacking != "" && isFlat(d) {
-		return fmt.Errorf("%s: %w: flat images cannot have a backing file", path, ErrUnsupported)
 	}
 	if !opts.Unsafe {
 		if err := d.ChainError(); err != nil && d.parent != nil {
 			return fmt.Errorf("safe rebase needs the old backing chain: %w", err)
 		}
-		a, b := make([]byte, 4<<20), make([]byte, 4<<20)
-		for off := int64(0); off < d.Size(); {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			m, err := d.BlockStatus(off, min(d.Size()-off, int64(len(a))))
-			if err != nil {
-				return err
-			}
-			if m.Depth > 0 || !m.Allocated {
-				// Falls through: old content vs the new backing's.
-				old, nw := a[:m.Length], b[:m.Length]
-				if _, err := d.ReadAt(old, off); err != nil {
-					return err
-				}
-				clear(nw)
-				if nb != nil && off < nb.Size() {
-					if _, err := nb.ReadAt(nw[:min(m.Length, nb.Size()-off)], off); err != nil {
-						return err
-					}
-				}
-				if !bytes.Equal(old, nw) {
-					if _, err := d.WriteAt(old, off); err != nil {
-						return err
-					}
-				}
-			}
-			off += m.Length
-		}
-		if err := d.Flush(); err != nil {
+		if err := keepFallThrough(ctx, d, nb); err != nil {
 			return err
 		}
 	}
 	return d.setParent(hint, cid)
+}
+
+// keepFallThrough copies into d the content it reads from its old backing
+// wherever the new backing nb (nil: none) reads differently.
+func keepFallThrough(ctx context.Context, d, nb *Disk) error {
+	a, b := make([]byte, 4<<20), make([]byte, 4<<20)
+	for off := int64(0); off < d.Size(); {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m, err := d.BlockStatus(off, min(d.Size()-off, int64(len(a))))
+		if err != nil {
+			return err
+		}
+		if m.Depth > 0 || !m.Allocated {
+			// Falls through: old content vs the new backing's.
+			old, nw := a[:m.Length], b[:m.Length]
+			if _, err := d.ReadAt(old, off); err != nil {
+				return err
+			}
+			clear(nw)
+			if nb != nil && off < nb.Size() {
+				if _, err := nb.ReadAt(nw[:min(m.Length, nb.Size()-off)], off); err != nil {
+					return err
+				}
+			}
+			if !bytes.Equal(old, nw) {
+				if _, err := d.WriteAt(old, off); err != nil {
+					return err
+				}
+			}
+		}
+		off += m.Length
+	}
+	return d.Flush()
 }
 
 func isFlat(d *Disk) bool {

@@ -86,7 +86,10 @@ type opener struct {
 	rw      bool            // files opened now are for writing
 	seen    map[fileID]bool // cycle detection across the chain
 	noFiles bool            // OpenReaderAt: no other file may be opened
-	opened  []*source
+	// noParent leaves the top disk's parent unopened (its reads that need
+	// the parent fail): for relinking an image whose chain cannot open.
+	noParent bool
+	opened   []*source
 }
 
 func (o *opener) openFile(path string) (*source, error) {
@@ -374,6 +377,10 @@ func (o *opener) openParent(d *Disk, depth int) error {
 	}
 	if o.noFiles {
 		return fmt.Errorf("%s: %w: it names a parent, which needs Open, not OpenReaderAt", d.path, ErrUnsupported)
+	}
+	if o.noParent {
+		d.chainErr = fmt.Errorf("%w: %s: its parent %q was not opened", ErrChainBroken, d.path, desc.ParentFileNameHint)
+		return nil
 	}
 	if depth+1 >= o.opts.MaxChainDepth {
 		return fmt.Errorf("%s: %w: backing chain deeper than %d", d.path, ErrChainBroken, o.opts.MaxChainDepth)

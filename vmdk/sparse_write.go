@@ -57,6 +57,25 @@ func (e *sparseExtent) write(p []byte, off int64, fill func(p []byte, off int64)
 	return nil
 }
 
+// checkWritable reports why a write to [off, off+n) of the extent would
+// fail part-way: a compressed extent, a file opened from a reader, or a
+// grain table the directory does not have.
+func (e *sparseExtent) checkWritable(off, n int64) error {
+	if e.compressed {
+		return fmt.Errorf("%s: %w: writes to a compressed (streamOptimized) extent; convert it to another subformat first", e.src.name, ErrUnsupported)
+	}
+	if e.src.f == nil {
+		return fmt.Errorf("%s: %w: write to an image opened from a reader", e.src.name, ErrUnsupported)
+	}
+	span := e.gtEntries * e.grainBytes
+	for i := off / span; i <= (off+n-1)/span; i++ {
+		if i >= int64(len(e.gd)) || e.gd[i] == 0 {
+			return fmt.Errorf("%s: %w: grain table %d is not allocated", e.src.name, ErrUnsupported, i)
+		}
+	}
+	return nil
+}
+
 // allocate appends a new grain holding part at offset within, the rest of
 // the grain copied from fill (or zeros for a zeroed grain or without fill).
 func (e *sparseExtent) allocate(g int64, part []byte, within int64, zeroed bool, fill func([]byte, int64) error) error {

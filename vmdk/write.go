@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +24,11 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
 		return 0, fmt.Errorf("%s: %w: write of %d bytes at %d passes the disk size %d", d.path, ErrOutOfRange, len(p), off, d.size)
 	}
+	// Refuse before the CID changes or any byte is written, rather than
+	// part-way through a write that spans a read-only extent.
+	if err := d.checkWritable(off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
 	if !d.cidChanged {
@@ -44,6 +50,58 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		off += int64(n)
 	}
 	return done, nil
+}
+
+// checkWritable reports why a write to [off, off+n) would fail part-way
+// (an extent that is not RW, not a writable type, compressed, or a grain
+// table the directory does not have), before anything is written.
+func (d *Disk) checkWritable(off, n int64) error {
+	for end := off + n; off < end; {
+		pe := &d.extents[d.extentAt(off)]
+		rel := off - pe.start
+		m := min(end-off, pe.size-rel)
+		if pe.line.Access != AccessRW {
+			return fmt.Errorf("%s: %w: extent %q is %s", d.path, ErrReadOnly, pe.line.File, pe.line.Access)
+		}
+		switch e := pe.ext.(type) {
+		case *flatExtent:
+			if e.src.f == nil {
+				return fmt.Errorf("%s: %w: write to an image opened from a reader", e.src.name, ErrUnsupported)
+			}
+		case *sparseExtent:
+			if err := e.checkWritable(rel, m); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s: %w: extent %q is %s", d.path, ErrReadOnly, pe.line.File, pe.line.Type)
+		}
+		off += m
+	}
+	return nil
+}
+
+// growth adds to need, per file, the bytes of new grains a write of
+// [off, off+n) would append (every grain not stored as data yet: an upper
+// bound, as a zero write may need none).
+func (d *Disk) growth(off, n int64, need map[*source]int64) error {
+	for end := off + n; off < end; {
+		pe := &d.extents[d.extentAt(off)]
+		rel := off - pe.start
+		m := min(end-off, pe.size-rel)
+		if e, ok := pe.ext.(*sparseExtent); ok {
+			for g := rel / e.grainBytes; g*e.grainBytes < rel+m; g++ {
+				gte, err := e.gte(g)
+				if err != nil {
+					return err
+				}
+				if e.kindOf(gte) != runData {
+					need[e.src] += e.grainBytes
+				}
+			}
+		}
+		off += m
+	}
+	return nil
 }
 
 func (d *Disk) writeExtent(pe *placedExtent, p []byte, rel int64) error {
@@ -99,26 +157,63 @@ func (d *Disk) flush(durable bool) error {
 
 // writeDescriptor stores the descriptor durably: in place inside a sparse
 // extent, or as a new descriptor file renamed over the old one.
+//
+// An embedded descriptor is rewritten only in the sectors that change: a
+// new CID changes one line of the same length, so one sector (two when
+// the line straddles a boundary, and either mix of old and new still
+// parses, as a CID).
 func (d *Disk) writeDescriptor() error {
+	if err := d.descriptorFits(d.descriptor); err != nil {
+		return err
+	}
 	text := d.descriptor.Format()
-	if d.kind == KindSparse {
-		h := d.header
-		room := int64(h.DescriptorSize) * SectorSize
-		if h.DescriptorOffset == 0 || int64(len(text)) > room {
-			return fmt.Errorf("%s: %w: the descriptor (%d bytes) does not fit its %d-byte space", d.path, ErrUnsupported, len(text), room)
+	if d.kind == KindDescriptor {
+		return writeFileAtomic(d.path, text)
+	}
+	h := d.header
+	self := d.extents[0].ext.(*sparseExtent)
+	at := int64(h.DescriptorOffset) * SectorSize
+	buf := make([]byte, int64(h.DescriptorSize)*SectorSize)
+	copy(buf, text)
+	old := make([]byte, len(buf))
+	if err := self.src.readFull(old, at, "embedded descriptor"); err != nil {
+		return err
+	}
+	for s := 0; s < len(buf); s += SectorSize {
+		if bytes.Equal(buf[s:s+SectorSize], old[s:s+SectorSize]) {
+			continue
 		}
-		buf := make([]byte, room)
-		copy(buf, text)
-		self := d.extents[0].ext.(*sparseExtent)
-		if err := self.pwrite(buf, int64(h.DescriptorOffset)*SectorSize, "descriptor"); err != nil {
+		e := s + SectorSize
+		for e < len(buf) && !bytes.Equal(buf[e:e+SectorSize], old[e:e+SectorSize]) {
+			e += SectorSize
+		}
+		if err := self.pwrite(buf[s:e], at+int64(s), "descriptor"); err != nil {
 			return err
 		}
-		return self.src.f.Sync()
+		s = e
 	}
-	if d.kind != KindDescriptor {
-		return fmt.Errorf("%s: %w: a bare extent has no descriptor to update", d.path, ErrUnsupported)
+	return self.src.f.Sync()
+}
+
+// descriptorFits reports whether desc can be written as d's descriptor:
+// a descriptor file, or an embedded descriptor whose text fits the space
+// the header gives it (checked before a write path's first byte).
+func (d *Disk) descriptorFits(desc *Descriptor) error {
+	switch d.kind {
+	case KindDescriptor:
+		return nil
+	case KindSparse:
+		h := d.header
+		room := int64(h.DescriptorSize) * SectorSize
+		if n := int64(len(desc.Format())); h.DescriptorOffset == 0 || n > room {
+			return fmt.Errorf("%s: %w: the descriptor (%d bytes) does not fit its %d-byte space", d.path, ErrUnsupported, n, room)
+		}
+		if _, ok := d.extents[0].ext.(*sparseExtent); !ok {
+			return fmt.Errorf("%s: %w: the embedded descriptor's file is not the first extent", d.path, ErrUnsupported)
+		}
+		return nil
 	}
-	return writeFileAtomic(d.path, text)
+	return fmt.Errorf("%s: %w: a bare extent has no descriptor to update", d.path, ErrUnsupported)
 }
 
 // writeFileAtomic replaces path with data durably: a temporary file is

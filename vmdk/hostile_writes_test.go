@@ -1,0 +1,374 @@
+package vmdk
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// The write paths under hostile and broken input (issue 12): every case
+// must end in its error class before the first byte, or leave images that
+// open and read what they read before (or a state re-running completes).
+
+var writeBound = bound{Time: 10 * time.Second, Mem: 32 << 20}
+
+// snapshot is every file of dir, by name: what "nothing was written" means.
+func snapshot(t testing.TB, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			out[e.Name()] = readFileT(t, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+func sameFiles(t testing.TB, dir string, before map[string][]byte) {
+	t.Helper()
+	after := snapshot(t, dir)
+	for name, b := range before {
+		if !bytes.Equal(after[name], b) {
+			t.Errorf("%s changed", name)
+		}
+	}
+}
+
+// sparseWith creates a monolithicSparse image (backing "" for none) and
+// writes each pattern byte p into 64 KiB at offset 64 KiB * i.
+func sparseWith(t testing.TB, path, backing string, size int64, patterns map[int64]byte) {
+	t.Helper()
+	if err := Create(path, CreateOptions{ImageOptions: ImageOptions{Size: size}, Backing: backing}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(path, Options{ReadWrite: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off, p := range patterns {
+		if _, err := d.WriteAt(bytes.Repeat([]byte{p}, 64<<10), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func content(t testing.TB, path string) []byte {
+	t.Helper()
+	d, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("%s no longer opens: %v", path, err)
+	}
+	defer d.Close()
+	return readAll(t, d)
+}
+
+// chain3 is base <- mid <- top in dir, each with content of its own.
+func chain3(t testing.TB, dir string) {
+	t.Helper()
+	sparseWith(t, filepath.Join(dir, "base.vmdk"), "", 1<<20, map[int64]byte{0: 1, 256 << 10: 1})
+	sparseWith(t, filepath.Join(dir, "mid.vmdk"), filepath.Join(dir, "base.vmdk"), 0, map[int64]byte{64 << 10: 2})
+	sparseWith(t, filepath.Join(dir, "top.vmdk"), filepath.Join(dir, "mid.vmdk"), 0, map[int64]byte{128 << 10: 3})
+}
+
+// setHint rewrites the parent link of the image at path in place, as a
+// hostile or careless tool would, with no checks.
+func setHint(t testing.TB, path, hint string, cid uint32) {
+	t.Helper()
+	d, err := openOwn(path, Options{AllowUnsafePaths: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.setParent(hint, cid); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+}
+
+func TestHostileWritesRebaseCycle(t *testing.T) {
+	cases := []struct {
+		name    string
+		image   string
+		backing func(dir string) string // the new backing file, made in dir
+		opts    RebaseOptions
+		want    []error
+	}{
+		{"onto itself", "top.vmdk", func(dir string) string { return filepath.Join(dir, "top.vmdk") }, RebaseOptions{}, []error{ErrChainBroken, ErrInvalidOptions}},
+		{"onto itself, unsafe", "top.vmdk", func(dir string) string { return filepath.Join(dir, "top.vmdk") }, RebaseOptions{Unsafe: true}, []error{ErrChainBroken, ErrInvalidOptions}},
+		{"onto itself by another relative path", "top.vmdk", func(dir string) string {
+			os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+			return filepath.Join(dir, "sub", "..", ".", "top.vmdk")
+		}, RebaseOptions{Unsafe: true}, []error{ErrChainBroken}},
+		{"onto a symlink to itself", "top.vmdk", func(dir string) string {
+			p := filepath.Join(dir, "link.vmdk")
+			if err := os.Symlink("top.vmdk", p); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, RebaseOptions{Unsafe: true}, []error{ErrChainBroken}},
+		{"onto a hard link to itself", "top.vmdk", func(dir string) string {
+			p := filepath.Join(dir, "hard.vmdk")
+			if err := os.Link(filepath.Join(dir, "top.vmdk"), p); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, RebaseOptions{}, []error{ErrChainBroken}},
+		{"onto its child", "mid.vmdk", func(dir string) string { return filepath.Join(dir, "top.vmdk") }, RebaseOptions{}, []error{ErrChainBroken}},
+		{"onto its child, unsafe", "mid.vmdk", func(dir string) string { return filepath.Join(dir, "top.vmdk") }, RebaseOptions{Unsafe: true}, []error{ErrChainBroken}},
+		{"onto its grandchild", "base.vmdk", func(dir string) string { return filepath.Join(dir, "top.vmdk") }, RebaseOptions{Unsafe: true}, []error{ErrChainBroken}},
+		{"onto a copy of its child's descriptor through a hard link", "base.vmdk", func(dir string) string {
+			// A monolithicSparse child reached by another name is still
+			// the same chain.
+			p := filepath.Join(dir, "again.vmdk")
+			if err := os.Link(filepath.Join(dir, "mid.vmdk"), p); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, RebaseOptions{Unsafe: true}, []error{ErrChainBroken}},
+		{"past the chain depth limit", "base.vmdk", func(dir string) string {
+			sparseWith(t, filepath.Join(dir, "other.vmdk"), "", 1<<20, nil)
+			sparseWith(t, filepath.Join(dir, "other2.vmdk"), filepath.Join(dir, "other.vmdk"), 0, nil)
+			sparseWith(t, filepath.Join(dir, "other3.vmdk"), filepath.Join(dir, "other2.vmdk"), 0, nil)
+			return filepath.Join(dir, "other3.vmdk")
+		}, RebaseOptions{Options: Options{MaxChainDepth: 3}, Unsafe: true}, []error{ErrChainBroken}},
+		{"onto a file the hint cannot reach", "top.vmdk", func(dir string) string {
+			// Without Root, a parent must be in the image's directory:
+			// a hint of ../elsewhere would make the image unopenable.
+			other := filepath.Join(filepath.Dir(dir), filepath.Base(dir)+"-elsewhere")
+			os.Mkdir(other, 0o755)
+			t.Cleanup(func() { os.RemoveAll(other) })
+			sparseWith(t, filepath.Join(other, "far.vmdk"), "", 1<<20, nil)
+			return filepath.Join(other, "far.vmdk")
+		}, RebaseOptions{Unsafe: true}, []error{ErrInsecurePath}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			chain3(t, dir)
+			nb := c.backing(dir)
+			want := map[string][]byte{}
+			for _, img := range []string{"base.vmdk", "mid.vmdk", "top.vmdk"} {
+				want[img] = content(t, filepath.Join(dir, img))
+			}
+			before := snapshot(t, dir)
+			err := withinBound(t, writeBound, func() error {
+				return Rebase(context.Background(), filepath.Join(dir, c.image), nb, c.opts)
+			})
+			for _, w := range c.want {
+				if !errors.Is(err, w) {
+					t.Fatalf("Rebase: %v, want %v", err, w)
+				}
+			}
+			sameFiles(t, dir, before)
+			for img, b := range want {
+				sameBytes(t, img, content(t, filepath.Join(dir, img)), b)
+			}
+		})
+	}
+}
+
+// TestHostileWritesCycleRepair: an image already in a cycle (made by
+// another tool) cannot be read, but rebase -u opens it far enough to
+// relink it, and qemu-img agrees with the result.
+func TestHostileWritesCycleRepair(t *testing.T) {
+	for _, c := range []struct{ name, hint string }{{"itself", "top.vmdk"}, {"its child", "mid.vmdk"}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sparseWith(t, filepath.Join(dir, "base.vmdk"), "", 1<<20, map[int64]byte{0: 1})
+			sparseWith(t, filepath.Join(dir, "top.vmdk"), filepath.Join(dir, "base.vmdk"), 0, map[int64]byte{128 << 10: 3})
+			sparseWith(t, filepath.Join(dir, "mid.vmdk"), filepath.Join(dir, "top.vmdk"), 0, nil)
+			want := content(t, filepath.Join(dir, "top.vmdk"))
+			top := filepath.Join(dir, "top.vmdk")
+			setHint(t, top, c.hint, 0x1234)
+			if _, err := Open(top, Options{}); !errors.Is(err, ErrChainBroken) {
+				t.Fatalf("Open of a cycle: %v, want ErrChainBroken", err)
+			}
+			if err := Rebase(context.Background(), top, "", RebaseOptions{}); !errors.Is(err, ErrChainBroken) {
+				t.Fatalf("safe Rebase of a cycle: %v, want ErrChainBroken (it cannot read the old content)", err)
+			}
+			err := withinBound(t, writeBound, func() error {
+				return Rebase(context.Background(), top, filepath.Join(dir, "base.vmdk"), RebaseOptions{Unsafe: true})
+			})
+			if err != nil {
+				t.Fatalf("rebase -u of a cycle: %v", err)
+			}
+			sameBytes(t, "repaired top", content(t, top), want)
+			sameBytes(t, "qemu-img's view of the repaired top", qemuRaw(t, dir, "top.vmdk"), want)
+		})
+	}
+}
+
+// countdownCtx is done after n calls of Err: a failure injected at the
+// n-th point a long write path checks its context.
+type countdownCtx struct {
+	context.Context
+	n *int
+}
+
+func (c countdownCtx) Err() error {
+	if *c.n--; *c.n < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// commitParent builds parent (per kind) and child in dir; the child has
+// data over every extent of the parent. It returns the child's path.
+func commitParent(t testing.TB, dir, kind string) string {
+	t.Helper()
+	parent := filepath.Join(dir, "parent.vmdk")
+	switch kind {
+	case "sparse":
+		sparseWith(t, parent, "", 1<<20, map[int64]byte{0: 1, 512 << 10: 1})
+	case "flat", "rdonly flat":
+		access := "RW"
+		if kind == "rdonly flat" {
+			access = "RDONLY"
+		}
+		for _, f := range []string{"p1.raw", "p2.raw"} {
+			writeFile(t, filepath.Join(dir, f), bytes.Repeat([]byte{7}, 512<<10))
+		}
+		writeFile(t, parent, []byte("# Disk DescriptorFile\nversion=1\nCID=0badc0de\nparentCID=ffffffff\ncreateType=\"custom\"\n\n"+
+			"RW 1024 FLAT \"p1.raw\" 0\n"+access+" 1024 FLAT \"p2.raw\" 0\n"))
+	case "missing grain table":
+		sparseWith(t, parent, "", 1<<20, map[int64]byte{0: 1})
+		// The parent's only grain table dropped from its directory: its
+		// reads fall through (zeros), but no write can land there.
+		d := mustOpen(t, parent, Options{})
+		gd := int64(d.Header().GDOffset) * SectorSize
+		d.Close()
+		f, err := os.OpenFile(parent, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(make([]byte, 4), gd)
+		f.Close()
+	}
+	child := filepath.Join(dir, "child.vmdk")
+	sparseWith(t, child, parent, 0, map[int64]byte{64 << 10: 5, 640 << 10: 6})
+	return child
+}
+
+func TestHostileWritesCommit(t *testing.T) {
+	cases := []struct {
+		name, parent string
+		want         error
+	}{
+		{"a RDONLY extent in the parent", "rdonly flat", ErrReadOnly},
+		{"a parent grain table that is not allocated", "missing grain table", ErrUnsupported},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			child := commitParent(t, dir, c.parent)
+			want := content(t, child)
+			before := snapshot(t, dir)
+			err := withinBound(t, writeBound, func() error { return Commit(context.Background(), child, Options{}) })
+			if !errors.Is(err, c.want) {
+				t.Fatalf("Commit: %v, want %v", err, c.want)
+			}
+			sameFiles(t, dir, before)
+			sameBytes(t, "child", content(t, child), want)
+		})
+	}
+}
+
+// TestHostileWritesCommitInterrupted stops Commit at every point it checks
+// its context: each time the child still reads the same over a valid
+// chain, and a second Commit completes the first.
+func TestHostileWritesCommitInterrupted(t *testing.T) {
+	for _, kind := range []string{"sparse", "flat"} {
+		for stop := 0; ; stop++ {
+			dir := t.TempDir()
+			child := commitParent(t, dir, kind)
+			want := content(t, child)
+			n := stop
+			var err error
+			t.Run(fmt.Sprintf("%s/stop %d", kind, stop), func(t *testing.T) {
+				err = withinBound(t, writeBound, func() error {
+					return Commit(countdownCtx{context.Background(), &n}, child, Options{})
+				})
+			})
+			d := mustOpen(t, child, Options{})
+			if cerr := d.ChainError(); cerr != nil {
+				t.Fatalf("%s, stop %d (%v): chain broken: %v", kind, stop, err, cerr)
+			}
+			sameBytes(t, "child after the interrupted commit", readAll(t, d), want)
+			d.Close()
+			if err == nil {
+				break // no check point left to stop at
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("%s, stop %d: %v", kind, stop, err)
+			}
+			if err := Commit(context.Background(), child, Options{}); err != nil {
+				t.Fatalf("%s, stop %d: commit again: %v", kind, stop, err)
+			}
+			sameBytes(t, "parent after commit again", content(t, filepath.Join(dir, "parent.vmdk")), want)
+			sameBytes(t, "child after commit again", content(t, child), want)
+			if stop > 50 {
+				t.Fatal("Commit checks its context more than 50 times on a 1 MiB image")
+			}
+		}
+	}
+}
+
+// TestHostileWritesAcrossExtents: a write whose range ends in an extent it
+// cannot write is refused whole, before the CID or any byte changes.
+func TestHostileWritesAcrossExtents(t *testing.T) {
+	cases := []struct {
+		name, second string // the second extent line
+		want         error
+	}{
+		{"into a RDONLY extent", `RDONLY 1024 FLAT "p2.raw" 0`, ErrReadOnly},
+		{"into a ZERO extent", `RW 1024 ZERO`, ErrReadOnly},
+		{"into a NOACCESS extent", `NOACCESS 1024 FLAT "p2.raw" 0`, ErrReadOnly},
+		{"into a sparse extent without its grain table", `RW 1024 SPARSE "s.vmdk"`, ErrUnsupported},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "p1.raw"), bytes.Repeat([]byte{7}, 512<<10))
+			writeFile(t, filepath.Join(dir, "p2.raw"), bytes.Repeat([]byte{8}, 512<<10))
+			sparseWith(t, filepath.Join(dir, "s.vmdk"), "", 512<<10, nil)
+			// Drop the sparse extent's grain table from its directory.
+			s := mustOpen(t, filepath.Join(dir, "s.vmdk"), Options{})
+			gd := int64(s.Header().GDOffset) * SectorSize
+			s.Close()
+			f, err := os.OpenFile(filepath.Join(dir, "s.vmdk"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt(make([]byte, 4), gd)
+			f.Close()
+			img := filepath.Join(dir, "d.vmdk")
+			writeFile(t, img, []byte("# Disk DescriptorFile\nversion=1\nCID=0badc0de\nparentCID=ffffffff\ncreateType=\"custom\"\n\n"+
+				"RW 1024 FLAT \"p1.raw\" 0\n"+c.second+"\n"))
+			before := snapshot(t, dir)
+			d := mustOpen(t, img, Options{ReadWrite: true})
+			err = withinBound(t, writeBound, func() error {
+				_, err := d.WriteAt(bytes.Repeat([]byte{9}, 128<<10), 448<<10)
+				if err == nil {
+					err = d.Flush()
+				}
+				return err
+			})
+			if !errors.Is(err, c.want) {
+				t.Fatalf("WriteAt: %v, want %v", err, c.want)
+			}
+			d.Close()
+			sameFiles(t, dir, before)
+		})
+	}
+}
