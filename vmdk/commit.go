@@ -101,7 +101,7 @@ func checkCommit(ctx context.Context, child, parent *Disk, cid uint32) error {
 	}
 	for s, n := range need {
 		var st syscall.Statfs_t
-		if err := syscall.Fstatfs(int(s.f.Fd()), &st); err != nil {
+		if err := syscall.Statfs(s.name, &st); err != nil {
 			return fmt.Errorf("%s: free space: %w", s.name, err)
 		}
 		if free := int64(st.Bavail) * st.Bsize; free < n {
