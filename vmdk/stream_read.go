@@ -25,6 +25,7 @@ type StreamReader struct {
 	grainBytes int64
 	capacity   int64
 	lastLBA    int64 // LBA of the previous grain, -1 before the first
+	proof      *streamProof
 
 	results chan chan grainResult // in stream order
 	stop    chan struct{}
@@ -76,8 +77,14 @@ func NewStreamReader(r io.Reader) (*StreamReader, error) {
 			return nil, fmt.Errorf("stream: embedded descriptor: %w", err)
 		}
 	}
-	// Metadata a writer preallocated (qemu: RGD, GD and GTs) lies before
-	// the first grain; skip it.
+	s.proof = newStreamProof(h)
+	if h.GDOffset != gdAtEnd {
+		if err := s.readPrefixTables(); err != nil {
+			return nil, err
+		}
+	}
+	// The rest of what a writer preallocated before the first grain (qemu's
+	// redundant directory and tables) is not needed; skip it.
 	if err := s.skipTo(int64(h.OverHead) * SectorSize); err != nil {
 		return nil, err
 	}
@@ -99,7 +106,7 @@ func (s *StreamReader) readFull(p []byte, what string) error {
 	s.pos += int64(n)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("%w: stream: truncated in %s at byte %d", ErrCorrupt, what, s.pos)
+			return fmt.Errorf("%w: stream: truncated in %s at byte %d: %w", ErrCorrupt, what, s.pos, io.ErrUnexpectedEOF)
 		}
 		return fmt.Errorf("stream: read %s at byte %d: %w", what, s.pos, err)
 	}
@@ -113,7 +120,10 @@ func (s *StreamReader) skipTo(off int64) error {
 	n, err := s.r.Discard(int(min(off-s.pos, 1<<62)))
 	s.pos += int64(n)
 	if err != nil {
-		return fmt.Errorf("%w: stream: truncated at byte %d before byte %d", ErrCorrupt, s.pos, off)
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: stream: truncated at byte %d before byte %d: %w", ErrCorrupt, s.pos, off, io.ErrUnexpectedEOF)
+		}
+		return fmt.Errorf("stream: read up to byte %d at byte %d: %w", off, s.pos, err)
 	}
 	return nil
 }
@@ -189,37 +199,39 @@ func (s *StreamReader) Close() error {
 }
 
 // nextCompressed reads markers up to the next grain and returns its LBA and
-// compressed data; io.EOF at the end of the stream.
+// compressed data; io.EOF at the end of the stream, once the stream has
+// proved it ended there (see streamProof).
 func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 	sector := make([]byte, SectorSize)
 	for {
 		at := s.pos
 		n, err := io.ReadFull(s.r, sector)
 		s.pos += int64(n)
-		if err == io.EOF && s.header.GDOffset != gdAtEnd {
-			// qemu's layout has no end-of-stream marker: its tables were
-			// preallocated up front, so a clean end at a sector is the end.
-			return 0, nil, io.EOF
+		switch {
+		case err == io.EOF:
+			// A clean end where a marker belongs: the end of qemu's layout,
+			// which has no end-of-stream marker, or a truncated stream.
+			return 0, nil, s.end(false)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return 0, nil, fmt.Errorf("%w: stream: ends inside a sector at byte %d: %w", ErrCorrupt, s.pos, io.ErrUnexpectedEOF)
+		case err != nil:
+			return 0, nil, fmt.Errorf("stream: read marker at byte %d: %w", at, err)
 		}
-		if err != nil {
-			return 0, nil, fmt.Errorf("%w: stream: ends at byte %d without an end-of-stream marker", ErrCorrupt, at)
+		if isZero(sector) {
+			if err := s.drainPadding(at); err != nil {
+				return 0, nil, err
+			}
+			return 0, nil, s.end(true)
+		}
+		if s.proof.footer {
+			return 0, nil, fmt.Errorf("%w: stream: a marker at byte %d follows the footer; only the end-of-stream marker may", ErrCorrupt, at)
 		}
 		m := parseMarker(sector)
 		if m.size == 0 {
-			switch m.typ {
-			case markerEOS:
-				return 0, nil, io.EOF
-			case markerGT, markerGD, markerFooter:
-				if m.val > maxDiskSectors {
-					return 0, nil, fmt.Errorf("%w: stream: metadata marker at byte %d claims %d sectors", ErrCorrupt, at, m.val)
-				}
-				if err := s.skipTo(s.pos + int64(m.val)*SectorSize); err != nil {
-					return 0, nil, err
-				}
-				continue
-			default:
-				return 0, nil, fmt.Errorf("%w: stream: unknown marker type %d at byte %d", ErrCorrupt, m.typ, at)
+			if err := s.readMetadata(m, at); err != nil {
+				return 0, nil, err
 			}
+			continue
 		}
 		if err := m.grainErr(s.grainBytes, s.capacity); err != nil {
 			return 0, nil, fmt.Errorf("%w: stream: grain marker at byte %d: %v", ErrCorrupt, at, err)
@@ -229,6 +241,7 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 			return 0, nil, fmt.Errorf("%w: stream: grain at LBA %d follows LBA %d; out-of-order streams need random access", ErrUnsupported, lba, s.lastLBA)
 		}
 		s.lastLBA = lba
+		s.proof.grain(lba, at/SectorSize)
 		// The compressed bytes start inside the marker's sector; the grain
 		// is padded to a sector boundary.
 		data := make([]byte, m.size)
@@ -241,4 +254,20 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 		}
 		return lba, data, nil
 	}
+}
+
+// end returns io.EOF when the stream has proved it ended, else why not.
+func (s *StreamReader) end(eos bool) error {
+	if s.header.GDOffset == gdAtEnd && !eos {
+		return fmt.Errorf("%w: stream: ends at byte %d without an end-of-stream marker: truncated: %w", ErrCorrupt, s.pos, io.ErrUnexpectedEOF)
+	}
+	if err := s.proof.finish(eos); err != nil {
+		if !eos {
+			// It stopped where a marker belongs and its tables want
+			// more: a stream cut at a marker boundary.
+			return fmt.Errorf("%w: %w", err, io.ErrUnexpectedEOF)
+		}
+		return err
+	}
+	return io.EOF
 }
