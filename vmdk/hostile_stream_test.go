@@ -2,6 +2,7 @@ package vmdk
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os/exec"
@@ -48,21 +49,22 @@ func streamSamples(t testing.TB) []streamSample {
 }
 
 // streamRead reads a whole stream through StreamReader.
-func streamRead(img []byte) ([]byte, error) {
-	s, err := NewStreamReader(bytes.NewReader(img))
+func streamRead(r io.Reader) ([]byte, error) {
+	s, err := NewStreamReader(r)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
-	out := make([]byte, s.Size())
+	var out []byte // grown as grains arrive: a hostile header's size costs nothing
 	for {
 		g, err := s.Next()
 		if err == io.EOF {
-			return out, nil
+			return append(out, make([]byte, s.Size()-int64(len(out)))...), nil
 		}
 		if err != nil {
 			return nil, err
 		}
+		out = append(out, make([]byte, g.Offset+int64(len(g.Data))-int64(len(out)))...)
 		copy(out[g.Offset:], g.Data)
 	}
 }
@@ -74,7 +76,7 @@ func streamRead(img []byte) ([]byte, error) {
 func TestHostileStreamTruncated(t *testing.T) {
 	for _, s := range streamSamples(t) {
 		t.Run(s.name, func(t *testing.T) {
-			if got, err := streamRead(s.img); err != nil || !bytes.Equal(got, s.raw) {
+			if got, err := streamRead(bytes.NewReader(s.img)); err != nil || !bytes.Equal(got, s.raw) {
 				t.Fatalf("the whole stream: %v", err)
 			}
 			whole := 0
@@ -86,7 +88,7 @@ func TestHostileStreamTruncated(t *testing.T) {
 				for _, c := range cuts {
 					var got []byte
 					err := withinBound(t, bound{Time: 2 * time.Second, Mem: 4 << 20}, func() (err error) {
-						got, err = streamRead(s.img[:c])
+						got, err = streamRead(bytes.NewReader(s.img[:c]))
 						return err
 					})
 					switch {
@@ -118,7 +120,7 @@ func TestHostileStreamTruncatedQemu(t *testing.T) {
 		if qemuRefuses := s.name != "open-vmdk"; qemuRefuses != (err != nil) {
 			t.Errorf("%s cut at %d: qemu-img convert: %v %s", s.name, cut, err, out)
 		}
-		if _, err := streamRead(s.img[:cut]); !errors.Is(err, ErrCorrupt) {
+		if _, err := streamRead(bytes.NewReader(s.img[:cut])); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s cut at %d: StreamReader: %v", s.name, cut, err)
 		}
 		d, err := Open(name, Options{})
@@ -130,4 +132,151 @@ func TestHostileStreamTruncatedQemu(t *testing.T) {
 			t.Errorf("%s cut at %d: Open and ReadAt: %v", s.name, cut, err)
 		}
 	}
+}
+
+// endless is a source that sends head, then unit forever.
+type endless struct {
+	head, unit []byte
+	pos        int
+}
+
+func (e *endless) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		if e.pos < len(e.head) {
+			k := copy(p[n:], e.head[e.pos:])
+			n, e.pos = n+k, e.pos+k
+			continue
+		}
+		i := (e.pos - len(e.head)) % len(e.unit)
+		k := copy(p[n:], e.unit[i:])
+		n, e.pos = n+k, e.pos+k
+	}
+	return n, nil
+}
+
+// bareStreamHeader is the header of a streamOptimized image of capacity
+// bytes with 64 KiB grains, no descriptor and its directory at the end.
+func bareStreamHeader(capacity int64) []byte {
+	h := SparseHeader{Version: 3, Flags: flagNewlineCheck | flagCompressed | flagMarkers, Capacity: uint64(capacity / SectorSize),
+		GrainSize: 128, NumGTEsPerGT: 512, GDOffset: gdAtEnd, OverHead: 1, CompressAlgorithm: compressionDeflate}
+	return h.marshal()
+}
+
+// metaMarker is a metadata marker of typ followed by sectors of data.
+func metaMarker(typ uint32, sectors uint64, data []byte) []byte {
+	b := marker{val: sectors, typ: typ}.encode()
+	body := make([]byte, sectors*SectorSize)
+	copy(body, data)
+	return append(b, body...)
+}
+
+// findMarker returns the byte offset of the first metadata marker of typ
+// in a stream image, walking its markers from the first grain.
+func findMarker(t testing.TB, img []byte, typ uint32) int {
+	t.Helper()
+	h, err := parseSparseHeader(img[:SectorSize])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pos := int(h.OverHead) * SectorSize; pos+SectorSize <= len(img); {
+		m := parseMarker(img[pos : pos+SectorSize])
+		switch {
+		case m.size != 0:
+			pos += (grainMarkerSize + int(m.size) + SectorSize - 1) / SectorSize * SectorSize
+		case m.typ == typ && !isZero(img[pos:pos+SectorSize]):
+			return pos
+		default:
+			pos += SectorSize + int(m.val)*SectorSize
+		}
+	}
+	t.Fatalf("no marker of type %d", typ)
+	return 0
+}
+
+// edit returns a copy of img with f applied.
+func edit(img []byte, f func(b []byte)) []byte {
+	b := bytes.Clone(img)
+	f(b)
+	return b
+}
+
+// TestHostileStreamMetadata: markers without grains, repeating forever or
+// claiming absurd sizes, are refused once past what the header's capacity
+// allows, promptly and in bounded memory; metadata that disagrees with the
+// grains read, and anything but zero padding after the end-of-stream
+// marker, is refused; what is consistent reads exactly.
+func TestHostileStreamMetadata(t *testing.T) {
+	samples := streamSamples(t)
+	ours, qemu := samples[0], samples[1]
+	small := bareStreamHeader(64 << 20) // two grain tables
+	gtWithGrain := make([]byte, 2048)
+	binary.LittleEndian.PutUint32(gtWithGrain, 1000)
+	gtAt := findMarker(t, ours.img, markerGT)
+	footerAt := findMarker(t, ours.img, markerFooter)
+	grain := ours.img[gtAt-SectorSize : gtAt] // a sector of the last grain before the GT
+	cases := []struct {
+		name string
+		src  func() io.Reader
+		want error // nil: reads as raw
+		raw  []byte
+	}{
+		{"GT markers forever", func() io.Reader { return &endless{head: small, unit: metaMarker(markerGT, 4, nil)} }, ErrCorrupt, nil},
+		{"GT markers listing grains never sent", func() io.Reader { return &endless{head: small, unit: metaMarker(markerGT, 4, gtWithGrain)} }, ErrCorrupt, nil},
+		{"GT marker of 2^40 sectors", func() io.Reader { return &endless{head: small, unit: marker{val: 1 << 40, typ: markerGT}.encode()} }, ErrCorrupt, nil},
+		{"GD markers forever", func() io.Reader { return &endless{head: small, unit: metaMarker(markerGD, 1, nil)} }, ErrCorrupt, nil},
+		{"footer markers forever", func() io.Reader { return &endless{head: small, unit: metaMarker(markerFooter, 1, small)} }, ErrCorrupt, nil},
+		{"unknown markers forever", func() io.Reader { return &endless{head: small, unit: metaMarker(9, 0, nil)} }, ErrCorrupt, nil},
+		{"zeros forever", func() io.Reader { return &endless{head: small, unit: make([]byte, SectorSize)} }, ErrCorrupt, nil},
+		{"one grain forever", func() io.Reader { return &endless{head: ours.img[:findFirstGrain(t, ours.img)], unit: grain} }, ErrUnsupported, nil}, // out of order
+		{"a grain table entry moved", func() io.Reader {
+			return bytes.NewReader(edit(ours.img, func(b []byte) {
+				v := binary.LittleEndian.Uint32(b[gtAt+SectorSize:])
+				binary.LittleEndian.PutUint32(b[gtAt+SectorSize:], v+1)
+			}))
+		}, ErrCorrupt, nil},
+		{"footer capacity differs", func() io.Reader {
+			return bytes.NewReader(edit(ours.img, func(b []byte) { binary.LittleEndian.PutUint64(b[footerAt+SectorSize+12:], 1<<20) }))
+		}, ErrCorrupt, nil},
+		{"footer names another directory", func() io.Reader {
+			return bytes.NewReader(edit(ours.img, func(b []byte) { binary.LittleEndian.PutUint64(b[footerAt+SectorSize+56:], 3) }))
+		}, ErrCorrupt, nil},
+		{"qemu directory entry moved", func() io.Reader {
+			return bytes.NewReader(edit(qemu.img, func(b []byte) {
+				gd := int(binary.LittleEndian.Uint64(b[56:])) * SectorSize
+				binary.LittleEndian.PutUint32(b[gd:], binary.LittleEndian.Uint32(b[gd:])+4)
+			}))
+		}, ErrCorrupt, nil},
+		{"a grain after the end-of-stream marker", func() io.Reader { return bytes.NewReader(append(bytes.Clone(ours.img), grain...)) }, ErrCorrupt, nil},
+		{"2 MiB of zeros after the end-of-stream marker", func() io.Reader { return bytes.NewReader(append(bytes.Clone(ours.img), make([]byte, 2<<20)...)) }, ErrCorrupt, nil},
+		{"8 KiB of zero padding after the end-of-stream marker", func() io.Reader { return bytes.NewReader(append(bytes.Clone(ours.img), make([]byte, 8<<10+100)...)) }, nil, ours.raw},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var got []byte
+			err := withinBound(t, bound{Time: 2 * time.Second, Mem: 8 << 20}, func() (err error) {
+				got, err = streamRead(c.src())
+				return err
+			})
+			switch {
+			case c.want == nil && err != nil:
+				t.Fatalf("%v, want the disk", err)
+			case c.want == nil:
+				sameBytes(t, "content", got, c.raw)
+			case !errors.Is(err, c.want):
+				t.Fatalf("%v, want %v", err, c.want)
+			default:
+				t.Log(err)
+			}
+		})
+	}
+}
+
+// findFirstGrain is the byte offset of a stream image's first grain marker.
+func findFirstGrain(t testing.TB, img []byte) int {
+	h, err := parseSparseHeader(img[:SectorSize])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(h.OverHead) * SectorSize
 }

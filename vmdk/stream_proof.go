@@ -112,7 +112,7 @@ func (p *streamProof) gtMarker(sectors uint64, at int64) error {
 		return fmt.Errorf("%w: stream: grain table marker at byte %d claims %d sectors, a grain table is %d", ErrCorrupt, at, sectors, p.gtSectors)
 	}
 	if p.gtMarkers++; p.gtMarkers > p.gdEntries {
-		return fmt.Errorf("%w: stream: grain table marker at byte %d is the %dth; the capacity has room for %d grain tables", ErrCorrupt, at, p.gtMarkers, p.gdEntries)
+		return fmt.Errorf("%w: stream: grain table marker at byte %d is one more than the %d grain tables the capacity has room for", ErrCorrupt, at, p.gdEntries)
 	}
 	return nil
 }
