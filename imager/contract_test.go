@@ -81,7 +81,7 @@ func TestImportArgsParse(t *testing.T) {
 	sum := "sha256:" + strings.Repeat("ab", 32)
 	for _, in := range []jobapi.ImportArgs{
 		// An image from HTTP, every flag set.
-		{ResultFile: jobapi.ResultPath, Target: "/images/web", TargetFormat: "vmdk", Options: contractOptions, Size: 2 << 30,
+		{ResultFile: jobapi.ResultPath, Target: "/images/web", TargetFormat: "vmdk", Options: contractOptions, Size: 2 << 30, MaxSize: 4 << 30,
 			ScratchDir: "/scratch", CAFile: "/etc/vmdkpop/ca/ca.crt", CredentialsDir: "/etc/vmdkpop/credentials",
 			InsecureAllowCredentialsOverHTTP: true, Checksum: sum, OVADisk: "1", Source: "https://disks.example/vm.ova"},
 		// A populator's raw copy of an image.
@@ -95,7 +95,7 @@ func TestImportArgsParse(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", argv, err)
 		}
-		got := jobapi.ImportArgs{ResultFile: cmd.resultFile, Target: j.target, TargetFormat: j.targetFormat, Size: j.size,
+		got := jobapi.ImportArgs{ResultFile: cmd.resultFile, Target: j.target, TargetFormat: j.targetFormat, Size: j.size, MaxSize: j.maxSize,
 			ScratchDir: j.scratch, CAFile: j.http.CAFile, CredentialsDir: j.http.CredsDir, InsecureAllowCredentialsOverHTTP: j.http.InsecureCreds,
 			OVADisk: j.ovaDisk, Root: j.paths.root, Source: j.source}
 		if j.overhead != jobapi.FSOverhead {

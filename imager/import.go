@@ -39,6 +39,7 @@ type importJob struct {
 	http         source.HTTPOptions
 	paths        pathFlags
 	size         int64 // --size: the target's virtual size (0: the source's)
+	maxSize      int64 // --max-size: the largest virtual size allowed (0: the target's)
 
 	log     io.Writer // one line per notable event
 	wantSum []byte    // --checksum
@@ -119,6 +120,7 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	fs.StringVar(&j.sourceFormat, "source-format", "auto", "auto, raw, vmdk or ova")
 	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first)")
 	sizeFlag := fs.String("size", "", "virtual size of the imported disk (default the source's; may not be smaller)")
+	maxSizeFlag := fs.String("max-size", "", "largest virtual size the disk may have: a source that expands past it fails TargetTooSmall as it does (default: what the target holds)")
 	checksum := fs.String("checksum", "", "sha256:HEX of the source bytes; a mismatch fails permanently")
 	fs.StringVar(&j.scratch, "scratch-dir", "", "where a source that needs random access is spooled when it cannot be read in place")
 	var options optionList
@@ -132,6 +134,9 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	pos, err := parseArgs(fs, args, 1)
 	if err == nil && *sizeFlag != "" {
 		j.size, err = parseSize(*sizeFlag)
+	}
+	if err == nil && *maxSizeFlag != "" {
+		j.maxSize, err = parseSize(*maxSizeFlag)
 	}
 	if err == nil {
 		err = j.configure(pos[0], *checksum, *cache, options)

@@ -30,7 +30,7 @@ func (j *importJob) openTarget(size int64) (target.Target, error) {
 	}
 	j.prog.SetTotal(size)
 	o := target.Options{Block: block, Zero: j.zero, Sync: j.sync, Level: j.level,
-		Fits: true, Overhead: j.overhead, Reclaim: target.AllocatedBytes(path)}
+		Fits: true, Overhead: j.overhead, Reclaim: target.AllocatedBytes(path), MaxSize: j.maxSize}
 	if j.targetFormat == "vmdk" {
 		o.Format, o.VMDK = target.VMDK, j.vmdkOpts.create(size, "", nil)
 	}

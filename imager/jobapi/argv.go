@@ -124,8 +124,12 @@ type ImportArgs struct {
 	Options      VMDKOptions
 	FSOverhead   float64 // 0: imager's default, FSOverhead
 	Size         int64   // 0: the source's virtual size
-	ScratchDir   string
-	CAFile       string
+	// MaxSize bounds the disk's virtual size (0: no bound but the
+	// target's): a source of unknown size (stdin, compressed, HTTP
+	// without Content-Length) fails TargetTooSmall as it passes it.
+	MaxSize    int64
+	ScratchDir string
+	CAFile     string
 	// CredentialsDir is a mounted Secret: a token file, or username and
 	// password files.
 	CredentialsDir string
@@ -149,6 +153,7 @@ func (c ImportArgs) Argv() []string {
 		a = append(a, "--fs-overhead", strconv.FormatFloat(c.FSOverhead, 'f', -1, 64))
 	}
 	a.int("--size", c.Size)
+	a.int("--max-size", c.MaxSize)
 	a.str("--scratch-dir", c.ScratchDir)
 	a.str("--ca-file", c.CAFile)
 	a.str("--credentials-dir", c.CredentialsDir)

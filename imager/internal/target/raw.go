@@ -106,6 +106,7 @@ func (t *rawFile) Describe(r *jobapi.Result) { r.AllocatedBytes = AllocatedBytes
 // treated as one (never truncated).
 type blockDevice struct {
 	f    *os.File
+	size int64 // the device's
 	mode ZeroMode
 	sync bool
 }
@@ -128,7 +129,7 @@ func openBlock(path string, size int64, o Options) (*blockDevice, error) {
 	if mode == "" {
 		mode = ZeroProbe
 	}
-	return &blockDevice{f: f, mode: mode, sync: o.Sync}, nil
+	return &blockDevice{f: f, size: devSize, mode: mode, sync: o.Sync}, nil
 }
 
 func (t *blockDevice) WriteAt(p []byte, off int64) (int, error) {

@@ -18,19 +18,58 @@ import (
 // controllers size PVCs by). reclaim is space the write frees (a previous
 // image it replaces).
 func CheckFits(dir string, size int64, overhead float64, reclaim int64) error {
+	v, err := statVolume(dir, reclaim)
+	if err != nil {
+		return err
+	}
+	return v.fits(size, overhead)
+}
+
+// volume is what a filesystem grants a new disk file, as statfs said when
+// the import started.
+type volume struct {
+	dir   string
+	avail int64 // free to an unprivileged user, plus what the write frees
+	held  int64 // other files, and what the filesystem keeps
+}
+
+func statVolume(dir string, reclaim int64) (volume, error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
+		return volume{}, fmt.Errorf("%s: %w", dir, err)
 	}
-	avail := int64(st.Bavail)*st.Bsize + reclaim
+	return volume{dir: dir, avail: int64(st.Bavail)*st.Bsize + reclaim,
+		held: max(0, (int64(st.Blocks)-int64(st.Bavail))*st.Bsize-reclaim)}, nil
+}
+
+// fits refuses a disk of virtual size bytes the volume cannot hold.
+func (v volume) fits(size int64, overhead float64) error {
 	need := jobapi.DiskBytes(size)
-	if need <= avail {
+	if need <= v.avail {
 		return nil
 	}
-	held := max(0, (int64(st.Blocks)-int64(st.Bavail))*st.Bsize-reclaim) // other files, and what the filesystem keeps
-	pvc := jobapi.RequiredBytesOverhead(size, jobapi.Filesystem, overhead) + held
 	return tooSmall("%s: the image's virtual size is %s (%d bytes), %s with its metadata, but the volume has %s available: the PVC must be at least %s (%.0f%% kept for the filesystem)",
-		dir, human(size), size, human(need), human(avail), human(pvc), overhead*100)
+		v.dir, human(size), size, human(need), human(v.avail), human(v.pvc(size, overhead)), overhead*100)
+}
+
+// pvc is the PVC size that holds a disk of virtual size bytes beside what
+// the volume holds already.
+func (v volume) pvc(size int64, overhead float64) int64 {
+	return jobapi.RequiredBytesOverhead(size, jobapi.Filesystem, overhead) + v.held
+}
+
+// largest is the largest virtual size whose disk file fits (-1: none).
+func (v volume) largest() int64 {
+	lo, hi := int64(-1), max(v.avail, -1) // DiskBytes(n) > n: hi is an upper bound
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if jobapi.DiskBytes(mid) <= v.avail {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
 }
 
 // VolumeTooSmall turns ENOSPC writing a disk of need bytes into dir into a

@@ -68,19 +68,52 @@ type Options struct {
 	// Fits, when set, refuses a Filesystem target whose volume cannot hold
 	// the disk (CheckFits) before anything is written; Overhead and
 	// Reclaim are CheckFits's.
+	// A source of unknown size is held to the same while it is written.
 	Fits     bool
 	Overhead float64
 	Reclaim  int64
+	// MaxSize, when set, is the largest virtual size the disk may have.
+	MaxSize int64
 }
 
 // Open opens path for a disk of size bytes (-1: unknown, raw only), after
-// checking that it fits.
+// checking that it fits; the target refuses writes past what it can hold.
 func Open(path string, size int64, o Options) (Target, error) {
-	if o.Fits && !o.Block && size >= 0 {
-		if err := CheckFits(dirOf(path), size, o.Overhead, o.Reclaim); err != nil {
+	lim := noLimit
+	if o.MaxSize > 0 {
+		lim = maxSizeLimit(o.MaxSize)
+	}
+	if o.Fits && !o.Block {
+		v, err := statVolume(dirOf(path), o.Reclaim)
+		if err != nil {
+			return nil, err
+		}
+		if size >= 0 {
+			if err := v.fits(size, o.Overhead); err != nil {
+				return nil, err
+			}
+		}
+		lim = lim.min(volumeLimit(v, o.Overhead))
+	}
+	if size >= 0 {
+		if err := lim.check(size); err != nil {
 			return nil, err
 		}
 	}
+	t, err := open(path, size, o)
+	if err != nil {
+		return nil, err
+	}
+	if b, ok := t.(*blockDevice); ok {
+		lim = lim.min(deviceLimit(b.size))
+	}
+	if lim.n == noLimit.n {
+		return t, nil
+	}
+	return &limited{Target: t, limit: lim}, nil
+}
+
+func open(path string, size int64, o Options) (Target, error) {
 	switch {
 	case o.Block:
 		return openBlock(path, size, o)

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+)
+
+// The adversarial suite of targets: sources whose size is not known until
+// they end, against the limits of the volume, the device and --max-size.
+
+// bomb is n bytes of b compressed as kind (gzip or zstd): a few hundred
+// KiB that expand to n. Made once per kind, size and byte.
+func bomb(t *testing.T, kind string, n int64, b byte) []byte {
+	t.Helper()
+	key := fmt.Sprint(kind, n, b)
+	bombsMu.Lock()
+	defer bombsMu.Unlock()
+	if z, ok := bombs[key]; ok {
+		return z
+	}
+	var buf bytes.Buffer
+	var w io.WriteCloser
+	var err error
+	if kind == "gzip" {
+		w, err = gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	} else {
+		w, err = zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedFastest))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := bytes.Repeat([]byte{b}, 1<<20)
+	for i := int64(0); i < n; i += int64(len(block)) {
+		w.Write(block[:min(int64(len(block)), n-i)])
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bombs[key] = buf.Bytes()
+	return buf.Bytes()
+}
+
+var (
+	bombsMu sync.Mutex
+	bombs   = map[string][]byte{}
+)
+
+// endless is a stdin that never ends: b forever.
+type endless byte
+
+func (e endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(e)
+	}
+	return len(p), nil
+}
+
+// smallFileDevice is a regular file of n bytes written as a device would be
+// (--target-mode block): nothing may grow it.
+func smallFileDevice(t *testing.T, n int64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dev")
+	if err := os.WriteFile(path, make([]byte, n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A source that expands past what the target holds fails TargetTooSmall as
+// it crosses the line (not after filling the volume, nor with a disk
+// bigger than the volume reported as success), and leaves no disk.img.
+func TestHostileUnknownSizeLimits(t *testing.T) {
+	needRoot(t)
+	f := getFixture(t)
+	const mib = 1 << 20
+	small := func(t *testing.T) string { return mountTmpfs(t, 0, "size=32M") }
+	for _, tc := range []struct {
+		name   string
+		stdin  func(t *testing.T) io.Reader
+		target func(t *testing.T) string // a directory, or a device
+		args   []string
+		code   int
+		reason string
+		want   []byte // a success's disk
+	}{
+		{name: "gzip of zeros past a small volume", target: small,
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 1<<30, 0)) }},
+		{name: "zstd of zeros past a small volume", target: small,
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "zstd", 1<<30, 0)) }},
+		{name: "gzip of data past a small volume", target: small,
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 256*mib, 0x5a)) }},
+		{name: "endless zeros past a small volume", target: small,
+			stdin: func(t *testing.T) io.Reader { return endless(0) }},
+		{name: "endless zeros past --max-size", args: []string{"--max-size", "64M"},
+			stdin: func(t *testing.T) io.Reader { return endless(0) }},
+		{name: "endless data past --max-size", args: []string{"--max-size", "64M"},
+			stdin: func(t *testing.T) io.Reader { return endless(0x5a) }},
+		{name: "known size past --max-size", args: []string{"--max-size", "16M"},
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(f.stream) }},
+		{name: "gzip past a block device", target: func(t *testing.T) string { return loopDevice(t, 8*mib) },
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 64*mib, 0x5a)) }},
+		{name: "gzip of zeros past a file written as a device", target: func(t *testing.T) string { return smallFileDevice(t, 8*mib) },
+			args:  []string{"--target-mode", "block", "--zero-mode", "skip"},
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 64*mib, 0)) }},
+		// Controls: within the limits, the same sources import.
+		{name: "gzip of zeros within a small volume", target: small, code: 0, want: make([]byte, 16*mib),
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 16*mib, 0)) }},
+		{name: "known size at --max-size", args: []string{"--max-size", "24M"}, code: 0, want: f.raw,
+			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(f.stream) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.want == nil {
+				tc.code, tc.reason = jobapi.ExitPermanent, jobapi.ReasonTargetTooSmall
+			} else {
+				tc.reason = jobapi.ReasonSucceeded
+			}
+			target := t.TempDir()
+			if tc.target != nil {
+				target = tc.target(t)
+			}
+			stdin := tc.stdin(t)
+			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, stdin, target, append(tc.args, "-")...)
+			wantOutcome(t, run, r, target, tc.code, tc.reason, tc.want)
+			if fi, err := os.Stat(target); err == nil && fi.Mode().IsRegular() && fi.Size() != 8*mib {
+				t.Fatalf("the device file grew to %d bytes", fi.Size())
+			}
+			if tc.want == nil && !strings.Contains(r.Message, "bytes") {
+				t.Fatalf("the message does not say how big: %s", r.Message)
+			}
+		})
+	}
+}
