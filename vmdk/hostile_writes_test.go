@@ -372,3 +372,82 @@ func TestHostileWritesAcrossExtents(t *testing.T) {
 		})
 	}
 }
+
+// pointGrain0 makes grain 0's entry (in the grain table and its redundant
+// copy) point at the sector where(h, gd, rgd, gt, fileSectors) says.
+func pointGrain0(t testing.TB, path string, where func(h *SparseHeader, gd, rgd, gt1 uint32, fileSectors int64) uint32) {
+	t.Helper()
+	d := mustOpen(t, path, Options{})
+	se := d.extents[0].ext.(*sparseExtent)
+	gt, err := se.readTable(int64(se.gd[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := where(d.Header(), se.gd[0], se.rgd[0], gt[1], se.src.size/SectorSize)
+	tables := []uint32{se.gd[0], se.rgd[0]}
+	d.Close()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, sector := range tables {
+		if _, err := f.WriteAt(appendEntries(nil, []uint32{v}), int64(sector)*SectorSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestHostileWritesThroughEntry: a grain table entry pointing at metadata
+// or at another grain is refused with ErrCorrupt before the first byte,
+// and Check calls the same image corrupt.
+func TestHostileWritesThroughEntry(t *testing.T) {
+	cases := []struct {
+		name  string
+		where func(h *SparseHeader, gd, rgd, gt1 uint32, fileSectors int64) uint32
+	}{
+		{"the embedded descriptor", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return uint32(h.DescriptorOffset) }},
+		{"the redundant grain directory", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return uint32(h.RGDOffset) }},
+		{"the redundant grain table", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return rgd }},
+		{"the grain directory", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return uint32(h.GDOffset) }},
+		{"its own grain table", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return gd }},
+		{"the padding before the first grain", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return uint32(h.OverHead) - 1 }},
+		{"sector 1 without zeroed grains", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return 1 }},
+		{"another entry's grain", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return gt1 }},
+		{"half of another entry's grain", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return gt1 + uint32(h.GrainSize/2) }},
+		{"past the end of the file", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return uint32(n) + 8 }},
+		{"a grain the file ends inside", func(h *SparseHeader, gd, rgd, gt1 uint32, n int64) uint32 { return uint32(n) - 8 }},
+	}
+	for _, c := range cases {
+		for _, w := range []struct {
+			name string
+			off  int64
+			n    int
+		}{{"part of the grain", 512, 4096}, {"the grain and the next", 0, 128 << 10}} {
+			t.Run(c.name+"/"+w.name, func(t *testing.T) {
+				dir := t.TempDir()
+				img := filepath.Join(dir, "s.vmdk")
+				sparseWith(t, img, "", 1<<20, map[int64]byte{0: 1, 64 << 10: 2})
+				pointGrain0(t, img, c.where)
+				before := snapshot(t, dir)
+				d := mustOpen(t, img, Options{ReadWrite: true})
+				err := withinBound(t, writeBound, func() error {
+					_, err := d.WriteAt(bytes.Repeat([]byte{9}, w.n), w.off)
+					if err == nil {
+						err = d.Flush()
+					}
+					return err
+				})
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("WriteAt: %v, want ErrCorrupt", err)
+				}
+				d.Close()
+				sameFiles(t, dir, before)
+				r, err := Check(context.Background(), img, CheckOptions{})
+				if err != nil || len(r.Corruptions) == 0 {
+					t.Fatalf("Check of the same image: %+v, %v: want a corruption", r, err)
+				}
+			})
+		}
+	}
+}

@@ -32,6 +32,7 @@ type sparseExtent struct {
 	// Write state (guarded by the disk's write lock).
 	dirty    map[uint32]bool // GTs changed in memory since the last flush
 	nextFree int64           // sector where the next new grain goes
+	guard    *grainGuard     // built on the first write through an entry
 	last     struct {        // last inflated grain, for small reads
 		index int64
 		data  []byte

@@ -36,6 +36,9 @@ func (e *sparseExtent) write(p []byte, off int64, fill func(p []byte, off int64)
 		}
 		switch kind := e.kindOf(gte); {
 		case kind == runData:
+			if err := e.checkThrough(g, gte); err != nil {
+				return err
+			}
 			if err := e.pwrite(part, int64(gte)*SectorSize+off-start, "grain data"); err != nil {
 				return err
 			}
@@ -67,10 +70,21 @@ func (e *sparseExtent) checkWritable(off, n int64) error {
 	if e.src.f == nil {
 		return fmt.Errorf("%s: %w: write to an image opened from a reader", e.src.name, ErrUnsupported)
 	}
-	span := e.gtEntries * e.grainBytes
-	for i := off / span; i <= (off+n-1)/span; i++ {
+	covers := e.gtEntries * e.grainBytes
+	for i := off / covers; i <= (off+n-1)/covers; i++ {
 		if i >= int64(len(e.gd)) || e.gd[i] == 0 {
 			return fmt.Errorf("%s: %w: grain table %d is not allocated", e.src.name, ErrUnsupported, i)
+		}
+	}
+	for g := off / e.grainBytes; g*e.grainBytes < off+n; g++ {
+		gte, err := e.gte(g)
+		if err != nil {
+			return err
+		}
+		if e.kindOf(gte) == runData {
+			if err := e.checkThrough(g, gte); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
