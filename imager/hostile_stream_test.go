@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// The hostile stream class, through the imager: a streamOptimized image
+// cut short, read sequentially from stdin or from an HTTP server without
+// Range support, fails permanently as InvalidImage; it never becomes a
+// Succeeded disk with its tail zeroed.
+
+type streamCut struct {
+	name string
+	img  []byte
+	raw  []byte
+}
+
+// streamCuts are small streams from our writer, qemu-img and VMDKstream.
+func streamCuts(t *testing.T) []streamCut {
+	t.Helper()
+	dir := t.TempDir()
+	raw := make([]byte, 200<<10+3*512) // a partial last grain
+	rand.New(rand.NewSource(5)).Read(raw[64<<10 : 80<<10])
+	copy(raw[150<<10:], bytes.Repeat([]byte("grain table "), 3000))
+	var ours bytes.Buffer
+	w, err := vmdk.NewStreamWriter(&ours, vmdk.StreamOptions{ImageOptions: vmdk.ImageOptions{Size: int64(len(raw)), GrainSize: 8 << 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "in.raw"), raw, 0o644)
+	qemu(t, dir, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", "in.raw", "q.vmdk")
+	q, _ := os.ReadFile(filepath.Join(dir, "q.vmdk"))
+	vsPath, _ := filepath.Abs("../vmdk/testdata/stream-vmdkstream.vmdk")
+	vs, err := os.ReadFile(vsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", vsPath, "vs.raw")
+	vsRaw, _ := os.ReadFile(filepath.Join(dir, "vs.raw"))
+	return []streamCut{{"ours", ours.Bytes(), raw}, {"qemu-img", q, raw}, {"vmdkstream", vs, vsRaw}}
+}
+
+// markerCuts are the byte offsets where a stream's markers start (and its
+// end): there a cut stream looks like one that ended cleanly, the cuts a
+// reader must prove wrong. Every 16th sector from the header's end is
+// added too (an empty source, or one shorter than a header, is not
+// recognisable as a stream: those are the sources' class).
+func markerCuts(img []byte) []int {
+	cuts := map[int]bool{}
+	for c := 512; c < len(img); c += 16 * 512 {
+		cuts[c] = true
+	}
+	pos := int(binary.LittleEndian.Uint64(img[64:])) * 512 // overHead: the first grain
+	for zeros := 0; pos+512 <= len(img); {
+		val, size := binary.LittleEndian.Uint64(img[pos:]), binary.LittleEndian.Uint32(img[pos+8:])
+		if zeros == 0 {
+			cuts[pos] = true
+		}
+		zeros = 0
+		switch {
+		case size != 0:
+			pos += (12 + int(size) + 511) / 512 * 512
+		case val == 0:
+			pos += 512 // an end-of-stream marker, or qemu's zero padding
+			zeros++
+		default:
+			pos += 512 + int(val)*512
+		}
+	}
+	var out []int
+	for c := range cuts {
+		if c < len(img) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// noRangeServer serves body with its length and without Range support:
+// the importer must read it as a stream.
+func noRangeServer(t *testing.T, body []byte) string {
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body)
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL + "/disk.vmdk"
+}
+
+// TestHostileStreamImport: each cut at a marker boundary (and every 16th
+// sector), from stdin and from HTTP, either imports the whole disk (a cut
+// in qemu's zero padding loses nothing) or fails with exit 3 InvalidImage.
+func TestHostileStreamImport(t *testing.T) {
+	b := bound{Time: 10 * time.Second, Mem: 64 << 20}
+	for _, s := range streamCuts(t) {
+		for _, via := range []string{"stdin", "http"} {
+			t.Run(s.name+"/"+via, func(t *testing.T) {
+				refused := 0
+				for _, cut := range append(markerCuts(s.img), len(s.img)) {
+					img := s.img[:cut]
+					var run boundedRun
+					var r *jobapi.Result
+					var dir string
+					if via == "stdin" {
+						run, r, dir = importResult(t, b, bytes.NewReader(img), "-")
+					} else {
+						run, r, dir = importResult(t, b, nil, noRangeServer(t, img))
+					}
+					if run.Code == 0 {
+						got, err := os.ReadFile(filepath.Join(dir, "disk.img"))
+						if err != nil || !bytes.Equal(got, s.raw) {
+							t.Fatalf("cut at byte %d of %d: Succeeded with a disk that differs from the source (%v)", cut, len(s.img), err)
+						}
+						continue
+					}
+					refused++
+					wantOutcome(t, run, r, dir, jobapi.ExitPermanent, jobapi.ReasonInvalidImage, nil)
+				}
+				if refused == 0 {
+					t.Fatal("no cut was refused")
+				}
+			})
+		}
+	}
+}
