@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -279,4 +280,55 @@ func findFirstGrain(t testing.TB, img []byte) int {
 		t.Fatal(err)
 	}
 	return int(h.OverHead) * SectorSize
+}
+
+// TestHostileStreamWriterPartialGrain: a StreamWriter closed after a
+// write that stopped inside a grain writes an image every reader reads as
+// what was written followed by zeros (its final grain padded to a whole
+// grain, or to the disk's end), and qemu-img agrees.
+func TestHostileStreamWriterPartialGrain(t *testing.T) {
+	const grain = 8 << 10
+	dir := t.TempDir()
+	for _, c := range []struct {
+		size    int64
+		written int
+		at      int64 // WriteAt offset of the write
+	}{
+		{1 << 20, 1, 0}, {1 << 20, 3000, 0}, {1 << 20, grain + 1, 0}, {1 << 20, 2*grain + 77, 0},
+		{1 << 20, 100, 5*grain + 512}, // a write after a hole, stopping mid-grain
+		{3*grain + 1024, 2*grain + 512, 0}, {3*grain + 1024, 700, 3 * grain}, // the disk's own partial last grain
+	} {
+		name := fmt.Sprintf("size%d-at%d-len%d", c.size, c.at, c.written)
+		t.Run(name, func(t *testing.T) {
+			want := make([]byte, c.size)
+			copy(want[c.at:], mixedContent(int64(c.written), c.written))
+			want[c.at] = 1 // never an all-zero grain
+			var img bytes.Buffer
+			err := withinBound(t, bound{Time: 2 * time.Second, Mem: 8 << 20}, func() error {
+				w, err := NewStreamWriter(&img, StreamOptions{ImageOptions: ImageOptions{Size: c.size, GrainSize: grain}})
+				if err != nil {
+					return err
+				}
+				if _, err := w.WriteAt(want[c.at:c.at+int64(c.written)], c.at); err != nil {
+					return err
+				}
+				return w.Close()
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := streamRead(bytes.NewReader(img.Bytes()))
+			if err != nil {
+				t.Fatalf("StreamReader: %v", err)
+			}
+			sameBytes(t, "StreamReader", got, want)
+			d, err := OpenReaderAt(bytes.NewReader(img.Bytes()), int64(img.Len()), "w.vmdk")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameBytes(t, "OpenReaderAt", readAll(t, d), want)
+			writeFile(t, filepath.Join(dir, name+".vmdk"), img.Bytes())
+			sameBytes(t, "qemu-img", qemuRaw(t, dir, name+".vmdk"), want)
+		})
+	}
 }

@@ -336,6 +336,11 @@ func (s *StreamWriter) Close() error {
 	s.closed = true
 	var err error
 	if s.cur != nil {
+		// A write that stopped inside a grain: the rest of the grain reads
+		// as zeros, and a compressed grain must inflate to its whole
+		// length (a grain, or what is left of the disk), so pad it.
+		want := min(s.grainBytes, s.size-s.curOff)
+		s.cur = append(s.cur, make([]byte, want-int64(len(s.cur)))...)
 		err = s.submit()
 	}
 	close(s.jobs)
