@@ -295,7 +295,7 @@ func TestHostileStreamWriterPartialGrain(t *testing.T) {
 		at      int64 // WriteAt offset of the write
 	}{
 		{1 << 20, 1, 0}, {1 << 20, 3000, 0}, {1 << 20, grain + 1, 0}, {1 << 20, 2*grain + 77, 0},
-		{1 << 20, 100, 5*grain + 512}, // a write after a hole, stopping mid-grain
+		{1 << 20, 100, 5*grain + 512},                                        // a write after a hole, stopping mid-grain
 		{3*grain + 1024, 2*grain + 512, 0}, {3*grain + 1024, 700, 3 * grain}, // the disk's own partial last grain
 	} {
 		name := fmt.Sprintf("size%d-at%d-len%d", c.size, c.at, c.written)
