@@ -237,7 +237,19 @@ func sizeLimitReason(createType Subformat) string {
 // Create writes a new, empty image at path. Extent files are named after
 // path: NAME-flat.vmdk (monolithicFlat), NAME-s001.vmdk.. and
 // NAME-f001.vmdk.. (twoGbMaxExtent*). Existing files are not overwritten.
+// The image is durable once Create returns: its files are synced, then
+// their directory, without which a power cut could lose the new names.
 func Create(path string, o CreateOptions) error {
+	if err := create(path, o); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("create %s: sync directory: %w", path, err)
+	}
+	return nil
+}
+
+func create(path string, o CreateOptions) error {
 	if o.Subformat == "" {
 		o.Subformat = MonolithicSparse
 	}
