@@ -33,6 +33,7 @@ type sparseExtent struct {
 	dirty    map[uint32]bool // GTs changed in memory since the last flush
 	nextFree int64           // sector where the next new grain goes
 	guard    *grainGuard     // built on the first write through an entry
+	unsynced bool            // written since the last sync (grains overwritten in place dirty no table)
 	last     struct {        // last inflated grain, for small reads
 		index int64
 		data  []byte

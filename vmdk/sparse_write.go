@@ -140,41 +140,55 @@ func (e *sparseExtent) pwrite(p []byte, off int64, what string) error {
 	if e.src.f == nil {
 		return fmt.Errorf("%s: %w: write to an image opened from a reader", e.src.name, ErrUnsupported)
 	}
+	e.unsynced = true
 	if _, err := e.src.f.WriteAt(p, off); err != nil {
 		return fmt.Errorf("%s: write %s at byte %d: %w", e.src.name, what, off, err)
 	}
 	return nil
 }
 
+// sync makes everything written to the extent file durable.
+func (e *sparseExtent) sync(what string) error {
+	if err := e.src.f.Sync(); err != nil {
+		return fmt.Errorf("%s: sync %s: %w", e.src.name, what, err)
+	}
+	e.unsynced = false
+	return nil
+}
+
 // flush makes written grains durable, then writes the changed grain tables
-// and their redundant copies, then makes those durable. Without durable it
-// only writes the tables.
+// and makes them durable, then their redundant copies: a power cut between
+// the two leaves the redundant copy behind the primary, never ahead of it
+// (Check tells the one from corruption). Without durable it only writes the
+// tables.
 func (e *sparseExtent) flush(durable bool) error {
 	if len(e.dirty) == 0 {
+		if durable && e.unsynced {
+			return e.sync("grains") // overwritten in place: no table changed
+		}
 		return nil
 	}
-	if durable {
-		if err := e.src.f.Sync(); err != nil {
-			return fmt.Errorf("%s: sync grains: %w", e.src.name, err)
-		}
-	}
-	raw := make([]byte, 0, e.gtEntries*4)
-	for i := range e.dirty {
-		e.mu.Lock()
-		raw = appendEntries(raw[:0], e.tables[i])
-		e.mu.Unlock()
-		if err := e.pwrite(raw, int64(e.gd[i])*SectorSize, fmt.Sprintf("grain table %d", i)); err != nil {
+	if durable && e.unsynced {
+		if err := e.sync("grains"); err != nil {
 			return err
 		}
-		if e.rgd != nil && e.rgd[i] != 0 {
-			if err := e.pwrite(raw, int64(e.rgd[i])*SectorSize, fmt.Sprintf("redundant grain table %d", i)); err != nil {
+	}
+	if err := e.writeTables(e.gd, "grain table"); err != nil {
+		return err
+	}
+	if e.rgd != nil {
+		if durable {
+			if err := e.sync("grain tables"); err != nil {
 				return err
 			}
 		}
+		if err := e.writeTables(e.rgd, "redundant grain table"); err != nil {
+			return err
+		}
 	}
 	if durable {
-		if err := e.src.f.Sync(); err != nil {
-			return fmt.Errorf("%s: sync grain tables: %w", e.src.name, err)
+		if err := e.sync("grain tables"); err != nil {
+			return err
 		}
 	}
 	e.mu.Lock()
@@ -183,10 +197,27 @@ func (e *sparseExtent) flush(durable bool) error {
 	return nil
 }
 
+// writeTables writes the dirty grain tables where directory gd places them.
+func (e *sparseExtent) writeTables(gd []uint32, what string) error {
+	raw := make([]byte, 0, e.gtEntries*4)
+	for i := range e.dirty {
+		if gd[i] == 0 {
+			continue
+		}
+		e.mu.Lock()
+		raw = appendEntries(raw[:0], e.tables[i])
+		e.mu.Unlock()
+		if err := e.pwrite(raw, int64(gd[i])*SectorSize, fmt.Sprintf("%s %d", what, i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // writeTable writes gt at sector and makes it durable (Check's repair).
 func (e *sparseExtent) writeTable(sector int64, gt []uint32) error {
 	if err := e.pwrite(appendEntries(nil, gt), sector*SectorSize, "grain table"); err != nil {
 		return err
 	}
-	return e.src.f.Sync()
+	return e.sync("grain table")
 }
