@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math/rand"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,4 +144,99 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An import killed with SIGKILL leaves its temporary behind; the retry on
+// a volume that the temporary leaves too small for the disk removes it
+// (and only it: not a user's file, nor a live attempt's temporary) and
+// imports, where it used to fail TargetTooSmall for good.
+func TestHostileKilledImportRetries(t *testing.T) {
+	needRoot(t)
+	data := make([]byte, 24<<20) // all data: every byte written takes space
+	rand.New(rand.NewSource(7)).Read(data)
+	for _, tc := range []struct{ format, name string }{{"raw", "disk.img"}, {"vmdk", "disk.vmdk"}} {
+		t.Run(tc.format, func(t *testing.T) {
+			// 32 MiB holds the 25 MiB disk file once, not beside 8 MiB of
+			// a killed attempt's.
+			dir := mountTmpfs(t, 0, "size=32M")
+			slow := httptest.NewServer(&server{files: map[string][]byte{"disk.raw": data}, delay: 5 * time.Millisecond})
+			defer slow.Close()
+			cmd := imagerCmd("import", "--target", dir, "--target-format", tc.format, "--progress-interval", "0", slow.URL+"/disk.raw")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); volumeUsed(t, dir) < 10<<20; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatalf("the import wrote %d bytes in 10s", volumeUsed(t, dir))
+				}
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			left := temporaries(t, dir)
+			if len(left) != 1 {
+				t.Fatalf("the killed import left %v", left)
+			}
+			// Names like imager's that are not a dead attempt's temporary.
+			user := []string{"notes.partial", "." + tc.name + ".imager-1x2.partial", "." + tc.name + ".partial"}
+			for _, n := range user {
+				os.WriteFile(filepath.Join(dir, n), []byte("mine"), 0o644)
+			}
+			live := filepath.Join(dir, "."+tc.name+".imager-4242.partial")
+			lf, err := os.Create(live)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lf.Close()
+			if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+				t.Fatal(err)
+			}
+
+			fast := httptest.NewServer(&server{files: map[string][]byte{"disk.raw": data}})
+			defer fast.Close()
+			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, dir, "--target-format", tc.format, fast.URL+"/disk.raw")
+			if run.Code != 0 {
+				t.Fatalf("the retry: exit %d %s: %s", run.Code, r.Reason, r.Message)
+			}
+			for _, n := range append(user, filepath.Base(live)) {
+				if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+					t.Errorf("%s removed: %v", n, err)
+				}
+			}
+			if got := temporaries(t, dir); len(got) != 1 || got[0] != filepath.Base(live) {
+				t.Fatalf("temporaries after the retry: %v", got)
+			}
+			got, _ := os.ReadFile(filepath.Join(dir, tc.name))
+			if tc.format == "vmdk" {
+				got = rawOf(t, dir, tc.name)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatal("the retry's disk differs from the source")
+			}
+		})
+	}
+}
+
+// volumeUsed is how many bytes the filesystem at dir holds.
+func volumeUsed(t *testing.T, dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks-st.Bfree) * st.Bsize
+}
+
+// temporaries are the names in dir that imager's temporaries have.
+func temporaries(t *testing.T, dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if strings.Contains(e.Name(), ".imager-") && !strings.Contains(e.Name(), "1x2") {
+			names = append(names, e.Name())
+		}
+	}
+	return names
 }

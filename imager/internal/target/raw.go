@@ -52,10 +52,11 @@ type rawFile struct {
 }
 
 func openFile(path string, o Options) (*rawFile, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-*")
+	f, err := os.CreateTemp(filepath.Dir(path), tempPattern(path, tempFileSuffix))
 	if err != nil {
 		return nil, MarkOpen(err)
 	}
+	lockTemp(f) // without flock, a later attempt leaves it alone
 	return &rawFile{f: f, final: path, sync: o.Sync}, nil
 }
 

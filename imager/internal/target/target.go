@@ -83,6 +83,9 @@ func Open(path string, size int64, o Options) (Target, error) {
 	if o.MaxSize > 0 {
 		lim = maxSizeLimit(o.MaxSize)
 	}
+	if !o.Block {
+		removeStale(path) // before the space is counted
+	}
 	if o.Fits && !o.Block {
 		v, err := statVolume(dirOf(path), o.Reclaim)
 		if err != nil {

@@ -21,14 +21,18 @@ type vmdkImage struct {
 	disk     *vmdk.Disk         // sparse and flat subformats
 	stream   *vmdk.StreamWriter // streamOptimized
 	file     *os.File           // the stream's file
+	lock     *os.File           // tmpDir, flocked while this attempt is alive
 }
 
 func openVMDK(path string, size int64, o Options) (*vmdkImage, error) {
-	tmpDir, err := os.MkdirTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmpDir, err := os.MkdirTemp(filepath.Dir(path), tempPattern(path, tempDirSuffix))
 	if err != nil {
 		return nil, MarkOpen(err)
 	}
 	t := &vmdkImage{path: path, tmpDir: tmpDir, sync: o.Sync}
+	if t.lock, err = os.Open(tmpDir); err == nil {
+		lockTemp(t.lock) // without flock, a later attempt leaves it alone
+	}
 	tmp := filepath.Join(tmpDir, filepath.Base(path))
 	c := o.VMDK
 	c.Size = size
@@ -71,7 +75,7 @@ func (t *vmdkImage) Path() string            { return t.path }
 
 // Finish closes the image, makes it durable and moves it into place.
 func (t *vmdkImage) Finish(size int64) error {
-	defer os.RemoveAll(t.tmpDir)
+	defer t.removeTemp()
 	var err error
 	if t.stream != nil {
 		err = t.stream.Close()
@@ -109,7 +113,14 @@ func (t *vmdkImage) Abort() {
 	if t.disk != nil {
 		t.disk.Close()
 	}
+	t.removeTemp()
+}
+
+func (t *vmdkImage) removeTemp() {
 	os.RemoveAll(t.tmpDir)
+	if t.lock != nil {
+		t.lock.Close()
+	}
 }
 
 func (t *vmdkImage) Describe(r *jobapi.Result) { DescribeVMDK(r, t.path, vmdk.Options{}) }
