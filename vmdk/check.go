@@ -73,6 +73,8 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, e
 	if err := d.ChainError(); err != nil {
 		r.corrupt("%v", err)
 	}
+	checked := map[*sparseExtent]bool{} // lines naming one file share it
+	allocated := map[*sparseExtent]int64{}
 	for _, pe := range d.extents {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -81,9 +83,14 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, e
 		if !ok {
 			continue
 		}
-		if se.capacity < pe.size {
-			r.corrupt("%s: the extent line says %d sectors but the sparse header covers %d", se.src.name, pe.size/SectorSize, se.capacity/SectorSize)
+		if _, ok := allocated[se]; !ok {
+			allocated[se] = se.allocatedEnd()
 		}
+		checkLine(r, pe, se, allocated[se])
+		if checked[se] {
+			continue
+		}
+		checked[se] = true
 		if err := se.check(ctx, r, opts.Repair); err != nil {
 			return nil, err
 		}

@@ -79,8 +79,6 @@ func OpenReaderAt(r io.ReaderAt, size int64, name string) (*Disk, error) {
 	return o.openSource(&source{name: name, r: r, size: size}, 0, 0)
 }
 
-type fileID struct{ dev, ino uint64 }
-
 type opener struct {
 	opts    Options
 	rw      bool            // files opened now are for writing
@@ -90,48 +88,11 @@ type opener struct {
 	// the parent fail): for relinking an image whose chain cannot open.
 	noParent bool
 	opened   []*source
-}
-
-func (o *opener) openFile(path string) (*source, error) {
-	if o.noFiles {
-		return nil, fmt.Errorf("%w: %s names another file, which needs Open, not OpenReaderAt", ErrUnsupported, path)
-	}
-	// Only regular files and block devices: opening a FIFO would block.
-	if fi, err := os.Stat(path); err != nil {
-		return nil, err
-	} else if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 {
-		return nil, fmt.Errorf("%s: %w: not a regular file or block device (%v)", path, ErrUnsupported, m.Type())
-	}
-	flag := os.O_RDONLY
-	if o.rw {
-		flag = os.O_RDWR
-	}
-	f, err := host.OpenFile(path, flag, 0)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	size := fi.Size()
-	if fi.Mode()&os.ModeDevice != 0 {
-		// Block devices (VMFSRAW/RDM extents) report size 0 from stat.
-		if size, err = f.Seek(0, io.SeekEnd); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
-	s := &source{name: path, r: f, size: size, f: f}
-	o.opened = append(o.opened, s)
-	return s, nil
-}
-
-func (o *opener) closeAll() {
-	for _, s := range o.opened {
-		s.f.Close()
-	}
+	// Files and sparse extents already opened, shared by every extent
+	// line (and chain level) that names them again.
+	files  map[fileKey]*source
+	byPath map[pathKey]*source
+	sparse map[*source]*sparseExtent
 }
 
 func (o *opener) open(path string, depth int) (*Disk, error) {
@@ -158,18 +119,6 @@ func (o *opener) open(path string, depth int) (*Disk, error) {
 	return d, nil
 }
 
-func statID(f hostFile) (fileID, bool) {
-	fi, err := f.Stat()
-	if err != nil {
-		return fileID{}, false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, false
-	}
-	return fileID{dev: uint64(st.Dev), ino: st.Ino}, true
-}
-
 // openSource builds the disk whose first file is src; o.opened[mark:] are
 // the files opened for it.
 func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
@@ -193,7 +142,7 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 			return nil, fmt.Errorf("%s: %w", src.name, err)
 		}
 	case KindSparse:
-		se, err := openKDMV(src)
+		se, err := o.sparseOf(src, kind)
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +151,7 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 			return nil, err
 		}
 	case KindCOWD:
-		se, err := openCOWD(src)
+		se, err := o.sparseOf(src, kind)
 		if err != nil {
 			return nil, err
 		}
@@ -264,6 +213,9 @@ func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
 	if len(lines) == 0 {
 		return fmt.Errorf("%s: %w: descriptor lists no extents", src.name, ErrCorrupt)
 	}
+	if err := o.checkFileCount(src, lines); err != nil {
+		return err
+	}
 	var pos int64
 	for i, line := range lines {
 		size := line.Sectors * SectorSize
@@ -283,11 +235,14 @@ func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
 		default:
 			ext, err = o.openExtent(dir, line)
 		}
+		if se, ok := ext.(*sparseExtent); ok && err == nil {
+			_, err = fitSparseLine(se.src.name, size, se.capacity)
+			if d.header == nil {
+				d.header = se.header
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("%s: extent %d (%q): %w", src.name, i, line.File, err)
-		}
-		if se, ok := ext.(*sparseExtent); ok && d.header == nil {
-			d.header = se.header
 		}
 		d.extents = append(d.extents, placedExtent{start: pos, size: size, line: line, ext: ext})
 		pos += size
@@ -312,19 +267,14 @@ func (o *opener) openExtent(dir string, line ExtentLine) (extent, error) {
 		}
 		return &flatExtent{src: src, base: base}, nil
 	}
+	if se, ok := o.sparse[src]; ok {
+		return se, nil // parsed for an earlier line naming the same file
+	}
 	kind, err := Probe(src.r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	switch kind {
-	case KindSparse:
-		return openKDMV(src)
-	case KindCOWD:
-		return openCOWD(src)
-	case KindSESparse:
-		return nil, fmt.Errorf("%s: %w: seSparse extents", path, ErrUnsupported)
-	}
-	return nil, fmt.Errorf("%s: %w: sparse extent has neither a KDMV nor a COWD header", path, ErrCorrupt)
+	return o.sparseOf(src, kind)
 }
 
 // resolve turns a path from a descriptor into a file path, refusing

@@ -100,3 +100,24 @@ func (noAccessExtent) read(p []byte, off int64, r run) error {
 	return ErrNoAccess
 }
 func (noAccessExtent) file() *source { return nil }
+
+// fitSparseLine is the one rule reconciling a sparse extent's line in the
+// descriptor with the extent's own header; Open, OpenReaderAt,
+// StreamReader and Check all apply it. VMware's spec gives each its role:
+// the line's size is what places the extent in the disk (every line counts
+// toward the disk's size, in order), the header's capacity is how much the
+// extent itself holds. So:
+//
+//   - a line larger than the capacity promises content the extent cannot
+//     hold: the image is corrupt (reading zeros past the capacity would
+//     invent them). QEMU ignores the line and uses the capacity, which
+//     silently shrinks the disk and moves every later extent.
+//   - a line smaller than the capacity is read as the line says: the rest
+//     of the extent is not part of the disk. hidden is its size in bytes,
+//     which Check reports, since grains may be allocated there.
+func fitSparseLine(name string, lineBytes, capacity int64) (hidden int64, err error) {
+	if lineBytes > capacity {
+		return 0, fmt.Errorf("%s: %w: the extent line places %d sectors but the sparse header's capacity is %d", name, ErrCorrupt, lineBytes/SectorSize, capacity/SectorSize)
+	}
+	return capacity - lineBytes, nil
+}

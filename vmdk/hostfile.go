@@ -38,7 +38,7 @@ var host hostFS = osFS{}
 type osFS struct{}
 
 func (osFS) OpenFile(name string, flag int, perm fs.FileMode) (hostFile, error) {
-	f, err := os.OpenFile(name, flag, perm)
+	f, err := openNonblocking(name, flag, perm) // never blocks on a FIFO
 	if err != nil {
 		return nil, err // not a typed nil in the interface
 	}

@@ -23,7 +23,8 @@ type StreamReader struct {
 	header     *SparseHeader
 	descriptor *Descriptor
 	grainBytes int64
-	capacity   int64
+	capacity   int64 // bytes the header says the extent holds
+	size       int64 // bytes of the disk: what the descriptor's line places
 	lastLBA    int64 // LBA of the previous grain, -1 before the first
 	proof      *streamProof
 
@@ -77,6 +78,15 @@ func NewStreamReader(r io.Reader) (*StreamReader, error) {
 			return nil, fmt.Errorf("stream: embedded descriptor: %w", err)
 		}
 	}
+	// The disk is what the descriptor's one line places, by Open's rule.
+	lines := s.descriptor.Extents
+	if len(lines) != 1 || lines[0].Type == ExtentZero || lines[0].Access == AccessNoAccess {
+		return nil, fmt.Errorf("%w: stream: a stream holds one data extent, its descriptor lists %d extent lines", ErrUnsupported, len(lines))
+	}
+	s.size = lines[0].Sectors * SectorSize
+	if _, err := fitSparseLine("stream", s.size, s.capacity); err != nil {
+		return nil, err
+	}
 	s.proof = newStreamProof(h)
 	if h.GDOffset != gdAtEnd {
 		if err := s.readPrefixTables(); err != nil {
@@ -99,7 +109,7 @@ func (s *StreamReader) Header() *SparseHeader { return s.header }
 func (s *StreamReader) Descriptor() *Descriptor { return s.descriptor }
 
 // Size is the virtual disk size in bytes.
-func (s *StreamReader) Size() int64 { return s.capacity }
+func (s *StreamReader) Size() int64 { return s.size }
 
 func (s *StreamReader) readFull(p []byte, what string) error {
 	n, err := io.ReadFull(s.r, p)
@@ -160,7 +170,7 @@ func (s *StreamReader) start() {
 					res <- grainResult{err: fmt.Errorf("%w: stream: grain at LBA %d: %v", ErrCorrupt, lba, err)}
 					return
 				}
-				res <- grainResult{g: Grain{Offset: off, Data: out}}
+				res <- grainResult{g: Grain{Offset: off, Data: out[:min(int64(len(out)), s.size-off)]}}
 			}()
 		}
 	}()
@@ -251,6 +261,9 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 		}
 		if err := s.skipTo(at + (grainMarkerSize+int64(m.size)+SectorSize-1)/SectorSize*SectorSize); err != nil {
 			return 0, nil, err
+		}
+		if lba*SectorSize >= s.size {
+			continue // past what the descriptor's line places: not in the disk
 		}
 		return lba, data, nil
 	}

@@ -1,0 +1,37 @@
+package vmdk
+
+// checkLine reports a sparse extent whose line shows less of it than its
+// header holds (fitSparseLine's hidden part): what lies there is not part
+// of the disk, so grains allocated there are data no reader sees. (A line
+// larger than the capacity already fails Open, which Check reports.)
+// allocatedEnd is the end of the extent's last allocated grain.
+func checkLine(r *CheckReport, pe placedExtent, se *sparseExtent, allocatedEnd int64) {
+	hidden, err := fitSparseLine(se.src.name, pe.size, se.capacity)
+	switch {
+	case err != nil:
+		r.corrupt("%v", err)
+	case hidden > 0 && allocatedEnd > pe.size:
+		r.corrupt("%s: the extent line places %d sectors but the sparse header's capacity is %d: grains allocated up to sector %d are not part of the disk",
+			se.src.name, pe.size/SectorSize, se.capacity/SectorSize, (allocatedEnd+SectorSize-1)/SectorSize)
+	case hidden > 0:
+		r.corrupt("%s: the extent line places %d sectors but the sparse header's capacity is %d", se.src.name, pe.size/SectorSize, se.capacity/SectorSize)
+	}
+}
+
+// allocatedEnd is the byte just past the extent's last allocated grain
+// (zeroed grains included), 0 if none; it reads only the tables the grain
+// directory names.
+func (e *sparseExtent) allocatedEnd() int64 {
+	for i := (e.capacity+e.grainBytes*e.gtEntries-1)/(e.grainBytes*e.gtEntries) - 1; i >= 0; i-- {
+		gt, err := e.grainTable(uint32(i))
+		if err != nil {
+			continue // the table's own check reports it
+		}
+		for j := len(gt) - 1; j >= 0; j-- {
+			if gt[j] != 0 {
+				return min(e.capacity, (i*e.gtEntries+int64(j)+1)*e.grainBytes)
+			}
+		}
+	}
+	return 0
+}

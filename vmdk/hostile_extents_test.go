@@ -1,0 +1,398 @@
+package vmdk
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Hostile descriptors and extents: lines that disagree with the sparse
+// headers they name, thousands of lines or files, and files that are not
+// files (FIFOs, character devices). Every case ends in its error class,
+// promptly and in bounded memory.
+
+// descriptorFile writes a descriptor with the given extent lines.
+func descriptorFile(t testing.TB, path string, lines []string, extra ...string) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"custom\"\n")
+	for _, e := range extra {
+		b.WriteString(e + "\n")
+	}
+	for _, l := range lines {
+		b.WriteString(l + "\n")
+	}
+	writeFile(t, path, []byte(b.String()))
+}
+
+// splitSparse makes a twoGbMaxExtentSparse disk of 4 MiB with data in its
+// last MiB and returns the descriptor path; its extent is d-s001.vmdk
+// (8192 sectors).
+func splitSparse(t testing.TB, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "d.vmdk")
+	if err := Create(path, CreateOptions{ImageOptions: ImageOptions{Size: 4 << 20}, Subformat: TwoGbMaxExtentSparse}); err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, path, Options{ReadWrite: true})
+	if _, err := d.WriteAt(bytes.Repeat([]byte{0xab}, 64<<10), 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// relineSplit rewrites the descriptor's one line to sectors.
+func relineSplit(t testing.TB, path string, sectors int64) {
+	t.Helper()
+	text := readFileT(t, path)
+	out := bytes.Replace(text, []byte(`RW 8192 SPARSE`), fmt.Appendf(nil, "RW %d SPARSE", sectors), 1)
+	if bytes.Equal(out, text) {
+		t.Fatal("no extent line to rewrite")
+	}
+	writeFile(t, path, out)
+}
+
+// streamImage writes a 4 MiB streamOptimized image with data in its last
+// MiB, its embedded descriptor's line rewritten to sectors.
+func streamImage(t testing.TB, path string, sectors int64) {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewStreamWriter(&buf, StreamOptions{ImageOptions: ImageOptions{Size: 4 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(bytes.Repeat([]byte{0xcd}, 64<<10), 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	img := buf.Bytes()
+	h, err := parseSparseHeader(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, n := int(h.DescriptorOffset*SectorSize), int(h.DescriptorSize*SectorSize)
+	text := bytes.TrimRight(img[at:at+n], "\x00")
+	text = bytes.Replace(text, []byte("RW 8192 SPARSE"), fmt.Appendf(nil, "RW %d SPARSE", sectors), 1)
+	if len(text) > n {
+		t.Fatal("descriptor does not fit")
+	}
+	copy(img[at:at+n], append(text, make([]byte, n-len(text))...))
+	writeFile(t, path, img)
+}
+
+// bigDirectoryExtent writes a bare sparse extent of 2 TiB capacity whose
+// grain directory (65536 entries, 256 KiB) names no table: a copy of its
+// directory per extent line would cost 256 KiB a line.
+func bigDirectoryExtent(t testing.TB, path string) {
+	t.Helper()
+	h := SparseHeader{Version: 1, Flags: flagNewlineCheck, Capacity: 1 << 32, GrainSize: 128, NumGTEsPerGT: 512, GDOffset: 1}
+	h.OverHead = 1 + h.gdEntries()*4/SectorSize
+	img := append(h.marshal(), make([]byte, h.gdEntries()*4)...)
+	writeFile(t, path, img)
+}
+
+func mkfifo(t testing.TB, path string) {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openRead opens path and reads the whole disk.
+func openRead(path string, opts Options) error {
+	d, err := Open(path, opts)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	_, err = io.Copy(io.Discard, io.NewSectionReader(d, 0, d.Size()))
+	return err
+}
+
+// openReaderAtRead opens path through OpenReaderAt and reads it.
+func openReaderAtRead(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	d, err := OpenReaderAt(f, fi.Size(), path)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	_, err = io.Copy(io.Discard, io.NewSectionReader(d, 0, d.Size()))
+	return err
+}
+
+// drainStreamFile reads path sequentially through a StreamReader.
+func drainStreamFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	s, err := NewStreamReader(f)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	for {
+		if _, err := s.Next(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// checkAsError is Check with corruptions as an ErrCorrupt error.
+func checkAsError(path string) error {
+	r, err := Check(context.Background(), path, CheckOptions{})
+	if err != nil {
+		return err
+	}
+	if len(r.Corruptions) > 0 {
+		return fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(r.Corruptions, "; "))
+	}
+	return nil
+}
+
+func TestHostileExtents(t *testing.T) {
+	quick := bound{Time: time.Second, Mem: 8 << 20}
+	cases := []struct {
+		name  string
+		build func(t *testing.T, dir string) string // returns the image path
+		run   func(path string) error
+		want  error // nil: success
+		b     bound
+	}{
+		// 1. Lines against the sparse header's capacity.
+		{"split line larger than capacity: Open", func(t *testing.T, dir string) string {
+			p := splitSparse(t, dir)
+			relineSplit(t, p, 16384)
+			return p
+		}, func(p string) error { return openRead(p, Options{}) }, ErrCorrupt, quick},
+		{"split line larger than capacity: Check", func(t *testing.T, dir string) string {
+			p := splitSparse(t, dir)
+			relineSplit(t, p, 8193)
+			return p
+		}, checkAsError, ErrCorrupt, quick},
+		{"split line smaller than capacity: Check", func(t *testing.T, dir string) string {
+			p := splitSparse(t, dir)
+			relineSplit(t, p, 4096)
+			return p
+		}, checkAsError, ErrCorrupt, quick},
+		{"split line equal to capacity: Check clean", func(t *testing.T, dir string) string {
+			return splitSparse(t, dir)
+		}, checkAsError, nil, quick},
+		{"stream line larger than capacity: Open", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "s.vmdk")
+			streamImage(t, p, 16384)
+			return p
+		}, func(p string) error { return openRead(p, Options{}) }, ErrCorrupt, quick},
+		{"stream line larger than capacity: OpenReaderAt", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "s.vmdk")
+			streamImage(t, p, 16384)
+			return p
+		}, openReaderAtRead, ErrCorrupt, quick},
+		{"stream line larger than capacity: StreamReader", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "s.vmdk")
+			streamImage(t, p, 16384)
+			return p
+		}, drainStreamFile, ErrCorrupt, quick},
+		{"stream line smaller than capacity: Check", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "s.vmdk")
+			streamImage(t, p, 4096)
+			return p
+		}, checkAsError, ErrCorrupt, quick},
+		{"stream with two extent lines: StreamReader", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "s.vmdk")
+			streamImage(t, p, 8192)
+			img := readFileT(t, p)
+			writeFile(t, p, bytes.Replace(img, []byte("RW 8192 SPARSE \"disk.vmdk\"\n"), []byte("RW 8192 SPARSE \"disk.vmdk\"\nRW 8 ZERO\n"), 1))
+			return p
+		}, drainStreamFile, ErrUnsupported, quick},
+
+		// 2. Many lines, many files.
+		{"4000 lines naming one sparse file", func(t *testing.T, dir string) string {
+			bigDirectoryExtent(t, filepath.Join(dir, "big.vmdk"))
+			lines := make([]string, 4000)
+			for i := range lines {
+				lines[i] = `RW 2048 SPARSE "big.vmdk"`
+			}
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, lines)
+			return p
+		}, func(p string) error {
+			d, err := Open(p, Options{})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			if n := len(d.Files()); n != 2 {
+				return fmt.Errorf("%d files open, want 2 (the descriptor and the shared extent)", n)
+			}
+			_, err = d.ReadAt(make([]byte, 1<<20), d.Size()-1<<20)
+			return err
+		}, nil, bound{Time: 3 * time.Second, Mem: 16 << 20}},
+		{"4000 lines naming one sparse file: Check", func(t *testing.T, dir string) string {
+			bigDirectoryExtent(t, filepath.Join(dir, "big.vmdk"))
+			lines := make([]string, 4000)
+			for i := range lines {
+				lines[i] = fmt.Sprintf(`RW %d SPARSE "big.vmdk"`, 2048+i) // each line its own size
+			}
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, lines)
+			return p
+		}, checkAsError, ErrCorrupt, bound{Time: 5 * time.Second, Mem: 24 << 20}},
+		{"one file by many names (hard links)", func(t *testing.T, dir string) string {
+			bigDirectoryExtent(t, filepath.Join(dir, "big.vmdk"))
+			lines := make([]string, 500)
+			for i := range lines {
+				name := fmt.Sprintf("l%d.vmdk", i)
+				if err := os.Link(filepath.Join(dir, "big.vmdk"), filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+				lines[i] = fmt.Sprintf(`RW 2048 SPARSE %q`, name)
+			}
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, lines)
+			return p
+		}, func(p string) error {
+			d, err := Open(p, Options{})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			if n := len(d.Files()); n != 2 {
+				return fmt.Errorf("%d files open, want 2", n)
+			}
+			return nil
+		}, nil, bound{Time: 3 * time.Second, Mem: 8 << 20}},
+		{"more files than a disk may open", func(t *testing.T, dir string) string {
+			// The files need not exist: the count is refused before any
+			// of them is opened.
+			lines := make([]string, maxOpenFiles+1)
+			for i := range lines {
+				lines[i] = fmt.Sprintf(`RW 1 FLAT "f%d.raw" 0`, i)
+			}
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, lines)
+			return p
+		}, func(p string) error { return openRead(p, Options{}) }, ErrUnsupported, bound{Time: time.Second, Mem: 16 << 20}},
+		{"more extent lines than a descriptor may hold", func(t *testing.T, dir string) string {
+			lines := make([]string, maxExtents+1)
+			for i := range lines {
+				lines[i] = "RW 1 ZERO"
+			}
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, lines)
+			return p
+		}, func(p string) error { return openRead(p, Options{}) }, ErrCorrupt, bound{Time: time.Second, Mem: 16 << 20}},
+
+		// 3. Files that are not files.
+		{"FIFO as the image", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "fifo.vmdk")
+			mkfifo(t, p)
+			return p
+		}, func(p string) error { return openRead(p, Options{}) }, ErrUnsupported, quick},
+		{"FIFO as the image, opened for writing", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "fifo.vmdk")
+			mkfifo(t, p)
+			return p
+		}, func(p string) error { return openRead(p, Options{ReadWrite: true}) }, ErrUnsupported, quick},
+		{"FIFO as an extent", func(t *testing.T, dir string) string {
+			mkfifo(t, filepath.Join(dir, "fifo.raw"))
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, []string{`RW 2048 FLAT "fifo.raw" 0`})
+			return p
+		}, func(p string) error { return openRead(p, Options{}) }, ErrUnsupported, quick},
+		{"FIFO as a sparse extent: Check", func(t *testing.T, dir string) string {
+			mkfifo(t, filepath.Join(dir, "fifo.vmdk"))
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, []string{`RW 2048 SPARSE "fifo.vmdk"`})
+			return p
+		}, func(p string) error { _, err := Check(context.Background(), p, CheckOptions{}); return err }, ErrUnsupported, quick},
+		{"FIFO as the parent", func(t *testing.T, dir string) string {
+			mkfifo(t, filepath.Join(dir, "base.vmdk"))
+			writeFile(t, filepath.Join(dir, "zero.raw"), make([]byte, 2048*SectorSize))
+			p := filepath.Join(dir, "child.vmdk")
+			descriptorFile(t, p, []string{`RW 2048 FLAT "zero.raw" 0`}, `parentFileNameHint="base.vmdk"`)
+			return p
+		}, func(p string) error { return openRead(p, Options{}) }, ErrUnsupported, quick},
+		{"character device as a flat extent", func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "d.vmdk")
+			descriptorFile(t, p, []string{`RW 2048 FLAT "/dev/zero" 0`})
+			return p
+		}, func(p string) error { return openRead(p, Options{AllowUnsafePaths: true}) }, ErrUnsupported, quick},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := c.build(t, t.TempDir())
+			err := withinBound(t, c.b, func() error { return c.run(path) })
+			switch {
+			case c.want == nil && err != nil:
+				t.Fatalf("want success, got %v", err)
+			case c.want != nil && !errors.Is(err, c.want):
+				t.Fatalf("want %v, got %v", c.want, err)
+			}
+			if err != nil {
+				t.Logf("%v", err)
+			}
+		})
+	}
+}
+
+// A line smaller than the header's capacity is read as the line says, the
+// same by every path: Open, OpenReaderAt and the StreamReader agree on the
+// size and the bytes, and Check names the grains the line hides.
+func TestHostileExtentsPathsAgree(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "s.vmdk")
+	streamImage(t, p, 4096) // 2 MiB of a 4 MiB extent; data at 3 MiB
+	want := make([]byte, 2<<20)
+
+	d := mustOpen(t, p, Options{})
+	sameBytes(t, "Open", readAll(t, d), want)
+	d.Close()
+
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	ra, err := OpenReaderAt(f, fi.Size(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, "OpenReaderAt", readAll(t, ra), want)
+	ra.Close()
+
+	f.Seek(0, io.SeekStart)
+	sameBytes(t, "StreamReader", readStream(t, f, len(want)), want)
+
+	r, err := Check(context.Background(), p, CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Corruptions) != 1 || !strings.Contains(r.Corruptions[0], "grains allocated up to sector 6272") {
+		t.Fatalf("check: %q, want the hidden grain at 3 MiB named", r.Corruptions)
+	}
+}

@@ -1,0 +1,235 @@
+package vmdk
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// maxOpenFiles bounds the files one Open may hold open: the descriptors,
+// extents and parents of the whole chain. VMware's hosted products make
+// disks of at most 8 TiB, which twoGbMaxExtent* splits into 4096 extent
+// files (ESXi disks are one extent each); twice that leaves room for a
+// snapshot of such a disk, and stays far below the file descriptors a Job
+// may open. A descriptor naming more files is refused before they are
+// opened, rather than failing half-way with EMFILE.
+const maxOpenFiles = 8192
+
+// OpenDataFile opens a file image data is read from (or written to, with
+// flag os.O_RDWR): a regular file or a block device. Anything else is
+// refused with ErrUnsupported without blocking: a FIFO would block open(2)
+// until a writer appears (and then read one stream, not a disk), a
+// character device reads forever. The check is made with fstat on the
+// opened descriptor, so there is no window between check and open.
+func OpenDataFile(path string, flag int) (*os.File, error) {
+	f, err := openNonblocking(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDataFile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// openNonblocking opens path with O_NONBLOCK, so that open(2) returns at
+// once whatever the path is (a FIFO without a writer blocks it otherwise),
+// then clears O_NONBLOCK: regular files, block devices and directories are
+// used blocking. Every host file the package opens goes through it (see
+// osFS).
+func openNonblocking(path string, flag int, perm fs.FileMode) (*os.File, error) {
+	var fd int
+	var err error
+	for {
+		fd, err = syscall.Open(path, flag|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, uint32(perm.Perm()))
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if err := syscall.SetNonblock(fd, false); err != nil {
+		syscall.Close(fd)
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// checkDataFile refuses an opened file that is neither a regular file nor
+// a block device.
+func checkDataFile(f interface {
+	Name() string
+	Stat() (fs.FileInfo, error)
+}) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if m := fi.Mode(); !m.IsRegular() && (m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0) {
+		return fmt.Errorf("%s: %w: not a regular file or block device (%s)", f.Name(), ErrUnsupported, fileType(m))
+	}
+	return nil
+}
+
+func fileType(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	}
+	return m.Type().String()
+}
+
+type fileID struct{ dev, ino uint64 }
+
+// fileKey names one opened file: a file opened for writing and the same
+// file opened read-only (a child and its chain) are not shared.
+type fileKey struct {
+	id fileID
+	rw bool
+}
+
+// openFile opens path, or returns the source already opened for the same
+// file (by device and inode, whatever name led to it): every extent line
+// naming a file shares one source, and through it one parsed sparse extent.
+func (o *opener) openFile(path string) (*source, error) {
+	if o.noFiles {
+		return nil, fmt.Errorf("%w: %s names another file, which needs Open, not OpenReaderAt", ErrUnsupported, path)
+	}
+	if o.files == nil { // every opener shares, however it was made
+		o.files, o.byPath = map[fileKey]*source{}, map[pathKey]*source{}
+	}
+	if s, ok := o.byPath[pathKey{path, o.rw}]; ok {
+		return s, nil
+	}
+	flag := os.O_RDONLY
+	if o.rw {
+		flag = os.O_RDWR
+	}
+	f, err := host.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDataFile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	id, ok := statID(f)
+	key := fileKey{id, o.rw}
+	if s, shared := o.files[key]; ok && shared {
+		f.Close()
+		o.byPath[pathKey{path, o.rw}] = s
+		return s, nil
+	}
+	if len(o.opened) >= maxOpenFiles {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w: the disk and its chain name more than %d files", path, ErrUnsupported, maxOpenFiles)
+	}
+	size, err := fileSize(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s := &source{name: path, r: f, size: size, f: f}
+	o.opened = append(o.opened, s)
+	if ok {
+		o.files[key] = s
+	}
+	o.byPath[pathKey{path, o.rw}] = s
+	return s, nil
+}
+
+type pathKey struct {
+	path string
+	rw   bool
+}
+
+// fileSize is the size of a regular file or block device (which stat
+// reports as 0).
+func fileSize(f hostFile) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Mode()&os.ModeDevice == 0 {
+		return fi.Size(), nil
+	}
+	return f.Seek(0, io.SeekEnd)
+}
+
+// sparseOf returns the sparse extent in src (a KDMV or COWD file), parsing
+// it once however many extent lines name the file: each parse holds the
+// file's grain directory, so a copy per line would multiply it.
+func (o *opener) sparseOf(src *source, kind Kind) (*sparseExtent, error) {
+	if se, ok := o.sparse[src]; ok {
+		return se, nil
+	}
+	var se *sparseExtent
+	var err error
+	switch kind {
+	case KindSparse:
+		se, err = openKDMV(src)
+	case KindCOWD:
+		se, err = openCOWD(src)
+	case KindSESparse:
+		return nil, fmt.Errorf("%s: %w: seSparse extents", src.name, ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("%s: %w: sparse extent has neither a KDMV nor a COWD header", src.name, ErrCorrupt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if o.sparse == nil {
+		o.sparse = map[*source]*sparseExtent{}
+	}
+	o.sparse[src] = se
+	return se, nil
+}
+
+func (o *opener) closeAll() {
+	for _, s := range o.opened {
+		s.f.Close()
+	}
+}
+
+func statID(f hostFile) (fileID, bool) {
+	fi, err := f.Stat()
+	if err != nil {
+		return fileID{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino}, true
+}
+
+// checkFileCount refuses, before opening any, extent lines that name more
+// files than maxOpenFiles allows with those already open. Names are
+// counted, not files: a hostile descriptor naming one file many ways is
+// refused too.
+func (o *opener) checkFileCount(src *source, lines []ExtentLine) error {
+	if o.noFiles {
+		return nil // OpenReaderAt refuses the first other file itself
+	}
+	names := map[string]bool{}
+	for _, l := range lines {
+		if l.Access != AccessNoAccess && l.Type != ExtentZero && l.File != filepath.Base(src.name) {
+			names[l.File] = true
+		}
+	}
+	if n := len(o.opened) + len(names); n > maxOpenFiles {
+		return fmt.Errorf("%s: %w: its extent lines name %d files; with its chain that is more than the %d files a disk may open", src.name, ErrUnsupported, len(names), maxOpenFiles)
+	}
+	return nil
+}
