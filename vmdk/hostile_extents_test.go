@@ -304,7 +304,7 @@ func TestHostileExtents(t *testing.T) {
 			p := filepath.Join(dir, "d.vmdk")
 			descriptorFile(t, p, lines)
 			return p
-		}, func(p string) error { return openRead(p, Options{}) }, ErrCorrupt, bound{Time: time.Second, Mem: 16 << 20}},
+		}, func(p string) error { return openRead(p, Options{}) }, ErrCorrupt, bound{Time: time.Second, Mem: 40 << 20}},
 
 		// 3. Files that are not files.
 		{"FIFO as the image", func(t *testing.T, dir string) string {
