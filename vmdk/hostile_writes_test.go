@@ -465,3 +465,111 @@ func TestHostileWritesThroughEntry(t *testing.T) {
 		}
 	}
 }
+
+// appendBytes appends b to the file at path and returns the sector where
+// it starts.
+func appendBytes(t testing.TB, path string, b []byte) int64 {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	if _, err := f.WriteAt(b, fi.Size()); err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size() / SectorSize
+}
+
+func cidOf(t testing.TB, path string) uint32 {
+	t.Helper()
+	d := mustOpen(t, path, Options{})
+	defer d.Close()
+	return d.CID()
+}
+
+// TestHostileWritesCheckRepairShared: check -r never truncates bytes that
+// another extent line, a descriptor or a parent uses in the same file,
+// and still repairs a leak in a file only one sparse extent uses.
+func TestHostileWritesCheckRepairShared(t *testing.T) {
+	flat := bytes.Repeat([]byte{0x5f}, 8<<10)
+	cases := []struct {
+		name string
+		// build makes the image in dir and returns its path and the
+		// file check -r must leave alone ("" when it may repair).
+		build          func(t *testing.T, dir string) (img, keep string)
+		leak, repaired bool
+	}{
+		{"a flat extent after the sparse extent's last grain", func(t *testing.T, dir string) (string, string) {
+			s := filepath.Join(dir, "s.vmdk")
+			sparseWith(t, s, "", 1<<20, map[int64]byte{0: 1})
+			at := appendBytes(t, s, flat)
+			img := filepath.Join(dir, "d.vmdk")
+			writeFile(t, img, []byte(fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=0badc0de\nparentCID=ffffffff\ncreateType=\"custom\"\n\n"+
+				"RW 2048 SPARSE \"s.vmdk\"\nRW 16 FLAT \"s.vmdk\" %d\n", at)))
+			return img, s
+		}, false, false},
+		{"the same sparse file named twice, with a real leak", func(t *testing.T, dir string) (string, string) {
+			s := filepath.Join(dir, "s.vmdk")
+			sparseWith(t, s, "", 1<<20, map[int64]byte{0: 1})
+			appendBytes(t, s, flat)
+			img := filepath.Join(dir, "d.vmdk")
+			writeFile(t, img, []byte("# Disk DescriptorFile\nversion=1\nCID=0badc0de\nparentCID=ffffffff\ncreateType=\"custom\"\n\n"+
+				"RW 2048 SPARSE \"s.vmdk\"\nRW 2048 SPARSE \"s.vmdk\"\n"))
+			return img, s
+		}, true, false},
+		{"the parent's flat extent in the child's sparse file", func(t *testing.T, dir string) (string, string) {
+			c := filepath.Join(dir, "c.vmdk")
+			sparseWith(t, c, "", 1<<20, map[int64]byte{0: 1})
+			at := appendBytes(t, c, bytes.Repeat([]byte{0x5f}, 1<<20))
+			p := filepath.Join(dir, "p.vmdk")
+			writeFile(t, p, []byte(fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=0badc0de\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"+
+				"RW 2048 FLAT \"c.vmdk\" %d\n", at)))
+			setHint(t, c, "p.vmdk", cidOf(t, p))
+			return c, c
+		}, false, false},
+		{"a leak in a file nothing else uses (repaired)", func(t *testing.T, dir string) (string, string) {
+			s := filepath.Join(dir, "s.vmdk")
+			sparseWith(t, s, "", 1<<20, map[int64]byte{0: 1})
+			appendBytes(t, s, flat)
+			return s, ""
+		}, true, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img, keep := c.build(t, dir)
+			want := content(t, img)
+			var before []byte
+			if keep != "" {
+				before = readFileT(t, keep)
+			}
+			var r *CheckReport
+			err := withinBound(t, writeBound, func() error {
+				var err error
+				r, err = Check(context.Background(), img, CheckOptions{Repair: true})
+				return err
+			})
+			if err != nil || len(r.Corruptions) != 0 {
+				t.Fatalf("check -r: %+v %v", r, err)
+			}
+			if got := len(r.Leaks) > 0; got != c.leak {
+				t.Fatalf("leaks %v, want some: %v", r.Leaks, c.leak)
+			}
+			if got := len(r.Repaired) > 0; got != c.repaired {
+				t.Fatalf("repaired %v, want %v: %+v", r.Repaired, c.repaired, r)
+			}
+			if keep != "" {
+				sameBytes(t, keep+" after check -r", readFileT(t, keep), before)
+			}
+			sameBytes(t, "content after check -r", content(t, img), want)
+			if !c.repaired {
+				return
+			}
+			if r2, err := Check(context.Background(), img, CheckOptions{}); err != nil || !r2.Clean() {
+				t.Fatalf("check after the repair: %+v %v", r2, err)
+			}
+		})
+	}
+}
