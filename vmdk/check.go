@@ -75,6 +75,7 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, e
 	}
 	checked := map[*sparseExtent]bool{} // lines naming one file share it
 	allocated := map[*sparseExtent]int64{}
+	uses := fileUses(d)
 	for _, pe := range d.extents {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -91,7 +92,7 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, e
 			continue
 		}
 		checked[se] = true
-		if err := se.check(ctx, r, opts.Repair); err != nil {
+		if err := se.check(ctx, r, opts.Repair, se.useOf(uses)); err != nil {
 			return nil, err
 		}
 	}
@@ -107,7 +108,7 @@ type span struct {
 // check runs Check's steps on one sparse extent: the grain tables against
 // the directory, their redundant copies and the file; overlaps; then the
 // stream's tail or the leaks past the last grain.
-func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool) error {
+func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, use *fileUse) error {
 	fileSectors := (e.src.end() + SectorSize - 1) / SectorSize
 	if e.pinned {
 		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: no grain directory (footer missing); grains were indexed by scanning their markers", e.src.name))
@@ -126,7 +127,7 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool) e
 	if e.compressed {
 		return e.checkStreamTail(r)
 	}
-	return e.checkLeaks(r, grains, metaEnd, fileSectors, repair)
+	return e.checkLeaks(r, grains, metaEnd, fileSectors, repair, use)
 }
 
 // metadataSpans are the sectors of the header, the embedded descriptor
@@ -278,20 +279,28 @@ func checkOverlaps(r *CheckReport, name string, grains, meta []span) (metaEnd in
 }
 
 // checkLeaks reports the sectors past the last grain and the metadata that
-// nothing refers to, and with repair truncates them away.
-func (e *sparseExtent) checkLeaks(r *CheckReport, grains []span, metaEnd, fileSectors int64, repair bool) error {
+// nothing refers to, and with repair truncates them away, unless another
+// extent, descriptor or disk of the chain uses the same file: then what
+// it uses is not a leak, and the rest is only reported.
+func (e *sparseExtent) checkLeaks(r *CheckReport, grains []span, metaEnd, fileSectors int64, repair bool, use *fileUse) error {
 	name := e.src.name
-	used := metaEnd
+	used := max(metaEnd, (use.flatEnd+SectorSize-1)/SectorSize)
 	if h := e.header; h != nil {
 		used = max(used, int64(h.OverHead))
 	}
 	for _, g := range grains {
 		used = max(used, g.end)
 	}
-	if fileSectors <= used {
+	if fileSectors <= used || use.checked {
 		return nil
 	}
+	use.checked = true
 	leaked := (fileSectors - used) * SectorSize
+	if use.shared() {
+		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: %d bytes past the last grain are not referenced (not repaired: other extents or a descriptor use the same file)", name, leaked))
+		r.LeakedBytes += leaked
+		return nil
+	}
 	r.Leaks = append(r.Leaks, fmt.Sprintf("%s: %d bytes past the last grain are not referenced", name, leaked))
 	r.LeakedBytes += leaked
 	if !repair {
