@@ -318,11 +318,10 @@ type powerState struct {
 	marks      []string
 }
 
-// replay walks the recorded operations and, after about budget of those at
-// or after the first mark named start (a random sample, always with the
-// last), rebuilds a power cut's leftovers in a fresh directory (random
-// choices from rnd) and calls check on it. It returns how many cuts it
-// checked.
+// replay walks the recorded operations and, after about budget of those
+// at or after the first mark named start (a random sample, and the end),
+// rebuilds a power cut's leftovers in a fresh directory (random choices
+// from rnd) and calls check on it. It returns how many cuts it checked.
 func (p *powerFS) replay(t *testing.T, rnd *rand.Rand, start string, budget int, check func(c *powerCut)) int {
 	t.Helper()
 	if p.err != nil {
@@ -453,11 +452,13 @@ func (p *powerFS) sample(rnd *rand.Rand, start string, budget int) map[int]int {
 		for _, i := range points {
 			pick[i] = (budget + len(points) - 1) / len(points)
 		}
-		return pick
+	} else {
+		for _, k := range rnd.Perm(len(points))[:budget] {
+			pick[points[k]] = 1
+		}
 	}
-	pick[points[len(points)-1]] = 1
-	for _, k := range rnd.Perm(len(points))[:budget] {
-		pick[points[k]] = 1
-	}
+	// And after everything, marks included: the final state is checked
+	// against what the workload saw complete.
+	pick[len(p.ops)-1] = max(pick[len(p.ops)-1], 1)
 	return pick
 }

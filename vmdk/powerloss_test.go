@@ -355,3 +355,128 @@ func TestPowerLossStreamWriter(t *testing.T) {
 	})
 	t.Logf("cuts before the sync: %v", outcome)
 }
+
+// powerChain creates, through p, a monolithicSparse base.vmdk holding
+// baseWrites and a child disk.vmdk of subformat sub on it holding child
+// writes, all flushed: the state a Commit or Rebase starts from.
+func powerChain(t *testing.T, p *powerFS, rnd *rand.Rand, dir string, sub Subformat) (base, child string, m *plModel) {
+	t.Helper()
+	const size = 4 * plMiB
+	base, child = filepath.Join(dir, "base.vmdk"), filepath.Join(dir, "disk.vmdk")
+	m = &plModel{size: size, windows: [][2]int64{{0, size}}}
+	if err := Create(base, CreateOptions{Subformat: MonolithicSparse, ImageOptions: ImageOptions{Size: size}}); err != nil {
+		t.Fatal(err)
+	}
+	m.base = m.randomWrites(rnd, 8, 1000)
+	m.writeAll(t, p, base, m.base, 1000)
+	if err := Create(child, CreateOptions{Subformat: sub, Backing: base}); err != nil {
+		t.Fatal(err)
+	}
+	m.writes = m.randomWrites(rnd, 8, 0)
+	m.writeAll(t, p, child, m.writes, 0)
+	return base, child, m
+}
+
+// TestPowerLossCommit cuts power during Commit. The child must open at
+// every cut and read exactly as before, or have its chain refused (never
+// read a mix); the parent must open, every byte its old content or the
+// child's, without corruption; once Commit returned, both read the
+// committed content and the chain holds.
+func TestPowerLossCommit(t *testing.T) {
+	rnd := powerSeed(t)
+	dir := t.TempDir()
+	p := installPowerFS(t, dir)
+	_, child, m := powerChain(t, p, rnd, dir, MonolithicSparse)
+	p.mark("commit")
+	if err := Commit(context.Background(), child, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	p.mark("committed")
+	all := len(m.writes) - 1
+	parentModel := &plModel{size: m.size, windows: m.windows, writes: append(append([]plWrite(nil), m.base...), m.writes...)}
+	outcome := map[string]int{}
+	powerCase(t, p, rnd, "commit", 40, func(c *powerCut) error {
+		done := c.reached("committed")
+		cd, err := Open(filepath.Join(c.dir, "disk.vmdk"), Options{})
+		if err != nil {
+			return fmt.Errorf("child: %w", err)
+		}
+		defer cd.Close()
+		switch err := cd.ChainError(); {
+		case err != nil && done:
+			return fmt.Errorf("child after Commit returned: %w", err)
+		case err != nil:
+			outcome["child's chain refused"]++
+		default:
+			if err := m.verify(cd, all, all); err != nil {
+				return fmt.Errorf("child: %w", err)
+			}
+			outcome["child reads as before"]++
+		}
+		pd, err := Open(filepath.Join(c.dir, "base.vmdk"), Options{})
+		if err != nil {
+			return fmt.Errorf("parent: %w", err)
+		}
+		defer pd.Close()
+		// The parent: base writes acknowledged, the child's in flight until
+		// Commit returned.
+		acked := len(m.base) - 1
+		if done {
+			acked = len(parentModel.writes) - 1
+		}
+		if err := parentModel.verify(pd, acked, len(parentModel.writes)-1); err != nil {
+			return fmt.Errorf("parent: %w", err)
+		}
+		return checkNoCorruption(filepath.Join(c.dir, "base.vmdk"))
+	})
+	t.Logf("cuts: %v", outcome)
+}
+
+// TestPowerLossRebase cuts power during a safe Rebase of a child (with a
+// descriptor file, rewritten by rename) from base.vmdk onto new.vmdk,
+// which differs from base in its second half. At every cut the child
+// reads exactly as before (or has its chain refused); once Rebase
+// returned, it names new.vmdk, its chain holds and it still reads the same.
+func TestPowerLossRebase(t *testing.T) {
+	rnd := powerSeed(t)
+	dir := t.TempDir()
+	p := installPowerFS(t, dir)
+	_, child, m := powerChain(t, p, rnd, dir, TwoGbMaxExtentSparse)
+	nb := filepath.Join(dir, "new.vmdk")
+	if err := Create(nb, CreateOptions{Subformat: MonolithicFlat, ImageOptions: ImageOptions{Size: m.size}}); err != nil {
+		t.Fatal(err)
+	}
+	m.writeAll(t, p, nb, append(append([]plWrite(nil), m.base...), plWrite{off: m.size / 2, n: m.size / 2, id: 2000}), 2000)
+	p.mark("rebase")
+	if err := Rebase(context.Background(), child, nb, RebaseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.mark("rebased")
+	all := len(m.writes) - 1
+	outcome := map[string]int{}
+	powerCase(t, p, rnd, "rebase", 40, func(c *powerCut) error {
+		done := c.reached("rebased")
+		path := filepath.Join(c.dir, "disk.vmdk")
+		d, err := Open(path, Options{})
+		if err != nil {
+			return fmt.Errorf("child: %w", err)
+		}
+		defer d.Close()
+		if err := d.ChainError(); err != nil {
+			if done {
+				return fmt.Errorf("after Rebase returned: %w", err)
+			}
+			outcome["chain refused"]++
+			return nil
+		}
+		if done && d.ParentFileNameHint() != "new.vmdk" {
+			return fmt.Errorf("after Rebase returned the child's parent is %q", d.ParentFileNameHint())
+		}
+		if err := m.verify(d, all, all); err != nil {
+			return err
+		}
+		outcome["reads as before (parent "+d.ParentFileNameHint()+")"]++
+		return checkNoCorruption(path)
+	})
+	t.Logf("cuts: %v", outcome)
+}
