@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/binary"
 	"math/rand"
 	"net/http"
@@ -139,5 +140,62 @@ func TestHostileStreamImport(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestHostileStreamCheckExit: `imager check` exits 2 (corrupt), not 0, on
+// a stream grain that is a zlib bomb or has a bad Adler-32, and on a
+// sparse file 3 bytes short of its last grain.
+func TestHostileStreamCheckExit(t *testing.T) {
+	dir := t.TempDir()
+	raw := bytes.Repeat([]byte("grain directory "), 64<<10) // 1 MiB that compresses
+	var img bytes.Buffer
+	w, err := vmdk.NewStreamWriter(&img, vmdk.StreamOptions{ImageOptions: vmdk.ImageOptions{Size: int64(len(raw))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(raw)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	first := int(binary.LittleEndian.Uint64(img.Bytes()[64:])) * 512 // overHead: the first grain marker
+	size := int(binary.LittleEndian.Uint32(img.Bytes()[first+8:]))
+	withGrain := func(data []byte) []byte {
+		b := bytes.Clone(img.Bytes())
+		if len(data) > (12+size+511)/512*512-12 {
+			t.Fatalf("%d bytes do not fit the grain", len(data))
+		}
+		binary.LittleEndian.PutUint32(b[first+8:], uint32(len(data)))
+		copy(b[first+12:], data)
+		return b
+	}
+	var bomb bytes.Buffer
+	zw := zlib.NewWriter(&bomb)
+	zw.Write(make([]byte, 256<<10))
+	zw.Close()
+	badSum := bytes.Clone(img.Bytes()[first+12 : first+12+size])
+	badSum[len(badSum)-1] ^= 0xff
+	os.WriteFile(filepath.Join(dir, "in.raw"), raw, 0o644)
+	qemu(t, dir, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "in.raw", "s.vmdk")
+	sparse, _ := os.ReadFile(filepath.Join(dir, "s.vmdk"))
+	for _, c := range []struct {
+		name string
+		img  []byte
+		code int
+	}{
+		{"intact stream", img.Bytes(), checkClean},
+		{"zlib bomb", withGrain(bomb.Bytes()), checkCorrupt},
+		{"bad Adler-32", withGrain(badSum), checkCorrupt},
+		{"sparse 3 bytes short", sparse[:len(sparse)-3], checkCorrupt},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(dir, "c.vmdk")
+			os.WriteFile(path, c.img, 0o644)
+			lowerParentPeak()
+			run := runBounded(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, "check", path)
+			if run.Code != c.code {
+				t.Fatalf("exit %d, want %d: %s%s", run.Code, c.code, run.Stdout, run.Stderr)
+			}
+		})
 	}
 }

@@ -125,6 +125,9 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, u
 	r.Grains += int64(len(grains))
 	metaEnd := checkOverlaps(r, e.src.name, grains, meta)
 	if e.compressed {
+		if err := e.checkCompressedGrains(ctx, r); err != nil {
+			return err
+		}
 		return e.checkStreamTail(r)
 	}
 	return e.checkLeaks(r, grains, metaEnd, fileSectors, repair, use)
@@ -323,28 +326,18 @@ func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors 
 	start := int64(v)
 	if e.compressed {
 		if e.markers {
-			var b [grainMarkerSize]byte
-			if err := e.src.readFull(b[:], start*SectorSize, "grain marker"); err != nil {
+			end, err := e.grainMarkerEnd(g, v)
+			if err != nil {
 				r.corrupt("%s: %s: %v", e.src.name, what, err)
 				return span{}, false
 			}
-			m := parseMarker(b[:])
-			if m.val != uint64(g*e.grainBytes/SectorSize) || m.grainErr(e.grainBytes, e.capacity) != nil {
-				r.corrupt("%s: %s: marker says LBA %d, %d bytes", e.src.name, what, m.val, m.size)
-				return span{}, false
-			}
-			end := start + (grainMarkerSize+int64(m.size)+SectorSize-1)/SectorSize
-			if end > fileSectors {
-				r.corrupt("%s: %s lies past the end of the file", e.src.name, what)
-				return span{}, false
-			}
-			return span{start, end, what}, true
+			return span{start, (end + SectorSize - 1) / SectorSize, what}, true
 		}
 		return span{start, start + 1, what}, start < fileSectors
 	}
-	end := start + (e.grainLen(g)+SectorSize-1)/SectorSize
-	if end > fileSectors {
-		r.corrupt("%s: %s lies past the end of the file", e.src.name, what)
+	// To the byte: a file a few bytes short of its last grain is corrupt.
+	if end := start*SectorSize + e.grainLen(g); end > e.src.end() {
+		r.corrupt("%s: %s lies past the end of the file (it ends at byte %d of %d)", e.src.name, what, end, e.src.end())
 		return span{}, false
 	}
 	if h := e.header; h != nil && (start-int64(h.OverHead))%(e.grainBytes/SectorSize) != 0 {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zlib"
 )
 
 // The hostile stream class: a sequential stream must prove it ended (no
@@ -329,6 +331,107 @@ func TestHostileStreamWriterPartialGrain(t *testing.T) {
 			sameBytes(t, "OpenReaderAt", readAll(t, d), want)
 			writeFile(t, filepath.Join(dir, name+".vmdk"), img.Bytes())
 			sameBytes(t, "qemu-img", qemuRaw(t, dir, name+".vmdk"), want)
+		})
+	}
+}
+
+// grainMarkers are the byte offsets of a stream image's grain markers.
+func grainMarkers(img []byte) []int {
+	h, _ := parseSparseHeader(img[:SectorSize])
+	var out []int
+	for pos := int(h.OverHead) * SectorSize; pos+SectorSize <= len(img); {
+		m := parseMarker(img[pos : pos+SectorSize])
+		switch {
+		case m.size != 0:
+			out = append(out, pos)
+			pos += (grainMarkerSize + int(m.size) + SectorSize - 1) / SectorSize * SectorSize
+		case m.typ == markerEOS:
+			pos += SectorSize
+		default:
+			pos += SectorSize + int(m.val)*SectorSize
+		}
+	}
+	return out
+}
+
+// replaceGrain returns img with the compressed data of the grain marker at
+// pos replaced by data (which must fit in the grain's sectors).
+func replaceGrain(t testing.TB, img []byte, pos int, data []byte) []byte {
+	t.Helper()
+	m := parseMarker(img[pos:])
+	room := (grainMarkerSize+int(m.size)+SectorSize-1)/SectorSize*SectorSize - grainMarkerSize
+	if len(data) > room {
+		t.Fatalf("%d bytes do not fit in %d", len(data), room)
+	}
+	return edit(img, func(b []byte) {
+		binary.LittleEndian.PutUint32(b[pos+8:], uint32(len(data)))
+		clear(b[pos+grainMarkerSize : pos+grainMarkerSize+room])
+		copy(b[pos+grainMarkerSize:], data)
+	})
+}
+
+func zlibOf(t testing.TB, data []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := zlib.NewWriter(&b)
+	w.Write(data)
+	w.Close()
+	return b.Bytes()
+}
+
+// TestHostileStreamCheck: Check inflates every compressed grain and
+// measures grains to the byte: a zlib bomb, a grain that inflates short,
+// a bad Adler-32, a cut deflate stream, garbage, and files a few bytes
+// short of their last grain are corruptions; the intact images are clean.
+func TestHostileStreamCheck(t *testing.T) {
+	dir := t.TempDir()
+	raw := mixedContent(11, 1<<20)
+	copy(raw, bytes.Repeat([]byte("table "), 20000)) // the first grains compress
+	ours := writeStream(t, raw, StreamOptions{})
+	first := grainMarkers(ours)[0]
+	firstData := ours[first+grainMarkerSize : first+grainMarkerSize+int(parseMarker(ours[first:]).size)]
+	writeFile(t, filepath.Join(dir, "in.raw"), raw)
+	sh(t, dir, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", "in.raw", "q.vmdk")
+	sh(t, dir, "qemu-img", "convert", "-f", "raw", "-O", "vmdk", "in.raw", "s.vmdk")
+	qemuStream, sparse := readFileT(t, filepath.Join(dir, "q.vmdk")), readFileT(t, filepath.Join(dir, "s.vmdk"))
+	qemuLast := grainMarkers(qemuStream)[len(grainMarkers(qemuStream))-1]
+	qemuLastEnd := qemuLast + grainMarkerSize + int(parseMarker(qemuStream[qemuLast:]).size)
+	badSum := bytes.Clone(firstData)
+	badSum[len(badSum)-1] ^= 0xff
+	garbage := mixedContent(99, 300)
+	garbage[0], garbage[1] = 0x78, 0x9c
+	cases := []struct {
+		name  string
+		img   []byte
+		clean bool
+	}{
+		{"ours intact", ours, true},
+		{"qemu-img stream intact", qemuStream, true},
+		{"sparse intact", sparse, true},
+		{"zlib bomb", replaceGrain(t, ours, first, zlibOf(t, make([]byte, 256<<10))), false},
+		{"inflates short", replaceGrain(t, ours, first, zlibOf(t, raw[:32<<10])), false},
+		{"bad Adler-32", replaceGrain(t, ours, first, badSum), false},
+		{"deflate cut short", replaceGrain(t, ours, first, firstData[:len(firstData)/2]), false},
+		{"garbage", replaceGrain(t, ours, first, garbage), false},
+		{"qemu-img stream 3 bytes short of its last grain", qemuStream[:qemuLastEnd-3], false},
+		{"sparse 3 bytes short of its last grain", sparse[:len(sparse)-3], false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(dir, "c.vmdk")
+			writeFile(t, path, c.img)
+			var r *CheckReport
+			err := withinBound(t, bound{Time: 5 * time.Second, Mem: 16 << 20}, func() (err error) {
+				r, err = Check(t.Context(), path, CheckOptions{})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if clean := len(r.Corruptions) == 0; clean != c.clean {
+				t.Fatalf("corruptions %q, want clean %v", r.Corruptions, c.clean)
+			}
+			t.Logf("%q", r.Corruptions)
 		})
 	}
 }
