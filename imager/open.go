@@ -43,7 +43,7 @@ func (p *pathFlags) options() vmdk.Options {
 // openImage opens path as format ("vmdk", "raw", or "" to probe).
 func openImage(path, format string, pf *pathFlags) (image, error) {
 	if format == "" {
-		f, err := os.Open(path)
+		f, err := vmdk.OpenDataFile(path, os.O_RDONLY) // a FIFO would block os.Open
 		if err != nil {
 			return nil, err
 		}
@@ -66,7 +66,7 @@ func openImage(path, format string, pf *pathFlags) (image, error) {
 		}
 		return vmdkImage{d}, nil
 	case "raw":
-		f, err := os.Open(path)
+		f, err := vmdk.OpenDataFile(path, os.O_RDONLY)
 		if err != nil {
 			return nil, err
 		}

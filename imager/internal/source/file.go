@@ -1,8 +1,10 @@
 package source
 
 import (
-	"fmt"
+	"errors"
 	"os"
+
+	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
 // OpenError is a local source that could not be opened. The errno says
@@ -14,19 +16,14 @@ func (e *OpenError) Unwrap() error { return e.Err }
 
 // OpenFile opens a local source: a regular file or a block device, read in
 // place at random offsets.
+// Anything else (a FIFO, a character device, a directory) is refused as
+// every image input is, by vmdk.OpenDataFile: without blocking in open(2),
+// with vmdk.ErrUnsupported.
 func OpenFile(path string) (*os.File, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	f, err := vmdk.OpenDataFile(path, os.O_RDONLY)
+	var pe *os.PathError
+	if errors.As(err, &pe) {
 		return nil, &OpenError{err}
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if m := fi.Mode(); !m.IsRegular() && m&os.ModeDevice == 0 {
-		f.Close()
-		return nil, invalid(fmt.Errorf("%s is not a regular file or block device", path))
-	}
-	return f, nil
+	return f, err
 }
