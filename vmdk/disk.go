@@ -40,10 +40,14 @@ type Disk struct {
 	path       string
 	descriptor *Descriptor
 	header     *SparseHeader // first hosted sparse extent's header, if any
-	kind       Kind
-	extents    []placedExtent
-	size       int64
-	parent     *Disk
+	// self is the sparse extent in the disk's own file (monolithicSparse,
+	// streamOptimized): where its embedded descriptor lives, whichever
+	// extent the descriptor's first line names.
+	self    *sparseExtent
+	kind    Kind
+	extents []placedExtent
+	size    int64
+	parent  *Disk
 	// chainErr, when set, is returned by any read that needs the parent.
 	chainErr error
 	sources  []*source // files this disk opened (closed by Close)
@@ -146,7 +150,7 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 		if err != nil {
 			return nil, err
 		}
-		self, d.header = se, se.header
+		self, d.self, d.header = se, se, se.header
 		if d.descriptor, err = readEmbeddedDescriptor(src, se.header); err != nil {
 			return nil, err
 		}

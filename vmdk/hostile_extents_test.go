@@ -79,18 +79,27 @@ func streamImage(t testing.TB, path string, sectors int64) {
 		t.Fatal(err)
 	}
 	img := buf.Bytes()
+	if sectors != 8192 {
+		rewriteEmbedded(t, img, "RW 8192 SPARSE", fmt.Sprintf("RW %d SPARSE", sectors))
+	}
+	writeFile(t, path, img)
+}
+
+// rewriteEmbedded replaces old with new in img's embedded descriptor, in
+// place: the descriptor's sectors keep their size.
+func rewriteEmbedded(t testing.TB, img []byte, old, new string) {
+	t.Helper()
 	h, err := parseSparseHeader(img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	at, n := int(h.DescriptorOffset*SectorSize), int(h.DescriptorSize*SectorSize)
 	text := bytes.TrimRight(img[at:at+n], "\x00")
-	text = bytes.Replace(text, []byte("RW 8192 SPARSE"), fmt.Appendf(nil, "RW %d SPARSE", sectors), 1)
-	if len(text) > n {
-		t.Fatal("descriptor does not fit")
+	out := bytes.Replace(text, []byte(old), []byte(new), 1)
+	if bytes.Equal(out, text) || len(out) > n {
+		t.Fatalf("embedded descriptor: cannot replace %q", old)
 	}
-	copy(img[at:at+n], append(text, make([]byte, n-len(text))...))
-	writeFile(t, path, img)
+	copy(img[at:at+n], append(out, make([]byte, n-len(out))...))
 }
 
 // bigDirectoryExtent writes a bare sparse extent of 2 TiB capacity whose
@@ -225,7 +234,8 @@ func TestHostileExtents(t *testing.T) {
 			p := filepath.Join(dir, "s.vmdk")
 			streamImage(t, p, 8192)
 			img := readFileT(t, p)
-			writeFile(t, p, bytes.Replace(img, []byte("RW 8192 SPARSE \"disk.vmdk\"\n"), []byte("RW 8192 SPARSE \"disk.vmdk\"\nRW 8 ZERO\n"), 1))
+			rewriteEmbedded(t, img, "RW 8192 SPARSE \"disk.vmdk\"\n", "RW 8192 SPARSE \"disk.vmdk\"\nRW 8 ZERO\n")
+			writeFile(t, p, img)
 			return p
 		}, drainStreamFile, ErrUnsupported, quick},
 
@@ -395,4 +405,43 @@ func TestHostileExtentsPathsAgree(t *testing.T) {
 	if len(r.Corruptions) != 1 || !strings.Contains(r.Corruptions[0], "grains allocated up to sector 6272") {
 		t.Fatalf("check: %q, want the hidden grain at 3 MiB named", r.Corruptions)
 	}
+}
+
+// An embedded descriptor whose first line names another sparse file: the
+// descriptor lives in the image's own file, so a write that renews the CID
+// rewrites it there and never in the other file.
+func TestHostileExtentsEmbeddedDescriptorHome(t *testing.T) {
+	dir := t.TempDir()
+	splitSparse(t, dir) // d.vmdk and its extent d-s001.vmdk (4 MiB)
+	a := filepath.Join(dir, "a.vmdk")
+	if err := Create(a, CreateOptions{ImageOptions: ImageOptions{Size: 1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	img := readFileT(t, a)
+	rewriteEmbedded(t, img, `RW 2048 SPARSE "a.vmdk"`, `RW 8192 SPARSE "d-s001.vmdk"`+"\n"+`RW 2048 SPARSE "a.vmdk"`)
+	writeFile(t, a, img)
+	other := readFileT(t, filepath.Join(dir, "d-s001.vmdk"))
+
+	err := withinBound(t, bound{Time: time.Second, Mem: 8 << 20}, func() error {
+		d, err := Open(a, Options{ReadWrite: true})
+		if err != nil {
+			return err
+		}
+		if _, err := d.WriteAt(bytes.Repeat([]byte{0xee}, 64<<10), 4<<20); err != nil { // in a.vmdk's part
+			d.Close()
+			return err
+		}
+		return d.Close()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, "the other extent file", readFileT(t, filepath.Join(dir, "d-s001.vmdk")), other)
+	d := mustOpen(t, a, Options{})
+	defer d.Close()
+	got := make([]byte, 64<<10)
+	if _, err := d.ReadAt(got, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	sameBytes(t, "the write", got, bytes.Repeat([]byte{0xee}, 64<<10))
 }

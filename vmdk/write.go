@@ -171,7 +171,7 @@ func (d *Disk) writeDescriptor() error {
 		return writeFileAtomic(d.path, text)
 	}
 	h := d.header
-	self := d.extents[0].ext.(*sparseExtent)
+	self := d.self
 	at := int64(h.DescriptorOffset) * SectorSize
 	buf := make([]byte, int64(h.DescriptorSize)*SectorSize)
 	copy(buf, text)
@@ -207,9 +207,6 @@ func (d *Disk) descriptorFits(desc *Descriptor) error {
 		room := int64(h.DescriptorSize) * SectorSize
 		if n := int64(len(desc.Format())); h.DescriptorOffset == 0 || n > room {
 			return fmt.Errorf("%s: %w: the descriptor (%d bytes) does not fit its %d-byte space", d.path, ErrUnsupported, n, room)
-		}
-		if _, ok := d.extents[0].ext.(*sparseExtent); !ok {
-			return fmt.Errorf("%s: %w: the embedded descriptor's file is not the first extent", d.path, ErrUnsupported)
 		}
 		return nil
 	}
