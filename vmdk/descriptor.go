@@ -111,6 +111,11 @@ func ParseDescriptor(text []byte) (*Descriptor, error) {
 			continue
 		}
 		lineNo := n + 1
+		if strings.ContainsRune(line, '\r') {
+			// Some readers end a line there: Format could not write it back
+			// as one line.
+			return nil, fmt.Errorf("%w: descriptor line %d holds a carriage return", ErrCorrupt, lineNo)
+		}
 		if ext, ok, err := parseExtentLine(line); err != nil {
 			if errors.Is(err, ErrUnsupported) {
 				return nil, fmt.Errorf("descriptor line %d: %w", lineNo, err)
@@ -295,17 +300,22 @@ func truncate(s string) string {
 	return s
 }
 
-// quoted renders a value between double quotes. Quotes and line breaks
-// cannot be expressed in the format, so they are dropped rather than let a
-// value start a new descriptor line.
-func quoted(v string) string {
-	return `"` + strings.Map(func(r rune) rune {
-		if r == '"' || r == '\n' || r == '\r' || r == 0 {
-			return -1
-		}
-		return r
-	}, v) + `"`
-}
+// quoted renders an extent file name between double quotes. Quotes and
+// line breaks cannot be expressed in a name, so they are dropped rather
+// than let it start a new descriptor line. Other bytes are kept as they
+// are, valid UTF-8 or not.
+func quoted(v string) string { return `"` + nameUnsafe.Replace(v) + `"` }
+
+// quotedValue renders a key=value entry's value between double quotes.
+// The parser removes one pair of surrounding quotes and keeps the rest
+// verbatim, quotes included, so only line breaks (which a parsed value
+// cannot hold) are dropped: what ParseDescriptor read, Format writes back.
+func quotedValue(v string) string { return `"` + valueUnsafe.Replace(v) + `"` }
+
+var (
+	nameUnsafe  = strings.NewReplacer(`"`, "", "\n", "", "\r", "", "\x00", "")
+	valueUnsafe = strings.NewReplacer("\n", "", "\r", "", "\x00", "")
+)
 
 // Format renders the descriptor in the layout VMware and qemu-img write.
 func (d *Descriptor) Format() []byte {
@@ -315,16 +325,16 @@ func (d *Descriptor) Format() []byte {
 	// Values are written between quotes verbatim, as the parser reads them
 	// (%q would add Go escapes that no VMDK reader removes).
 	if d.Encoding != "" {
-		fmt.Fprintf(&b, "encoding=%s\n", quoted(d.Encoding))
+		fmt.Fprintf(&b, "encoding=%s\n", quotedValue(d.Encoding))
 	}
 	fmt.Fprintf(&b, "CID=%08x\n", d.CID)
 	fmt.Fprintf(&b, "parentCID=%08x\n", d.ParentCID)
-	fmt.Fprintf(&b, "createType=%s\n", quoted(d.CreateType))
+	fmt.Fprintf(&b, "createType=%s\n", quotedValue(d.CreateType))
 	if d.ParentFileNameHint != "" {
-		fmt.Fprintf(&b, "parentFileNameHint=%s\n", quoted(d.ParentFileNameHint))
+		fmt.Fprintf(&b, "parentFileNameHint=%s\n", quotedValue(d.ParentFileNameHint))
 	}
 	for _, kv := range d.Other {
-		fmt.Fprintf(&b, "%s=%s\n", kv.Key, quoted(kv.Value))
+		fmt.Fprintf(&b, "%s=%s\n", kv.Key, quotedValue(kv.Value))
 	}
 	b.WriteString("\n# Extent description\n")
 	for _, e := range d.Extents {
@@ -340,7 +350,7 @@ func (d *Descriptor) Format() []byte {
 	}
 	b.WriteString("\n# The Disk Data Base\n#DDB\n\n")
 	for _, kv := range d.DDB {
-		fmt.Fprintf(&b, "%s = %s\n", kv.Key, quoted(kv.Value))
+		fmt.Fprintf(&b, "%s = %s\n", kv.Key, quotedValue(kv.Value))
 	}
 	return []byte(b.String())
 }
