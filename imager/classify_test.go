@@ -45,6 +45,8 @@ func TestClassifyTypedErrors(t *testing.T) {
 		{&target.TooSmallError{Msg: "small"}, jobapi.ReasonTargetTooSmall, true},
 		{os.ErrPermission, jobapi.ReasonUnauthorized, true},
 		{vmdk.ErrCorrupt, jobapi.ReasonInvalidImage, true},
+		{vmdk.ErrInvalidOptions, jobapi.ReasonInvalidArguments, true},
+		{fmt.Errorf("%w: %w", vmdk.ErrInvalidOptions, vmdk.ErrChainBroken), jobapi.ReasonInvalidArguments, true},
 		{failed(errChecksumMismatch, errors.New("sum")), jobapi.ReasonChecksumMismatch, true},
 		{failed(errTruncated, errors.New("short")), jobapi.ReasonSourceError, false},
 		{context.Canceled, jobapi.ReasonTerminated, false},

@@ -138,6 +138,10 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonUnsupportedImage, true
 	case errors.As(err, &small):
 		return jobapi.ReasonTargetTooSmall, true
+	case errors.Is(err, vmdk.ErrInvalidOptions):
+		// An argument the images contradict (a commit without a backing
+		// file, a rebase onto the image itself).
+		return jobapi.ReasonInvalidArguments, true
 	case errors.Is(err, vmdk.ErrUnsupported):
 		return jobapi.ReasonUnsupportedImage, true
 	case errors.Is(err, vmdk.ErrChainBroken):

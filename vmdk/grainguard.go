@@ -84,13 +84,14 @@ func (e *sparseExtent) checkThrough(g int64, gte uint32) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%s: %w: grain %d at sector %d "+format+"; refusing to write through it", append([]any{e.src.name, ErrCorrupt, g, gte}, a...)...)
 	}
-	if start < gd.first {
-		return bad("lies before the first grain (sector %d), in the metadata", gd.first)
-	}
+	// meta[:k] start before the grain ends; the first of them whose end
+	// passes its start (where the running largest end does) overlaps it.
 	if k := sort.Search(len(gd.meta), func(k int) bool { return gd.meta[k].start >= end }); k > 0 && gd.metaEnd[k-1] > start {
-		for k--; gd.meta[k].end <= start; k-- {
-		}
-		return bad("overlaps the %s", gd.meta[k].what)
+		first := sort.Search(k, func(j int) bool { return gd.metaEnd[j] > start })
+		return bad("overlaps the %s", gd.meta[first].what)
+	}
+	if start < gd.first {
+		return bad("lies before the first grain (sector %d), in the metadata's padding", gd.first)
 	}
 	// Grains whose sectors meet [start, end): this entry's own, and no other.
 	lo := sort.Search(len(gd.grains), func(k int) bool { return int64(gd.grains[k]) > start-sectors })
