@@ -578,3 +578,49 @@ func TestHostileWritesCheckRepairShared(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileWritesEmbeddedDescriptorTorn cuts power while rebase -u
+// rewrites a monolithicSparse child's embedded descriptor with a parent
+// name of another length, which moves every line after it across
+// sectors. At every cut the child opens, names its old or its new parent,
+// and (over a valid chain) reads as before.
+func TestHostileWritesEmbeddedDescriptorTorn(t *testing.T) {
+	rnd := powerSeed(t)
+	dir := t.TempDir()
+	p := installPowerFS(t, dir)
+	_, child, m := powerChain(t, p, rnd, dir, MonolithicSparse)
+	// Long enough that the new text passes the first sector.
+	const longName = "a-new-backing-file-with-a-much-longer-name-than-base-so-that-the-descriptor-passes-its-first-sector.vmdk"
+	nb := filepath.Join(dir, longName)
+	if err := Create(nb, CreateOptions{Subformat: MonolithicSparse, ImageOptions: ImageOptions{Size: m.size}}); err != nil {
+		t.Fatal(err)
+	}
+	m.writeAll(t, p, nb, m.base, 1000) // the same content as base.vmdk
+	p.mark("rebase")
+	if err := Rebase(context.Background(), child, nb, RebaseOptions{Unsafe: true}); err != nil {
+		t.Fatal(err)
+	}
+	p.mark("rebased")
+	all := len(m.writes) - 1
+	outcome := map[string]int{}
+	powerCase(t, p, rnd, "rebase", 60, func(c *powerCut) error {
+		d, err := Open(filepath.Join(c.dir, "disk.vmdk"), Options{})
+		if err != nil {
+			return fmt.Errorf("child: %w", err)
+		}
+		defer d.Close()
+		hint := d.ParentFileNameHint()
+		if hint != "base.vmdk" && hint != longName {
+			return fmt.Errorf("the child names parent %q", hint)
+		}
+		if c.reached("rebased") && (hint != longName || len(d.Descriptor().DDB) == 0) {
+			return fmt.Errorf("after Rebase returned: parent %q, %d DDB lines", hint, len(d.Descriptor().DDB))
+		}
+		if err := d.ChainError(); err != nil {
+			return fmt.Errorf("chain: %w", err)
+		}
+		outcome[fmt.Sprintf("parent %s, %d DDB lines", hint, len(d.Descriptor().DDB))]++
+		return m.verify(d, all, all)
+	})
+	t.Logf("cuts: %v", outcome)
+}

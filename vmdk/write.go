@@ -158,10 +158,17 @@ func (d *Disk) flush(durable bool) error {
 // writeDescriptor stores the descriptor durably: in place inside a sparse
 // extent, or as a new descriptor file renamed over the old one.
 //
-// An embedded descriptor is rewritten only in the sectors that change: a
-// new CID changes one line of the same length, so one sector (two when
-// the line straddles a boundary, and either mix of old and new still
-// parses, as a CID).
+// An embedded descriptor is rewritten only in the sectors that change. A
+// new CID changes one line of the same length: one sector, one write,
+// which a disk does not tear. A change that moves text (a parent name of
+// another length shifts every line after it) changes several sectors, and
+// a power cut could keep any mix of their old and new contents, which
+// may not parse or may name other extents. Those go in three steps, each
+// synced: the new descriptor without its DDB, NUL-terminated, in the first
+// sector alone (readers stop at the NUL: qemu reads a C string,
+// ParseDescriptor ignores what follows); the rest of the new text behind
+// it; then the first sector's own text. Every state in between reads as
+// the old or the new descriptor (the middle one without its DDB lines).
 func (d *Disk) writeDescriptor() error {
 	if err := d.descriptorFits(d.descriptor); err != nil {
 		return err
@@ -170,29 +177,58 @@ func (d *Disk) writeDescriptor() error {
 	if d.kind == KindDescriptor {
 		return writeFileAtomic(d.path, text)
 	}
-	h := d.header
-	self := d.self
-	at := int64(h.DescriptorOffset) * SectorSize
-	buf := make([]byte, int64(h.DescriptorSize)*SectorSize)
+	at := int64(d.header.DescriptorOffset) * SectorSize
+	buf := make([]byte, int64(d.header.DescriptorSize)*SectorSize)
 	copy(buf, text)
 	old := make([]byte, len(buf))
-	if err := self.src.readFull(old, at, "embedded descriptor"); err != nil {
+	if err := d.self.src.readFull(old, at, "embedded descriptor"); err != nil {
 		return err
 	}
+	var changed []int // sectors of the room that differ
 	for s := 0; s < len(buf); s += SectorSize {
-		if bytes.Equal(buf[s:s+SectorSize], old[s:s+SectorSize]) {
-			continue
+		if !bytes.Equal(buf[s:s+SectorSize], old[s:s+SectorSize]) {
+			changed = append(changed, s)
 		}
-		e := s + SectorSize
-		for e < len(buf) && !bytes.Equal(buf[e:e+SectorSize], old[e:e+SectorSize]) {
-			e += SectorSize
+	}
+	if first, ok := firstSectorDescriptor(d.descriptor); ok && len(changed) > 1 {
+		var rest []int
+		for _, s := range changed {
+			if s != 0 {
+				rest = append(rest, s)
+			}
 		}
-		if err := self.pwrite(buf[s:e], at+int64(s), "descriptor"); err != nil {
+		if err := d.writeRoomSectors(at, first, []int{0}); err != nil {
 			return err
 		}
-		s = e
+		if err := d.writeRoomSectors(at, buf, rest); err != nil {
+			return err
+		}
+		changed = []int{0}
 	}
-	return self.src.f.Sync()
+	return d.writeRoomSectors(at, buf, changed)
+}
+
+// firstSectorDescriptor is desc without its DDB as a NUL-terminated text
+// that fits one sector, if it does.
+func firstSectorDescriptor(desc *Descriptor) ([]byte, bool) {
+	short := *desc
+	short.DDB = nil
+	text := short.Format()
+	if len(text) >= SectorSize {
+		return nil, false
+	}
+	return append(text, make([]byte, SectorSize-len(text))...), true
+}
+
+// writeRoomSectors writes the given sectors (byte offsets into room) of
+// room at byte at of the image's own file, then syncs it.
+func (d *Disk) writeRoomSectors(at int64, room []byte, sectors []int) error {
+	for _, s := range sectors {
+		if err := d.self.pwrite(room[s:s+SectorSize], at+int64(s), "descriptor"); err != nil {
+			return err
+		}
+	}
+	return d.self.src.f.Sync()
 }
 
 // descriptorFits reports whether desc can be written as d's descriptor:
