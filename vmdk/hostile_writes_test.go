@@ -589,8 +589,7 @@ func TestHostileWritesEmbeddedDescriptorTorn(t *testing.T) {
 	dir := t.TempDir()
 	p := installPowerFS(t, dir)
 	_, child, m := powerChain(t, p, rnd, dir, MonolithicSparse)
-	// Long enough that the new text passes the first sector.
-	const longName = "a-new-backing-file-with-a-much-longer-name-than-base-so-that-the-descriptor-passes-its-first-sector.vmdk"
+	longName := tearingName(t, child)
 	nb := filepath.Join(dir, longName)
 	if err := Create(nb, CreateOptions{Subformat: MonolithicSparse, ImageOptions: ImageOptions{Size: m.size}}); err != nil {
 		t.Fatal(err)
@@ -623,4 +622,28 @@ func TestHostileWritesEmbeddedDescriptorTorn(t *testing.T) {
 		return m.verify(d, all, all)
 	})
 	t.Logf("cuts: %v", outcome)
+}
+
+// tearingName is a parent name that makes the descriptor of the image at
+// path pass its first sector with the boundary inside a key, before its
+// '=': a power cut keeping only the new first sector then leaves a line
+// no parser accepts.
+func tearingName(t *testing.T, path string) string {
+	t.Helper()
+	d := mustOpen(t, path, Options{})
+	desc := *d.Descriptor()
+	d.Close()
+	for n := 20; n < 250; n++ {
+		desc.ParentFileNameHint = strings.Repeat("n", n) + ".vmdk"
+		text := string(desc.Format())
+		if len(text) <= SectorSize {
+			continue
+		}
+		start := strings.LastIndexByte(text[:SectorSize], '\n') + 1
+		if eq := strings.IndexByte(text[start:], '='); eq < 0 || start+eq >= SectorSize {
+			return desc.ParentFileNameHint
+		}
+	}
+	t.Fatal("no parent name puts the first sector's end inside a key")
+	return ""
 }
