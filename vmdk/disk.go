@@ -80,7 +80,12 @@ func Open(path string, opts Options) (*Disk, error) {
 // that name other files (extents, parents) are refused with ErrUnsupported.
 func OpenReaderAt(r io.ReaderAt, size int64, name string) (*Disk, error) {
 	o := opener{opts: Options{MaxChainDepth: 1}, noFiles: true}
-	return o.openSource(&source{name: name, r: r, size: size}, 0, 0)
+	d, err := o.openSource(&source{name: name, r: r, size: size}, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	o.shareTableCache()
+	return d, nil
 }
 
 type opener struct {
@@ -97,6 +102,8 @@ type opener struct {
 	files  map[fileKey]*source
 	byPath map[pathKey]*source
 	sparse map[*source]*sparseExtent
+	// directories bounds the grain directories held (maxDirectoryBytes).
+	directories directoryBudget
 }
 
 func (o *opener) open(path string, depth int) (*Disk, error) {
@@ -119,6 +126,9 @@ func (o *opener) open(path string, depth int) (*Disk, error) {
 			o.closeAll()
 		}
 		return nil, err
+	}
+	if depth == 0 {
+		o.shareTableCache() // the whole chain is open
 	}
 	return d, nil
 }

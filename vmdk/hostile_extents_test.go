@@ -445,3 +445,77 @@ func TestHostileExtentsEmbeddedDescriptorHome(t *testing.T) {
 	}
 	sameBytes(t, "the write", got, bytes.Repeat([]byte{0xee}, 64<<10))
 }
+
+// sharedTableExtent writes a bare sparse extent of tables grain tables
+// (default grains) whose directory entries all name one table, so that
+// each table a read touches is loaded and cached on its own.
+func sharedTableExtent(t testing.TB, path string, tables uint64) {
+	t.Helper()
+	gdSectors := (tables*4 + SectorSize - 1) / SectorSize
+	h := SparseHeader{Version: 1, Flags: flagNewlineCheck, Capacity: tables * 512 * 128, GrainSize: 128, NumGTEsPerGT: 512, GDOffset: 1}
+	gt := 1 + gdSectors
+	h.OverHead = gt + 4
+	gd := make([]uint32, tables)
+	for i := range gd {
+		gd[i] = uint32(gt)
+	}
+	img := appendEntries(h.marshal(), gd)
+	img = append(img, make([]byte, int(h.OverHead)*SectorSize-len(img))...)
+	writeFile(t, path, img)
+}
+
+// Many distinct sparse files, each with many tables, share one budget
+// of cached grain tables, and one of grain directories.
+func TestHostileExtentsManyFiles(t *testing.T) {
+	t.Run("grain tables of 256 extents", func(t *testing.T) {
+		dir := t.TempDir()
+		const files, tables = 256, 1024
+		lines := make([]string, files)
+		for i := range lines {
+			name := fmt.Sprintf("f%d.vmdk", i)
+			sharedTableExtent(t, filepath.Join(dir, name), tables)
+			lines[i] = fmt.Sprintf(`RW %d SPARSE %q`, tables*512*128, name)
+		}
+		p := filepath.Join(dir, "d.vmdk")
+		descriptorFile(t, p, lines)
+		err := withinBound(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, func() error {
+			d, err := Open(p, Options{})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			buf := make([]byte, SectorSize)
+			for off := int64(0); off < d.Size(); off += 32 << 20 { // one read per table
+				if _, err := d.ReadAt(buf, off); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("grain directories of 20 extents", func(t *testing.T) {
+		dir := t.TempDir()
+		const files, entries = 20, 4 << 20 // 16 MiB of directory each
+		lines := make([]string, files)
+		for i := range lines {
+			name := fmt.Sprintf("f%d.vmdk", i)
+			h := SparseHeader{Version: 1, Flags: flagNewlineCheck, Capacity: entries * 512 * 128, GrainSize: 128, NumGTEsPerGT: 512, GDOffset: 1}
+			h.OverHead = 1 + entries*4/SectorSize
+			writeFile(t, filepath.Join(dir, name), h.marshal())
+			if err := os.Truncate(filepath.Join(dir, name), int64(h.OverHead)*SectorSize); err != nil {
+				t.Fatal(err)
+			}
+			lines[i] = fmt.Sprintf(`RW 2048 SPARSE %q`, name)
+		}
+		p := filepath.Join(dir, "d.vmdk")
+		descriptorFile(t, p, lines)
+		err := withinBound(t, bound{Time: 5 * time.Second, Mem: 160 << 20}, func() error { return openRead(p, Options{}) })
+		if !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("want %v, got %v", ErrUnsupported, err)
+		}
+		t.Log(err)
+	})
+}

@@ -178,9 +178,9 @@ func (o *opener) sparseOf(src *source, kind Kind) (*sparseExtent, error) {
 	var err error
 	switch kind {
 	case KindSparse:
-		se, err = openKDMV(src)
+		se, err = openKDMV(src, &o.directories)
 	case KindCOWD:
-		se, err = openCOWD(src)
+		se, err = openCOWD(src, &o.directories)
 	case KindSESparse:
 		return nil, fmt.Errorf("%s: %w: seSparse extents", src.name, ErrUnsupported)
 	default:
@@ -194,6 +194,42 @@ func (o *opener) sparseOf(src *source, kind Kind) (*sparseExtent, error) {
 	}
 	o.sparse[src] = se
 	return se, nil
+}
+
+// maxDirectoryBytes bounds the grain directories (and redundant copies)
+// one Open holds in memory, whatever the number of files: as much as a
+// single extent may have (QEMU's limit of 32 Mi entries, a 512 TiB extent
+// at 64 KiB grains), which no real disk comes near (a 62 TiB disk has 8
+// MiB), but not that once per file.
+const maxDirectoryBytes = maxGDEntries * 4
+
+// directoryBudget is what is left of maxDirectoryBytes in one Open.
+type directoryBudget struct{ used int64 }
+
+// take reserves n bytes for the directory what of file name, before it is
+// allocated.
+func (b *directoryBudget) take(name, what string, n int64) error {
+	if b == nil {
+		return nil
+	}
+	if b.used+n > maxDirectoryBytes {
+		return fmt.Errorf("%s: %w: its %s (%d MiB) would take the grain directories of the disk and its chain past %d MiB", name, ErrUnsupported, what, n>>20, maxDirectoryBytes>>20)
+	}
+	b.used += n
+	return nil
+}
+
+// shareTableCache divides gtCacheBytes among the sparse extents opened:
+// each then caches at most its share of grain tables (at least one, all a
+// sequential read needs), instead of gtCacheTables each.
+func (o *opener) shareTableCache() {
+	if len(o.sparse) == 0 {
+		return
+	}
+	per := gtCacheBytes / int64(len(o.sparse))
+	for _, se := range o.sparse {
+		se.cacheTables = int(min(gtCacheTables, max(1, per/(se.gtEntries*4))))
+	}
 }
 
 func (o *opener) closeAll() {

@@ -10,6 +10,11 @@ import (
 // tables of 2 KiB (8 MiB) cover 128 GiB of a disk with default grains.
 const gtCacheTables = 4096
 
+// gtCacheBytes bounds the grain tables kept in memory by all the extents
+// of one Open together (see shareTableCache): a descriptor of thousands
+// of sparse extents must not keep gtCacheTables of each.
+const gtCacheBytes = 16 << 20
+
 // sparseExtent is a hosted sparse ("KDMV", including streamOptimized) or
 // COWD/vmfsSparse extent: a grain directory (GD) of grain tables (GT) whose
 // entries (GTE) give each grain's sector in the file.
@@ -29,6 +34,11 @@ type sparseExtent struct {
 	pinned bool                // tables built by scanning: never evicted
 	rgd    []uint32            // redundant GD, when the header has one
 
+	// cacheTables bounds len(tables) below gtCacheTables when set.
+	cacheTables int
+	// budget bounds the grain directories of one Open.
+	budget *directoryBudget
+
 	// Write state (guarded by the disk's write lock).
 	dirty    map[uint32]bool // GTs changed in memory since the last flush
 	nextFree int64           // sector where the next new grain goes
@@ -43,8 +53,9 @@ type sparseExtent struct {
 func (e *sparseExtent) file() *source { return e.src }
 
 // openKDMV reads a hosted sparse extent's header, footer and grain
-// directory, bounding every size by the file's size before allocating.
-func openKDMV(src *source) (*sparseExtent, error) {
+// directory, bounding every size by the file's size and the directories
+// by budget before allocating.
+func openKDMV(src *source, budget *directoryBudget) (*sparseExtent, error) {
 	buf := make([]byte, SectorSize)
 	if err := src.readFull(buf, 0, "sparse header"); err != nil {
 		return nil, err
@@ -75,6 +86,7 @@ func openKDMV(src *source) (*sparseExtent, error) {
 		compressed: h.Compressed(),
 		markers:    h.HasMarkers(),
 		tables:     map[uint32][]uint32{},
+		budget:     budget,
 	}
 	if h.GDOffset == gdAtEnd {
 		// No footer: a stream whose grain markers are the only index
@@ -124,7 +136,7 @@ func readFooter(src *source) (*SparseHeader, error) {
 }
 
 // openCOWD reads a VMDK3 / vmfsSparse extent.
-func openCOWD(src *source) (*sparseExtent, error) {
+func openCOWD(src *source, budget *directoryBudget) (*sparseExtent, error) {
 	buf := make([]byte, cowdHeaderSize)
 	if err := src.readFull(buf, 0, "COWD header"); err != nil {
 		return nil, err
@@ -139,6 +151,7 @@ func openCOWD(src *source) (*sparseExtent, error) {
 		gtEntries:  cowdGTEsPerGT,
 		capacity:   int64(h.Capacity) * SectorSize,
 		tables:     map[uint32][]uint32{},
+		budget:     budget,
 	}
 	if err := e.loadGD(int64(h.GDOffset), uint64(h.NumGDEntries)); err != nil {
 		return nil, err
@@ -158,11 +171,19 @@ func (e *sparseExtent) readGD(sector int64, entries uint64, what string) ([]uint
 	if end := sector*SectorSize + gdBytes; sector > maxDiskSectors || end > e.src.size {
 		return nil, fmt.Errorf("%s: %w: File truncated, expecting at least %d bytes for the %s", e.src.name, ErrCorrupt, end, what)
 	}
-	raw := make([]byte, gdBytes)
-	if err := e.src.readFull(raw, sector*SectorSize, what); err != nil {
+	if err := e.budget.take(e.src.name, what, gdBytes); err != nil {
 		return nil, err
 	}
-	gd := decodeEntries(raw)
+	// Read in pieces: the directory is held once, not also as bytes.
+	gd := make([]uint32, entries)
+	raw := make([]byte, min(gdBytes, 64<<10))
+	for i := 0; i < len(gd); {
+		piece := raw[:min(len(raw), (len(gd)-i)*4)]
+		if err := e.src.readFull(piece, sector*SectorSize+int64(i)*4, what); err != nil {
+			return nil, err
+		}
+		i += decodeEntriesInto(gd[i:], piece)
+	}
 	gtBytes := e.gtEntries * 4
 	for i, v := range gd {
 		if v != 0 && int64(v)*SectorSize+gtBytes > e.src.size {
@@ -187,10 +208,17 @@ func (e *sparseExtent) readTable(sector int64) ([]uint32, error) {
 // decodeEntries decodes raw, 4 bytes an entry.
 func decodeEntries(raw []byte) []uint32 {
 	v := make([]uint32, len(raw)/4)
-	for i := range v {
-		v[i] = binary.LittleEndian.Uint32(raw[i*4:])
-	}
+	decodeEntriesInto(v, raw)
 	return v
+}
+
+// decodeEntriesInto decodes raw into dst and returns the entries decoded.
+func decodeEntriesInto(dst []uint32, raw []byte) int {
+	n := min(len(dst), len(raw)/4)
+	for i := range n {
+		dst[i] = binary.LittleEndian.Uint32(raw[i*4:])
+	}
+	return n
 }
 
 // appendEntries appends the encoding of v to dst.
@@ -214,7 +242,7 @@ func (e *sparseExtent) grainTable(i uint32) ([]uint32, error) {
 		return nil, fmt.Errorf("grain table %d: %w", i, err)
 	}
 	e.mu.Lock()
-	if len(e.tables) >= gtCacheTables {
+	if limit := e.cacheTables; len(e.tables) >= limit && limit > 0 || len(e.tables) >= gtCacheTables {
 		for k := range e.tables { // evict a clean table: bounded memory
 			if !e.dirty[k] {
 				delete(e.tables, k)
