@@ -45,7 +45,14 @@
 // pointing at garbage. The first write after Open gives the disk a new CID
 // before any data changes, so children made from the old content see that
 // their chain is broken instead of reading a mix. Flush is durable: what
-// was written before it is on stable storage when it returns.
+// was written before it is on stable storage when it returns (grains
+// rewritten in place included), and so is an image Create returned (its
+// directory is synced too). This holds under power loss, not only when the
+// process dies: the tests replay every sync and cut power between them. A
+// [StreamWriter] only writes; its output is complete once Close returned
+// and the caller synced the file, and a stream cut short before that has no
+// checksums to tell a lost grain table from an empty one, so write it under
+// a temporary name and rename it into place after the sync.
 //
 // # Concurrency
 //
