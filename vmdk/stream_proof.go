@@ -150,7 +150,10 @@ func (p *streamProof) checkFooter(h, f *SparseHeader, at int64) error {
 		return fmt.Errorf("%w: stream: a second footer at byte %d", ErrCorrupt, at)
 	}
 	p.footer = true
-	if f.Capacity != h.Capacity || f.GrainSize != h.GrainSize || f.NumGTEsPerGT != h.NumGTEsPerGT || f.Flags != h.Flags {
+	// The random-access reader uses the footer in the header's place: it
+	// must agree on everything that decides what a grain reads as.
+	const readFlags = flagZeroedGTE | flagCompressed | flagMarkers
+	if f.Capacity != h.Capacity || f.GrainSize != h.GrainSize || f.NumGTEsPerGT != h.NumGTEsPerGT || f.Flags&readFlags != h.Flags&readFlags {
 		return fmt.Errorf("%w: stream: the footer at byte %d (capacity %d, grain %d, %d entries a table, flags %#x) is not a copy of the header (capacity %d, grain %d, %d, flags %#x)",
 			ErrCorrupt, at, f.Capacity, f.GrainSize, f.NumGTEsPerGT, f.Flags, h.Capacity, h.GrainSize, h.NumGTEsPerGT, h.Flags)
 	}
