@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
 // Inputs that are not files: a FIFO as the image, as an extent of it or as
@@ -165,6 +167,70 @@ func TestHostileFilesSIGTERM(t *testing.T) {
 				t.Fatalf("exit %d (%v), want %d (refused) or %d (terminated)", code, err, refused, jobapi.ExitTerminated)
 			}
 			reportBound(t.Name(), time.Since(start), 0)
+		})
+	}
+}
+
+// lineStream is a 4 MiB streamOptimized image (0xcd in its last MiB) whose
+// embedded descriptor's line is rewritten to line (same length as "RW
+// 8192 SPARSE").
+func lineStream(t *testing.T, line string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := vmdk.NewStreamWriter(&buf, vmdk.StreamOptions{ImageOptions: vmdk.ImageOptions{Size: 4 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(bytes.Repeat([]byte{0xcd}, 1<<20), 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	img := buf.Bytes()
+	h, err := vmdk.ParseSparseHeader(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := int(h.DescriptorOffset) * vmdk.SectorSize
+	desc := img[at : at+int(h.DescriptorSize)*vmdk.SectorSize]
+	i := bytes.Index(desc, []byte("RW 8192 SPARSE"))
+	if i < 0 || len(line) != len("RW 8192 SPARSE") {
+		t.Fatal("no extent line to rewrite")
+	}
+	copy(desc[i:], line)
+	return img
+}
+
+// A stream's descriptor line that disagrees with its header's capacity is
+// imported the same from a file and from stdin: refused when the line
+// claims more than the extent holds, read as the line says when it
+// claims less (and check reports what the line hides).
+func TestHostileFilesExtentLines(t *testing.T) {
+	b := bound{Time: 2 * time.Second, Mem: 32 << 20}
+	for _, c := range []struct {
+		name, line string
+		code       int
+		reason     string
+		want       []byte
+	}{
+		{"line larger than the capacity", "RW 8200 SPARSE", jobapi.ExitPermanent, jobapi.ReasonInvalidImage, nil},
+		{"line smaller than the capacity", "RW 4096 SPARSE", 0, jobapi.ReasonSucceeded, make([]byte, 2<<20)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := lineStream(t, c.line)
+			path := filepath.Join(t.TempDir(), "s.vmdk")
+			if err := os.WriteFile(path, img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			run, r, dir := importResult(t, b, nil, path)
+			wantOutcome(t, run, r, dir, c.code, c.reason, c.want)
+			run, r, dir = importResult(t, b, bytes.NewReader(img), "-")
+			wantOutcome(t, run, r, dir, c.code, c.reason, c.want)
+			check := runBounded(t, b, nil, "check", path)
+			if check.Code != 2 { // corruptions
+				t.Fatalf("check: exit %d, want 2; %s%s", check.Code, check.Stdout, check.Stderr)
+			}
 		})
 	}
 }
