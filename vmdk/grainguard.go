@@ -101,3 +101,25 @@ func (e *sparseExtent) checkThrough(g int64, gte uint32) error {
 	}
 	return nil
 }
+
+// usedEnd is the byte past everything the extent had in its file when the
+// guard was built: header, descriptor, directories, tables, padding and
+// grains (grains allocated since lie further on).
+func (e *sparseExtent) usedEnd() (int64, error) {
+	if e.guard == nil {
+		guard, err := e.buildGuard()
+		if err != nil {
+			return 0, err
+		}
+		e.guard = guard
+	}
+	g := e.guard
+	end := g.first
+	if len(g.metaEnd) > 0 {
+		end = max(end, g.metaEnd[len(g.metaEnd)-1])
+	}
+	if len(g.grains) > 0 {
+		end = max(end, int64(g.grains[len(g.grains)-1])+e.grainBytes/SectorSize)
+	}
+	return end * SectorSize, nil
+}

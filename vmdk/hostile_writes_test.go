@@ -647,3 +647,78 @@ func tearingName(t *testing.T, path string) string {
 	t.Fatal("no parent name puts the first sector's end inside a key")
 	return ""
 }
+
+// TestHostileWritesFlatAlias: a flat extent line naming bytes another part
+// of the image occupies (a sparse extent's header, tables or grains in
+// the same file, or the descriptor file itself) is refused with
+// ErrCorrupt before the first byte; a flat extent after the sparse
+// extent's last grain stays writable.
+func TestHostileWritesFlatAlias(t *testing.T) {
+	head := "# Disk DescriptorFile\nversion=1\nCID=0badc0de\nparentCID=ffffffff\ncreateType=\"custom\"\n"
+	cases := []struct {
+		name  string
+		build func(t *testing.T, dir string) (img string, off int64) // the image and where to write
+		want  error // nil: the write works and reads back
+	}{
+		{"a flat extent over the sparse extent's header", func(t *testing.T, dir string) (string, int64) {
+			sparseWith(t, filepath.Join(dir, "s.vmdk"), "", 1<<20, map[int64]byte{0: 1})
+			img := filepath.Join(dir, "d.vmdk")
+			writeFile(t, img, []byte(head+"RW 2048 SPARSE \"s.vmdk\"\nRW 16 FLAT \"s.vmdk\" 0\n"))
+			return img, 1 << 20
+		}, ErrCorrupt},
+		{"a flat extent over the sparse extent's first grain", func(t *testing.T, dir string) (string, int64) {
+			s := filepath.Join(dir, "s.vmdk")
+			sparseWith(t, s, "", 1<<20, map[int64]byte{0: 1})
+			d := mustOpen(t, s, Options{})
+			over := d.Header().OverHead
+			d.Close()
+			img := filepath.Join(dir, "d.vmdk")
+			writeFile(t, img, []byte(fmt.Sprintf(head+"RW 2048 SPARSE \"s.vmdk\"\nRW 16 FLAT \"s.vmdk\" %d\n", over)))
+			return img, 1 << 20
+		}, ErrCorrupt},
+		{"a flat extent that is the descriptor file", func(t *testing.T, dir string) (string, int64) {
+			img := filepath.Join(dir, "d.vmdk")
+			text := head + "RW 8 FLAT \"d.vmdk\" 0\n"
+			writeFile(t, img, []byte(text+"# "+strings.Repeat("x", 4096)+"\n"))
+			return img, 0
+		}, ErrCorrupt},
+		{"a flat extent after the sparse extent's last grain (writable)", func(t *testing.T, dir string) (string, int64) {
+			s := filepath.Join(dir, "s.vmdk")
+			sparseWith(t, s, "", 1<<20, map[int64]byte{0: 1})
+			at := appendBytes(t, s, make([]byte, 8<<10))
+			img := filepath.Join(dir, "d.vmdk")
+			writeFile(t, img, []byte(fmt.Sprintf(head+"RW 2048 SPARSE \"s.vmdk\"\nRW 16 FLAT \"s.vmdk\" %d\n", at)))
+			return img, 1 << 20
+		}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img, off := c.build(t, dir)
+			want := content(t, img)
+			before := snapshot(t, dir)
+			d := mustOpen(t, img, Options{ReadWrite: true})
+			data := bytes.Repeat([]byte{0xee}, 4096)
+			err := withinBound(t, writeBound, func() error {
+				_, err := d.WriteAt(data, off)
+				if err == nil {
+					err = d.Flush()
+				}
+				return err
+			})
+			d.Close()
+			if c.want != nil {
+				if !errors.Is(err, c.want) {
+					t.Fatalf("WriteAt: %v, want %v", err, c.want)
+				}
+				sameFiles(t, dir, before)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			copy(want[off:], data)
+			sameBytes(t, "after the write", content(t, img), want)
+		})
+	}
+}

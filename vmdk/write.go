@@ -24,13 +24,14 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
 		return 0, fmt.Errorf("%s: %w: write of %d bytes at %d passes the disk size %d", d.path, ErrOutOfRange, len(p), off, d.size)
 	}
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
 	// Refuse before the CID changes or any byte is written, rather than
-	// part-way through a write that spans a read-only extent.
+	// part-way through a write that spans a read-only extent. (Under the
+	// write lock: the checks build the write guard.)
 	if err := d.checkWritable(off, int64(len(p))); err != nil {
 		return 0, err
 	}
-	d.wmu.Lock()
-	defer d.wmu.Unlock()
 	if !d.cidChanged {
 		d.descriptor.CID = newCID()
 		if err := d.writeDescriptor(); err != nil {
@@ -68,6 +69,9 @@ func (d *Disk) checkWritable(off, n int64) error {
 			if e.src.f == nil {
 				return fmt.Errorf("%s: %w: write to an image opened from a reader", e.src.name, ErrUnsupported)
 			}
+			if err := d.checkFlatAlias(e, e.base+rel, m); err != nil {
+				return err
+			}
 		case *sparseExtent:
 			if err := e.checkWritable(rel, m); err != nil {
 				return err
@@ -76,6 +80,41 @@ func (d *Disk) checkWritable(off, n int64) error {
 			return fmt.Errorf("%s: %w: extent %q is %s", d.path, ErrReadOnly, pe.line.File, pe.line.Type)
 		}
 		off += m
+	}
+	return nil
+}
+
+// checkFlatAlias refuses, with ErrCorrupt, a write to bytes [at, at+n) of
+// flat extent e's file that the disk's descriptor file or a sparse extent
+// in the same file (its header, descriptor, directories, tables or
+// grains) occupies: a descriptor may name one file in several lines, and
+// such a write would damage the image instead of changing guest content.
+// A flat extent past a sparse extent's last grain stays writable (new
+// grains go after the end of the file).
+func (d *Disk) checkFlatAlias(e *flatExtent, at, n int64) error {
+	if d.kind == KindDescriptor && len(d.sources) > 0 && d.sources[0] == e.src {
+		return fmt.Errorf("%s: %w: a flat extent is the descriptor file itself; refusing to write over the descriptor", d.path, ErrCorrupt)
+	}
+	sparse := map[*sparseExtent]bool{}
+	if d.self != nil {
+		sparse[d.self] = true
+	}
+	for _, pe := range d.extents {
+		if se, ok := pe.ext.(*sparseExtent); ok {
+			sparse[se] = true
+		}
+	}
+	for se := range sparse {
+		if se.src != e.src {
+			continue
+		}
+		end, err := se.usedEnd()
+		if err != nil {
+			return err
+		}
+		if at < end {
+			return fmt.Errorf("%s: %w: flat extent bytes %d-%d of %s lie in the sparse extent in the same file (its metadata and grains end at byte %d); refusing to write over them", d.path, ErrCorrupt, at, at+n, e.src.name, end)
+		}
 	}
 	return nil
 }
