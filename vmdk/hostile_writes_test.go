@@ -658,7 +658,7 @@ func TestHostileWritesFlatAlias(t *testing.T) {
 	cases := []struct {
 		name  string
 		build func(t *testing.T, dir string) (img string, off int64) // the image and where to write
-		want  error // nil: the write works and reads back
+		want  error                                                  // nil: the write works and reads back
 	}{
 		{"a flat extent over the sparse extent's header", func(t *testing.T, dir string) (string, int64) {
 			sparseWith(t, filepath.Join(dir, "s.vmdk"), "", 1<<20, map[int64]byte{0: 1})
