@@ -68,25 +68,50 @@ func (d *Disk) blockStatus(off, n int64, depth int) (Mapping, error) {
 }
 
 // Map returns the whole disk's mappings in order, adjacent ranges of the
-// same kind merged.
+// same kind merged. Its length is bounded by what the image allocates,
+// which a small hostile file can make large: MapEach streams instead.
 func (d *Disk) Map(ctx context.Context) ([]Mapping, error) {
 	var out []Mapping
+	err := d.MapEach(ctx, func(m Mapping) error {
+		out = append(out, m)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MapEach calls fn with the whole disk's mappings in order, adjacent
+// ranges of the same kind merged (across grain tables, extents and chain
+// layers), holding only one at a time. It stops at fn's first error.
+func (d *Disk) MapEach(ctx context.Context, fn func(Mapping) error) error {
+	var cur Mapping
 	for off := int64(0); off < d.size; {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		m, err := d.BlockStatus(off, d.size-off)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if k := len(out) - 1; k >= 0 && out[k].mergeable(m) {
-			out[k].Length += m.Length
-		} else {
-			out = append(out, m)
+		switch {
+		case off == 0:
+			cur = m
+		case cur.mergeable(m):
+			cur.Length += m.Length
+		default:
+			if err := fn(cur); err != nil {
+				return err
+			}
+			cur = m
 		}
 		off += m.Length
 	}
-	return out, nil
+	if d.size == 0 {
+		return nil
+	}
+	return fn(cur)
 }
 
 func (a Mapping) mergeable(b Mapping) bool {

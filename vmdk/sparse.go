@@ -31,8 +31,12 @@ type sparseExtent struct {
 
 	mu     sync.Mutex
 	tables map[uint32][]uint32 // GD index -> GT
-	pinned bool                // tables built by scanning: never evicted
-	rgd    []uint32            // redundant GD, when the header has one
+	// shared maps a GT's sector to a GD index whose entry in tables holds
+	// it, so GD entries that share one table share one copy (a hostile GD
+	// pointing every entry at one table costs one read, not one each).
+	shared map[uint32]uint32
+	pinned bool     // tables built by scanning: never evicted
+	rgd    []uint32 // redundant GD, when the header has one
 
 	// cacheTables bounds len(tables) below gtCacheTables when set.
 	cacheTables int
@@ -227,100 +231,6 @@ func appendEntries(dst []byte, v []uint32) []byte {
 		dst = binary.LittleEndian.AppendUint32(dst, x)
 	}
 	return dst
-}
-
-// grainTable returns GT i (nil when the GD has no table there).
-func (e *sparseExtent) grainTable(i uint32) ([]uint32, error) {
-	e.mu.Lock()
-	gt, ok := e.tables[i]
-	e.mu.Unlock()
-	if ok || e.pinned || int(i) >= len(e.gd) || e.gd[i] == 0 {
-		return gt, nil
-	}
-	gt, err := e.readTable(int64(e.gd[i]))
-	if err != nil {
-		return nil, fmt.Errorf("grain table %d: %w", i, err)
-	}
-	e.mu.Lock()
-	if limit := e.cacheTables; len(e.tables) >= limit && limit > 0 || len(e.tables) >= gtCacheTables {
-		for k := range e.tables { // evict a clean table: bounded memory
-			if !e.dirty[k] {
-				delete(e.tables, k)
-				break
-			}
-		}
-	}
-	e.tables[i] = gt
-	e.mu.Unlock()
-	return gt, nil
-}
-
-// gte returns the grain table entry of grain g (0 when unallocated).
-func (e *sparseExtent) gte(g int64) (uint32, error) {
-	gt, err := e.grainTable(uint32(g / e.gtEntries))
-	if err != nil || gt == nil {
-		return 0, err
-	}
-	e.mu.Lock() // writers change entries in place
-	v := gt[g%e.gtEntries]
-	e.mu.Unlock()
-	return v, nil
-}
-
-func (e *sparseExtent) kindOf(gte uint32) runKind {
-	switch {
-	case gte == 0:
-		return runUnallocated
-	case gte == 1 && e.zeroedGTE:
-		return runZero
-	case e.compressed:
-		return runCompressed
-	default:
-		return runData
-	}
-}
-
-func (e *sparseExtent) lookup(off, n int64) (run, error) {
-	if off >= e.capacity {
-		// Past what the tables cover (descriptor larger than the header's
-		// capacity): nothing is allocated there.
-		return run{kind: runUnallocated, n: n}, nil
-	}
-	n = min(n, e.capacity-off)
-	g := off / e.grainBytes
-	gte, err := e.gte(g)
-	if err != nil {
-		return run{}, err
-	}
-	r := run{kind: e.kindOf(gte), n: min(n, (g+1)*e.grainBytes-off)}
-	if r.kind == runData {
-		r.host = int64(gte)*SectorSize + off%e.grainBytes
-		if err := e.checkGrain(g, gte); err != nil {
-			return run{}, err
-		}
-	}
-	// Extend over following grains of the same kind so sequential reads
-	// become few large reads (uncompressed data must be contiguous).
-	for next := int64(gte); r.n < n; {
-		g++
-		v, err := e.gte(g)
-		if err != nil {
-			return run{}, err
-		}
-		if e.kindOf(v) != r.kind {
-			break
-		}
-		if r.kind == runData {
-			if next += int64(e.grainBytes / SectorSize); int64(v) != next {
-				break
-			}
-			if err := e.checkGrain(g, v); err != nil {
-				return run{}, err
-			}
-		}
-		r.n = min(n, r.n+e.grainBytes)
-	}
-	return r, nil
 }
 
 // checkGrain rejects an uncompressed grain that lies past the end of the file

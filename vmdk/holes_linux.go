@@ -1,0 +1,21 @@
+package vmdk
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+const seekData = 3 // SEEK_DATA (Linux)
+
+// nextData returns the offset of the first byte at or after off that the
+// filesystem holds as data (the file's size when only a hole follows), and
+// false when the filesystem cannot tell. It lets a lookup skip grain
+// tables that lie in holes, as qemu-img leaves them, without reading them.
+func nextData(f *os.File, off int64) (int64, bool) {
+	d, err := f.Seek(off, seekData)
+	if errors.Is(err, syscall.ENXIO) {
+		return 1<<63 - 1, true
+	}
+	return d, err == nil
+}

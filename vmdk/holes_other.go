@@ -1,0 +1,8 @@
+//go:build !linux
+
+package vmdk
+
+import "os"
+
+// nextData: without SEEK_DATA every byte counts as data.
+func nextData(f *os.File, off int64) (int64, bool) { return off, false }
