@@ -519,3 +519,34 @@ func TestHostileExtentsManyFiles(t *testing.T) {
 		t.Log(err)
 	})
 }
+
+// A disk that needs more open files than the process may have fails with
+// ErrUnsupported (the same on every attempt), not a bare EMFILE.
+func TestHostileExtentsFileLimit(t *testing.T) {
+	dir := t.TempDir()
+	lines := make([]string, 100)
+	for i := range lines {
+		name := fmt.Sprintf("f%d.raw", i)
+		writeFile(t, filepath.Join(dir, name), make([]byte, SectorSize))
+		lines[i] = fmt.Sprintf(`RW 1 FLAT %q 0`, name)
+	}
+	p := filepath.Join(dir, "d.vmdk")
+	descriptorFile(t, p, lines)
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	low := old
+	low.Cur = 64 // the test binary holds a few; 100 extents need more
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	err := withinBound(t, bound{Time: time.Second, Mem: 4 << 20}, func() error { return openRead(p, Options{}) })
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "too many open files") {
+		t.Fatalf("want ErrUnsupported naming the limit, got %v", err)
+	}
+	t.Log(err)
+}

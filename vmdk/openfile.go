@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -117,6 +118,11 @@ func (o *opener) openFile(path string) (*source, error) {
 		flag = os.O_RDWR
 	}
 	f, err := host.OpenFile(path, flag, 0)
+	if errors.Is(err, syscall.EMFILE) {
+		// The process's limit, not a passing shortage: the same disk
+		// fails the same way on every attempt.
+		return nil, fmt.Errorf("%s: %w: the disk needs more files open than the process may have (%d are open for it): %v", path, ErrUnsupported, len(o.opened), err)
+	}
 	if err != nil {
 		return nil, err
 	}
