@@ -159,8 +159,10 @@ func (e *sparseExtent) sync(what string) error {
 // flush makes written grains durable, then writes the changed grain tables
 // and makes them durable, then their redundant copies: a power cut between
 // the two leaves the redundant copy behind the primary, never ahead of it
-// (Check tells the one from corruption). Without durable it only writes the
-// tables.
+// (Check tells the one from corruption). Without durable (Close) the same
+// order is kept, as the OS may write the tables back before the grains
+// otherwise, leaving entries over unwritten data after a power cut; only
+// the final sync is left out.
 func (e *sparseExtent) flush(durable bool) error {
 	if len(e.dirty) == 0 {
 		if durable && e.unsynced {
@@ -168,7 +170,7 @@ func (e *sparseExtent) flush(durable bool) error {
 		}
 		return nil
 	}
-	if durable && e.unsynced {
+	if e.unsynced {
 		if err := e.sync("grains"); err != nil {
 			return err
 		}
@@ -177,10 +179,8 @@ func (e *sparseExtent) flush(durable bool) error {
 		return err
 	}
 	if e.rgd != nil {
-		if durable {
-			if err := e.sync("grain tables"); err != nil {
-				return err
-			}
+		if err := e.sync("grain tables"); err != nil {
+			return err
 		}
 		if err := e.writeTables(e.rgd, "redundant grain table"); err != nil {
 			return err

@@ -167,9 +167,9 @@ func (d *Disk) writeExtent(pe *placedExtent, p []byte, rel int64) error {
 // the grain tables that point at it.
 func (d *Disk) Flush() error { return d.flush(true) }
 
-// flush writes the changed grain tables; durable syncs the data before them
-// and the tables after (Close writes tables without syncing, like any file
-// close: the data is in the OS, not yet on disk).
+// flush writes the changed grain tables after the data they point at is
+// synced; durable also syncs the tables after (Close leaves that out, like
+// any file close: the tables are in the OS, not yet on disk).
 func (d *Disk) flush(durable bool) error {
 	if !d.writable {
 		return nil
