@@ -294,6 +294,20 @@ func TestPowerLossWriters(t *testing.T) {
 				}
 			}
 			m.writeAll(t, p, top, m.writes, 0)
+			// Then writes that only Close follows: not acknowledged, so old
+			// or new bytes, but never a table entry over unwritten data.
+			tail := m.randomWrites(rnd, 3, len(m.writes))
+			d := mustOpen(t, top, Options{ReadWrite: true})
+			for _, w := range tail {
+				p.mark("begin %d", len(m.writes))
+				m.writes = append(m.writes, w)
+				if _, err := d.WriteAt(w.bytes(), w.off); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
 			powerCase(t, p, rnd, "create", 60, func(c *powerCut) error {
 				return m.checkImage(c, "disk.vmdk", "created")
 			})
