@@ -446,18 +446,20 @@ func TestHostileExtentsEmbeddedDescriptorHome(t *testing.T) {
 	sameBytes(t, "the write", got, bytes.Repeat([]byte{0xee}, 64<<10))
 }
 
-// sharedTableExtent writes a bare sparse extent of tables grain tables
-// (default grains) whose directory entries all name one table, so that
-// each table a read touches is loaded and cached on its own.
-func sharedTableExtent(t testing.TB, path string, tables uint64) {
+// distinctTableExtent writes a bare sparse extent of tables grain tables
+// (default grains), each at its own sector but overlapping the next (a
+// table is 4 sectors), so the file stays small while every table a read
+// touches is read and cached on its own; the tables are written zeros
+// (all grains unallocated), not holes.
+func distinctTableExtent(t testing.TB, path string, tables uint64) {
 	t.Helper()
 	gdSectors := (tables*4 + SectorSize - 1) / SectorSize
 	h := SparseHeader{Version: 1, Flags: flagNewlineCheck, Capacity: tables * 512 * 128, GrainSize: 128, NumGTEsPerGT: 512, GDOffset: 1}
-	gt := 1 + gdSectors
-	h.OverHead = gt + 4
+	first := 1 + gdSectors
+	h.OverHead = first + tables + 4
 	gd := make([]uint32, tables)
 	for i := range gd {
-		gd[i] = uint32(gt)
+		gd[i] = uint32(first) + uint32(i)
 	}
 	img := appendEntries(h.marshal(), gd)
 	img = append(img, make([]byte, int(h.OverHead)*SectorSize-len(img))...)
@@ -467,13 +469,13 @@ func sharedTableExtent(t testing.TB, path string, tables uint64) {
 // Many distinct sparse files, each with many tables, share one budget
 // of cached grain tables, and one of grain directories.
 func TestHostileExtentsManyFiles(t *testing.T) {
-	t.Run("grain tables of 256 extents", func(t *testing.T) {
+	t.Run("grain tables of 64 extents", func(t *testing.T) {
 		dir := t.TempDir()
-		const files, tables = 256, 1024
+		const files, tables = 64, 1024 // 128 MiB of tables if all were kept
 		lines := make([]string, files)
 		for i := range lines {
 			name := fmt.Sprintf("f%d.vmdk", i)
-			sharedTableExtent(t, filepath.Join(dir, name), tables)
+			distinctTableExtent(t, filepath.Join(dir, name), tables)
 			lines[i] = fmt.Sprintf(`RW %d SPARSE %q`, tables*512*128, name)
 		}
 		p := filepath.Join(dir, "d.vmdk")
