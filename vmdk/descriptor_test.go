@@ -111,7 +111,9 @@ func TestFormatKeepsValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ParentFileNameHint != `C:\vms\base.vmdk` || len(got.Extents) != 0 || got.DDBValue("ddb.comment") != `say hiRW 1 FLAT x 0` {
+	// The value keeps its quotes (the parser keeps inner quotes verbatim)
+	// but not its line break: it cannot start an extent line.
+	if got.ParentFileNameHint != `C:\vms\base.vmdk` || len(got.Extents) != 0 || got.DDBValue("ddb.comment") != `say "hi"RW 1 FLAT "x" 0` {
 		t.Fatalf("round trip: %+v", got)
 	}
 }
