@@ -6,34 +6,55 @@ import (
 	"sort"
 )
 
-// grainGuard is what a write through an existing grain table entry is
-// checked against, so a hostile entry cannot turn a guest write into an
-// overwrite of the header, the descriptor, a grain directory, a grain
-// table or another grain. It holds the metadata's sectors and the sector
-// of every data entry when it was built; grains allocated since lie past
-// all of them, at the end of the file.
+// grainGuard is what a write is checked against before it goes through a
+// grain table entry or dirties a grain table, so a hostile entry or
+// directory cannot turn a guest write into an overwrite of the header,
+// the descriptor, a grain directory, a grain table or another grain.
 type grainGuard struct {
-	meta    []span   // sorted by start
-	metaEnd []int64  // metaEnd[k]: the largest end of meta[:k+1]
-	grains  []uint32 // sorted sectors of the data entries
-	first   int64    // the first sector a grain may use (the header's overHead)
+	meta         []span   // header, descriptor, grain directories
+	tables       []uint32 // sorted sectors of the grain tables and their copies
+	tableSectors int64
+	first        int64 // the first sector a grain may use (the header's overHead)
+	// grains are the sorted sectors of every data entry, read from all the
+	// tables on the first need (grains allocated since lie past them all,
+	// at the end of the file); nil until then.
+	grains []uint32
+	spots  map[uint32]bool // grain tables whose places were checked
 }
 
-// buildGuard reads every grain table once (the dirty ones from memory):
-// its cost is the tables' size, paid only by writes into existing grains.
-func (e *sparseExtent) buildGuard() (*grainGuard, error) {
-	g := &grainGuard{meta: e.metadataSpans()}
+// writeGuard returns the extent's guard, built from the header and the
+// directories (no I/O) on first use.
+func (e *sparseExtent) writeGuard() *grainGuard {
+	if e.guard != nil {
+		return e.guard
+	}
+	g := &grainGuard{meta: e.metadataSpans(), tableSectors: (e.gtEntries*4 + SectorSize - 1) / SectorSize, spots: map[uint32]bool{}}
 	if e.header != nil {
 		g.first = int64(e.header.OverHead)
 	}
-	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
+	for i, sector := range e.gd {
+		if sector != 0 {
+			g.tables = append(g.tables, sector)
+		}
+		if e.rgd != nil && e.rgd[i] != 0 {
+			g.tables = append(g.tables, e.rgd[i])
+		}
+	}
+	slices.Sort(g.tables)
+	e.guard = g
+	return g
+}
+
+// scanGrains reads every grain table once (the dirty ones from memory):
+// its cost is the tables' size, paid by the first write that needs it.
+func (e *sparseExtent) scanGrains(g *grainGuard) error {
+	if g.grains != nil {
+		return nil
+	}
+	grains := []uint32{}
 	for i, sector := range e.gd {
 		if sector == 0 {
 			continue
-		}
-		g.meta = append(g.meta, span{int64(sector), int64(sector) + gtSectors, fmt.Sprintf("grain table %d", i)})
-		if e.rgd != nil && e.rgd[i] != 0 {
-			g.meta = append(g.meta, span{int64(e.rgd[i]), int64(e.rgd[i]) + gtSectors, fmt.Sprintf("redundant grain table %d", i)})
 		}
 		e.mu.Lock()
 		gt, dirty := e.tables[uint32(i)], e.dirty[uint32(i)]
@@ -41,27 +62,39 @@ func (e *sparseExtent) buildGuard() (*grainGuard, error) {
 		if !dirty {
 			var err error
 			if gt, err = e.readTable(int64(sector)); err != nil {
-				return nil, fmt.Errorf("grain table %d: %w", i, err)
+				return fmt.Errorf("grain table %d: %w", i, err)
 			}
 		}
 		e.mu.Lock()
 		for _, v := range gt {
 			if e.kindOf(v) == runData {
-				g.grains = append(g.grains, v)
+				grains = append(grains, v)
 			}
 		}
 		e.mu.Unlock()
 	}
-	sort.Slice(g.meta, func(a, b int) bool { return g.meta[a].start < g.meta[b].start })
-	g.metaEnd = make([]int64, len(g.meta))
-	for k, m := range g.meta {
-		g.metaEnd[k] = m.end
-		if k > 0 {
-			g.metaEnd[k] = max(m.end, g.metaEnd[k-1])
+	slices.Sort(grains)
+	g.grains = grains
+	return nil
+}
+
+// meeting counts the sorted starts of spans of length n that meet
+// [start, end).
+func meeting(starts []uint32, n, start, end int64) int {
+	lo := sort.Search(len(starts), func(k int) bool { return int64(starts[k]) > start-n })
+	hi := sort.Search(len(starts), func(k int) bool { return int64(starts[k]) >= end })
+	return max(0, hi-lo)
+}
+
+// metaAt names the header, descriptor or grain directory that meets
+// [start, end), or "".
+func (g *grainGuard) metaAt(start, end int64) string {
+	for _, m := range g.meta {
+		if m.start < end && start < m.end {
+			return m.what
 		}
 	}
-	slices.Sort(g.grains)
-	return g, nil
+	return ""
 }
 
 // checkThrough refuses, with ErrCorrupt, to write grain g through its
@@ -71,34 +104,66 @@ func (e *sparseExtent) checkThrough(g int64, gte uint32) error {
 	if err := e.checkGrain(g, gte); err != nil {
 		return err
 	}
-	if e.guard == nil {
-		guard, err := e.buildGuard()
-		if err != nil {
-			return err
-		}
-		e.guard = guard
-	}
-	gd := e.guard
+	gd := e.writeGuard()
 	sectors := e.grainBytes / SectorSize
 	start, end := int64(gte), int64(gte)+sectors
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%s: %w: grain %d at sector %d "+format+"; refusing to write through it", append([]any{e.src.name, ErrCorrupt, g, gte}, a...)...)
 	}
-	// meta[:k] start before the grain ends; the first of them whose end
-	// passes its start (where the running largest end does) overlaps it.
-	if k := sort.Search(len(gd.meta), func(k int) bool { return gd.meta[k].start >= end }); k > 0 && gd.metaEnd[k-1] > start {
-		first := sort.Search(k, func(j int) bool { return gd.metaEnd[j] > start })
-		return bad("overlaps the %s", gd.meta[first].what)
+	if what := gd.metaAt(start, end); what != "" {
+		return bad("overlaps the %s", what)
+	}
+	if meeting(gd.tables, gd.tableSectors, start, end) > 0 {
+		return bad("overlaps a grain table")
 	}
 	if start < gd.first {
 		return bad("lies before the first grain (sector %d), in the metadata's padding", gd.first)
 	}
+	if err := e.scanGrains(gd); err != nil {
+		return err
+	}
 	// Grains whose sectors meet [start, end): this entry's own, and no other.
-	lo := sort.Search(len(gd.grains), func(k int) bool { return int64(gd.grains[k]) > start-sectors })
-	hi := sort.Search(len(gd.grains), func(k int) bool { return int64(gd.grains[k]) >= end })
-	if hi-lo > 1 {
+	if meeting(gd.grains, sectors, start, end) > 1 {
 		return bad("shares sectors with another grain table entry's grain")
 	}
+	return nil
+}
+
+// checkTableSpot refuses, with ErrCorrupt, to dirty grain table i (and so
+// rewrite it and its redundant copy at the next flush) unless each lies
+// over no header, descriptor, directory, other table or grain: a hostile
+// directory entry would have the flush overwrite them.
+func (e *sparseExtent) checkTableSpot(i int64) error {
+	gd := e.writeGuard()
+	if gd.spots[uint32(i)] {
+		return nil
+	}
+	places := []uint32{e.gd[i]}
+	if e.rgd != nil && e.rgd[i] != 0 {
+		places = append(places, e.rgd[i])
+	}
+	for _, sector := range places {
+		start, end := int64(sector), int64(sector)+gd.tableSectors
+		bad := func(format string, a ...any) error {
+			return fmt.Errorf("%s: %w: grain table %d at sector %d "+format+"; refusing to write it", append([]any{e.src.name, ErrCorrupt, i, sector}, a...)...)
+		}
+		if what := gd.metaAt(start, end); what != "" {
+			return bad("overlaps the %s", what)
+		}
+		if meeting(gd.tables, gd.tableSectors, start, end) > 1 {
+			return bad("overlaps another grain table")
+		}
+		if gd.first > 0 && end <= gd.first {
+			continue // before the first grain: no grain can be there
+		}
+		if err := e.scanGrains(gd); err != nil {
+			return err
+		}
+		if meeting(gd.grains, e.grainBytes/SectorSize, start, end) > 0 {
+			return bad("overlaps a grain")
+		}
+	}
+	gd.spots[uint32(i)] = true
 	return nil
 }
 
@@ -106,17 +171,16 @@ func (e *sparseExtent) checkThrough(g int64, gte uint32) error {
 // guard was built: header, descriptor, directories, tables, padding and
 // grains (grains allocated since lie further on).
 func (e *sparseExtent) usedEnd() (int64, error) {
-	if e.guard == nil {
-		guard, err := e.buildGuard()
-		if err != nil {
-			return 0, err
-		}
-		e.guard = guard
+	g := e.writeGuard()
+	if err := e.scanGrains(g); err != nil {
+		return 0, err
 	}
-	g := e.guard
 	end := g.first
-	if len(g.metaEnd) > 0 {
-		end = max(end, g.metaEnd[len(g.metaEnd)-1])
+	for _, m := range g.meta {
+		end = max(end, m.end)
+	}
+	if len(g.tables) > 0 {
+		end = max(end, int64(g.tables[len(g.tables)-1])+g.tableSectors)
 	}
 	if len(g.grains) > 0 {
 		end = max(end, int64(g.grains[len(g.grains)-1])+e.grainBytes/SectorSize)

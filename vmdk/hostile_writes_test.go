@@ -722,3 +722,61 @@ func TestHostileWritesFlatAlias(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileWritesTableSpot: a grain directory entry that places a grain
+// table over the descriptor, a directory, another table or a grain would
+// have the next flush overwrite them: the write that would dirty that
+// table is refused with ErrCorrupt before the first byte.
+func TestHostileWritesTableSpot(t *testing.T) {
+	cases := []struct {
+		name string
+		// where gives grain table 0's new sector from the header, the two
+		// directories' first entries and grain 512's sector (in table 1).
+		where func(h *SparseHeader, gt0, rgt0, grain512 uint32) uint32
+	}{
+		{"the embedded descriptor", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return uint32(h.DescriptorOffset) }},
+		{"the grain directory", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return uint32(h.GDOffset) }},
+		{"the redundant grain directory", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return uint32(h.RGDOffset) }},
+		{"its own redundant copy", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return rgt0 }},
+		{"half of grain table 1", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return gt0 + 4 + 2 }},
+		{"another table's grain", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return g }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "s.vmdk")
+			// 64 MiB: two grain tables; grain 512 (32 MiB) is table 1's.
+			sparseWith(t, img, "", 64<<20, map[int64]byte{32 << 20: 4})
+			d := mustOpen(t, img, Options{})
+			se := d.extents[0].ext.(*sparseExtent)
+			h := d.Header()
+			gt1, err := se.readTable(int64(se.gd[1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := c.where(h, se.gd[0], se.rgd[0], gt1[0])
+			gdAt := int64(h.GDOffset) * SectorSize
+			d.Close()
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt(appendEntries(nil, []uint32{v}), gdAt)
+			f.Close()
+			before := snapshot(t, dir)
+			w := mustOpen(t, img, Options{ReadWrite: true})
+			err = withinBound(t, writeBound, func() error {
+				_, err := w.WriteAt(bytes.Repeat([]byte{9}, 4096), 0)
+				if err == nil {
+					err = w.Flush()
+				}
+				return err
+			})
+			w.Close()
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("WriteAt: %v, want ErrCorrupt", err)
+			}
+			sameFiles(t, dir, before)
+		})
+	}
+}

@@ -75,6 +75,9 @@ func (e *sparseExtent) checkWritable(off, n int64) error {
 		if i >= int64(len(e.gd)) || e.gd[i] == 0 {
 			return fmt.Errorf("%s: %w: grain table %d is not allocated", e.src.name, ErrUnsupported, i)
 		}
+		if err := e.checkTableSpot(i); err != nil {
+			return err
+		}
 	}
 	for g := off / e.grainBytes; g*e.grainBytes < off+n; g++ {
 		gte, err := e.gte(g)
