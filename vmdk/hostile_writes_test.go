@@ -734,7 +734,7 @@ func TestHostileWritesTableSpot(t *testing.T) {
 		// directories' first entries and grain 512's sector (in table 1).
 		where func(h *SparseHeader, gt0, rgt0, grain512 uint32) uint32
 	}{
-		{"the embedded descriptor", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return uint32(h.DescriptorOffset) }},
+		{"the embedded descriptor", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return uint32(h.DescriptorOffset) + 10 }},
 		{"the grain directory", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return uint32(h.GDOffset) }},
 		{"the redundant grain directory", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return uint32(h.RGDOffset) }},
 		{"its own redundant copy", func(h *SparseHeader, gt0, rgt0, g uint32) uint32 { return rgt0 }},
@@ -745,8 +745,18 @@ func TestHostileWritesTableSpot(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			img := filepath.Join(dir, "s.vmdk")
-			// 64 MiB: two grain tables; grain 512 (32 MiB) is table 1's.
-			sparseWith(t, img, "", 64<<20, map[int64]byte{32 << 20: 4})
+			// 64 MiB: two grain tables; grain 512 (32 MiB) is table 1's. Its
+			// first bytes are zeros, as is every place the cases point at
+			// where grain 2's entry would be: read as a table, each says
+			// "unallocated", so only the table's place betrays it.
+			sparseWith(t, img, "", 64<<20, nil)
+			grain := make([]byte, 64<<10)
+			grain[len(grain)-1] = 4
+			wd := mustOpen(t, img, Options{ReadWrite: true})
+			if _, err := wd.WriteAt(grain, 32<<20); err != nil {
+				t.Fatal(err)
+			}
+			wd.Close()
 			d := mustOpen(t, img, Options{})
 			se := d.extents[0].ext.(*sparseExtent)
 			h := d.Header()
@@ -766,15 +776,15 @@ func TestHostileWritesTableSpot(t *testing.T) {
 			before := snapshot(t, dir)
 			w := mustOpen(t, img, Options{ReadWrite: true})
 			err = withinBound(t, writeBound, func() error {
-				_, err := w.WriteAt(bytes.Repeat([]byte{9}, 4096), 0)
+				_, err := w.WriteAt(bytes.Repeat([]byte{9}, 4096), 128<<10) // grain 2
 				if err == nil {
 					err = w.Flush()
 				}
 				return err
 			})
 			w.Close()
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("WriteAt: %v, want ErrCorrupt", err)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "refusing to write it") {
+				t.Fatalf("WriteAt: %v, want ErrCorrupt for the grain table's place", err)
 			}
 			sameFiles(t, dir, before)
 		})
