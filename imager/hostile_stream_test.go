@@ -199,3 +199,20 @@ func TestHostileStreamCheckExit(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileStreamNetworkCut: a connection that keeps dropping inside a
+// stream is the network's fault, not the image's: once the retries are
+// spent the import fails as a transient NetworkError (exit 1), not as a
+// permanent InvalidImage that would stop the Job from trying again.
+func TestHostileStreamNetworkCut(t *testing.T) {
+	s := streamCuts(t)[2]
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(s.img)))
+		// Past what the importer peeks at to detect the format, inside a
+		// grain; then the handler returns: the connection is cut short.
+		w.Write(s.img[:len(s.img)*3/4])
+	}))
+	t.Cleanup(ts.Close)
+	run, r, dir := importResult(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, "--retries", "0", ts.URL+"/disk.vmdk")
+	wantOutcome(t, run, r, dir, jobapi.ExitTransient, jobapi.ReasonNetworkError, nil)
+}

@@ -2,7 +2,6 @@ package vmdk
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -115,13 +114,20 @@ func (s *StreamReader) readFull(p []byte, what string) error {
 	n, err := io.ReadFull(s.r, p)
 	s.pos += int64(n)
 	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if sourceEnded(err) {
 			return fmt.Errorf("%w: stream: truncated in %s at byte %d: %w", ErrCorrupt, what, s.pos, io.ErrUnexpectedEOF)
 		}
 		return fmt.Errorf("stream: read %s at byte %d: %w", what, s.pos, err)
 	}
 	return nil
 }
+
+// sourceEnded reports whether err says the source ended: io.EOF, or
+// io.ReadFull's io.ErrUnexpectedEOF, themselves. A source's own error
+// that merely wraps one of them (a connection cut and retried in vain)
+// is that source's failure, kept for the caller to classify, not proof
+// that the image is short.
+func sourceEnded(err error) bool { return err == io.EOF || err == io.ErrUnexpectedEOF }
 
 func (s *StreamReader) skipTo(off int64) error {
 	if off < s.pos {
@@ -130,7 +136,7 @@ func (s *StreamReader) skipTo(off int64) error {
 	n, err := s.r.Discard(int(min(off-s.pos, 1<<62)))
 	s.pos += int64(n)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
+		if sourceEnded(err) {
 			return fmt.Errorf("%w: stream: truncated at byte %d before byte %d: %w", ErrCorrupt, s.pos, off, io.ErrUnexpectedEOF)
 		}
 		return fmt.Errorf("stream: read up to byte %d at byte %d: %w", off, s.pos, err)
@@ -222,7 +228,7 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 			// A clean end where a marker belongs: the end of qemu's layout,
 			// which has no end-of-stream marker, or a truncated stream.
 			return 0, nil, s.end(false)
-		case errors.Is(err, io.ErrUnexpectedEOF):
+		case err == io.ErrUnexpectedEOF:
 			return 0, nil, fmt.Errorf("%w: stream: ends inside a sector at byte %d: %w", ErrCorrupt, s.pos, io.ErrUnexpectedEOF)
 		case err != nil:
 			return 0, nil, fmt.Errorf("stream: read marker at byte %d: %w", at, err)
