@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
-	"syscall"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,23 +34,23 @@ type boundedRun struct {
 
 // runBounded runs imager as a child process with stdin (nil: none) and
 // fails the test when it outlives b.Time (it is then killed) or its peak
-// RSS exceeds b.Mem. With BOUNDS_REPORT set to a file, each run appends
+// RSS exceeds b.Mem. The peak is the child's own VmHWM, which it writes
+// as it exits: wait4's ru_maxrss would not do, since a child forked with
+// CLONE_VM inherits the test process's high-water mark through exec. With BOUNDS_REPORT set to a file, each run appends
 // "name<TAB>seconds<TAB>peak bytes" to it: the figures of the closing notes.
 func runBounded(t testing.TB, b bound, stdin io.Reader, args ...string) boundedRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), b.Time)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "IMAGER_TEST_MAIN=1")
+	hwm := filepath.Join(t.TempDir(), "hwm")
+	cmd.Env = append(os.Environ(), "IMAGER_TEST_MAIN=1", "IMAGER_TEST_HWM="+hwm)
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
 	err := cmd.Run()
 	r := boundedRun{Stdout: out.String(), Stderr: errb.String(), Elapsed: time.Since(start)}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.MaxRSS = ru.Maxrss << 10 // kilobytes on Linux
-	}
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
@@ -59,12 +61,33 @@ func runBounded(t testing.TB, b bound, stdin io.Reader, args ...string) boundedR
 	default:
 		t.Fatalf("%s: imager %v: %v", t.Name(), args, err)
 	}
+	kb, err := os.ReadFile(hwm)
+	if err != nil {
+		t.Fatalf("%s: imager %v wrote no peak RSS: %v", t.Name(), args, err)
+	}
+	r.MaxRSS, _ = strconv.ParseInt(string(kb), 10, 64)
+	r.MaxRSS <<= 10
 	t.Logf("%s: exit %d in %v, peak RSS %d MiB (bound %v, %d MiB)", t.Name(), r.Code, r.Elapsed.Round(time.Millisecond), r.MaxRSS>>20, b.Time, b.Mem>>20)
 	if r.MaxRSS > b.Mem {
 		t.Errorf("%s: peak RSS %d bytes, bound %d", t.Name(), r.MaxRSS, b.Mem)
 	}
 	reportBound(t.Name(), r.Elapsed, r.MaxRSS)
 	return r
+}
+
+// writeHWM writes the process's peak RSS in KiB (VmHWM) to path; the
+// child side of runBounded.
+func writeHWM(path string) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			os.WriteFile(path, []byte(strings.TrimSuffix(strings.TrimSpace(v), " kB")), 0o644)
+			return
+		}
+	}
 }
 
 func reportBound(name string, elapsed time.Duration, mem int64) {

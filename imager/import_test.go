@@ -30,7 +30,11 @@ import (
 // TestMain lets tests run imager as a child process (stdin, signals).
 func TestMain(m *testing.M) {
 	if os.Getenv("IMAGER_TEST_MAIN") == "1" {
-		main()
+		code := mainCode()
+		if path := os.Getenv("IMAGER_TEST_HWM"); path != "" {
+			writeHWM(path)
+		}
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }

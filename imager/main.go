@@ -75,23 +75,27 @@ const terminationGrace = 15 * time.Second
 // main runs one command under the process's one root context, cancelled by
 // SIGTERM (a Job's pod being deleted) or SIGINT. Every command stops on
 // it; one that does not within terminationGrace exits 143 anyway.
-func main() {
+func main() { os.Exit(mainCode()) }
+
+// mainCode runs the command of os.Args under a context that SIGTERM and
+// SIGINT end, and returns its exit code.
+func mainCode() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, os.Args[1:], os.Stdout, os.Stderr) }()
-	var code int
 	select {
-	case code = <-done:
+	case code := <-done:
+		return code
 	case <-ctx.Done():
 		select {
-		case code = <-done:
+		case code := <-done:
+			return code
 		case <-time.After(terminationGrace):
 			fmt.Fprintln(os.Stderr, "imager: terminated by a signal")
-			code = jobapi.ExitTerminated
+			return jobapi.ExitTerminated
 		}
 	}
-	stop()
-	os.Exit(code)
 }
 
 // run executes one command and maps its error to an exit code and one line
