@@ -272,3 +272,11 @@ func TestInvalidOptions(t *testing.T) {
 		t.Errorf("write after Close: %v", err)
 	}
 }
+
+func TestLargestSplitDiskFitsTheOpenLimit(t *testing.T) {
+	// What Create may make, Open must be able to open.
+	extents := (MaxSize(TwoGbMaxExtentFlat) + maxSplitSectors*SectorSize - 1) / (maxSplitSectors * SectorSize)
+	if extents+1 > maxOpenFiles {
+		t.Fatalf("a %d-byte twoGbMaxExtentFlat disk has %d extent files, more than the %d files Open allows", MaxSize(TwoGbMaxExtentFlat), extents, maxOpenFiles)
+	}
+}

@@ -11,13 +11,14 @@ import (
 )
 
 // maxOpenFiles bounds the files one Open may hold open: the descriptors,
-// extents and parents of the whole chain. VMware's hosted products make
-// disks of at most 8 TiB, which twoGbMaxExtent* splits into 4096 extent
-// files (ESXi disks are one extent each); twice that leaves room for a
-// snapshot of such a disk, and stays far below the file descriptors a Job
-// may open. A descriptor naming more files is refused before they are
-// opened, rather than failing half-way with EMFILE.
-const maxOpenFiles = 8192
+// extents and parents of the whole chain. The largest disk Create makes,
+// a 62 TiB twoGbMaxExtentFlat (VMware's largest virtual disk), has 31744
+// extent files; what is left leaves room for a chain above it, and the
+// whole stays far below the file descriptors a Job may open (Go raises the
+// soft limit to the hard one, 1048576 in containerd's pods). A descriptor
+// naming more files is refused before they are opened, rather than
+// failing half-way with EMFILE.
+const maxOpenFiles = 32768
 
 // OpenDataFile opens a file image data is read from (or written to, with
 // flag os.O_RDWR): a regular file or a block device. Anything else is
