@@ -66,7 +66,8 @@ func Commit(ctx context.Context, path string, opts Options) error {
 		}
 		return fmt.Errorf("%s: relink to the committed parent: %w", path, err)
 	}
-	err = ownRanges(ctx, child, func(off, n int64) error { return copyRange(child, parent, off, n) })
+	buf := make([]byte, ownRangeStep)
+	err = ownRanges(ctx, child, func(off, n int64) error { return copyRange(child, parent, buf[:n], off) })
 	if err == nil {
 		err = parent.Flush()
 	}
@@ -114,12 +115,11 @@ func checkCommit(ctx context.Context, child, parent *Disk, cid uint32) error {
 // ownRanges calls f for each range whose content src stores itself (data
 // or zeroed grains of depth 0), in order.
 func ownRanges(ctx context.Context, src *Disk, f func(off, n int64) error) error {
-	const step = 4 << 20
 	for off := int64(0); off < src.Size(); {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		m, err := src.BlockStatus(off, min(src.Size()-off, step))
+		m, err := src.BlockStatus(off, min(src.Size()-off, ownRangeStep))
 		if err != nil {
 			return err
 		}
@@ -133,10 +133,11 @@ func ownRanges(ctx context.Context, src *Disk, f func(off, n int64) error) error
 	return nil
 }
 
-// copyRange copies [off, off+n) of src into dst (n at most 4 MiB, as
-// ownRanges gives).
-func copyRange(src, dst *Disk, off, n int64) error {
-	b := make([]byte, n)
+// ownRangeStep is the most ownRanges gives at once.
+const ownRangeStep = 4 << 20
+
+// copyRange copies len(b) bytes at off from src into dst, through b.
+func copyRange(src, dst *Disk, b []byte, off int64) error {
 	if _, err := src.ReadAt(b, off); err != nil {
 		return err
 	}
