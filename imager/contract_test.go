@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
@@ -82,6 +83,7 @@ func TestImportArgsParse(t *testing.T) {
 	for _, in := range []jobapi.ImportArgs{
 		// An image from HTTP, every flag set.
 		{ResultFile: jobapi.ResultPath, Target: "/images/web", TargetFormat: "vmdk", Options: contractOptions, Size: 2 << 30, MaxSize: 4 << 30,
+			MinThroughput: 1 << 20, ThroughputWindow: 90 * time.Second, Deadline: 6 * time.Hour,
 			ScratchDir: "/scratch", CAFile: "/etc/vmdkpop/ca/ca.crt", CredentialsDir: "/etc/vmdkpop/credentials",
 			InsecureAllowCredentialsOverHTTP: true, Checksum: sum, OVADisk: "1", Source: "https://disks.example/vm.ova"},
 		// A populator's raw copy of an image.
@@ -101,6 +103,13 @@ func TestImportArgsParse(t *testing.T) {
 		if j.overhead != jobapi.FSOverhead {
 			got.FSOverhead = j.overhead
 		}
+		if j.http.Pace.Min != defaultMinThroughput {
+			got.MinThroughput = j.http.Pace.Min
+		}
+		if j.http.Pace.Window != time.Minute {
+			got.ThroughputWindow = j.http.Pace.Window
+		}
+		got.Deadline = j.deadline
 		if j.wantSum != nil {
 			got.Checksum = "sha256:" + hex.EncodeToString(j.wantSum)
 		}

@@ -29,6 +29,9 @@ var (
 	// errTruncated: the source ended before its announced length; a new
 	// download may not.
 	errTruncated = errors.New("the source ended early")
+	// errDeadline: the import ran past --deadline; the next attempt may
+	// be faster (another node, a less loaded server or network).
+	errDeadline = errors.New("deadline exceeded")
 )
 
 // failure is err, with its message, standing for kind (one of the errors
@@ -121,6 +124,8 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonChecksumMismatch, true
 	case errors.Is(err, errTruncated):
 		return jobapi.ReasonSourceError, false
+	case errors.Is(err, errDeadline):
+		return jobapi.ReasonDeadlineExceeded, false
 	// The source's errors, in its own words.
 	case errors.Is(err, source.ErrInvalidOptions), errors.Is(err, source.ErrNoScratch):
 		return jobapi.ReasonInvalidArguments, true

@@ -92,6 +92,22 @@ func (l *rangeLiar) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "short-content-length": // framing that agrees with a short body
 		cr(first, last, total)
 		body = body[:len(body)-100]
+	case "trickle": // the right bytes, one every 100ms
+		cr(first, last, total)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusPartialContent)
+		for i := range body {
+			if _, err := w.Write(body[i : i+1]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		return
 	case "whole-file":
 		w.Header().Set("Content-Length", total)
 		w.WriteHeader(http.StatusOK)
@@ -193,5 +209,133 @@ func TestHostileRangeReplies(t *testing.T) {
 				wantOutcome(t, run, r, dir, code, reason, f.raw)
 			})
 		}
+	}
+}
+
+// endlessServer answers every request with a body that never ends: its
+// Content-Length (none when length < 0), then b in chunks of chunk bytes
+// every every (0: as fast as the client reads), until the client goes. A
+// Range request gets a 206 for the range asked, just as slowly.
+type endlessServer struct {
+	length int64
+	b      byte
+	chunk  int
+	every  time.Duration
+	silent bool // no headers at all: the reply never starts
+}
+
+func (e *endlessServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e.silent {
+		<-r.Context().Done()
+		return
+	}
+	if e.length >= 0 {
+		w.Header().Set("Accept-Ranges", "bytes")
+		n := e.length
+		if rng := r.Header.Get("Range"); rng != "" {
+			a, b, _ := strings.Cut(strings.TrimPrefix(rng, "bytes="), "-")
+			first, _ := strconv.ParseInt(a, 10, 64)
+			last := e.length - 1
+			if b != "" {
+				last, _ = strconv.ParseInt(b, 10, 64)
+			}
+			n = last - first + 1
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, e.length))
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		}
+	}
+	chunk := bytes.Repeat([]byte{e.b}, e.chunk)
+	for {
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(e.every):
+		}
+	}
+}
+
+// trickle is a stdin (a pipe) that gives one byte every every until the
+// test ends (every 0: stays open and silent). A pipe, not an io.Reader:
+// exec would wait for its copy of a reader that never returns.
+func trickle(t *testing.T, every time.Duration) io.Reader {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); w.Close(); r.Close() })
+	if every > 0 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(every):
+				}
+				if _, err := w.Write([]byte{0x5a}); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	return r
+}
+
+// Sources that never end, or trickle, or never answer, are given up in
+// bounded time with a reason: the size limit (TargetTooSmall), the
+// minimum throughput (NetworkError: the link or server may do better on
+// the next attempt) or the deadline (DeadlineExceeded, also transient).
+func TestHostileEndlessSources(t *testing.T) {
+	slowRule := []string{"--min-throughput", "1k", "--throughput-window", "1s", "--retries", "1"}
+	for _, tc := range []struct {
+		name   string
+		server http.Handler  // nil: stdin
+		stdin  time.Duration // with server nil: a stdin trickling at this pace (0: silent)
+		args   []string
+		code   int
+		reason string
+		bound  time.Duration
+	}{
+		{name: "HTTP zeros without Content-Length", server: &endlessServer{length: -1, chunk: 1 << 20},
+			args: []string{"--max-size", "64M"}, code: 3, reason: jobapi.ReasonTargetTooSmall, bound: 5 * time.Second},
+		{name: "HTTP data without Content-Length", server: &endlessServer{length: -1, b: 0x5a, chunk: 1 << 20},
+			args: []string{"--max-size", "64M"}, code: 3, reason: jobapi.ReasonTargetTooSmall, bound: 5 * time.Second},
+		{name: "HTTP data without Content-Length past --deadline", server: &endlessServer{length: -1, b: 0x5a, chunk: 64 << 10, every: 10 * time.Millisecond},
+			args: []string{"--deadline", "1s"}, code: 1, reason: jobapi.ReasonDeadlineExceeded, bound: 3 * time.Second},
+		{name: "HTTP one byte at a time", server: &endlessServer{length: 24 << 20, b: 0x5a, chunk: 1, every: 100 * time.Millisecond},
+			args: slowRule, code: 1, reason: jobapi.ReasonNetworkError, bound: 6 * time.Second},
+		{name: "HTTP one byte at a time, in place", server: &rangeLiar{data: getFixture(t).sparse, lie: "trickle"},
+			args: slowRule, code: 1, reason: jobapi.ReasonNetworkError, bound: 6 * time.Second},
+		{name: "HTTP one byte at a time past --deadline", server: &endlessServer{length: -1, b: 0x5a, chunk: 1, every: 100 * time.Millisecond},
+			args: []string{"--deadline", "1s"}, code: 1, reason: jobapi.ReasonDeadlineExceeded, bound: 3 * time.Second},
+		{name: "HTTP headers never sent past --deadline", server: &endlessServer{silent: true},
+			args: []string{"--deadline", "1s"}, code: 1, reason: jobapi.ReasonDeadlineExceeded, bound: 3 * time.Second},
+		{name: "stdin one byte at a time", stdin: 100 * time.Millisecond,
+			args: slowRule, code: 1, reason: jobapi.ReasonNetworkError, bound: 4 * time.Second},
+		{name: "stdin open and silent",
+			args: slowRule, code: 1, reason: jobapi.ReasonNetworkError, bound: 4 * time.Second},
+		{name: "stdin open and silent past --deadline",
+			args: []string{"--deadline", "1s"}, code: 1, reason: jobapi.ReasonDeadlineExceeded, bound: 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := "-"
+			var stdin io.Reader
+			if tc.server == nil {
+				stdin = trickle(t, tc.stdin)
+			} else {
+				ts := httptest.NewServer(tc.server)
+				defer ts.Close()
+				src = ts.URL + "/disk"
+			}
+			run, r, dir := importResult(t, bound{Time: tc.bound, Mem: 64 << 20}, stdin, append(tc.args, src)...)
+			wantOutcome(t, run, r, dir, tc.code, tc.reason, nil)
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,8 +39,9 @@ type importJob struct {
 	sync         bool
 	http         source.HTTPOptions
 	paths        pathFlags
-	size         int64 // --size: the target's virtual size (0: the source's)
-	maxSize      int64 // --max-size: the largest virtual size allowed (0: the target's)
+	size         int64         // --size: the target's virtual size (0: the source's)
+	maxSize      int64         // --max-size: the largest virtual size allowed (0: the target's)
+	deadline     time.Duration // --deadline: the most the import may take (0: no limit)
 
 	log     io.Writer // one line per notable event
 	wantSum []byte    // --checksum
@@ -54,6 +56,11 @@ type importJob struct {
 	outBlock bool
 	spools   []string
 }
+
+// stopGrace is how long a stopped import (a signal, --deadline) waits for
+// its copy to clean up before it writes its result and exits: the process
+// is gone within a second of SIGTERM, whatever the copy was doing.
+const stopGrace = 700 * time.Millisecond
 
 // importCommand is what import's command line asks for, beyond the job
 // itself.
@@ -75,23 +82,39 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 
-	// The copy's own context carries errTerminated as its cause, so what
-	// it was doing when stopped reads "terminated by a signal".
+	// The copy's own context carries errTerminated (or the deadline's
+	// error) as its cause, so what it was doing when stopped reads
+	// "terminated by a signal".
 	jobCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
 	j.ctx = jobCtx
+	var deadline <-chan time.Time
+	if j.deadline > 0 {
+		timer := time.NewTimer(j.deadline)
+		defer timer.Stop()
+		deadline = timer.C
+	}
 	j.prog = imgcopy.NewProgress(stdout, stderr, cmd.interval, cmd.human)
 	done := make(chan error, 1)
 	go func() { done <- j.runSafe() }()
+	stop := func(why error) error {
+		cancel(why)
+		// Give the copy a moment to stop and remove its temporary. One
+		// blocked in the kernel (a write, an fsync) is left to it: the
+		// result is written and the process exits now, and the next
+		// attempt removes the temporary (target.Open).
+		select {
+		case <-done:
+		case <-time.After(stopGrace):
+		}
+		return why
+	}
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		cancel(errTerminated)
-		select { // give the copy a moment to stop and clean up
-		case <-done:
-		case <-time.After(10 * time.Second):
-		}
-		err = errTerminated
+		err = stop(errTerminated)
+	case <-deadline:
+		err = stop(failed(errDeadline, fmt.Errorf("the import did not finish within --deadline %v", j.deadline)))
 	}
 	j.prog.Stop(err == nil)
 	code := j.finishResult(err)
@@ -108,6 +131,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // errors are usage errors.
 func parseImport(args []string, log io.Writer) (*importJob, *importCommand, error) {
 	j := &importJob{zero: target.ZeroProbe, log: log}
+	j.http.Pace.Min = defaultMinThroughput
 	cmd := &importCommand{}
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	fs.StringVar(&cmd.resultFile, "result-file", "", "where the result JSON goes (default "+jobapi.ResultPath+" when it exists)")
@@ -122,6 +146,7 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	sizeFlag := fs.String("size", "", "virtual size of the imported disk (default the source's; may not be smaller)")
 	maxSizeFlag := fs.String("max-size", "", "largest virtual size the disk may have: a source that expands past it fails TargetTooSmall as it does (default: what the target holds)")
 	checksum := fs.String("checksum", "", "sha256:HEX of the source bytes; a mismatch fails permanently")
+	fs.DurationVar(&j.deadline, "deadline", 0, "fail (transiently, DeadlineExceeded) an import not finished after this long (0: no limit)")
 	fs.StringVar(&j.scratch, "scratch-dir", "", "where a source that needs random access is spooled when it cannot be read in place")
 	var options optionList
 	fs.Var(&options, "o", "vmdk target options (as convert): subformat=...,adapter_type=...")
@@ -184,6 +209,12 @@ func (j *importJob) configure(source, checksum, cache string, options optionList
 	default:
 		return fmt.Errorf("--source-format %q: want auto, raw, vmdk or ova", j.sourceFormat)
 	}
+	if j.deadline < 0 {
+		return fmt.Errorf("--deadline %v: want a positive duration, or 0 for none", j.deadline)
+	}
+	if p := j.http.Pace; p.Min > 0 && p.Window <= 0 {
+		return fmt.Errorf("--throughput-window %v: want a positive duration", p.Window)
+	}
 	if j.overhead < 0 || j.overhead >= 1 {
 		return fmt.Errorf("--fs-overhead %v: want a fraction in [0, 1)", j.overhead)
 	}
@@ -224,5 +255,35 @@ func httpFlags(fs *flag.FlagSet, o *source.HTTPOptions) {
 	fs.IntVar(&o.Retries, "retries", 5, "retries of a transient network failure, each resuming where it stopped")
 	fs.DurationVar(&o.Backoff, "retry-backoff", time.Second, "first wait between retries (doubles each time, at most 30s)")
 	fs.DurationVar(&o.StallTimeout, "stall-timeout", time.Minute, "abandon (and retry) a connection that delivers nothing for this long")
+	fs.Var(&minThroughput{&o.Pace.Min}, "min-throughput", "abandon (and retry) a source delivering less than this many bytes per second over --throughput-window of waiting for it (0: no minimum)")
+	fs.DurationVar(&o.Pace.Window, "throughput-window", time.Minute, "the window --min-throughput is measured over")
 	fs.BoolVar(&o.InsecureCreds, "insecure-allow-credentials-over-http", false, "send credentials to an http:// source, or after a redirect to one (anyone on the path can read them)")
+}
+
+// defaultMinThroughput: a source slower than 64 KiB/s for a minute of
+// waiting is stuck for any disk worth importing (a GiB takes 4.5 hours),
+// while a healthy link, even a slow WAN, is far above it.
+const defaultMinThroughput = 64 << 10
+
+// minThroughput is --min-throughput: a size (64k, 1M) per second, or 0.
+type minThroughput struct{ v *int64 }
+
+func (m minThroughput) String() string {
+	if m.v == nil {
+		return ""
+	}
+	return strconv.FormatInt(*m.v, 10)
+}
+
+func (m minThroughput) Set(s string) error {
+	if strings.TrimSpace(s) == "0" {
+		*m.v = 0
+		return nil
+	}
+	n, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	*m.v = n
+	return nil
 }

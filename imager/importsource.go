@@ -49,7 +49,8 @@ func (j *importJob) runSafe() (err error) {
 func (j *importJob) run() error {
 	switch {
 	case j.source == "-":
-		return j.fromReader(bufio.NewReaderSize(j.hashed(os.Stdin), source.HeadBytes), -1, nil, true)
+		stdin := source.Paced(j.ctx, os.Stdin, j.http.Pace, "stdin") // stops on a signal even while blocked
+		return j.fromReader(bufio.NewReaderSize(j.hashed(stdin), source.HeadBytes), -1, nil, true)
 	case strings.HasPrefix(j.source, "http://") || strings.HasPrefix(j.source, "https://"):
 		s, err := source.OpenHTTP(j.ctx, j.source, j.http, j.log)
 		if err != nil {

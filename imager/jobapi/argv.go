@@ -3,6 +3,7 @@ package jobapi
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The argv builders below are imager's command lines as the controllers
@@ -44,6 +45,12 @@ func (a *argv) flag(name string, on bool) {
 func (a *argv) str(name, v string) {
 	if v != "" {
 		*a = append(*a, name, v)
+	}
+}
+
+func (a *argv) duration(name string, v time.Duration) {
+	if v != 0 {
+		*a = append(*a, name, v.String())
 	}
 }
 
@@ -127,9 +134,15 @@ type ImportArgs struct {
 	// MaxSize bounds the disk's virtual size (0: no bound but the
 	// target's): a source of unknown size (stdin, compressed, HTTP
 	// without Content-Length) fails TargetTooSmall as it passes it.
-	MaxSize    int64
-	ScratchDir string
-	CAFile     string
+	MaxSize int64
+	// MinThroughput (bytes/s) over ThroughputWindow: a source slower
+	// than that is cut and retried (0: imager's defaults). Deadline
+	// bounds the whole import (0: none); past it, it fails transiently.
+	MinThroughput    int64
+	ThroughputWindow time.Duration
+	Deadline         time.Duration
+	ScratchDir       string
+	CAFile           string
 	// CredentialsDir is a mounted Secret: a token file, or username and
 	// password files.
 	CredentialsDir string
@@ -154,6 +167,9 @@ func (c ImportArgs) Argv() []string {
 	}
 	a.int("--size", c.Size)
 	a.int("--max-size", c.MaxSize)
+	a.int("--min-throughput", c.MinThroughput)
+	a.duration("--throughput-window", c.ThroughputWindow)
+	a.duration("--deadline", c.Deadline)
 	a.str("--scratch-dir", c.ScratchDir)
 	a.str("--ca-file", c.CAFile)
 	a.str("--credentials-dir", c.CredentialsDir)

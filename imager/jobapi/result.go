@@ -41,7 +41,8 @@ const (
 	ReasonTargetError      = "TargetError"  // the target could not be opened or written, for a reason none below names
 	ReasonInvalidArguments = "InvalidArguments"
 	ReasonTerminated       = "Terminated"
-	ReasonFailed           = "Failed" // anything else: transient
+	ReasonDeadlineExceeded = "DeadlineExceeded" // transient: past imager's --deadline
+	ReasonFailed           = "Failed"           // anything else: transient
 
 	// Target failures by errno (README, "Exit codes and reasons").
 	ReasonFileTooLarge      = "FileTooLarge"      // EFBIG: above the target filesystem's largest file

@@ -30,6 +30,7 @@ type HTTPOptions struct {
 	Retries      int
 	Backoff      time.Duration // the first wait between retries, doubled each time
 	StallTimeout time.Duration // a connection delivering nothing this long is replaced
+	Pace         Pace          // as is one delivering less than this
 	// InsecureCreds allows credentials to go over plain http://.
 	InsecureCreds bool
 }
@@ -226,15 +227,13 @@ func validator(resp *http.Response) string {
 type HTTPStream struct {
 	h         *httpClient
 	ctx       context.Context
-	body      io.ReadCloser
-	cancel    context.CancelCauseFunc
-	stall     *time.Timer
+	body      io.ReadCloser // a watchedBody, or an exactBody around one
 	pos       int64
 	size      int64 // -1: unknown
 	rangeOK   bool
 	validator string
-	failures  int // consecutive failures without progress
-	reqCtx    context.Context
+	failures  int   // consecutive failures without recovering
+	resumedAt int64 // pos when the connection was last replaced
 }
 
 // OpenHTTP starts reading rawURL; log gets a line per retry.
@@ -270,8 +269,8 @@ func openHTTPStream(ctx context.Context, h *httpClient) (*HTTPStream, error) {
 	return s, nil
 }
 
-// request opens the body at byte from; the stall timer aborts a request
-// that delivers nothing for the stall timeout.
+// request opens the body at byte from, watched: a connection that stalls
+// or trickles is cut.
 func (s *HTTPStream) request(from int64) (*http.Response, error) {
 	ctx, cancel := context.WithCancelCause(s.ctx)
 	resp, err := s.h.get(ctx, from, -1, s.validator)
@@ -279,11 +278,8 @@ func (s *HTTPStream) request(from int64) (*http.Response, error) {
 		cancel(nil)
 		return nil, err
 	}
-	s.body, s.cancel = resp.Body, cancel
-	s.stall = time.AfterFunc(s.h.opts.StallTimeout, func() {
-		cancel(fmt.Errorf("no data for %v", s.h.opts.StallTimeout))
-	})
-	s.reqCtx = ctx
+	resp.Body = watch(ctx, cancel, resp.Body, s.h.opts, "the reply")
+	s.body = resp.Body
 	return resp, nil
 }
 
@@ -291,8 +287,7 @@ func (s *HTTPStream) Read(p []byte) (int, error) {
 	for {
 		n, err := s.body.Read(p)
 		s.pos += int64(n)
-		if n > 0 {
-			s.stall.Reset(s.h.opts.StallTimeout)
+		if s.pos-s.resumedAt >= s.h.opts.Pace.enough() {
 			s.failures = 0
 		}
 		if err == nil || n > 0 {
@@ -309,9 +304,6 @@ func (s *HTTPStream) Read(p []byte) (int, error) {
 		}
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
-		}
-		if cause := context.Cause(s.reqCtx); cause != nil {
-			err = cause // the stall timer's
 		}
 		if err := s.resume(err); err != nil {
 			return 0, err
@@ -330,6 +322,7 @@ func (s *HTTPStream) resume(cause error) error {
 	if err := s.h.wait(s.ctx, s.failures-1); err != nil {
 		return err
 	}
+	s.resumedAt = s.pos
 	from := int64(0)
 	if s.rangeOK {
 		from = s.pos
@@ -368,8 +361,6 @@ func (s *HTTPStream) resume(cause error) error {
 
 func (s *HTTPStream) closeBody() {
 	if s.body != nil {
-		s.stall.Stop()
-		s.cancel(nil)
 		s.body.Close()
 		s.body = nil
 	}
@@ -468,10 +459,13 @@ func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
 	from := idx * httpBlockSize
 	to := min(from+httpBlockSize, r.size) - 1
 	for attempt := 0; ; attempt++ {
-		resp, err := r.h.get(r.ctx, from, to, r.validator)
+		ctx, cancel := context.WithCancelCause(r.ctx)
+		resp, err := r.h.get(ctx, from, to, r.validator)
 		if err != nil {
+			cancel(nil)
 			return nil, err
 		}
+		resp.Body = watch(ctx, cancel, resp.Body, r.h.opts, "the reply")
 		if resp.StatusCode != http.StatusPartialContent {
 			resp.Body.Close()
 			return nil, protocolErr(fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.shown))
