@@ -137,6 +137,7 @@ func importInto(t *testing.T, b bound, stdin io.Reader, target string, args ...s
 	res := filepath.Join(t.TempDir(), "result.json")
 	argv := append([]string{"import", "--result-file", res, "--retry-backoff", "10ms", "--retries", "2", "--progress-interval", "0", "--target", target}, args...)
 	lowerParentPeak()
+	t.Cleanup(lowerParentPeak) // nor later tests' children with this one's buffers
 	run := runBounded(t, b, stdin, argv...)
 	raw, err := os.ReadFile(res)
 	if err != nil {
@@ -151,8 +152,10 @@ func importInto(t *testing.T, b bound, stdin io.Reader, target string, args ...s
 
 // lowerParentPeak resets this process's peak RSS to what it holds now:
 // the child runBounded starts (vfork, then exec) inherits the parent's
-// peak into its own ru_maxrss, so without this each case would be
-// charged the largest buffer any earlier case made here.
+// peak into its own ru_maxrss (exec records the old mm's high-water mark,
+// and under vfork that mm is the parent's), so without this each case
+// would be charged the largest buffer any earlier test made here. What
+// the parent holds at the fork is still charged.
 func lowerParentPeak() {
 	debug.FreeOSMemory()
 	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) // Linux: reset the RSS high-water mark

@@ -194,7 +194,10 @@ func TestHostileKilledImportRetries(t *testing.T) {
 
 			fast := httptest.NewServer(&server{files: map[string][]byte{"disk.raw": data}})
 			defer fast.Close()
-			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, dir, "--target-format", tc.format, fast.URL+"/disk.raw")
+			// 96 MiB: the child is charged this process's RSS at the fork
+			// too (lowerParentPeak), and here that holds the fixture and
+			// data, both served from memory.
+			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 96 << 20}, nil, dir, "--target-format", tc.format, fast.URL+"/disk.raw")
 			if run.Code != 0 {
 				t.Fatalf("the retry: exit %d %s: %s", run.Code, r.Reason, r.Message)
 			}
