@@ -134,7 +134,7 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 				target = tc.target(t)
 			}
 			stdin := tc.stdin(t)
-			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, stdin, target, append(tc.args, "-")...)
+			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, stdin, target, append(tc.args, "-")...)
 			wantOutcome(t, run, r, target, tc.code, tc.reason, tc.want)
 			if fi, err := os.Stat(target); err == nil && fi.Mode().IsRegular() && fi.Size() != 8*mib {
 				t.Fatalf("the device file grew to %d bytes", fi.Size())
@@ -194,10 +194,7 @@ func TestHostileKilledImportRetries(t *testing.T) {
 
 			fast := httptest.NewServer(&server{files: map[string][]byte{"disk.raw": data}})
 			defer fast.Close()
-			// 96 MiB: the child is charged this process's RSS at the fork
-			// too (lowerParentPeak), and here that holds the fixture and
-			// data, both served from memory.
-			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 96 << 20}, nil, dir, "--target-format", tc.format, fast.URL+"/disk.raw")
+			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, nil, dir, "--target-format", tc.format, fast.URL+"/disk.raw")
 			if run.Code != 0 {
 				t.Fatalf("the retry: exit %d %s: %s", run.Code, r.Reason, r.Message)
 			}
