@@ -226,6 +226,31 @@ func TestHostileWritesImager(t *testing.T) {
 			}
 			return r
 		}, jobapi.ExitPermanent, "read-only file system"},
+		{"commit of an image on a read-only mount", true, func(t *testing.T, dir string) boundedRun {
+			// The image's own descriptor must be rewritten at the end: an
+			// image that cannot be is refused before the parent changes.
+			ro := filepath.Join(dir, "ro")
+			os.Mkdir(ro, 0o755)
+			if err := syscall.Mount("tmpfs", ro, "tmpfs", 0, "size=4M"); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { syscall.Unmount(ro, syscall.MNT_DETACH) })
+			qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "parent.vmdk", "1M")
+			child := filepath.Join(ro, "child.vmdk")
+			mustImager(t, "create", "-q", "--root", dir, "-b", filepath.Join(dir, "parent.vmdk"), child)
+			mustImager(t, "write", "--root", dir, "-P", "5", "0", "256k", child)
+			if err := syscall.Mount("", ro, "", syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
+				t.Fatal(err)
+			}
+			want := guest(t, "--root", dir, child)
+			before := dirFiles(t, dir)
+			r := runLean(t, nil, "commit", "--root", dir, child)
+			unchanged(t, dir, before)
+			if !bytes.Equal(guest(t, "--root", dir, child), want) {
+				t.Fatal("the child reads differently")
+			}
+			return r
+		}, jobapi.ExitPermanent, "read-only file system"},
 		{"commit into a parent on a full volume", true, func(t *testing.T, dir string) boundedRun {
 			small := filepath.Join(dir, "small")
 			os.Mkdir(small, 0o755)
