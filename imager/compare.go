@@ -62,38 +62,66 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 // firstDifference returns the first byte offset where a and b differ; past
-// the shorter image, the longer one is compared against zeros.
+// the shorter image, the longer one is compared against zeros. Ranges both
+// images map as zero are skipped without reading, so comparing two mostly
+// empty disks costs what they allocate.
 func firstDifference(ctx context.Context, a, b image, report func(int64)) (int64, bool, error) {
 	size := max(a.Size(), b.Size())
 	bufA, bufB := make([]byte, imgcopy.ChunkSize), make([]byte, imgcopy.ChunkSize)
-	for off := int64(0); off < size; off += imgcopy.ChunkSize {
+	for off := int64(0); off < size; {
 		if err := context.Cause(ctx); err != nil {
 			return 0, false, err
 		}
-		n := min(imgcopy.ChunkSize, size-off)
-		for _, x := range []struct {
-			img image
-			buf []byte
-		}{{a, bufA[:n]}, {b, bufB[:n]}} {
-			if err := readPadded(x.img, x.buf, off); err != nil {
-				return 0, false, err
-			}
+		n, zero, err := commonStatus(a, b, off, size-off)
+		if err != nil {
+			return 0, false, err
 		}
-		if !bytes.Equal(bufA[:n], bufB[:n]) {
-			for i := range n {
-				if bufA[i] != bufB[i] {
-					return off + i, false, nil
+		if !zero {
+			n = min(n, imgcopy.ChunkSize)
+			for _, x := range []struct {
+				img image
+				buf []byte
+			}{{a, bufA[:n]}, {b, bufB[:n]}} {
+				if err := readPadded(x.img, x.buf, off); err != nil {
+					return 0, false, err
+				}
+			}
+			if !bytes.Equal(bufA[:n], bufB[:n]) {
+				for i := range n {
+					if bufA[i] != bufB[i] {
+						return off + i, false, nil
+					}
 				}
 			}
 		}
+		off += n
 		if report != nil {
-			report(off + n)
+			report(off)
 		}
 	}
 	if report != nil {
 		report(-1)
 	}
 	return 0, true, nil
+}
+
+// commonStatus returns how many bytes from off (at most n) keep one status
+// in both images, and whether both read as zeros there without anything
+// stored (past an image's end counts as zeros).
+func commonStatus(a, b image, off, n int64) (int64, bool, error) {
+	zero := true
+	for _, img := range []image{a, b} {
+		if off >= img.Size() {
+			continue
+		}
+		m, err := img.BlockStatus(off, min(n, img.Size()-off))
+		if err != nil {
+			return 0, false, err
+		}
+		n = min(n, m.Length)
+		zero = zero && !m.Data && !m.NoAccess // NOACCESS: let the read fail
+	}
+	return n, zero, nil
 }
 
 // readPadded reads buf at off, zero-filling what lies past the image's end.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -37,30 +39,56 @@ func runMap(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer d.Close()
-	ms, err := d.Map(ctx)
-	if err != nil {
-		return err
-	}
+	w := bufio.NewWriter(stdout)
 	if *output == "human" {
-		fmt.Fprintf(stdout, "%-20s%-20s%-20s%s\n", "Offset", "Length", "Mapped to", "File")
-		for _, m := range ms {
+		fmt.Fprintf(w, "%-20s%-20s%-20s%s\n", "Offset", "Length", "Mapped to", "File")
+		err = d.MapEach(ctx, func(m vmdk.Mapping) error {
 			if m.Data && m.HostOffset >= 0 {
-				fmt.Fprintf(stdout, "%#-20x%#-20x%#-20x%s\n", m.Offset, m.Length, m.HostOffset, m.File)
+				fmt.Fprintf(w, "%#-20x%#-20x%#-20x%s\n", m.Offset, m.Length, m.HostOffset, m.File)
 			} else if m.Data {
-				fmt.Fprintf(stdout, "%#-20x%#-20x%-20s%s\n", m.Offset, m.Length, "compressed", m.File)
+				fmt.Fprintf(w, "%#-20x%#-20x%-20s%s\n", m.Offset, m.Length, "compressed", m.File)
 			}
-		}
-		return nil
+			return nil
+		})
+	} else {
+		err = streamMapJSON(ctx, w, d)
 	}
-	out := make([]mapJSON, 0, len(ms))
-	for _, m := range ms {
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// streamMapJSON writes the disk's map as writeJSON would write the whole
+// array, one mapping at a time: a small hostile image can have more
+// mappings than fit in memory.
+func streamMapJSON(ctx context.Context, w io.Writer, d *vmdk.Disk) error {
+	sep := "[\n  "
+	err := d.MapEach(ctx, func(m vmdk.Mapping) error {
 		j := mapJSON{Start: m.Offset, Length: m.Length, Depth: m.Depth, Present: m.Allocated,
 			Zero: m.Zero, Data: m.Data, File: m.File, Compressed: m.Compressed, NoAccess: m.NoAccess}
 		if m.HostOffset >= 0 {
 			off := m.HostOffset
 			j.Offset = &off
 		}
-		out = append(out, j)
+		b, err := json.MarshalIndent(j, "  ", "  ")
+		if err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, sep); err != nil {
+			return err
+		}
+		sep = ",\n  "
+		_, err = w.Write(b)
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	return writeJSON(stdout, out)
+	if sep == "[\n  " { // no mappings: an empty disk
+		_, err = io.WriteString(w, "[]\n")
+		return err
+	}
+	_, err = io.WriteString(w, "\n]\n")
+	return err
 }

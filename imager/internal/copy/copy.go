@@ -20,6 +20,12 @@ import (
 // ChunkSize is the bytes read per step: 64 grains to inflate in parallel.
 const ChunkSize = 4 << 20
 
+// zeroChunkSize is the most one zero chunk covers: zero ranges cost no
+// reads, so a large unit keeps an empty multi-TiB disk to a few thousand
+// steps, while a device's zeroing (Zero) still checks for cancellation
+// about every second.
+const zeroChunkSize = 1 << 30
+
 // Source is what is copied: a VMDK disk or a raw file.
 type Source interface {
 	io.ReaderAt
@@ -83,24 +89,42 @@ func Image(ctx context.Context, src Source, dst target.Target, report func(int64
 	return nil
 }
 
-// walkChunks sends src's content as chunks of at most ChunkSize bytes,
-// following its block status.
+// walkChunks sends src's content as chunks, following its block status.
 func walkChunks(ctx context.Context, src Source, out chan<- chunk) error {
-	size := src.Size()
+	return Ranges(ctx, src, src.Size(), func(off, n int64, zero bool) error {
+		select {
+		case out <- chunk{off: off, n: n, zero: zero}:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	})
+}
+
+// Ranges calls fn for [0, size) of src in order, as src's block status
+// splits it: data ranges of at most ChunkSize bytes, and zero ranges
+// (nothing stored, nothing to read) of at most zeroChunkSize, so that the
+// steps are in proportion to what the source allocates, not to its size.
+func Ranges(ctx context.Context, src Source, size int64, fn func(off, n int64, zero bool) error) error {
 	for off := int64(0); off < size; {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
 		m, err := src.BlockStatus(off, size-off)
 		if err != nil {
 			return err
 		}
 		if m.NoAccess {
-			return fmt.Errorf("byte %d is in a NOACCESS extent", off)
+			return fmt.Errorf("byte %d: %w", off, vmdk.ErrNoAccess)
+		}
+		step := int64(ChunkSize)
+		if !m.Data {
+			step = zeroChunkSize
 		}
 		for end := off + m.Length; off < end; {
-			n := min(ChunkSize, end-off)
-			select {
-			case out <- chunk{off: off, n: n, zero: !m.Data}:
-			case <-ctx.Done():
-				return context.Cause(ctx)
+			n := min(step, end-off)
+			if err := fn(off, n, !m.Data); err != nil {
+				return err
 			}
 			off += n
 		}

@@ -51,12 +51,22 @@ type rawFile struct {
 	sync  bool
 }
 
-func openFile(path string, o Options) (*rawFile, error) {
+func openFile(path string, size int64, o Options) (*rawFile, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), tempPattern(path, tempFileSuffix))
 	if err != nil {
 		return nil, MarkOpen(err)
 	}
 	lockTemp(f) // without flock, a later attempt leaves it alone
+	// Size the file now (a hole, no space used) so that a disk larger
+	// than the filesystem's largest file (EFBIG: ext4's 16 TiB - 4 KiB) is
+	// refused before the copy, not by Finish after it.
+	if size > 0 {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return nil, MarkOpen(fmt.Errorf("the image's virtual size is %s (%d bytes), more than a file on this filesystem can hold: %w", human(size), size, err))
+		}
+	}
 	return &rawFile{f: f, final: path, sync: o.Sync}, nil
 }
 

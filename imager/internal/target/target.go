@@ -126,7 +126,7 @@ func open(path string, size int64, o Options) (Target, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeDevice != 0 {
 		return openBlock(path, size, o)
 	}
-	return openFile(path, o)
+	return openFile(path, size, o)
 }
 
 // Error marks an error from creating or writing the target. The errno
