@@ -122,12 +122,12 @@ func TestHostileCostCommands(t *testing.T) {
 		check: func(t *testing.T, stdout string) {
 			wantMappings(t, stdout, 1)
 		},
-		b: bound{Time: 2 * time.Second, Mem: 48 << 20},
+		b: bound{Time: 2 * time.Second, Mem: 32 << 20},
 	}, {
 		name: "human map of a 512 TiB image with one grain at the far end",
 		args: []string{"map", far},
 		out:  fmt.Sprintf("%#-20x%#-20x", farOffset, 1<<20),
-		b:    bound{Time: 2 * time.Second, Mem: 48 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 32 << 20},
 	}, {
 		name: "convert -O raw of an empty 15 TiB image",
 		args: []string{"convert", "-O", "raw", empty15, filepath.Join(dir, "out15.raw")},
@@ -138,18 +138,18 @@ func TestHostileCostCommands(t *testing.T) {
 			}
 			os.Remove(filepath.Join(dir, "out15.raw"))
 		},
-		b: bound{Time: 2 * time.Second, Mem: 48 << 20},
+		b: bound{Time: 2 * time.Second, Mem: 32 << 20},
 	}, {
 		name: "compare of two empty 512 TiB images",
 		args: []string{"compare", empty, empty},
 		out:  "Images are identical.",
-		b:    bound{Time: 2 * time.Second, Mem: 64 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
 	}, {
 		name: "compare finds the one grain at the far end of 512 TiB",
 		args: []string{"compare", empty, far},
 		code: 1,
 		out:  fmt.Sprintf("Content mismatch at offset %d!", farOffset),
-		b:    bound{Time: 2 * time.Second, Mem: 64 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -193,7 +193,7 @@ func TestHostileCostRefusedUpFront(t *testing.T) {
 	t.Run("raw output larger than the filesystem's largest file", func(t *testing.T) {
 		ext2 := mountSmallExt2(t)
 		out := filepath.Join(ext2, "disk.raw")
-		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 48 << 20}, nil, "convert", "-O", "raw", big, out)
+		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 32 << 20}, nil, "convert", "-O", "raw", big, out)
 		if r.Code != jobapi.ExitPermanent || !strings.Contains(r.Stderr, "more than a file on this filesystem can hold") {
 			t.Fatalf("exit %d, stderr %q", r.Code, r.Stderr)
 		}
@@ -209,7 +209,7 @@ func TestHostileCostRefusedUpFront(t *testing.T) {
 	t.Run("import to a device smaller than the disk", func(t *testing.T) {
 		dev := loopDevice(t, 16<<20)
 		res := filepath.Join(t.TempDir(), "result.json")
-		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 48 << 20}, nil, "import", "--result-file", res, "--target", dev, big)
+		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 32 << 20}, nil, "import", "--result-file", res, "--target", dev, big)
 		b, err := os.ReadFile(res)
 		if err != nil {
 			t.Fatalf("exit %d, no result: %v (%s)", r.Code, err, r.Stderr)
@@ -229,8 +229,6 @@ func TestHostileCostChecksum(t *testing.T) {
 	qemu(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "c.vmdk", "256M")
 	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0xa5 100M 3M", "-c", "write -P 0x11 255M 1M", "c.vmdk")
 	qemu(t, dir, "qemu-img", "convert", "-f", "vmdk", "-O", "raw", "c.vmdk", "c.raw")
-	// Hashed as a stream: the test process's own peak RSS is counted in
-	// its children's (os/exec's vfork shares its memory until exec).
 	f, err := os.Open(filepath.Join(dir, "c.raw"))
 	if err != nil {
 		t.Fatal(err)
@@ -241,15 +239,14 @@ func TestHostileCostChecksum(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := hex.EncodeToString(h.Sum(nil))
-	r := runBounded(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, nil, "checksum", filepath.Join(dir, "c.vmdk"))
+	r := runBounded(t, bound{Time: 10 * time.Second, Mem: 32 << 20}, nil, "checksum", filepath.Join(dir, "c.vmdk"))
 	if r.Code != 0 || !strings.HasPrefix(r.Stdout, want) {
 		t.Fatalf("exit %d, %q (%s), want %s", r.Code, r.Stdout, r.Stderr, want)
 	}
 }
 
 // TestHostileCostMapStreams: map writes 2^17 mappings of a 200 KiB image as
-// it finds them, never holding them all. Last in the file: its output, held
-// by the test process, raises the peak RSS its later children report.
+// it finds them, never holding them all.
 func TestHostileCostMapStreams(t *testing.T) {
 	shared := filepath.Join(t.TempDir(), "shared.vmdk")
 	sharedTables(t, shared)
