@@ -263,12 +263,27 @@ func (e *sparseExtent) scannedGrains(r *CheckReport, fileSectors int64) []span {
 }
 
 // checkOverlaps reports grains sharing sectors with each other or with
-// metadata, and returns the end of the metadata. It sorts grains.
+// metadata, and metadata with metadata, and returns the end of the
+// metadata. It sorts grains.
 func checkOverlaps(r *CheckReport, name string, grains, meta []span) (metaEnd int64) {
 	sort.Slice(grains, func(a, b int) bool { return grains[a].start < grains[b].start })
 	for k := 1; k < len(grains); k++ {
 		if grains[k].start < grains[k-1].end {
 			r.corrupt("%s: %s and %s share sectors %d..%d", name, grains[k-1].what, grains[k].what, grains[k].start, min(grains[k].end, grains[k-1].end)-1)
+		}
+	}
+	// Metadata sharing sectors (a directory entry placing a grain table
+	// over the descriptor, a directory or another table): a write of one
+	// overwrites the other, so writes refuse such a table (checkTableSpot).
+	byStart := slices.Clone(meta)
+	sort.Slice(byStart, func(a, b int) bool { return byStart[a].start < byStart[b].start })
+	var far span // of those so far, the one reaching furthest
+	for k, m := range byStart {
+		if k > 0 && m.start < far.end {
+			r.corrupt("%s: the %s and the %s share sectors %d..%d", name, far.what, m.what, m.start, min(m.end, far.end)-1)
+		}
+		if k == 0 || m.end > far.end {
+			far = m
 		}
 	}
 	for _, m := range meta {

@@ -787,6 +787,9 @@ func TestHostileWritesTableSpot(t *testing.T) {
 				t.Fatalf("WriteAt: %v, want ErrCorrupt for the grain table's place", err)
 			}
 			sameFiles(t, dir, before)
+			if r, err := Check(context.Background(), img, CheckOptions{}); err != nil || len(r.Corruptions) == 0 {
+				t.Fatalf("Check of the same image: %+v, %v: want a corruption", r, err)
+			}
 		})
 	}
 }
