@@ -482,6 +482,13 @@ func (p *powerFS) sample(rnd *rand.Rand, start string, budget int) map[int]int {
 			pick[points[k]] = 1
 		}
 	}
+	// Always just before each sync or directory sync, where the most is
+	// pending (a descriptor rewritten in place, a table update), twice.
+	for _, i := range points {
+		if k := p.ops[i].kind; (k == opSync || k == opSyncDir) && i > 0 && p.ops[i-1].kind != opMark {
+			pick[i-1] = max(pick[i-1], 2)
+		}
+	}
 	// And after everything, marks included: the final state is checked
 	// against what the workload saw complete.
 	pick[len(p.ops)-1] = max(pick[len(p.ops)-1], 2)
