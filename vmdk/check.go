@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 )
@@ -373,10 +374,23 @@ func (e *sparseExtent) badEntries(gt []uint32, i int, fileSectors int64) int {
 }
 
 // checkStreamTail verifies a stream's footer against its header and the
-// end-of-stream marker.
+// end-of-stream marker, and that a sequential reader (an import from
+// stdin or HTTP) reads the file to a proven end: what the random-access
+// reader accepts but a stream import would refuse is reported.
 func (e *sparseExtent) checkStreamTail(r *CheckReport) error {
 	if !e.markers {
 		return nil
+	}
+	if err := verifyStream(io.NewSectionReader(e.src.r, 0, e.src.size)); err != nil {
+		switch {
+		case errors.Is(err, ErrUnsupported):
+			// Valid, only not in stream order (grains out of order): it
+			// needs random access, which an import spools for.
+		case errors.Is(err, ErrCorrupt):
+			r.corrupt("%s: read as a stream (stdin, HTTP): %v", e.src.name, err)
+		default:
+			return err
+		}
 	}
 	size := e.src.size
 	first := make([]byte, SectorSize)

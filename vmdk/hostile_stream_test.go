@@ -398,8 +398,9 @@ func zlibOf(t testing.TB, data []byte) []byte {
 
 // TestHostileStreamCheck: Check inflates every compressed grain and
 // measures grains to the byte: a zlib bomb, a grain that inflates short,
-// a bad Adler-32, a cut deflate stream, garbage, and files a few bytes
-// short of their last grain are corruptions; the intact images are clean.
+// a bad Adler-32, a cut deflate stream, garbage, files a few bytes short
+// of their last grain, and a stream a sequential import would refuse are
+// corruptions; the intact images are clean.
 func TestHostileStreamCheck(t *testing.T) {
 	dir := t.TempDir()
 	raw := mixedContent(11, 1<<20)
@@ -432,6 +433,8 @@ func TestHostileStreamCheck(t *testing.T) {
 		{"garbage", replaceGrain(t, ours, first, garbage), false},
 		{"qemu-img stream 3 bytes short of its last grain", qemuStream[:qemuLastEnd-3], false},
 		{"sparse 3 bytes short of its last grain", sparse[:len(sparse)-3], false},
+		// The grain directory reads it, a stream import refuses it.
+		{"qemu-img stream with data after its end", append(bytes.Clone(qemuStream), bytes.Repeat([]byte{7}, SectorSize)...), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -47,6 +47,35 @@ type grainResult struct {
 // NewStreamReader reads the header and descriptor of a streamOptimized
 // image and prepares to return its grains.
 func NewStreamReader(r io.Reader) (*StreamReader, error) {
+	s, err := openStream(r)
+	if err != nil {
+		return nil, err
+	}
+	s.start()
+	return s, nil
+}
+
+// verifyStream reads a whole stream as StreamReader does, without
+// inflating its grains, and returns what would stop a sequential reader:
+// Check's view of whether a stdin or HTTP import of the file would work.
+func verifyStream(r io.Reader) error {
+	s, err := openStream(r)
+	if err != nil {
+		return err
+	}
+	for {
+		if _, _, err := s.nextCompressed(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// openStream reads the header, the descriptor and what lies before the
+// first grain.
+func openStream(r io.Reader) (*StreamReader, error) {
 	s := &StreamReader{r: bufio.NewReaderSize(r, 1<<20), lastLBA: -1}
 	buf := make([]byte, SectorSize)
 	if err := s.readFull(buf, "sparse header"); err != nil {
@@ -97,7 +126,6 @@ func NewStreamReader(r io.Reader) (*StreamReader, error) {
 	if err := s.skipTo(int64(h.OverHead) * SectorSize); err != nil {
 		return nil, err
 	}
-	s.start()
 	return s, nil
 }
 
