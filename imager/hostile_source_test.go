@@ -2,16 +2,19 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -337,4 +340,108 @@ func TestHostileEndlessSources(t *testing.T) {
 			wantOutcome(t, run, r, dir, tc.code, tc.reason, nil)
 		})
 	}
+}
+
+// An import stops within a second of SIGTERM whatever it is doing: exit
+// 143, a Terminated result, and (where the copy could clean up) nothing
+// left in the target or the scratch directory.
+func TestHostileSIGTERMInEveryState(t *testing.T) {
+	f := getFixture(t)
+	for _, tc := range []struct {
+		name   string
+		server http.Handler // nil: stdin, open and silent
+		args   []string
+	}{
+		{name: "waiting for the reply's headers", server: &endlessServer{silent: true}},
+		{name: "reading a trickling body", server: &endlessServer{length: -1, b: 0x5a, chunk: 1, every: 100 * time.Millisecond}},
+		{name: "reading a stalled body", server: &endlessServer{length: -1, b: 0x5a, chunk: 4096, every: time.Hour}},
+		{name: "waiting to retry", server: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }), args: []string{"--retry-backoff", "1m"}},
+		{name: "reading a silent stdin", args: []string{"--min-throughput", "0"}},
+		{name: "writing", server: &endlessServer{length: -1, b: 0x5a, chunk: 1 << 20}},
+		{name: "spooling", server: &server{files: map[string][]byte{"disk": f.sparse}, noRange: true, delay: 20 * time.Millisecond}, args: []string{"--scratch-dir", "SCRATCH"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, scratch := t.TempDir(), t.TempDir()
+			args := []string{"--progress-interval", "0"}
+			for _, a := range tc.args {
+				args = append(args, strings.ReplaceAll(a, "SCRATCH", scratch))
+			}
+			src, stdin := "-", io.Reader(nil)
+			if tc.server != nil {
+				ts := httptest.NewServer(tc.server)
+				defer ts.Close()
+				src = ts.URL + "/disk"
+			} else {
+				stdin = trickle(t, 0)
+			}
+			sig := terminateImport(t, dir, stdin, time.Second, append(args, src)...)
+			if sig.run.Code != jobapi.ExitTerminated || sig.result.Reason != jobapi.ReasonTerminated {
+				t.Fatalf("exit %d, result %+v, stderr %s", sig.run.Code, sig.result, sig.run.Stderr)
+			}
+			emptyDir(t, dir)
+			emptyDir(t, scratch)
+		})
+	}
+}
+
+// stopped is an import terminated by SIGTERM: its exit, and its result
+// as read within the bound after the signal.
+type stopped struct {
+	run    boundedRun
+	result *jobapi.Result
+}
+
+// terminateImport starts an import into dir, sends it SIGTERM once it
+// has been at work for 500ms, and fails unless it has written its result
+// and exited within within of the signal. Elapsed and MaxRSS are measured
+// from the signal and are the child's own (VmHWM).
+func terminateImport(t *testing.T, dir string, stdin io.Reader, within time.Duration, args ...string) stopped {
+	t.Helper()
+	tmp := t.TempDir()
+	res, hwm := filepath.Join(tmp, "result.json"), filepath.Join(tmp, "hwm")
+	cmd := imagerCmd(append([]string{"import", "--result-file", res, "--target", dir}, args...)...)
+	cmd.Env = append(cmd.Env, "IMAGER_TEST_HWM="+hwm)
+	cmd.Stdin = stdin
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		t.Fatalf("imager ended before the signal: %v, %s", err, errb.String())
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(within):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("still running %v after SIGTERM; stderr: %s", within, errb.String())
+	}
+	var s stopped
+	s.run.Elapsed, s.run.Stderr = time.Since(start), errb.String()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		s.run.Code = ee.ExitCode()
+	}
+	if kb, err := os.ReadFile(hwm); err == nil {
+		s.run.MaxRSS, _ = strconv.ParseInt(string(kb), 10, 64)
+		s.run.MaxRSS <<= 10
+	}
+	raw, rerr := os.ReadFile(res)
+	if s.result, err = jobapi.Parse(string(raw)); rerr != nil || err != nil {
+		t.Fatalf("no result after SIGTERM (exit %d): %v %v; stderr %s", s.run.Code, rerr, err, s.run.Stderr)
+	}
+	t.Logf("%s: exit %d %v after SIGTERM, peak RSS %d MiB", t.Name(), s.run.Code, s.run.Elapsed.Round(time.Millisecond), s.run.MaxRSS>>20)
+	if s.run.MaxRSS > 48<<20 {
+		t.Errorf("peak RSS %d bytes, bound %d", s.run.MaxRSS, 48<<20)
+	}
+	reportBound(t.Name(), s.run.Elapsed, s.run.MaxRSS)
+	return s
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -239,4 +240,78 @@ func temporaries(t *testing.T, dir string) []string {
 		}
 	}
 	return names
+}
+
+// A write blocked in the kernel (here: on a frozen filesystem, as a
+// storage backend that stopped answering would block it) cannot be
+// interrupted; the import still writes its Terminated result within a
+// second of SIGTERM, leaving the temporary to the next attempt, which
+// removes it.
+func TestHostileSIGTERMWhileWriteBlocked(t *testing.T) {
+	needRoot(t)
+	img := filepath.Join(t.TempDir(), "ext4.img")
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(img, 128<<20)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v %s", err, out)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "loop", img, dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount: %v %s", err, out)
+	}
+	thaw := func() { exec.Command("fsfreeze", "-u", dir).Run() }
+	t.Cleanup(func() { thaw(); exec.Command("umount", dir).Run() })
+
+	// Data at ~6 MB/s: still writing when the filesystem freezes.
+	ts := httptest.NewServer(&endlessServer{length: -1, b: 0x5a, chunk: 64 << 10, every: 10 * time.Millisecond})
+	defer ts.Close()
+	res := filepath.Join(t.TempDir(), "result.json")
+	cmd := imagerCmd("import", "--result-file", res, "--progress-interval", "0", "--target", dir, ts.URL+"/disk")
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	time.Sleep(500 * time.Millisecond)
+	if out, err := exec.Command("fsfreeze", "-f", dir).CombinedOutput(); err != nil {
+		t.Fatalf("fsfreeze: %v %s", err, out)
+	}
+	time.Sleep(300 * time.Millisecond) // the copy's next write blocks
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	var r *jobapi.Result
+	for r == nil && time.Since(start) < time.Second {
+		time.Sleep(10 * time.Millisecond)
+		if raw, err := os.ReadFile(res); err == nil {
+			r, _ = jobapi.Parse(string(raw))
+		}
+	}
+	elapsed := time.Since(start)
+	thaw()
+	err := cmd.Wait()
+	if r == nil || r.Reason != jobapi.ReasonTerminated {
+		t.Fatalf("no Terminated result within a second of SIGTERM (%v): %+v; stderr %s", err, r, errb.String())
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != jobapi.ExitTerminated {
+		t.Fatalf("exit %v", err)
+	}
+	t.Logf("result %v after SIGTERM", elapsed.Round(time.Millisecond))
+	reportBound(t.Name(), elapsed, 0)
+
+	// The copy never got to remove its temporary; the next attempt does.
+	if left := temporaries(t, dir); len(left) != 1 {
+		t.Fatalf("after the stopped import: %v", left)
+	}
+	small := httptest.NewServer(&server{files: map[string][]byte{"disk.raw": bytes.Repeat([]byte{1}, 1<<20)}})
+	defer small.Close()
+	run, r2, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, nil, dir, small.URL+"/disk.raw")
+	if run.Code != 0 {
+		t.Fatalf("the next attempt: exit %d %+v", run.Code, r2)
+	}
+	if left := temporaries(t, dir); len(left) != 0 {
+		t.Fatalf("left: %v", left)
+	}
 }
