@@ -107,6 +107,20 @@ func TestHostileCostCommands(t *testing.T) {
 	empty15 := filepath.Join(dir, "empty15.vmdk")
 	bareKDMV(t, empty15, sectors15TiB, false)
 	farOffset := int64(sectors512TiB)*512 - 1<<20
+	// A sparse raw file of 1.5 TiB storing 8 KiB: a raw source costs what
+	// it stores too.
+	sparseRaw := filepath.Join(dir, "sparse.raw")
+	if err := os.WriteFile(sparseRaw, []byte("first bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(sparseRaw, 3<<39); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := os.OpenFile(sparseRaw, os.O_WRONLY, 0); err == nil {
+		f.WriteAt([]byte("last bytes"), 3<<39-4096)
+		f.Close()
+	}
+	fromRaw := filepath.Join(dir, "from-raw.vmdk")
 	cases := []struct {
 		name string
 		args []string
@@ -139,6 +153,15 @@ func TestHostileCostCommands(t *testing.T) {
 			os.Remove(filepath.Join(dir, "out15.raw"))
 		},
 		b: bound{Time: 2 * time.Second, Mem: 32 << 20},
+	}, {
+		name: "convert -O vmdk of a sparse 1.5 TiB raw file",
+		args: []string{"convert", "-f", "raw", "-O", "vmdk", sparseRaw, fromRaw},
+		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+	}, {
+		name: "compare of the sparse raw file with its conversion",
+		args: []string{"compare", "-f", "raw", sparseRaw, fromRaw},
+		out:  "Images are identical.",
+		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
 	}, {
 		name: "compare of two empty 512 TiB images",
 		args: []string{"compare", empty, empty},

@@ -121,11 +121,6 @@ func checkNotSource(src image, out string) error {
 	return nil
 }
 
-// status of a raw file: all data (zeros are found when copying).
-func (r rawImage) BlockStatus(off, n int64) (vmdk.Mapping, error) {
-	return vmdk.Mapping{Offset: off, Length: n, Data: true, Allocated: true, File: r.Name(), HostOffset: off}, nil
-}
-
 // outputFlag is --output=human|json, checked as it is parsed.
 type outputFlag string
 
