@@ -13,15 +13,21 @@ import (
 // Rebase, and Check's repair (the recorder and model are in
 // powerfs_test.go and powerloss_test.go).
 
-// powerChain creates, through p, a monolithicSparse base.vmdk holding
-// baseWrites and a child disk.vmdk of subformat sub on it holding child
-// writes, all flushed: the state a Commit or Rebase starts from.
+// powerChain creates, through p, a monolithicSparse base.vmdk holding base
+// writes and a child disk.vmdk of subformat sub on it holding child writes,
+// all flushed: the state a Commit or Rebase starts from.
 func powerChain(t *testing.T, p *powerFS, rnd *rand.Rand, dir string, sub Subformat) (base, child string, m *plModel) {
+	t.Helper()
+	return powerChainOn(t, p, rnd, dir, MonolithicSparse, sub)
+}
+
+// powerChainOn is powerChain with a base of subformat baseSub.
+func powerChainOn(t *testing.T, p *powerFS, rnd *rand.Rand, dir string, baseSub, sub Subformat) (base, child string, m *plModel) {
 	t.Helper()
 	const size = 4 * plMiB
 	base, child = filepath.Join(dir, "base.vmdk"), filepath.Join(dir, "disk.vmdk")
 	m = &plModel{size: size, windows: [][2]int64{{0, size}}}
-	if err := Create(base, CreateOptions{Subformat: MonolithicSparse, ImageOptions: ImageOptions{Size: size}}); err != nil {
+	if err := Create(base, CreateOptions{Subformat: baseSub, ImageOptions: ImageOptions{Size: size}}); err != nil {
 		t.Fatal(err)
 	}
 	m.base = m.randomWrites(rnd, 8, 1000)
@@ -38,12 +44,27 @@ func powerChain(t *testing.T, p *powerFS, rnd *rand.Rand, dir string, sub Subfor
 // every cut and read exactly as before, or have its chain refused (never
 // read a mix); the parent must open, every byte its old content or the
 // child's, without corruption; once Commit returned, both read the
-// committed content and the chain holds.
+// committed content and the chain holds. Into a sparse parent (grains
+// appended, tables) and a flat one (in place), from a child whose
+// descriptor is embedded or a file of its own.
 func TestPowerLossCommit(t *testing.T) {
+	cases := []struct {
+		name          string
+		parent, child Subformat
+	}{
+		{"sparse into sparse", MonolithicSparse, MonolithicSparse},
+		{"split sparse into flat", MonolithicFlat, TwoGbMaxExtentSparse},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { powerLossCommit(t, tc.parent, tc.child) })
+	}
+}
+
+func powerLossCommit(t *testing.T, parentSub, childSub Subformat) {
 	rnd := powerSeed(t)
 	dir := t.TempDir()
 	p := installPowerFS(t, dir)
-	_, child, m := powerChain(t, p, rnd, dir, MonolithicSparse)
+	_, child, m := powerChainOn(t, p, rnd, dir, parentSub, childSub)
 	p.mark("commit")
 	if err := Commit(context.Background(), child, Options{}); err != nil {
 		t.Fatal(err)
