@@ -56,8 +56,9 @@ race: ## every package's tests under the race detector, the envtest suite includ
 # deadline inside Go 1.26's fuzz coordinator (golang/go#75804) and fails
 # with "context deadline exceeded" and no crasher. Measured on the 2-core
 # dev machine while other builds and tests shared it (load 9-13), fuzzing
-# time after the build: FuzzOpen 250000x 54 s; FuzzStreamReader 120000x
-# 38 s at load 9 and 69 s at load 13, so 100000x (~32-58 s);
+# time after the build: FuzzOpen 250000x 54 s (56 s with the build);
+# FuzzStreamReader 120000x 69 s at load 13, 100000x 36 s at load 9 (49 s
+# with the build);
 # FuzzStreamRoundTrip 8000x 8 s, so 10000x; FuzzParseDescriptor 200000x
 # 22 s. Executions get cheaper as the cached corpus grows: a warm cache
 # finishes sooner.
