@@ -219,11 +219,13 @@ func checkNoCorruption(path string) error {
 	return nil
 }
 
-// powerCase runs one scenario's powerCut checks under a bound.
+// powerCase runs one scenario's power-cut checks under a bound: the replay
+// of a few MiB of recorded writes, cut some 40-100 times, takes seconds
+// and tens of MiB (the recorded writes are held in memory).
 func powerCase(t *testing.T, p *powerFS, rnd *rand.Rand, start string, budget int, check func(c *powerCut) error) {
 	t.Helper()
 	var n int
-	err := withinBound(t, bound{Time: 20 * time.Second, Mem: 256 << 20}, func() error {
+	err := withinBound(t, bound{Time: 15 * time.Second, Mem: 128 << 20}, func() error {
 		var first error
 		n = p.replay(t, rnd, start, budget, func(c *powerCut) {
 			if err := check(c); err != nil && first == nil {
