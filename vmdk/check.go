@@ -111,6 +111,7 @@ type span struct {
 // stream's tail or the leaks past the last grain.
 func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, use *fileUse) error {
 	fileSectors := (e.src.end() + SectorSize - 1) / SectorSize
+	corruptions := len(r.Corruptions)
 	if e.pinned {
 		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: no grain directory (footer missing); grains were indexed by scanning their markers", e.src.name))
 	}
@@ -130,6 +131,12 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, u
 			return err
 		}
 		return e.checkStreamTail(r)
+	}
+	// With the extent corrupt, what its tables say is unused may be what a
+	// damaged table no longer names (a grain its redundant copy still
+	// points at): leaks are then reported, not cut.
+	if len(r.Corruptions) > corruptions {
+		use.doubt = true
 	}
 	return e.checkLeaks(r, grains, metaEnd, fileSectors, repair, use)
 }
@@ -216,6 +223,14 @@ func (e *sparseExtent) checkRedundantTable(r *CheckReport, i int, gt []uint32, f
 	}
 	if !repair {
 		return gt, nil
+	}
+	// A copy rewritten where the directory places it must not land on the
+	// descriptor, a directory, another table or a grain.
+	if err := e.checkTableSpot(int64(i)); errors.Is(err, ErrCorrupt) {
+		r.corrupt("%v (grain table %d not repaired)", err, i)
+		return gt, nil
+	} else if err != nil {
+		return nil, err
 	}
 	if err := e.writeTable(int64(to), from); err != nil {
 		return nil, err
@@ -315,8 +330,12 @@ func (e *sparseExtent) checkLeaks(r *CheckReport, grains []span, metaEnd, fileSe
 	}
 	use.checked = true
 	leaked := (fileSectors - used) * SectorSize
-	if use.shared() {
-		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: %d bytes past the last grain are not referenced (not repaired: other extents or a descriptor use the same file)", name, leaked))
+	if use.shared() || use.doubt {
+		why := "other extents or a descriptor use the same file"
+		if use.doubt {
+			why = "the extent is corrupt"
+		}
+		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: %d bytes past the last grain are not referenced (not repaired: %s)", name, leaked, why))
 		r.LeakedBytes += leaked
 		return nil
 	}

@@ -11,6 +11,7 @@ type fileUse struct {
 	flatEnd    int64 // bytes: where the furthest flat extent in the file ends
 	descriptor bool  // the file is also a descriptor file
 	checked    bool  // its leaks were reported once already
+	doubt      bool  // a sparse extent in it is corrupt: leaks are not cut
 }
 
 // shared reports whether anything but one sparse extent uses the file.

@@ -793,3 +793,48 @@ func TestHostileWritesTableSpot(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileWritesCheckRepairTablePlace: check -r rewrites a grain table
+// from its redundant copy (or the copy from the table) only where neither
+// lies over other metadata: a directory entry placing one over the
+// descriptor would have the repair overwrite it, leaving an image that no
+// longer opens.
+func TestHostileWritesCheckRepairTablePlace(t *testing.T) {
+	for _, dirName := range []string{"grain directory", "redundant grain directory"} {
+		t.Run("the "+dirName+" places table 0 over the descriptor", func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "s.vmdk")
+			sparseWith(t, img, "", 1<<20, map[int64]byte{0: 1})
+			d := mustOpen(t, img, Options{})
+			h := d.Header()
+			at := int64(h.GDOffset) * SectorSize
+			if dirName != "grain directory" {
+				at = int64(h.RGDOffset) * SectorSize
+			}
+			desc := uint32(h.DescriptorOffset)
+			d.Close()
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteAt(appendEntries(nil, []uint32{desc}), at)
+			f.Close()
+			before := snapshot(t, dir)
+			var r *CheckReport
+			err = withinBound(t, writeBound, func() error {
+				var err error
+				r, err = Check(context.Background(), img, CheckOptions{Repair: true})
+				return err
+			})
+			if err != nil || len(r.Corruptions) == 0 || len(r.Repaired) != 0 {
+				t.Fatalf("check -r: %+v %v: want corruptions and no repair", r, err)
+			}
+			sameFiles(t, dir, before)
+			d2, err := Open(img, Options{}) // still opens (its reads through table 0 are refused as corrupt)
+			if err != nil {
+				t.Fatalf("after check -r: %v", err)
+			}
+			d2.Close()
+		})
+	}
+}
