@@ -216,3 +216,71 @@ func TestHostileStreamNetworkCut(t *testing.T) {
 	run, r, dir := importResult(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, "--retries", "0", ts.URL+"/disk.vmdk")
 	wantOutcome(t, run, r, dir, jobapi.ExitTransient, jobapi.ReasonNetworkError, nil)
 }
+
+// endlessSource sends head, then unit forever.
+type endlessSource struct {
+	head, unit []byte
+	pos        int
+}
+
+func (e *endlessSource) Read(p []byte) (int, error) {
+	for n := 0; ; {
+		if n == len(p) {
+			return n, nil
+		}
+		if e.pos < len(e.head) {
+			k := copy(p[n:], e.head[e.pos:])
+			n, e.pos = n+k, e.pos+k
+			continue
+		}
+		k := copy(p[n:], e.unit[(e.pos-len(e.head))%len(e.unit):])
+		n, e.pos = n+k, e.pos+k
+	}
+}
+
+// TestHostileStreamEndlessImport: stdin streams of markers that never end
+// (grain tables without grains, zeros after the end-of-stream marker) are
+// refused as InvalidImage once past what the header's capacity allows,
+// promptly and in bounded memory.
+func TestHostileStreamEndlessImport(t *testing.T) {
+	// A streamOptimized header: 64 MiB (two grain tables of 64 KiB grains),
+	// no descriptor, the directory at the end.
+	h := make([]byte, 512)
+	copy(h, "KDMV")
+	binary.LittleEndian.PutUint32(h[4:], 3)
+	binary.LittleEndian.PutUint32(h[8:], 1|1<<16|1<<17)
+	binary.LittleEndian.PutUint64(h[12:], 64<<20/512)
+	binary.LittleEndian.PutUint64(h[20:], 128)
+	binary.LittleEndian.PutUint32(h[44:], 512)
+	binary.LittleEndian.PutUint64(h[56:], ^uint64(0))
+	binary.LittleEndian.PutUint64(h[64:], 1)
+	copy(h[73:], "\n \r\n")
+	binary.LittleEndian.PutUint16(h[77:], 1)
+	gt := make([]byte, 5*512) // a GT marker (4 sectors, type 1) and an empty table
+	binary.LittleEndian.PutUint64(gt, 4)
+	binary.LittleEndian.PutUint32(gt[12:], 1)
+	for _, c := range []struct {
+		name string
+		unit []byte
+	}{
+		{"grain tables forever", gt},
+		{"zeros forever", make([]byte, 512)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lowerParentPeak()
+			dir := t.TempDir()
+			res := filepath.Join(t.TempDir(), "result.json")
+			run := runBounded(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, &endlessSource{head: h, unit: c.unit},
+				"import", "--result-file", res, "--progress-interval", "0", "--target", dir, "-")
+			raw, err := os.ReadFile(res)
+			if err != nil {
+				t.Fatalf("no result (exit %d): %s", run.Code, run.Stderr)
+			}
+			r, err := jobapi.Parse(string(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantOutcome(t, run, r, dir, jobapi.ExitPermanent, jobapi.ReasonInvalidImage, nil)
+		})
+	}
+}
