@@ -95,6 +95,7 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 		stdin  func(t *testing.T) io.Reader
 		target func(t *testing.T) string // a directory, or a device
 		args   []string
+		spool  bool // --target-format vmdk: a raw source of unknown size is spooled first
 		code   int
 		reason string
 		want   []byte // a success's disk
@@ -118,6 +119,10 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 		{name: "gzip of zeros past a file written as a device", target: func(t *testing.T) string { return smallFileDevice(t, 8*mib) },
 			args:  []string{"--target-mode", "block", "--zero-mode", "skip"},
 			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 64*mib, 0)) }},
+		{name: "endless data spooled past --max-size", args: []string{"--max-size", "64M"}, spool: true,
+			stdin: func(t *testing.T) io.Reader { return endless(0x5a) }},
+		{name: "endless zeros spooled for a small volume", target: small, spool: true,
+			stdin: func(t *testing.T) io.Reader { return endless(0) }},
 		// Controls: within the limits, the same sources import.
 		{name: "gzip of zeros within a small volume", target: small, code: 0, want: make([]byte, 16*mib),
 			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 16*mib, 0)) }},
@@ -135,8 +140,13 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 				target = tc.target(t)
 			}
 			stdin := tc.stdin(t)
+			scratch := t.TempDir()
+			if tc.spool {
+				tc.args = append(tc.args, "--target-format", "vmdk", "--scratch-dir", scratch)
+			}
 			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, stdin, target, append(tc.args, "-")...)
 			wantOutcome(t, run, r, target, tc.code, tc.reason, tc.want)
+			emptyDir(t, scratch)
 			if fi, err := os.Stat(target); err == nil && fi.Mode().IsRegular() && fi.Size() != 8*mib {
 				t.Fatalf("the device file grew to %d bytes", fi.Size())
 			}

@@ -227,10 +227,17 @@ func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 	fmt.Fprintf(j.log, "imager: spooling the source to %s: %s\n", j.scratch, why)
 	j.prog.Phase("spool")
 	j.prog.SetTotal(size)
-	path, err := source.Spool(j.ctx, j.scratch, countingReader{r, j.prog})
+	limit, err := j.spoolLimit()
+	if err != nil {
+		return err
+	}
+	path, err := source.Spool(j.ctx, j.scratch, countingReader{r, j.prog}, limit)
 	if path != "" {
 		j.spools = append(j.spools, path)
 		j.res.Spooled = true
+	}
+	if errors.Is(err, source.ErrTooBig) {
+		return &target.TooSmallError{Msg: fmt.Sprintf("%v: more than the file of the largest disk the target takes (--max-size, the volume's space or the device's size)", err)}
 	}
 	if err != nil {
 		return err

@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // openTarget opens the job's target for an image of size bytes (-1 when
@@ -29,8 +31,7 @@ func (j *importJob) openTarget(size int64) (target.Target, error) {
 		j.res.VirtualSize = size
 	}
 	j.prog.SetTotal(size)
-	o := target.Options{Block: block, Zero: j.zero, Sync: j.sync, Level: j.level,
-		Fits: true, Overhead: j.overhead, Reclaim: target.AllocatedBytes(path), MaxSize: j.maxSize}
+	o := j.targetOptions(path, block)
 	if j.targetFormat == "vmdk" {
 		o.Format, o.VMDK = target.VMDK, j.vmdkOpts.create(size, "", nil)
 	}
@@ -44,6 +45,27 @@ func (j *importJob) openTarget(size int64) (target.Target, error) {
 	}
 	j.out, j.outPath, j.outSize, j.outBlock = t, path, size, block
 	return t, nil
+}
+
+func (j *importJob) targetOptions(path string, block bool) target.Options {
+	return target.Options{Block: block, Zero: j.zero, Sync: j.sync, Level: j.level,
+		Fits: true, Overhead: j.overhead, Reclaim: target.AllocatedBytes(path), MaxSize: j.maxSize}
+}
+
+// spoolLimit is the most a source spooled for the target may hold: the
+// file of the largest disk the target takes (-1: no limit). A source that
+// passes it fails TargetTooSmall while it is spooled, before it can fill
+// the scratch space.
+func (j *importJob) spoolLimit() (int64, error) {
+	path, block, err := j.targetPath()
+	if err != nil {
+		return 0, err
+	}
+	n, err := target.Capacity(path, j.targetOptions(path, block))
+	if err != nil || n == math.MaxInt64 {
+		return -1, err
+	}
+	return jobapi.DiskBytes(n), nil
 }
 
 // zeroGap makes [from, to) read zeros where the target may hold old data

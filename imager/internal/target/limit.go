@@ -1,7 +1,9 @@
 package target
 
 import (
+	"io"
 	"math"
+	"os"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
@@ -88,4 +90,49 @@ func (l *limited) Finish(size int64) error {
 		return err
 	}
 	return l.Target.Finish(size)
+}
+
+// fileLimit is the limit of a target at path known before it is opened:
+// --max-size, and for a Filesystem target with Fits what its volume holds
+// once earlier attempts' temporaries are gone (v, nil otherwise).
+func fileLimit(path string, o Options) (limit, *volume, error) {
+	lim := noLimit
+	if o.MaxSize > 0 {
+		lim = maxSizeLimit(o.MaxSize)
+	}
+	if o.Block {
+		return lim, nil, nil
+	}
+	removeStale(path) // before the space is counted
+	if !o.Fits {
+		return lim, nil, nil
+	}
+	v, err := statVolume(dirOf(path), o.Reclaim)
+	if err != nil {
+		return limit{}, nil, err
+	}
+	return lim.min(volumeLimit(v, o.Overhead)), &v, nil
+}
+
+// Capacity is the largest virtual size a disk written to path with o may
+// have (math.MaxInt64: no limit): what a source spooled before its target
+// is opened is held to.
+func Capacity(path string, o Options) (int64, error) {
+	lim, _, err := fileLimit(path, o)
+	if err != nil {
+		return 0, err
+	}
+	if fi, serr := os.Stat(path); o.Block || serr == nil && fi.Mode()&os.ModeDevice != 0 {
+		f, err := os.Open(path)
+		if err != nil {
+			return 0, MarkOpen(err)
+		}
+		n, err := f.Seek(0, io.SeekEnd)
+		f.Close()
+		if err != nil {
+			return 0, MarkOpen(err)
+		}
+		lim = lim.min(deviceLimit(n))
+	}
+	return lim.n, nil
 }

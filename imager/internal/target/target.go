@@ -79,24 +79,14 @@ type Options struct {
 // Open opens path for a disk of size bytes (-1: unknown, raw only), after
 // checking that it fits; the target refuses writes past what it can hold.
 func Open(path string, size int64, o Options) (Target, error) {
-	lim := noLimit
-	if o.MaxSize > 0 {
-		lim = maxSizeLimit(o.MaxSize)
+	lim, v, err := fileLimit(path, o)
+	if err != nil {
+		return nil, err
 	}
-	if !o.Block {
-		removeStale(path) // before the space is counted
-	}
-	if o.Fits && !o.Block {
-		v, err := statVolume(dirOf(path), o.Reclaim)
-		if err != nil {
-			return nil, err
+	if v != nil && size >= 0 {
+		if err := v.fits(size, o.Overhead); err != nil {
+			return nil, err // the refusal that says how big the PVC must be
 		}
-		if size >= 0 {
-			if err := v.fits(size, o.Overhead); err != nil {
-				return nil, err
-			}
-		}
-		lim = lim.min(volumeLimit(v, o.Overhead))
 	}
 	if size >= 0 {
 		if err := lim.check(size); err != nil {
