@@ -210,9 +210,14 @@ func (s *StreamReader) start() {
 	}()
 }
 
-// Next returns the next grain in stream order, or io.EOF after the
-// end-of-stream marker. All-zero grains are absent from a stream: ranges
-// Next never returns read as zeros.
+// Next returns the next grain in stream order, or io.EOF once the stream
+// has proved it ended (its grain directory and tables list exactly the
+// grains returned; a footer-layout stream reached its end-of-stream
+// marker). A stream cut short fails with ErrCorrupt and
+// io.ErrUnexpectedEOF instead; grains already returned came before the
+// cut, so a caller must not treat what it wrote as the disk until io.EOF.
+// All-zero grains are absent from a stream: ranges Next never returns read
+// as zeros.
 func (s *StreamReader) Next() (Grain, error) {
 	if s.err != nil {
 		return Grain{}, s.err
