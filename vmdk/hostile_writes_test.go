@@ -16,7 +16,7 @@ import (
 // must end in its error class before the first byte, or leave images that
 // open and read what they read before (or a state re-running completes).
 
-var writeBound = bound{Time: 10 * time.Second, Mem: 32 << 20}
+var writeBound = bound{Time: 5 * time.Second, Mem: 16 << 20}
 
 // snapshot is every file of dir, by name: what "nothing was written" means.
 func snapshot(t testing.TB, dir string) map[string][]byte {
