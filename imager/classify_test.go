@@ -49,6 +49,8 @@ func TestClassifyTypedErrors(t *testing.T) {
 		{fmt.Errorf("%w: %w", vmdk.ErrInvalidOptions, vmdk.ErrChainBroken), jobapi.ReasonInvalidArguments, true},
 		{failed(errChecksumMismatch, errors.New("sum")), jobapi.ReasonChecksumMismatch, true},
 		{failed(errTruncated, errors.New("short")), jobapi.ReasonSourceError, false},
+		{failed(errDeadline, errors.New("late")), jobapi.ReasonDeadlineExceeded, false},
+		{source.ErrTooSlow, jobapi.ReasonNetworkError, false},
 		{context.Canceled, jobapi.ReasonTerminated, false},
 	} {
 		for _, err := range []error{c.err, wrap(c.err)} {

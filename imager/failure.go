@@ -133,7 +133,7 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonSourceNotFound, true
 	case errors.Is(err, source.ErrUnauthorized):
 		return jobapi.ReasonUnauthorized, true
-	case errors.Is(err, source.ErrTransient):
+	case errors.Is(err, source.ErrTransient), errors.Is(err, source.ErrTooSlow):
 		return jobapi.ReasonNetworkError, false
 	case errors.As(err, &status), errors.Is(err, source.ErrProtocol), errors.Is(err, source.ErrCredentialsOverHTTP):
 		return jobapi.ReasonSourceError, true
