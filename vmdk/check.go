@@ -148,6 +148,10 @@ func (e *sparseExtent) metadataSpans() []span {
 	h := e.header
 	if h == nil {
 		meta[0].end = cowdHeaderSize / SectorSize
+		if e.gd != nil {
+			gdSectors := (int64(len(e.gd))*4 + SectorSize - 1) / SectorSize
+			meta = append(meta, span{e.cowdGD, e.cowdGD + gdSectors, "grain directory"})
+		}
 		return meta
 	}
 	if h.DescriptorSize > 0 {

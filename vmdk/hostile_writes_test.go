@@ -3,6 +3,7 @@ package vmdk
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -836,5 +837,45 @@ func TestHostileWritesCheckRepairTablePlace(t *testing.T) {
 			}
 			d2.Close()
 		})
+	}
+}
+
+// TestHostileWritesCOWDDirectory: in a COWD (vmfsSparse) extent whose
+// grain directory lies after the grains, an entry pointing a grain at the
+// directory is refused with ErrCorrupt before the first byte (and Check
+// calls it corrupt): the directory is metadata there too.
+func TestHostileWritesCOWDDirectory(t *testing.T) {
+	raw := make([]byte, 1<<20)
+	raw[0], raw[8<<10] = 1, 2 // grains 0 and 1 of 8 KiB
+	img := buildCOWD(t, raw, 16)
+	le := binary.LittleEndian
+	// Move the directory (one entry, at sector 4) to a sector of its own
+	// at the end, followed by a grain's worth of padding.
+	gdAt := uint32(len(img) / SectorSize)
+	img = append(img, img[4*SectorSize:5*SectorSize]...)
+	img = append(img, make([]byte, 16*SectorSize)...)
+	le.PutUint32(img[20:], gdAt)
+	le.PutUint32(img[28:], uint32(len(img)/SectorSize))
+	gt := int(le.Uint32(img[4*SectorSize:])) * SectorSize
+	le.PutUint32(img[gt:], gdAt) // grain 0 over the directory
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c-delta.vmdk")
+	writeFile(t, path, img)
+	before := snapshot(t, dir)
+	d := mustOpen(t, path, Options{ReadWrite: true})
+	err := withinBound(t, writeBound, func() error {
+		_, err := d.WriteAt(bytes.Repeat([]byte{9}, 512), 0)
+		if err == nil {
+			err = d.Flush()
+		}
+		return err
+	})
+	d.Close()
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("WriteAt: %v, want ErrCorrupt", err)
+	}
+	sameFiles(t, dir, before)
+	if r, err := Check(context.Background(), path, CheckOptions{}); err != nil || len(r.Corruptions) == 0 {
+		t.Fatalf("Check: %v, %v: want a corruption", r, err)
 	}
 }

@@ -47,6 +47,7 @@ type sparseExtent struct {
 	dirty    map[uint32]bool // GTs changed in memory since the last flush
 	nextFree int64           // sector where the next new grain goes
 	guard    *grainGuard     // built on the first write through an entry
+	cowdGD   int64           // COWD: the grain directory's sector (KDMV: in header)
 	unsynced bool            // written since the last sync (grains overwritten in place dirty no table)
 	last     struct {        // last inflated grain, for small reads
 		index int64
@@ -156,6 +157,7 @@ func openCOWD(src *source, budget *directoryBudget) (*sparseExtent, error) {
 		capacity:   int64(h.Capacity) * SectorSize,
 		tables:     map[uint32][]uint32{},
 		budget:     budget,
+		cowdGD:     int64(h.GDOffset),
 	}
 	if err := e.loadGD(int64(h.GDOffset), uint64(h.NumGDEntries)); err != nil {
 		return nil, err
