@@ -859,8 +859,9 @@ func TestHostileWritesCOWDDirectory(t *testing.T) {
 	gt := int(le.Uint32(img[4*SectorSize:])) * SectorSize
 	le.PutUint32(img[gt:], gdAt) // grain 0 over the directory
 	dir := t.TempDir()
-	path := filepath.Join(dir, "c-delta.vmdk")
-	writeFile(t, path, img)
+	writeFile(t, filepath.Join(dir, "c-delta.vmdk"), img)
+	path := filepath.Join(dir, "c.vmdk") // a bare extent has no CID to change
+	writeFile(t, path, []byte(fmt.Sprintf("version=1\nCID=0000000a\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW %d VMFSSPARSE \"c-delta.vmdk\"\n", len(raw)/SectorSize)))
 	before := snapshot(t, dir)
 	d := mustOpen(t, path, Options{ReadWrite: true})
 	err := withinBound(t, writeBound, func() error {
