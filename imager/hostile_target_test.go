@@ -108,6 +108,11 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(bomb(t, "gzip", 256*mib, 0x5a)) }},
 		{name: "endless zeros past a small volume", target: small,
 			stdin: func(t *testing.T) io.Reader { return endless(0) }},
+		// Space other files hold may be freed: ENOSPC's rule, before
+		// the volume is full.
+		{name: "endless data past the space other files leave", code: 1, reason: jobapi.ReasonNoSpace,
+			target: func(t *testing.T) string { d := mountTmpfs(t, 0, "size=64M"); fill(t, d, 40<<20); return d },
+			stdin:  func(t *testing.T) io.Reader { return endless(0x5a) }},
 		{name: "endless zeros past --max-size", args: []string{"--max-size", "64M"},
 			stdin: func(t *testing.T) io.Reader { return endless(0) }},
 		{name: "endless data past --max-size", args: []string{"--max-size", "64M"},
@@ -130,9 +135,11 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 			stdin: func(t *testing.T) io.Reader { return bytes.NewReader(f.stream) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.want == nil {
+			switch {
+			case tc.reason != "":
+			case tc.want == nil:
 				tc.code, tc.reason = jobapi.ExitPermanent, jobapi.ReasonTargetTooSmall
-			} else {
+			default:
 				tc.reason = jobapi.ReasonSucceeded
 			}
 			target := t.TempDir()
@@ -145,6 +152,9 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 				tc.args = append(tc.args, "--target-format", "vmdk", "--scratch-dir", scratch)
 			}
 			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, stdin, target, append(tc.args, "-")...)
+			if tc.reason == jobapi.ReasonNoSpace { // the filler stays
+				os.Remove(filepath.Join(target, "filler"))
+			}
 			wantOutcome(t, run, r, target, tc.code, tc.reason, tc.want)
 			emptyDir(t, scratch)
 			if fi, err := os.Stat(target); err == nil && fi.Mode().IsRegular() && fi.Size() != 8*mib {

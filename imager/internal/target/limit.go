@@ -1,9 +1,11 @@
 package target
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"os"
+	"syscall"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
@@ -54,9 +56,16 @@ func deviceLimit(n int64) limit {
 	}}
 }
 
-// volumeLimit: v can hold a disk file of v.largest() virtual bytes.
+// volumeLimit: v can hold a disk file of v.largest() virtual bytes. Past
+// it, the rule of ENOSPC (VolumeTooSmall) applies before the volume is
+// full: a disk the whole volume could hold meets ENOSPC (NoSpace, a
+// retry may find the other files gone), a bigger one TargetTooSmall.
 func volumeLimit(v volume, overhead float64) limit {
 	return limit{n: v.largest(), tooBig: func(end int64) error {
+		if need := jobapi.DiskBytes(end); need <= v.capacity {
+			return Mark(fmt.Errorf("%s: %w: the disk (of a size not known in advance) reaches a virtual size of %s (%d bytes), %s with its metadata, but the volume had %s available of its %s: other files hold the rest",
+				v.dir, syscall.ENOSPC, human(end), end, human(need), human(v.avail), human(v.capacity)))
+		}
 		return tooSmall("%s: the disk (of a size not known in advance) reaches a virtual size of %s (%d bytes), %s with its metadata, but the volume had %s available: the PVC must be at least %s (%.0f%% kept for the filesystem), more if the source goes on",
 			v.dir, human(end), end, human(jobapi.DiskBytes(end)), human(v.avail), human(v.pvc(end, overhead)), overhead*100)
 	}}

@@ -28,9 +28,10 @@ func CheckFits(dir string, size int64, overhead float64, reclaim int64) error {
 // volume is what a filesystem grants a new disk file, as statfs said when
 // the import started.
 type volume struct {
-	dir   string
-	avail int64 // free to an unprivileged user, plus what the write frees
-	held  int64 // other files, and what the filesystem keeps
+	dir      string
+	avail    int64 // free to an unprivileged user, plus what the write frees
+	held     int64 // other files, and what the filesystem keeps
+	capacity int64 // all of it
 }
 
 func statVolume(dir string, reclaim int64) (volume, error) {
@@ -39,7 +40,7 @@ func statVolume(dir string, reclaim int64) (volume, error) {
 		return volume{}, fmt.Errorf("%s: %w", dir, err)
 	}
 	return volume{dir: dir, avail: int64(st.Bavail)*st.Bsize + reclaim,
-		held: max(0, (int64(st.Blocks)-int64(st.Bavail))*st.Bsize-reclaim)}, nil
+		held: max(0, (int64(st.Blocks)-int64(st.Bavail))*st.Bsize-reclaim), capacity: int64(st.Blocks) * st.Bsize}, nil
 }
 
 // fits refuses a disk of virtual size bytes the volume cannot hold.
