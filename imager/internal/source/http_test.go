@@ -46,3 +46,36 @@ func TestHTTPStatusMeaning(t *testing.T) {
 		t.Error("400 means more than a status")
 	}
 }
+
+// Content-Range is read strictly: anything but bytes FIRST-LAST/TOTAL (or
+// /*) with FIRST <= LAST < TOTAL is refused, not guessed at.
+func TestParseContentRange(t *testing.T) {
+	for h, want := range map[string]*contentRange{
+		"bytes 0-499/1234":               {0, 499, 1234},
+		"bytes 500-999/*":                {500, 999, -1},
+		"bytes 0-0/1":                    {0, 0, 1},
+		"bytes 0-499":                    nil,
+		"bytes 500-499/1234":             nil,
+		"bytes 0-1234/1234":              nil,
+		"bytes -1-499/1234":              nil,
+		"bytes +0-499/1234":              nil,
+		"bytes 0--499/1234":              nil,
+		"bytes 0-499/-1":                 nil,
+		"bytes 0-99999999999999999999/1": nil,
+		"items 0-499/1234":               nil,
+		"bytes  0-499/1234":              nil,
+		"bytes */1234":                   nil,
+		"":                               nil,
+	} {
+		got, err := parseContentRange(h)
+		if want == nil {
+			if err == nil {
+				t.Errorf("%q: accepted as %+v", h, got)
+			}
+			continue
+		}
+		if err != nil || got != *want {
+			t.Errorf("%q: %+v %v, want %+v", h, got, err, *want)
+		}
+	}
+}
