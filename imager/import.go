@@ -97,6 +97,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	j.prog = imgcopy.NewProgress(stdout, stderr, cmd.interval, cmd.human)
 	done := make(chan error, 1)
 	go func() { done <- j.runSafe() }()
+	abandoned := false
 	stop := func(why error) error {
 		cancel(why)
 		// Give the copy a moment to stop and remove its temporary. One
@@ -106,6 +107,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		select {
 		case <-done:
 		case <-time.After(stopGrace):
+			abandoned = true
 		}
 		return why
 	}
@@ -117,7 +119,15 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		err = stop(failed(errDeadline, fmt.Errorf("the import did not finish within --deadline %v", j.deadline)))
 	}
 	j.prog.Stop(err == nil)
-	code := j.finishResult(err)
+	var code int
+	if abandoned {
+		// The job still runs and owns j: the result says only how it
+		// ended.
+		j = &importJob{source: j.source}
+		code = settle(&j.res, err, "")
+	} else {
+		code = j.finishResult(err)
+	}
 	if werr := writeResult(resPath, &j.res); werr != nil {
 		fmt.Fprintf(stderr, "imager import: result file: %v\n", werr)
 	}
