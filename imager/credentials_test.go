@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
@@ -100,4 +103,51 @@ func TestImportBasicAuth(t *testing.T) {
 	code, r, _, _ = runImportTest(t, "--target", dir, "--credentials-dir", secret, plain.URL+"/stream.vmdk")
 	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
 	emptyDir(t, dir)
+}
+
+// A credential or CA file must be a small regular file: a FIFO in its
+// place (a hostile or broken mount) used to block open(2) until the
+// Job's deadline, and /dev/zero read forever.
+func TestImportCredentialFilesMustBeFiles(t *testing.T) {
+	f := getFixture(t)
+	ts := httptest.NewTLSServer(&server{files: map[string][]byte{"stream.vmdk": f.stream}})
+	defer ts.Close()
+	tmp := t.TempDir()
+	fifo := filepath.Join(tmp, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(tmp, "huge")
+	os.WriteFile(huge, bytes.Repeat([]byte("t"), 1<<20), 0o600)
+	fifoDir := filepath.Join(tmp, "secret")
+	os.Mkdir(fifoDir, 0o755)
+	syscall.Mkfifo(filepath.Join(fifoDir, "token"), 0o600)
+	for name, args := range map[string][]string{
+		"FIFO as --ca-file":                {"--ca-file", fifo},
+		"FIFO as --bearer-token-file":      {"--bearer-token-file", fifo},
+		"FIFO as a credentials-dir token":  {"--credentials-dir", fifoDir},
+		"FIFO as --password-file":          {"--username-file", huge, "--password-file", fifo},
+		"character device as a token file": {"--bearer-token-file", "/dev/zero"},
+		"a token file of a megabyte":       {"--bearer-token-file", huge},
+	} {
+		t.Run(name, func(t *testing.T) {
+			res := filepath.Join(t.TempDir(), "result.json")
+			argv := append([]string{"import", "--result-file", res, "--target", t.TempDir()}, append(args, ts.URL+"/stream.vmdk")...)
+			r := runBounded(t, bound{Time: 5 * time.Second, Mem: 48 << 20}, nil, argv...)
+			if r.Elapsed > time.Second {
+				t.Errorf("took %v to refuse", r.Elapsed)
+			}
+			b, err := os.ReadFile(res)
+			if err != nil {
+				t.Fatalf("no result (exit %d): %s", r.Code, r.Stderr)
+			}
+			got, err := jobapi.Parse(string(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Code != jobapi.ExitPermanent || got.Reason != jobapi.ReasonInvalidArguments {
+				t.Fatalf("exit %d reason %s (%s), want %d %s", r.Code, got.Reason, got.Message, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
+			}
+		})
+	}
 }

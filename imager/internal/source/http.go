@@ -55,7 +55,7 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = o.StallTimeout
 	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
+		pem, err := readSmallFile(o.CAFile, maxCABundle)
 		if err != nil {
 			return nil, invalid(fmt.Errorf("--ca-file: %w", err))
 		}
@@ -81,7 +81,7 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		}
 	}
 	read := func(flagName, path string) (string, error) {
-		b, err := os.ReadFile(path)
+		b, err := readSmallFile(path, maxCredential)
 		if err != nil {
 			return "", invalid(fmt.Errorf("%s: %w", flagName, err))
 		}
