@@ -445,3 +445,33 @@ func terminateImport(t *testing.T, dir string, stdin io.Reader, within time.Dura
 	reportBound(t.Name(), s.run.Elapsed, s.run.MaxRSS)
 	return s
 }
+
+// An empty source is an upstream failure, never a disk: stdin closed at
+// once, an empty HTTP object, a compressed stream of nothing. Each fails
+// as InvalidImage with nothing in the target, instead of a 0-byte disk.img.
+func TestHostileEmptySources(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body []byte
+		http bool
+	}{
+		{name: "stdin closed at once"},
+		{name: "stdin gzip of nothing", body: gzipBytes(t, nil)},
+		{name: "stdin zstd of nothing", body: zstdBytes(t, nil)},
+		{name: "HTTP empty object", http: true},
+		{name: "HTTP gzip of nothing", body: gzipBytes(t, nil), http: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, stdin := "-", io.Reader(bytes.NewReader(tc.body))
+			if tc.http {
+				ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					http.ServeContent(w, r, "disk", time.Time{}, bytes.NewReader(tc.body))
+				}))
+				defer ts.Close()
+				src, stdin = ts.URL+"/disk", nil
+			}
+			run, r, dir := importResult(t, bound{Time: 5 * time.Second, Mem: 48 << 20}, stdin, src)
+			wantOutcome(t, run, r, dir, jobapi.ExitPermanent, jobapi.ReasonInvalidImage, nil)
+		})
+	}
+}

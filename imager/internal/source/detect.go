@@ -35,6 +35,11 @@ const HeadBytes = 64 << 10
 // HeadBytes only when the source is that short). format forces raw, vmdk
 // or ova; "auto" trusts the bytes.
 func Detect(head []byte, format string) (Kind, error) {
+	if len(head) == 0 {
+		// An empty source is an upstream failure (a cut pipe, an empty
+		// object), never a disk: a 0-byte disk.img would boot nothing.
+		return 0, damaged(errors.New("the source is empty"))
+	}
 	switch format {
 	case "raw":
 		return KindRaw, nil
