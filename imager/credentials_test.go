@@ -131,23 +131,11 @@ func TestImportCredentialFilesMustBeFiles(t *testing.T) {
 		"a token file of a megabyte":       {"--bearer-token-file", huge},
 	} {
 		t.Run(name, func(t *testing.T) {
-			res := filepath.Join(t.TempDir(), "result.json")
-			argv := append([]string{"import", "--result-file", res, "--target", t.TempDir()}, append(args, ts.URL+"/stream.vmdk")...)
-			r := runBounded(t, bound{Time: 5 * time.Second, Mem: 48 << 20}, nil, argv...)
-			if r.Elapsed > time.Second {
-				t.Errorf("took %v to refuse", r.Elapsed)
+			run, r, dir := importResult(t, bound{Time: 5 * time.Second, Mem: 48 << 20}, nil, append(args, ts.URL+"/stream.vmdk")...)
+			if run.Elapsed > time.Second {
+				t.Errorf("took %v to refuse", run.Elapsed)
 			}
-			b, err := os.ReadFile(res)
-			if err != nil {
-				t.Fatalf("no result (exit %d): %s", r.Code, r.Stderr)
-			}
-			got, err := jobapi.Parse(string(b))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if r.Code != jobapi.ExitPermanent || got.Reason != jobapi.ReasonInvalidArguments {
-				t.Fatalf("exit %d reason %s (%s), want %d %s", r.Code, got.Reason, got.Message, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
-			}
+			wantOutcome(t, run, r, dir, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments, nil)
 		})
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -149,15 +148,6 @@ func importInto(t *testing.T, b bound, stdin io.Reader, target string, args ...s
 		t.Fatal(err)
 	}
 	return run, r, target
-}
-
-// lowerParentPeak returns this process's free memory to the system and
-// resets its RSS high-water mark (Linux's clear_refs 5). runBounded reads
-// the child's own VmHWM now, so this is no longer needed for its figures;
-// hostile_stream_test.go still calls it between cases.
-func lowerParentPeak() {
-	debug.FreeOSMemory()
-	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 }
 
 // wantOutcome checks an import's exit code and reason, that a failure

@@ -191,7 +191,6 @@ func TestHostileStreamCheckExit(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(dir, "c.vmdk")
 			os.WriteFile(path, c.img, 0o644)
-			lowerParentPeak()
 			run := runBounded(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, "check", path)
 			if run.Code != c.code {
 				t.Fatalf("exit %d, want %d: %s%s", run.Code, c.code, run.Stdout, run.Stderr)
@@ -267,19 +266,7 @@ func TestHostileStreamEndlessImport(t *testing.T) {
 		{"zeros forever", make([]byte, 512)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			lowerParentPeak()
-			dir := t.TempDir()
-			res := filepath.Join(t.TempDir(), "result.json")
-			run := runBounded(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, &endlessSource{head: h, unit: c.unit},
-				"import", "--result-file", res, "--progress-interval", "0", "--target", dir, "-")
-			raw, err := os.ReadFile(res)
-			if err != nil {
-				t.Fatalf("no result (exit %d): %s", run.Code, run.Stderr)
-			}
-			r, err := jobapi.Parse(string(raw))
-			if err != nil {
-				t.Fatal(err)
-			}
+			run, r, dir := importResult(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, &endlessSource{head: h, unit: c.unit}, "-")
 			wantOutcome(t, run, r, dir, jobapi.ExitPermanent, jobapi.ReasonInvalidImage, nil)
 		})
 	}
