@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,30 +36,42 @@ func TestCommandsStopOnSIGTERM(t *testing.T) {
 			t.Fatalf("%s: took %v to stop", name, d)
 		}
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
 		t.Fatalf("left behind: %v", entries)
 	}
 }
 
-// slowSource is a 64 GiB monolithicFlat image in dir (descriptor and a
-// sparse flat extent): a raw file's holes are skipped, but every byte of
-// a flat extent is read as data, so copying or comparing it takes long
-// enough to be interrupted.
+// slowSource is a 64 GiB sparse image in dir of a few KiB whose every
+// grain table entry points at one stored grain (of zeros): nothing is
+// skipped as unallocated or a hole, so copying or comparing it reads 64
+// GiB, long enough to be interrupted, and writes nothing.
 func slowSource(t *testing.T, dir string) string {
 	t.Helper()
-	flat := filepath.Join(dir, "big-flat.vmdk")
-	if err := os.WriteFile(flat, nil, 0o644); err != nil {
+	const grain, gtes, tables = 128, 512, 64 << 30 / (128 * 512 * 512)
+	gt := int64(1 + tables*4/512)
+	at := gt + gtes*4/512
+	le := binary.LittleEndian
+	img := make([]byte, (at+grain)*512)
+	copy(img, "KDMV")
+	le.PutUint32(img[4:], 1)
+	le.PutUint32(img[8:], 1) // newline check
+	le.PutUint64(img[12:], 64<<30/512)
+	le.PutUint64(img[20:], grain)
+	le.PutUint32(img[44:], gtes)
+	le.PutUint64(img[56:], 1)
+	le.PutUint64(img[64:], uint64(at))
+	copy(img[73:], "\n \r\n")
+	for i := range tables {
+		le.PutUint32(img[512+4*i:], uint32(gt))
+	}
+	for i := range gtes {
+		le.PutUint32(img[gt*512+int64(4*i):], uint32(at))
+	}
+	path := filepath.Join(dir, "big.vmdk")
+	if err := os.WriteFile(path, img, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(flat, 64<<30); err != nil {
-		t.Fatal(err)
-	}
-	desc := filepath.Join(dir, "big.vmdk")
-	text := fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW %d FLAT \"big-flat.vmdk\" 0\n", 64<<30/512)
-	if err := os.WriteFile(desc, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return desc
+	return path
 }
 
 // SIGINT (Ctrl-C) stops commands as SIGTERM does: exit 143, a Terminated
