@@ -119,7 +119,7 @@ func commonStatus(a, b image, off, n int64) (int64, bool, error) {
 			return 0, false, err
 		}
 		n = min(n, m.Length)
-		zero = zero && !m.Data && !m.NoAccess // NOACCESS: let the read fail
+		zero = zero && (!m.Data || m.Zero) && !m.NoAccess // NOACCESS: let the read fail
 	}
 	return n, zero, nil
 }

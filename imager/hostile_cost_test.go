@@ -121,6 +121,9 @@ func TestHostileCostCommands(t *testing.T) {
 		f.Close()
 	}
 	fromRaw := filepath.Join(dir, "from-raw.vmdk")
+	// The same 1.5 TiB file as the FLAT extent of a monolithicFlat image.
+	flat := filepath.Join(dir, "flat.vmdk")
+	os.WriteFile(flat, []byte(fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW %d FLAT \"sparse.raw\" 0\n", 3<<39/512)), 0o644)
 	cases := []struct {
 		name string
 		args []string
@@ -160,6 +163,15 @@ func TestHostileCostCommands(t *testing.T) {
 	}, {
 		name: "compare of the sparse raw file with its conversion",
 		args: []string{"compare", "-f", "raw", sparseRaw, fromRaw},
+		out:  "Images are identical.",
+		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+	}, {
+		name: "convert -O raw of a 1.5 TiB monolithicFlat storing 8 KiB",
+		args: []string{"convert", "-O", "raw", flat, filepath.Join(dir, "flat.raw")},
+		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+	}, {
+		name: "compare of the monolithicFlat image with its raw conversion",
+		args: []string{"compare", "-F", "raw", flat, filepath.Join(dir, "flat.raw")},
 		out:  "Images are identical.",
 		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
 	}, {

@@ -46,7 +46,9 @@ func (d *Disk) blockStatus(off, n int64, depth int) (Mapping, error) {
 	m := Mapping{Offset: off, Length: r.n, Depth: depth, HostOffset: -1, Allocated: true}
 	switch r.kind {
 	case runData:
-		m.Data, m.File, m.HostOffset = true, pe.ext.file().name, r.host
+		// A flat extent's hole is data that reads as zeros (qemu-img map:
+		// "data": true, "zero": true).
+		m.Data, m.Zero, m.File, m.HostOffset = true, r.hole, pe.ext.file().name, r.host
 	case runCompressed:
 		m.Data, m.Compressed, m.File = true, true, pe.ext.file().name
 	case runZero:

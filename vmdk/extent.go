@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync/atomic"
 )
 
@@ -53,6 +54,9 @@ type run struct {
 	kind runKind
 	n    int64 // bytes
 	host int64 // byte offset in the extent file for runData
+	// hole: runData of a flat extent over a hole of its file, which reads
+	// as zeros without being read.
+	hole bool
 }
 
 // extent is the content of one descriptor extent line. Offsets are bytes
@@ -74,11 +78,28 @@ type flatExtent struct {
 	base int64 // byte offset of the extent's content in src
 }
 
+// lookup splits a flat extent at the holes of its file (where the
+// filesystem tells them), so an extent of terabytes over a sparse file
+// costs what is written in it; bytes past the file's end stay data, for
+// the read to report.
 func (e *flatExtent) lookup(off, n int64) (run, error) {
-	return run{kind: runData, n: n, host: e.base + off}, nil
+	r := run{kind: runData, n: n, host: e.base + off}
+	f, ok := e.src.f.(*os.File)
+	if end := e.src.end(); !ok || r.host >= end {
+		return r, nil
+	} else if d, ok := nextData(f, r.host); ok && d > r.host {
+		r.hole, r.n = true, min(n, d-r.host, end-r.host)
+	} else if h, ok := nextHole(f, r.host); ok && h > r.host {
+		r.n = min(n, h-r.host)
+	}
+	return r, nil
 }
 
 func (e *flatExtent) read(p []byte, off int64, r run) error {
+	if r.hole {
+		clear(p)
+		return nil
+	}
 	return e.src.readFull(p, r.host, "flat extent data")
 }
 

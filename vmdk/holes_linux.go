@@ -6,16 +6,27 @@ import (
 	"syscall"
 )
 
-const seekData = 3 // SEEK_DATA (Linux)
+const (
+	seekData = 3 // SEEK_DATA (Linux)
+	seekHole = 4 // SEEK_HOLE
+)
 
 // nextData returns the offset of the first byte at or after off that the
-// filesystem holds as data (the file's size when only a hole follows), and
+// filesystem holds as data (past the end when only a hole follows), and
 // false when the filesystem cannot tell. It lets a lookup skip grain
-// tables that lie in holes, as qemu-img leaves them, without reading them.
+// tables that lie in holes, as qemu-img leaves them, and flat extent
+// ranges never written, without reading them.
 func nextData(f *os.File, off int64) (int64, bool) {
 	d, err := f.Seek(off, seekData)
 	if errors.Is(err, syscall.ENXIO) {
 		return 1<<63 - 1, true
 	}
 	return d, err == nil
+}
+
+// nextHole returns the offset of the first hole at or after off (the
+// file's end counts as one), and false when the filesystem cannot tell.
+func nextHole(f *os.File, off int64) (int64, bool) {
+	h, err := f.Seek(off, seekHole)
+	return h, err == nil
 }

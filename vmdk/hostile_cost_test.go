@@ -85,6 +85,8 @@ func kindName(m Mapping) string {
 	switch {
 	case m.NoAccess:
 		return "noaccess"
+	case m.Data && m.Zero:
+		return "data-hole" // a flat extent over a hole of its file
 	case m.Data:
 		return "data"
 	case m.Zero && m.Allocated:
@@ -122,6 +124,17 @@ func TestHostileCost(t *testing.T) {
 			return p
 		},
 		maps: 1, first: "zero", last: "zero",
+		b: bound{Time: time.Second, Mem: 4 << 20},
+	}, {
+		name: "FLAT extent line of 15 TiB over a sparse file storing its last 64 KiB",
+		build: func(t *testing.T, dir string) string {
+			const size = int64(15) << 40
+			sparseFile(t, filepath.Join(dir, "f-flat.vmdk"), size, map[int64][]byte{size - 64<<10: bytes.Repeat([]byte{0xcd}, 64<<10)})
+			p := filepath.Join(dir, "f.vmdk")
+			writeFile(t, p, []byte(fmt.Sprintf("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW %d FLAT \"f-flat.vmdk\" 0\n", size/SectorSize)))
+			return p
+		},
+		maps: 2, first: "data-hole", last: "data", pattern: 0xcd,
 		b: bound{Time: time.Second, Mem: 4 << 20},
 	}, {
 		name: "SPARSE extent line of 2^40 sectors, one grain at the far end",

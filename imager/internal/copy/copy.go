@@ -117,13 +117,14 @@ func Ranges(ctx context.Context, src Source, size int64, fn func(off, n int64, z
 		if m.NoAccess {
 			return fmt.Errorf("byte %d: %w", off, vmdk.ErrNoAccess)
 		}
+		zero := !m.Data || m.Zero // nothing stored, or a hole of a flat extent's file
 		step := int64(ChunkSize)
-		if !m.Data {
+		if zero {
 			step = zeroChunkSize
 		}
 		for end := off + m.Length; off < end; {
 			n := min(step, end-off)
-			if err := fn(off, n, !m.Data); err != nil {
+			if err := fn(off, n, zero); err != nil {
 				return err
 			}
 			off += n
