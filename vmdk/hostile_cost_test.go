@@ -105,7 +105,7 @@ func TestHostileCost(t *testing.T) {
 			return p
 		},
 		maps: 1, first: "hole@1", last: "hole@1",
-		b: bound{Time: time.Second, Mem: 24 << 20},
+		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
 		name: "qemu-img's largest: 64 TiB monolithicSparse, tables in holes, data at the end",
 		build: func(t *testing.T, dir string) string {
@@ -115,7 +115,7 @@ func TestHostileCost(t *testing.T) {
 		},
 		maps: 2, first: "hole@1", last: "data", pattern: 0xcd,
 		// Its GD and redundant GD are 16 MiB each: what it allocates.
-		b: bound{Time: 3 * time.Second, Mem: 80 << 20},
+		b: bound{Time: 3 * time.Second, Mem: 48 << 20},
 	}, {
 		name: "ZERO extent line of 2^40 sectors",
 		build: func(t *testing.T, dir string) string {
@@ -148,7 +148,7 @@ func TestHostileCost(t *testing.T) {
 			return p
 		},
 		maps: 2, first: "hole@1", last: "data", pattern: 0xcd,
-		b: bound{Time: time.Second, Mem: 24 << 20},
+		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
 		name: "COWD of 2^32-1 one-sector grains, one grain at the far end",
 		build: func(t *testing.T, dir string) string {
@@ -173,7 +173,7 @@ func TestHostileCost(t *testing.T) {
 			return p
 		},
 		maps: 2, first: "hole@1", last: "data", pattern: 0xcd,
-		b: bound{Time: time.Second, Mem: 24 << 20},
+		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
 		name: "every GD entry shares one empty table (written, not a hole)",
 		build: func(t *testing.T, dir string) string {
@@ -183,7 +183,7 @@ func TestHostileCost(t *testing.T) {
 			return p
 		},
 		maps: 1, first: "hole@1", last: "hole@1",
-		b: bound{Time: time.Second, Mem: 24 << 20},
+		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
 		name: "2^16 GD entries share one table whose first grain is allocated",
 		build: func(t *testing.T, dir string) string {
@@ -214,7 +214,7 @@ func TestHostileCost(t *testing.T) {
 			return filepath.Join(dir, "top.vmdk")
 		},
 		maps: 1, first: "hole@2", last: "hole@2",
-		b: bound{Time: time.Second, Mem: 48 << 20},
+		b: bound{Time: time.Second, Mem: 24 << 20},
 	}, {
 		name: "512 TiB whose one grain, at the far end, lies past the end of the file",
 		build: func(t *testing.T, dir string) string {
@@ -225,7 +225,7 @@ func TestHostileCost(t *testing.T) {
 			return p
 		},
 		want: ErrCorrupt,
-		b:    bound{Time: time.Second, Mem: 24 << 20},
+		b:    bound{Time: time.Second, Mem: 12 << 20},
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
