@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
-	"sort"
 )
 
 // CheckReport is what Check found. Corruptions make data unreliable; leaks
@@ -115,17 +115,18 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, u
 	if e.pinned {
 		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: no grain directory (footer missing); grains were indexed by scanning their markers", e.src.name))
 	}
-	meta := e.metadataSpans()
-	grains, tables, err := e.checkTables(ctx, r, repair, fileSectors)
+	grains := runList{merge: !e.compressed}
+	tables, err := e.checkTables(ctx, r, repair, fileSectors, &grains)
 	if err != nil {
 		return err
 	}
-	meta = append(meta, tables...)
 	if e.pinned {
-		grains = append(grains, e.scannedGrains(r, fileSectors)...)
+		e.scannedGrains(r, fileSectors, &grains)
 	}
-	r.Grains += int64(len(grains))
-	metaEnd := checkOverlaps(r, e.src.name, grains, meta)
+	for _, g := range grains.runs {
+		r.Grains += g.n
+	}
+	metaEnd := e.checkOverlaps(r, grains.runs, tables, e.metadataSpans())
 	if e.compressed {
 		if err := e.checkCompressedGrains(ctx, r); err != nil {
 			return err
@@ -138,7 +139,7 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, u
 	if len(r.Corruptions) > corruptions {
 		use.doubt = true
 	}
-	return e.checkLeaks(r, grains, metaEnd, fileSectors, repair, use)
+	return e.checkLeaks(r, grains.runs, metaEnd, fileSectors, repair, use)
 }
 
 // metadataSpans are the sectors of the header, the embedded descriptor
@@ -169,13 +170,19 @@ func (e *sparseExtent) metadataSpans() []span {
 
 // checkTables checks every grain table the directory names: against its
 // redundant copy (repairing one from the other when asked) and each entry
-// against the capacity and the file. It returns the grains' and the
-// tables' spans.
-func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair bool, fileSectors int64) (grains, tables []span, err error) {
+// against the capacity and the file, adding the grains to grains. It
+// returns the tables' runs. A table lying in a hole of the file is all
+// zeros and is not read; a GD entry naming the same table as the one
+// before it is not read again (checkOverlaps reports the sharing).
+func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair bool, fileSectors int64, grains *runList) ([]sectorRun, error) {
 	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
+	tables, copies := runList{merge: true, same: true}, runList{merge: true, same: true}
+	var hole, rhole holeWindow
 	for i := range e.gd {
-		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+		if i%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 		}
 		if e.gd[i] == 0 {
 			if e.rgd != nil && e.rgd[i] != 0 {
@@ -183,30 +190,59 @@ func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair b
 			}
 			continue
 		}
-		tables = append(tables, span{int64(e.gd[i]), int64(e.gd[i]) + gtSectors, fmt.Sprintf("grain table %d", i)})
-		gt, err := e.readTable(int64(e.gd[i]))
-		if err != nil {
-			return nil, nil, err
+		tables.add(sectorRun{start: int64(e.gd[i]), end: int64(e.gd[i]) + gtSectors, first: int64(i), n: 1, of: runOfTable})
+		redundant := e.rgd != nil && e.rgd[i] != 0
+		if redundant {
+			copies.add(sectorRun{start: int64(e.rgd[i]), end: int64(e.rgd[i]) + gtSectors, first: int64(i), n: 1, of: runOfRTable})
 		}
-		if e.rgd != nil && e.rgd[i] != 0 {
-			tables = append(tables, span{int64(e.rgd[i]), int64(e.rgd[i]) + gtSectors, fmt.Sprintf("redundant grain table %d", i)})
-			if gt, err = e.checkRedundantTable(r, i, gt, fileSectors, repair); err != nil {
-				return nil, nil, err
+		if i > 0 && e.gd[i] == e.gd[i-1] && (!redundant || e.rgd[i] == e.rgd[i-1]) {
+			continue // the same table(s) as entry i-1, checked there
+		}
+		gt, err := e.tableOrHole(int64(e.gd[i]), &hole)
+		if err != nil {
+			return nil, err
+		}
+		if redundant {
+			repaired := len(r.Repaired)
+			if gt, err = e.checkRedundantTable(r, i, gt, fileSectors, repair, &rhole); err != nil {
+				return nil, err
+			}
+			if len(r.Repaired) > repaired {
+				hole, rhole = holeWindow{}, holeWindow{} // a rewrite fills a hole
 			}
 		}
-		grains = append(grains, e.tableGrains(r, i, gt, fileSectors)...)
+		e.tableGrains(r, i, gt, fileSectors, grains)
 	}
-	return grains, tables, nil
+	return append(tables.runs, copies.runs...), nil
+}
+
+// tableOrHole reads the grain table at sector, or returns nil (all
+// entries zero) when it lies wholly in a hole of the file.
+func (e *sparseExtent) tableOrHole(sector int64, w *holeWindow) ([]uint32, error) {
+	if e.sectorsInHole(sector, w) {
+		return nil, nil
+	}
+	return e.readTable(sector)
 }
 
 // checkRedundantTable compares grain table i with its redundant copy and,
 // with repair, rewrites the wrong one from the other. It returns the table
-// to check the grains of: the repaired content when it was repaired.
-func (e *sparseExtent) checkRedundantTable(r *CheckReport, i int, gt []uint32, fileSectors int64, repair bool) ([]uint32, error) {
+// to check the grains of: the repaired content when it was repaired. A
+// nil table (one in a hole) is all zeros.
+func (e *sparseExtent) checkRedundantTable(r *CheckReport, i int, gt []uint32, fileSectors int64, repair bool, w *holeWindow) ([]uint32, error) {
 	name := e.src.name
-	rgt, err := e.readTable(int64(e.rgd[i]))
+	rgt, err := e.tableOrHole(int64(e.rgd[i]), w)
 	if err != nil {
 		return nil, err
+	}
+	if gt == nil && rgt == nil {
+		return nil, nil
+	}
+	if gt == nil {
+		gt = make([]uint32, e.gtEntries)
+	}
+	if rgt == nil {
+		rgt = make([]uint32, e.gtEntries)
 	}
 	if slices.Equal(gt, rgt) {
 		return gt, nil
@@ -247,9 +283,8 @@ func (e *sparseExtent) checkRedundantTable(r *CheckReport, i int, gt []uint32, f
 }
 
 // tableGrains checks the allocated entries of grain table i and returns
-// the spans of their grains.
-func (e *sparseExtent) tableGrains(r *CheckReport, i int, gt []uint32, fileSectors int64) []span {
-	var grains []span
+// adds their grains to grains.
+func (e *sparseExtent) tableGrains(r *CheckReport, i int, gt []uint32, fileSectors int64, grains *runList) {
 	for j, v := range gt {
 		g := int64(i)*e.gtEntries + int64(j)
 		if v == 0 || (v == 1 && e.zeroedGTE) {
@@ -260,67 +295,31 @@ func (e *sparseExtent) tableGrains(r *CheckReport, i int, gt []uint32, fileSecto
 			continue
 		}
 		if s, ok := e.grainSpan(r, g, v, fileSectors); ok {
-			grains = append(grains, s)
+			grains.add(s)
 		}
 	}
-	return grains
 }
 
 // scannedGrains are the grains of a stream without a grain directory, as
 // its markers indexed them.
-func (e *sparseExtent) scannedGrains(r *CheckReport, fileSectors int64) []span {
-	var grains []span
-	for i, gt := range e.tables {
+func (e *sparseExtent) scannedGrains(r *CheckReport, fileSectors int64, grains *runList) {
+	for _, i := range slices.Sorted(maps.Keys(e.tables)) {
+		gt := e.tables[i]
 		for j, v := range gt {
 			if v != 0 {
 				if s, ok := e.grainSpan(r, int64(i)*e.gtEntries+int64(j), v, fileSectors); ok {
-					grains = append(grains, s)
+					grains.add(s)
 				}
 			}
 		}
 	}
-	return grains
-}
-
-// checkOverlaps reports grains sharing sectors with each other or with
-// metadata, and metadata with metadata, and returns the end of the
-// metadata. It sorts grains.
-func checkOverlaps(r *CheckReport, name string, grains, meta []span) (metaEnd int64) {
-	sort.Slice(grains, func(a, b int) bool { return grains[a].start < grains[b].start })
-	for k := 1; k < len(grains); k++ {
-		if grains[k].start < grains[k-1].end {
-			r.corrupt("%s: %s and %s share sectors %d..%d", name, grains[k-1].what, grains[k].what, grains[k].start, min(grains[k].end, grains[k-1].end)-1)
-		}
-	}
-	// Metadata sharing sectors (a directory entry placing a grain table
-	// over the descriptor, a directory or another table): a write of one
-	// overwrites the other, so writes refuse such a table (checkTableSpot).
-	byStart := slices.Clone(meta)
-	sort.Slice(byStart, func(a, b int) bool { return byStart[a].start < byStart[b].start })
-	var far span // of those so far, the one reaching furthest
-	for k, m := range byStart {
-		if k > 0 && m.start < far.end {
-			r.corrupt("%s: the %s and the %s share sectors %d..%d", name, far.what, m.what, m.start, min(m.end, far.end)-1)
-		}
-		if k == 0 || m.end > far.end {
-			far = m
-		}
-	}
-	for _, m := range meta {
-		metaEnd = max(metaEnd, m.end)
-		k := sort.Search(len(grains), func(k int) bool { return grains[k].end > m.start })
-		if k < len(grains) && grains[k].start < m.end {
-			r.corrupt("%s: %s overlaps the %s", name, grains[k].what, m.what)
-		}
-	}
-	return metaEnd
 }
 
 // checkLeaks reports the sectors past the last grain and the metadata that
 // nothing refers to, and with repair truncates them away, unless another
 // extent, descriptor or disk of the chain uses the same file: then what
 // it uses is not a leak, and the rest is only reported.
-func (e *sparseExtent) checkLeaks(r *CheckReport, grains []span, metaEnd, fileSectors int64, repair bool, use *fileUse) error {
+func (e *sparseExtent) checkLeaks(r *CheckReport, grains []sectorRun, metaEnd, fileSectors int64, repair bool, use *fileUse) error {
 	name := e.src.name
 	used := max(metaEnd, (use.flatEnd+SectorSize-1)/SectorSize)
 	if h := e.header; h != nil {
@@ -360,7 +359,7 @@ func (e *sparseExtent) checkLeaks(r *CheckReport, grains []span, metaEnd, fileSe
 
 // grainSpan checks one allocated grain's entry and returns the sectors it
 // occupies.
-func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors int64) (span, bool) {
+func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors int64) (sectorRun, bool) {
 	what := fmt.Sprintf("grain %d (sector %d)", g, v)
 	start := int64(v)
 	if e.compressed {
@@ -368,21 +367,21 @@ func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors 
 			end, err := e.grainMarkerEnd(g, v)
 			if err != nil {
 				r.corrupt("%s: %s: %v", e.src.name, what, err)
-				return span{}, false
+				return sectorRun{}, false
 			}
-			return span{start, (end + SectorSize - 1) / SectorSize, what}, true
+			return sectorRun{start: start, end: (end + SectorSize - 1) / SectorSize, first: g, n: 1, of: runOfGrain}, true
 		}
-		return span{start, start + 1, what}, start < fileSectors
+		return sectorRun{start: start, end: start + 1, first: g, n: 1, of: runOfGrain}, start < fileSectors
 	}
 	// To the byte: a file a few bytes short of its last grain is corrupt.
 	if end := start*SectorSize + e.grainLen(g); end > e.src.end() {
 		r.corrupt("%s: %s lies past the end of the file (it ends at byte %d of %d)", e.src.name, what, end, e.src.end())
-		return span{}, false
+		return sectorRun{}, false
 	}
 	if h := e.header; h != nil && (start-int64(h.OverHead))%(e.grainBytes/SectorSize) != 0 {
 		r.corrupt("%s: %s is not grain-aligned", e.src.name, what)
 	}
-	return span{start, start + e.grainBytes/SectorSize, what}, true
+	return sectorRun{start: start, end: start + e.grainBytes/SectorSize, first: g, n: 1, of: runOfGrain}, true
 }
 
 // badEntries counts entries of GT i that cannot be valid.

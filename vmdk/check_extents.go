@@ -20,18 +20,36 @@ func checkLine(r *CheckReport, pe placedExtent, se *sparseExtent, allocatedEnd i
 
 // allocatedEnd is the byte just past the extent's last allocated grain
 // (zeroed grains included), 0 if none; it reads only the tables the grain
-// directory names.
+// directory names, and of those neither the ones lying in a hole of the
+// file nor one named again by the next GD entry.
 func (e *sparseExtent) allocatedEnd() int64 {
-	for i := (e.capacity+e.grainBytes*e.gtEntries-1)/(e.grainBytes*e.gtEntries) - 1; i >= 0; i-- {
-		gt, err := e.grainTable(uint32(i))
-		if err != nil {
-			continue // the table's own check reports it
+	var (
+		end  int64
+		hole holeWindow
+		last = -1 // the last non-zero entry of the table before
+	)
+	for i := int64(0); i < (e.capacity+e.grainBytes*e.gtEntries-1)/(e.grainBytes*e.gtEntries); i++ {
+		if e.tableAbsent(i) || e.tableInHole(i, &hole) {
+			last = -1
+			continue
 		}
-		for j := len(gt) - 1; j >= 0; j-- {
-			if gt[j] != 0 {
-				return min(e.capacity, (i*e.gtEntries+int64(j)+1)*e.grainBytes)
+		if e.pinned || i == 0 || e.gd[i] != e.gd[i-1] {
+			gt, err := e.grainTable(uint32(i))
+			if err != nil {
+				last = -1
+				continue // the table's own check reports it
 			}
+			e.mu.Lock()
+			last = -1
+			if zeroPrefix(gt) < len(gt) { // else all empty, at memory speed
+				for last = len(gt) - 1; gt[last] == 0; last-- {
+				}
+			}
+			e.mu.Unlock()
+		}
+		if last >= 0 {
+			end = min(e.capacity, (i*e.gtEntries+int64(last)+1)*e.grainBytes)
 		}
 	}
-	return 0
+	return end
 }

@@ -217,8 +217,7 @@ type holeWindow struct{ from, to int64 }
 // tableInHole says GT ti is not cached and lies wholly in a hole of the
 // file, so all its entries are zero, without reading it.
 func (e *sparseExtent) tableInHole(ti int64, w *holeWindow) bool {
-	f, ok := e.src.f.(*os.File) // only a real file can say where its holes are
-	if e.pinned || !ok {
+	if e.pinned {
 		return false
 	}
 	e.mu.Lock()
@@ -227,10 +226,18 @@ func (e *sparseExtent) tableInHole(ti int64, w *holeWindow) bool {
 		_, cached = e.shared[e.gd[ti]]
 	}
 	e.mu.Unlock()
-	if cached {
+	return !cached && e.sectorsInHole(int64(e.gd[ti]), w)
+}
+
+// sectorsInHole says the grain table at sector lies wholly in a hole of
+// the file (whatever a cache holds: the caller knows it holds nothing
+// newer), extending w with what it learns.
+func (e *sparseExtent) sectorsInHole(sector int64, w *holeWindow) bool {
+	f, ok := e.src.f.(*os.File) // only a real file can say where its holes are
+	if e.pinned || !ok {
 		return false
 	}
-	start := int64(e.gd[ti]) * SectorSize
+	start := sector * SectorSize
 	end := start + e.gtEntries*4
 	if start >= w.from && end <= w.to {
 		return true

@@ -1,0 +1,185 @@
+package vmdk
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The check-cost class of issue 12: Check of an image of huge virtual size
+// costs what the image allocates (its directories, the tables it stores,
+// its grains), and a corrupt variant of each image is still reported, so
+// the shortcuts cannot hide corruption.
+
+// cowdBig is a COWD of 2^32-1 one-sector grains whose one grain table
+// holds the last grain, at the file's end or, when grainAt is set, there.
+func cowdBig(t *testing.T, dir string, grainAt uint32) string {
+	const gdEntries = (cowdSectors + cowdGTEsPerGT - 1) / cowdGTEsPerGT
+	gt := int64(4 + gdEntries*4/SectorSize)
+	at := gt + cowdGTEsPerGT*4/SectorSize
+	g := int64(cowdSectors - 1)
+	h := make([]byte, cowdHeaderSize)
+	copy(h, magicCOWD)
+	for i, v := range []uint32{1, 3, cowdSectors, 1, 4, gdEntries, uint32(at + 1)} {
+		binary.LittleEndian.PutUint32(h[4+4*i:], v)
+	}
+	table := make([]uint32, cowdGTEsPerGT)
+	table[g%cowdGTEsPerGT] = uint32(at)
+	if grainAt != 0 {
+		table[g%cowdGTEsPerGT] = grainAt
+	}
+	sparseFile(t, filepath.Join(dir, "c-delta.vmdk"), (at+1)*SectorSize, map[int64][]byte{0: h,
+		4*SectorSize + (g/cowdGTEsPerGT)*4: u32s(uint32(gt)),
+		gt * SectorSize:                    u32s(table...),
+		at * SectorSize:                    make([]byte, SectorSize)})
+	p := filepath.Join(dir, "c.vmdk")
+	writeFile(t, p, []byte(fmt.Sprintf("version=1\nCID=0000000a\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW %d VMFSSPARSE \"c-delta.vmdk\"\n", cowdSectors)))
+	return p
+}
+
+// qemu64T is qemu-img's largest monolithicSparse image with its last MiB
+// written; edit, when set, changes its grain directory entry 0 (both
+// copies) given the header.
+func qemu64T(t *testing.T, dir string, edit func(h *SparseHeader) uint32) string {
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "q64.vmdk", "64T")
+	qemuIO(t, dir, "q64.vmdk", "write -P 0xcd 70368743129088 1M")
+	p := filepath.Join(dir, "q64.vmdk")
+	if edit == nil {
+		return p
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	raw := make([]byte, SectorSize)
+	if _, err := f.ReadAt(raw, 0); err != nil {
+		t.Fatal(err)
+	}
+	h, err := parseSparseHeader(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := edit(h)
+	for _, gd := range []uint64{h.GDOffset, h.RGDOffset} {
+		if _, err := f.WriteAt(u32s(v), int64(gd)*SectorSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func TestHostileCheckCost(t *testing.T) {
+	cases := []struct {
+		name  string
+		build func(t *testing.T, dir string) string
+		// corrupt lists what the corruptions must say (all of it, in
+		// one of them); nil: a clean image of grains grains.
+		corrupt []string
+		grains  int64
+		b       bound
+	}{{
+		name: "qemu-img's 64 TiB monolithicSparse, tables in holes, the last MiB written",
+		build: func(t *testing.T, dir string) string {
+			return qemu64T(t, dir, nil)
+		},
+		grains: 16,
+		// Its grain directory and redundant copy are 8 MiB each: what it
+		// allocates, held by Open.
+		b: bound{Time: 3 * time.Second, Mem: 40 << 20},
+	}, {
+		name: "the same with grain table 0 placed over the grain directory",
+		build: func(t *testing.T, dir string) string {
+			return qemu64T(t, dir, func(h *SparseHeader) uint32 { return uint32(h.GDOffset) })
+		},
+		corrupt: []string{"grain directory", "grain table 0 ", "share sectors"},
+		b:       bound{Time: 3 * time.Second, Mem: 40 << 20},
+	}, {
+		name: "empty 512 TiB header, 2^20 absent grain tables",
+		build: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "empty.vmdk")
+			bigKDMV(t, p, nil, nil, 0)
+			return p
+		},
+		b: bound{Time: time.Second, Mem: 12 << 20},
+	}, {
+		name: "512 TiB whose one grain, at the far end, lies past the end of the file",
+		build: func(t *testing.T, dir string) string {
+			gt := int64(gdEnd)
+			p := filepath.Join(dir, "past.vmdk")
+			bigKDMV(t, p, map[int]uint32{gd512TiB1M - 1: uint32(gt)},
+				map[int64][]byte{gt * SectorSize: u32s(append(make([]uint32, gtes-1), uint32(gt+4))...)}, 0)
+			return p
+		},
+		corrupt: []string{fmt.Sprintf("grain %d (sector %d) lies past the end of the file", int64(gd512TiB1M)*gtes-1, gdEnd+4)},
+		b:       bound{Time: time.Second, Mem: 12 << 20},
+	}, {
+		name: "512 TiB whose 2^20 GD entries share one written, empty table",
+		build: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "shared-empty.vmdk")
+			bigKDMV(t, p, nil, map[int64][]byte{SectorSize: u32s(repeat(gdEnd, gd512TiB1M)...),
+				gdEnd * SectorSize: make([]byte, gtes*4)}, 0)
+			return p
+		},
+		// The format gives each table its own place: sharing is reported,
+		// once, with a count.
+		corrupt: []string{fmt.Sprintf("the grain table 0 and the grain table 1 share sectors %d..%d (%d more grain tables lie there too)", gdEnd, gdEnd+3, gd512TiB1M-2)},
+		b:       bound{Time: time.Second, Mem: 12 << 20},
+	}, {
+		name: "512 TiB whose shared table lies over the grain directory",
+		build: func(t *testing.T, dir string) string {
+			p := filepath.Join(dir, "shared-gd.vmdk")
+			bigKDMV(t, p, nil, map[int64][]byte{SectorSize: u32s(repeat(gdEnd-4, gd512TiB1M)...)}, 0)
+			return p
+		},
+		corrupt: []string{"the grain directory and the grain table 0 share sectors"},
+		b:       bound{Time: time.Second, Mem: 12 << 20},
+	}, {
+		name:   "COWD of 2^32-1 one-sector grains, one grain at the far end",
+		build:  func(t *testing.T, dir string) string { return cowdBig(t, dir, 0) },
+		grains: 1,
+		b:      bound{Time: time.Second, Mem: 12 << 20},
+	}, {
+		name:    "the same COWD with its grain over its grain directory",
+		build:   func(t *testing.T, dir string) string { return cowdBig(t, dir, 5) },
+		corrupt: []string{fmt.Sprintf("grain %d (sector 5) overlaps the grain directory", cowdSectors-1)},
+		b:       bound{Time: time.Second, Mem: 12 << 20},
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := c.build(t, t.TempDir())
+			var r *CheckReport
+			err := withinBound(t, c.b, func() (err error) {
+				r, err = Check(context.Background(), path, CheckOptions{})
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := strings.Join(r.Corruptions, "\n")
+			if c.corrupt == nil {
+				if !r.Clean() || r.Grains != c.grains {
+					t.Fatalf("got %+v, want clean with %d grains", r, c.grains)
+				}
+				return
+			}
+			found := false
+			for _, s := range r.Corruptions {
+				ok := true
+				for _, w := range c.corrupt {
+					ok = ok && strings.Contains(s, w)
+				}
+				found = found || ok
+			}
+			if !found {
+				t.Fatalf("corruptions:\n%s\nwant one saying %q", all, c.corrupt)
+			}
+			t.Logf("%d corruptions, the first: %s", len(r.Corruptions), r.Corruptions[0])
+		})
+	}
+}
