@@ -43,9 +43,8 @@ func cowdBig(t *testing.T, dir string, grainAt uint32) string {
 }
 
 // qemu64T is qemu-img's largest monolithicSparse image with its last MiB
-// written; edit, when set, changes its grain directory entry 0 (both
-// copies) given the header.
-func qemu64T(t *testing.T, dir string, edit func(h *SparseHeader) uint32) string {
+// written; edit, when set, changes it given its header.
+func qemu64T(t *testing.T, dir string, edit func(f *os.File, h *SparseHeader) error) string {
 	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "q64.vmdk", "64T")
 	qemuIO(t, dir, "q64.vmdk", "write -P 0xcd 70368743129088 1M")
 	p := filepath.Join(dir, "q64.vmdk")
@@ -65,11 +64,8 @@ func qemu64T(t *testing.T, dir string, edit func(h *SparseHeader) uint32) string
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := edit(h)
-	for _, gd := range []uint64{h.GDOffset, h.RGDOffset} {
-		if _, err := f.WriteAt(u32s(v), int64(gd)*SectorSize); err != nil {
-			t.Fatal(err)
-		}
+	if err := edit(f, h); err != nil {
+		t.Fatal(err)
 	}
 	return p
 }
@@ -95,9 +91,48 @@ func TestHostileCheckCost(t *testing.T) {
 	}, {
 		name: "the same with grain table 0 placed over the grain directory",
 		build: func(t *testing.T, dir string) string {
-			return qemu64T(t, dir, func(h *SparseHeader) uint32 { return uint32(h.GDOffset) })
+			return qemu64T(t, dir, func(f *os.File, h *SparseHeader) error {
+				for _, gd := range []uint64{h.GDOffset, h.RGDOffset} {
+					if _, err := f.WriteAt(u32s(uint32(h.GDOffset)), int64(gd)*SectorSize); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		},
 		corrupt: []string{"grain directory", "grain table 0 ", "share sectors"},
+		b:       bound{Time: 3 * time.Second, Mem: 40 << 20},
+	}, {
+		// The primary tables lie one after another, one run: the report
+		// names the one table of it that the copy meets.
+		name: "the same with redundant grain table 5 placed on grain table 7",
+		build: func(t *testing.T, dir string) string {
+			return qemu64T(t, dir, func(f *os.File, h *SparseHeader) error {
+				gt7 := make([]byte, 4)
+				if _, err := f.ReadAt(gt7, int64(h.GDOffset)*SectorSize+7*4); err != nil {
+					return err
+				}
+				_, err := f.WriteAt(gt7, int64(h.RGDOffset)*SectorSize+5*4)
+				return err
+			})
+		},
+		corrupt: []string{"the grain table 7 and the redundant grain table 5 share sectors"},
+		b:       bound{Time: 3 * time.Second, Mem: 40 << 20},
+	}, {
+		// Its primary table lies in a hole, read as zeros without reading
+		// it: the copy that is not a hole still has to agree.
+		name: "the same with an entry written into redundant grain table 3 only",
+		build: func(t *testing.T, dir string) string {
+			return qemu64T(t, dir, func(f *os.File, h *SparseHeader) error {
+				rgt3 := make([]byte, 4)
+				if _, err := f.ReadAt(rgt3, int64(h.RGDOffset)*SectorSize+3*4); err != nil {
+					return err
+				}
+				_, err := f.WriteAt(u32s(uint32(h.OverHead)), int64(binary.LittleEndian.Uint32(rgt3))*SectorSize)
+				return err
+			})
+		},
+		corrupt: []string{"grain table 3 differs from its redundant copy"},
 		b:       bound{Time: 3 * time.Second, Mem: 40 << 20},
 	}, {
 		name: "empty 512 TiB header, 2^20 absent grain tables",
