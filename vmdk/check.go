@@ -116,8 +116,12 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, u
 		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: no grain directory (footer missing); grains were indexed by scanning their markers", e.src.name))
 	}
 	grains := runList{merge: !e.compressed}
-	tables, err := e.checkTables(ctx, r, repair, fileSectors, &grains)
-	if err != nil {
+	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
+	dirs := []*tableOrder{orderTables(e.gd, runOfTable, gtSectors)}
+	if e.rgd != nil {
+		dirs = append(dirs, orderTables(e.rgd, runOfRTable, gtSectors))
+	}
+	if err := e.checkTables(ctx, r, repair, fileSectors, &grains, dirs); err != nil {
 		return err
 	}
 	if e.pinned {
@@ -126,7 +130,7 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, u
 	for _, g := range grains.runs {
 		r.Grains += g.n
 	}
-	metaEnd := e.checkOverlaps(r, grains.runs, tables, e.metadataSpans())
+	metaEnd := e.checkOverlaps(r, grains.runs, e.metadataSpans(), dirs...)
 	if e.compressed {
 		if err := e.checkCompressedGrains(ctx, r); err != nil {
 			return err
@@ -170,18 +174,16 @@ func (e *sparseExtent) metadataSpans() []span {
 
 // checkTables checks every grain table the directory names: against its
 // redundant copy (repairing one from the other when asked) and each entry
-// against the capacity and the file, adding the grains to grains. It
-// returns the tables' runs. A table lying in a hole of the file is all
-// zeros and is not read; a GD entry naming the same table as the one
-// before it is not read again (checkOverlaps reports the sharing).
-func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair bool, fileSectors int64, grains *runList) ([]sectorRun, error) {
-	gtSectors := (e.gtEntries*4 + SectorSize - 1) / SectorSize
-	tables, copies := runList{merge: true, same: true}, runList{merge: true, same: true}
+// against the capacity and the file, adding the grains to grains. A table
+// lying in a hole of the file is all zeros and is not read; a GD entry
+// naming the table (and redundant table) of a lower entry, as dirs say,
+// is not read again (checkOverlaps reports the sharing).
+func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair bool, fileSectors int64, grains *runList, dirs []*tableOrder) error {
 	var hole, rhole holeWindow
 	for i := range e.gd {
 		if i%4096 == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		if e.gd[i] == 0 {
@@ -190,22 +192,18 @@ func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair b
 			}
 			continue
 		}
-		tables.add(sectorRun{start: int64(e.gd[i]), end: int64(e.gd[i]) + gtSectors, first: int64(i), n: 1, of: runOfTable})
 		redundant := e.rgd != nil && e.rgd[i] != 0
-		if redundant {
-			copies.add(sectorRun{start: int64(e.rgd[i]), end: int64(e.rgd[i]) + gtSectors, first: int64(i), n: 1, of: runOfRTable})
-		}
-		if i > 0 && e.gd[i] == e.gd[i-1] && (!redundant || e.rgd[i] == e.rgd[i-1]) {
-			continue // the same table(s) as entry i-1, checked there
+		if dirs[0].shared(i) && (!redundant || dirs[1].shared(i)) {
+			continue // the same table(s) as a lower entry, checked there
 		}
 		gt, err := e.tableOrHole(int64(e.gd[i]), &hole)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if redundant {
 			repaired := len(r.Repaired)
 			if gt, err = e.checkRedundantTable(r, i, gt, fileSectors, repair, &rhole); err != nil {
-				return nil, err
+				return err
 			}
 			if len(r.Repaired) > repaired {
 				hole, rhole = holeWindow{}, holeWindow{} // a rewrite fills a hole
@@ -213,7 +211,7 @@ func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair b
 		}
 		e.tableGrains(r, i, gt, fileSectors, grains)
 	}
-	return append(tables.runs, copies.runs...), nil
+	return nil
 }
 
 // tableOrHole reads the grain table at sector, or returns nil (all

@@ -1,6 +1,7 @@
 package vmdk
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 )
@@ -25,10 +26,12 @@ const (
 
 // sectorRun is n items of one kind, numbered first.., lying one after
 // another from sector start to end or, when same is set, all at
-// [start, end) (GD entries sharing one table).
+// [start, end) (GD entries sharing one table: first, second and n-2
+// more).
 type sectorRun struct {
 	start, end int64
 	first, n   int64
+	second     int64
 	of         runOf
 	same       bool
 }
@@ -38,21 +41,16 @@ type sectorRun struct {
 type runList struct {
 	runs  []sectorRun
 	merge bool // items may merge (not compressed grains, whose lengths vary)
-	same  bool // items at one place may merge (tables: grains sharing sectors are reported one by one)
 }
 
 func (l *runList) add(r sectorRun) {
 	if k := len(l.runs) - 1; l.merge && k >= 0 {
 		last := &l.runs[k]
-		if last.of == r.of && r.first == last.first+last.n && r.n == 1 {
-			switch {
-			case l.same && r.start == last.start && r.end == last.end && (last.n == 1 || last.same):
-				last.same, last.n = true, last.n+1
-				return
-			case !last.same && r.start == last.end && r.end-r.start == (last.end-last.start)/last.n:
-				last.end, last.n = r.end, last.n+1
-				return
-			}
+		// Grains at one place are not merged: each pair sharing sectors
+		// is reported.
+		if last.of == r.of && r.first == last.first+last.n && r.n == 1 && r.start == last.end && r.end-r.start == (last.end-last.start)/last.n {
+			last.end, last.n = r.end, last.n+1
+			return
 		}
 	}
 	l.runs = append(l.runs, r)
@@ -84,17 +82,11 @@ func (e *sparseExtent) what(r sectorRun, s int64, meta []span) string {
 }
 
 // checkOverlaps reports grains sharing sectors with each other or with
-// metadata, and metadata with metadata, and returns the end of the
-// metadata. It sorts grains.
-func (e *sparseExtent) checkOverlaps(r *CheckReport, grains, tables []sectorRun, meta []span) (metaEnd int64) {
+// metadata, and metadata with metadata (meta and the tables of dirs), and
+// returns the end of the metadata. It sorts grains.
+func (e *sparseExtent) checkOverlaps(r *CheckReport, grains []sectorRun, meta []span, dirs ...*tableOrder) (metaEnd int64) {
 	name := e.src.name
-	byStart := func(a, b sectorRun) int {
-		if a.start != b.start {
-			return int(min(max(a.start-b.start, -1), 1))
-		}
-		return int(min(max(a.first-b.first, -1), 1))
-	}
-	slices.SortFunc(grains, byStart)
+	slices.SortFunc(grains, func(a, b sectorRun) int { return cmp.Or(cmp.Compare(a.start, b.start), cmp.Compare(a.first, b.first)) })
 	for k := 1; k < len(grains); k++ {
 		if g, p := grains[k], grains[k-1]; g.start < p.end {
 			r.corrupt("%s: %s and %s share sectors %d..%d", name, e.what(p, g.start, meta), e.what(g, g.start, meta), g.start, min(g.end, p.end)-1)
@@ -103,18 +95,46 @@ func (e *sparseExtent) checkOverlaps(r *CheckReport, grains, tables []sectorRun,
 	// Metadata sharing sectors (a directory entry placing a grain table
 	// over the descriptor, a directory or another table): a write of one
 	// overwrites the other, so writes refuse such a table (checkTableSpot).
-	all := make([]sectorRun, 0, len(meta)+len(tables))
+	// The header, descriptor and directories, then each directory's
+	// tables, are merged in sector order.
+	metaRuns := make([]sectorRun, 0, len(meta))
 	for k, m := range meta {
-		all = append(all, sectorRun{start: m.start, end: m.end, first: int64(k), n: 1, of: runOfMeta})
+		metaRuns = append(metaRuns, sectorRun{start: m.start, end: m.end, first: int64(k), n: 1, of: runOfMeta})
 	}
-	all = append(all, tables...)
-	slices.SortFunc(all, byStart)
+	slices.SortFunc(metaRuns, func(a, b sectorRun) int { return cmp.Compare(a.start, b.start) })
+	next := func(d int) (sectorRun, bool) { // 0: metaRuns, first at a tie
+		if d == 0 {
+			if len(metaRuns) == 0 {
+				return sectorRun{}, false
+			}
+			m := metaRuns[0]
+			metaRuns = metaRuns[1:]
+			return m, true
+		}
+		return dirs[d-1].nextRun()
+	}
+	heads := make([]sectorRun, len(dirs)+1)
+	live := make([]bool, len(dirs)+1)
+	for d := range heads {
+		heads[d], live[d] = next(d)
+	}
 	var far sectorRun // of those so far, the one reaching furthest
-	for k, m := range all {
+	for k := 0; ; k++ {
+		d := -1
+		for c := range heads {
+			if live[c] && (d < 0 || heads[c].start < heads[d].start) {
+				d = c
+			}
+		}
+		if d < 0 {
+			return metaEnd
+		}
+		m := heads[d]
+		heads[d], live[d] = next(d)
 		if m.same {
 			// GD entries naming one table: reported once, with a count.
 			r.corrupt("%s: the %s and the %s share sectors %d..%d%s", name, e.what(m, m.start, meta),
-				e.what(sectorRun{start: m.start, end: m.end, first: m.first + 1, n: 1, of: m.of}, m.start, meta),
+				e.what(sectorRun{start: m.start, end: m.end, first: m.second, n: 1, of: m.of}, m.start, meta),
 				m.start, m.end-1, more(m.n-2, "grain tables lie there too"))
 		}
 		if k > 0 && m.start < far.end {
@@ -123,21 +143,18 @@ func (e *sparseExtent) checkOverlaps(r *CheckReport, grains, tables []sectorRun,
 		if k == 0 || m.end > far.end {
 			far = m
 		}
-	}
-	for _, m := range all {
 		metaEnd = max(metaEnd, m.end)
-		k, _ := slices.BinarySearchFunc(grains, m.start, func(g sectorRun, s int64) int {
+		g, _ := slices.BinarySearchFunc(grains, m.start, func(g sectorRun, s int64) int {
 			if g.end > s {
 				return 1
 			}
 			return -1
 		})
-		if k < len(grains) && grains[k].start < m.end {
-			g := grains[k]
-			r.corrupt("%s: %s overlaps the %s", name, e.what(g, max(g.start, m.start), meta), e.what(m, max(g.start, m.start), meta))
+		if g < len(grains) && grains[g].start < m.end {
+			at := max(grains[g].start, m.start)
+			r.corrupt("%s: %s overlaps the %s", name, e.what(grains[g], at, meta), e.what(m, at, meta))
 		}
 	}
-	return metaEnd
 }
 
 // more is ", and n <what>" when n > 0.

@@ -175,6 +175,23 @@ func TestHostileCheckCost(t *testing.T) {
 		corrupt: []string{"the grain directory and the grain table 0 share sectors"},
 		b:       bound{Time: time.Second, Mem: 12 << 20},
 	}, {
+		// Not one after another: the directory is sorted to find them.
+		name: "512 TiB whose GD entries alternate between two written tables of one grain each",
+		build: func(t *testing.T, dir string) string {
+			gd := make([]uint32, gd512TiB1M)
+			for i := range gd {
+				gd[i] = uint32(gdEnd + 4*(i%2))
+			}
+			at := int64(gdEnd + 8)
+			p := filepath.Join(dir, "alternate.vmdk")
+			bigKDMV(t, p, nil, map[int64][]byte{SectorSize: u32s(gd...),
+				gdEnd * SectorSize: u32s(uint32(at)), (gdEnd + 4) * SectorSize: u32s(uint32(at + grain1M)),
+				at * SectorSize: make([]byte, 2*grain1M*SectorSize)}, 0)
+			return p
+		},
+		corrupt: []string{fmt.Sprintf("the grain table 1 and the grain table 3 share sectors %d..%d (%d more grain tables lie there too)", gdEnd+4, gdEnd+7, gd512TiB1M/2-2)},
+		b:       bound{Time: 2 * time.Second, Mem: 16 << 20},
+	}, {
 		name:   "COWD of 2^32-1 one-sector grains, one grain at the far end",
 		build:  func(t *testing.T, dir string) string { return cowdBig(t, dir, 0) },
 		grains: 1,
