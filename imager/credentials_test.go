@@ -108,7 +108,7 @@ func TestImportBasicAuth(t *testing.T) {
 // A credential or CA file must be a small regular file: a FIFO in its
 // place (a hostile or broken mount) used to block open(2) until the
 // Job's deadline, and /dev/zero read forever.
-func TestImportCredentialFilesMustBeFiles(t *testing.T) {
+func TestHostileCredentialFiles(t *testing.T) {
 	f := getFixture(t)
 	ts := httptest.NewTLSServer(&server{files: map[string][]byte{"stream.vmdk": f.stream}})
 	defer ts.Close()
