@@ -21,6 +21,10 @@ type CheckReport struct {
 	Repaired    []string `json:"repaired"`
 	// Grains counts allocated grains across the disk's sparse extents.
 	Grains int64 `json:"grains"`
+
+	// findings counts corruptEntry's findings, by kind, in the extent
+	// being checked.
+	findings [2]int
 }
 
 // Clean reports a check that found nothing.
@@ -28,6 +32,33 @@ func (r *CheckReport) Clean() bool { return len(r.Corruptions) == 0 && len(r.Lea
 
 func (r *CheckReport) corrupt(format string, a ...any) {
 	r.Corruptions = append(r.Corruptions, fmt.Sprintf(format, a...))
+}
+
+// Kinds of corruptEntry's findings, counted apart so that hundreds of bad
+// entries of a misplaced table do not hide the misplacement.
+const (
+	aboutGrains = iota // a grain table entry or its grain
+	aboutTables        // a directory entry, a table, where it lies
+)
+
+// corruptEntry reports a finding about one directory entry, table or
+// grain. A small hostile file can hold millions of such entries, so past
+// maxGrainReports of one kind in one extent they are only counted (see
+// endEntries): the report stays a few KiB, its first findings exact.
+func (r *CheckReport) corruptEntry(kind int, format string, a ...any) {
+	if r.findings[kind]++; r.findings[kind] <= maxGrainReports {
+		r.corrupt(format, a...)
+	}
+}
+
+// endEntries closes corruptEntry's counts for extent name.
+func (r *CheckReport) endEntries(name string) {
+	for kind, what := range []string{"grain table entries or grains", "grain directory entries or grain tables"} {
+		if n := r.findings[kind] - maxGrainReports; n > 0 {
+			r.corrupt("%s: %d more %s are wrong", name, n, what)
+		}
+	}
+	r.findings = [2]int{}
 }
 
 // behind reports whether old is an earlier state of cur: every entry that
@@ -93,7 +124,9 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, e
 			continue
 		}
 		checked[se] = true
-		if err := se.check(ctx, r, opts.Repair, se.useOf(uses)); err != nil {
+		err := se.check(ctx, r, opts.Repair, se.useOf(uses))
+		r.endEntries(se.src.name)
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -188,7 +221,7 @@ func (e *sparseExtent) checkTables(ctx context.Context, r *CheckReport, repair b
 		}
 		if e.gd[i] == 0 {
 			if e.rgd != nil && e.rgd[i] != 0 {
-				r.corrupt("%s: grain directory entry %d is empty but its redundant copy points at sector %d", e.src.name, i, e.rgd[i])
+				r.corruptEntry(aboutTables, "%s: grain directory entry %d is empty but its redundant copy points at sector %d", e.src.name, i, e.rgd[i])
 			}
 			continue
 		}
@@ -250,14 +283,14 @@ func (e *sparseExtent) checkRedundantTable(r *CheckReport, i int, gt []uint32, f
 	switch {
 	case bad > 0 && e.badEntries(rgt, i, fileSectors) == 0:
 		from, to, fromName = rgt, e.gd[i], "redundant grain table"
-		r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
+		r.corruptEntry(aboutTables, "%s: grain table %d differs from its redundant copy", name, i)
 	case bad == 0 && behind(rgt, gt):
 		// Writers update the primary first, so a writer killed between
 		// the two copies leaves this: the data reads right, only the copy
 		// is stale.
 		r.Leaks = append(r.Leaks, fmt.Sprintf("%s: redundant grain table %d is behind the primary (an interrupted update)", name, i))
 	default:
-		r.corrupt("%s: grain table %d differs from its redundant copy", name, i)
+		r.corruptEntry(aboutTables, "%s: grain table %d differs from its redundant copy", name, i)
 	}
 	if !repair {
 		return gt, nil
@@ -289,7 +322,7 @@ func (e *sparseExtent) tableGrains(r *CheckReport, i int, gt []uint32, fileSecto
 			continue
 		}
 		if g*e.grainBytes >= e.capacity {
-			r.corrupt("%s: grain table %d entry %d points at sector %d past the capacity", e.src.name, i, j, v)
+			r.corruptEntry(aboutGrains, "%s: grain table %d entry %d points at sector %d past the capacity", e.src.name, i, j, v)
 			continue
 		}
 		if s, ok := e.grainSpan(r, g, v, fileSectors); ok {
@@ -364,7 +397,7 @@ func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors 
 		if e.markers {
 			end, err := e.grainMarkerEnd(g, v)
 			if err != nil {
-				r.corrupt("%s: %s: %v", e.src.name, what, err)
+				r.corruptEntry(aboutGrains, "%s: %s: %v", e.src.name, what, err)
 				return sectorRun{}, false
 			}
 			return sectorRun{start: start, end: (end + SectorSize - 1) / SectorSize, first: g, n: 1, of: runOfGrain}, true
@@ -373,11 +406,11 @@ func (e *sparseExtent) grainSpan(r *CheckReport, g int64, v uint32, fileSectors 
 	}
 	// To the byte: a file a few bytes short of its last grain is corrupt.
 	if end := start*SectorSize + e.grainLen(g); end > e.src.end() {
-		r.corrupt("%s: %s lies past the end of the file (it ends at byte %d of %d)", e.src.name, what, end, e.src.end())
+		r.corruptEntry(aboutGrains, "%s: %s lies past the end of the file (it ends at byte %d of %d)", e.src.name, what, end, e.src.end())
 		return sectorRun{}, false
 	}
 	if h := e.header; h != nil && (start-int64(h.OverHead))%(e.grainBytes/SectorSize) != 0 {
-		r.corrupt("%s: %s is not grain-aligned", e.src.name, what)
+		r.corruptEntry(aboutGrains, "%s: %s is not grain-aligned", e.src.name, what)
 	}
 	return sectorRun{start: start, end: start + e.grainBytes/SectorSize, first: g, n: 1, of: runOfGrain}, true
 }

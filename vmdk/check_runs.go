@@ -89,7 +89,7 @@ func (e *sparseExtent) checkOverlaps(r *CheckReport, grains []sectorRun, meta []
 	slices.SortFunc(grains, func(a, b sectorRun) int { return cmp.Or(cmp.Compare(a.start, b.start), cmp.Compare(a.first, b.first)) })
 	for k := 1; k < len(grains); k++ {
 		if g, p := grains[k], grains[k-1]; g.start < p.end {
-			r.corrupt("%s: %s and %s share sectors %d..%d", name, e.what(p, g.start, meta), e.what(g, g.start, meta), g.start, min(g.end, p.end)-1)
+			r.corruptEntry(aboutGrains, "%s: %s and %s share sectors %d..%d", name, e.what(p, g.start, meta), e.what(g, g.start, meta), g.start, min(g.end, p.end)-1)
 		}
 	}
 	// Metadata sharing sectors (a directory entry placing a grain table
@@ -133,12 +133,12 @@ func (e *sparseExtent) checkOverlaps(r *CheckReport, grains []sectorRun, meta []
 		heads[d], live[d] = next(d)
 		if m.same {
 			// GD entries naming one table: reported once, with a count.
-			r.corrupt("%s: the %s and the %s share sectors %d..%d%s", name, e.what(m, m.start, meta),
+			r.corruptEntry(aboutTables, "%s: the %s and the %s share sectors %d..%d%s", name, e.what(m, m.start, meta),
 				e.what(sectorRun{start: m.start, end: m.end, first: m.second, n: 1, of: m.of}, m.start, meta),
 				m.start, m.end-1, more(m.n-2, "grain tables lie there too"))
 		}
 		if k > 0 && m.start < far.end {
-			r.corrupt("%s: the %s and the %s share sectors %d..%d", name, e.what(far, m.start, meta), e.what(m, m.start, meta), m.start, min(m.end, far.end)-1)
+			r.corruptEntry(aboutTables, "%s: the %s and the %s share sectors %d..%d", name, e.what(far, m.start, meta), e.what(m, m.start, meta), m.start, min(m.end, far.end)-1)
 		}
 		if k == 0 || m.end > far.end {
 			far = m
@@ -152,7 +152,7 @@ func (e *sparseExtent) checkOverlaps(r *CheckReport, grains []sectorRun, meta []
 		})
 		if g < len(grains) && grains[g].start < m.end {
 			at := max(grains[g].start, m.start)
-			r.corrupt("%s: %s overlaps the %s", name, e.what(grains[g], at, meta), e.what(m, at, meta))
+			r.corruptEntry(aboutGrains, "%s: %s overlaps the %s", name, e.what(grains[g], at, meta), e.what(m, at, meta))
 		}
 	}
 }

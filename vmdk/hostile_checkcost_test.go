@@ -232,6 +232,14 @@ func TestHostileCheckCost(t *testing.T) {
 				t.Fatalf("corruptions:\n%s\nwant one saying %q", all, c.corrupt)
 			}
 			t.Logf("%d corruptions, the first: %s", len(r.Corruptions), r.Corruptions[0])
+			// A table read from the wrong place names hundreds of bad
+			// entries: the first are listed, the rest counted.
+			if len(r.Corruptions) > maxGrainReports+4 {
+				t.Fatalf("%d corruptions listed, want at most %d and a count", len(r.Corruptions), maxGrainReports+4)
+			}
+			if len(r.Corruptions) > maxGrainReports && !strings.Contains(all, "more grain table entries or grains are wrong") {
+				t.Fatalf("%d corruptions listed without a count of the rest", len(r.Corruptions))
+			}
 		})
 	}
 }
