@@ -165,7 +165,7 @@ func (e *sparseExtent) check(ctx context.Context, r *CheckReport, repair bool, u
 	}
 	metaEnd := e.checkOverlaps(r, grains.runs, e.metadataSpans(), dirs...)
 	if e.compressed {
-		if err := e.checkCompressedGrains(ctx, r); err != nil {
+		if err := e.checkCompressedGrains(ctx, r, dirs[0]); err != nil {
 			return err
 		}
 		return e.checkStreamTail(r)

@@ -41,8 +41,9 @@ func (e *sparseExtent) grainMarkerEnd(g int64, v uint32) (int64, error) {
 // zlib bomb, a short stream, a bad Adler-32. Grains whose marker is wrong
 // were reported by grainSpan and are not inflated. The grains of one table
 // are inflated in parallel, each worker into its own grain buffer, so
-// memory stays at a few grains whatever the disk's size.
-func (e *sparseExtent) checkCompressedGrains(ctx context.Context, r *CheckReport) error {
+// memory stays at a few grains whatever the disk's size. gd (the grain
+// directory's order) says which tables were already met.
+func (e *sparseExtent) checkCompressedGrains(ctx context.Context, r *CheckReport, gd *tableOrder) error {
 	var (
 		mu   sync.Mutex
 		bad  int
@@ -58,9 +59,12 @@ func (e *sparseExtent) checkCompressedGrains(ctx context.Context, r *CheckReport
 			r.corrupt("%v", err)
 		}
 	}
-	err := e.eachTable(func(i int64, gt []uint32) error {
+	err := e.eachTable(gd, func(i int64, gt []uint32) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if zeroPrefix(gt) == len(gt) {
+			return nil // an empty table: nothing to inflate, at memory speed
 		}
 		return parallel(len(gt), func(j int) error {
 			g, v := i*e.gtEntries+int64(j), gt[j]
@@ -91,8 +95,9 @@ func (e *sparseExtent) checkCompressedGrains(ctx context.Context, r *CheckReport
 
 // eachTable calls f with every grain table of the extent, in index order:
 // those its grain directory names, or those that scanning a stream's
-// markers built.
-func (e *sparseExtent) eachTable(f func(i int64, gt []uint32) error) error {
+// markers built. Tables lying in a hole of the file (all empty) and
+// tables a lower GD entry named already (gd says which) are passed over.
+func (e *sparseExtent) eachTable(gd *tableOrder, f func(i int64, gt []uint32) error) error {
 	if e.gd == nil {
 		for _, i := range slices.Sorted(maps.Keys(e.tables)) {
 			if err := f(int64(i), e.tables[i]); err != nil {
@@ -101,8 +106,9 @@ func (e *sparseExtent) eachTable(f func(i int64, gt []uint32) error) error {
 		}
 		return nil
 	}
+	var hole holeWindow
 	for i, v := range e.gd {
-		if v == 0 {
+		if v == 0 || gd.shared(i) || e.tableInHole(int64(i), &hole) {
 			continue
 		}
 		gt, err := e.readTable(int64(v))
