@@ -47,19 +47,32 @@ func (e *sparseExtent) writeGuard() *grainGuard {
 
 // scanGrains reads every grain table once (the dirty ones from memory):
 // its cost is the tables' size, paid by the first write that needs it.
+// Directory entries sharing a table make the extent corrupt for writing
+// (a write through one entry would change the others' content too), and
+// are refused before their tables are read: a hostile directory naming
+// one full table a million times would otherwise hold 4 bytes for each of
+// its entries' grains. Tables in holes of the file are all zeros unread.
 func (e *sparseExtent) scanGrains(g *grainGuard) error {
 	if g.grains != nil {
 		return nil
 	}
+	order := orderTables(e.gd, runOfTable, g.tableSectors)
 	grains := []uint32{}
+	var hole holeWindow
 	for i, sector := range e.gd {
 		if sector == 0 {
 			continue
+		}
+		if order.shared(i) {
+			return fmt.Errorf("%s: %w: grain directory entry %d names the grain table of a lower entry (sector %d); refusing to write through shared tables", e.src.name, ErrCorrupt, i, sector)
 		}
 		e.mu.Lock()
 		gt, dirty := e.tables[uint32(i)], e.dirty[uint32(i)]
 		e.mu.Unlock()
 		if !dirty {
+			if e.sectorsInHole(int64(sector), &hole) {
+				continue
+			}
 			var err error
 			if gt, err = e.readTable(int64(sector)); err != nil {
 				return fmt.Errorf("grain table %d: %w", i, err)

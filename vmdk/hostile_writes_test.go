@@ -880,3 +880,35 @@ func TestHostileWritesCOWDDirectory(t *testing.T) {
 		t.Fatalf("Check: %v, %v: want a corruption", r, err)
 	}
 }
+
+// A directory whose entries after the first all name one full table (512
+// data entries, one stored grain) is refused for writing through entry 0's
+// own table, before the write guard reads the shared table 2^16 times and
+// holds 2^25 grain entries (128 MiB).
+func TestHostileWritesSharedFullTable(t *testing.T) {
+	const n = 1 << 16
+	gt0 := int64(1 + n*4/SectorSize) // entry 0's own table
+	gt := gt0 + 4                    // the table every other entry names
+	grain := gt + 4
+	h := SparseHeader{Version: 1, Flags: flagNewlineCheck, Capacity: n * gtes * 128, GrainSize: 128,
+		NumGTEsPerGT: gtes, GDOffset: 1, OverHead: uint64(grain)}
+	dir := append([]uint32{uint32(gt0)}, repeat(uint32(gt), n-1)...)
+	own := make([]uint32, gtes)
+	own[0] = uint32(grain)
+	p := filepath.Join(t.TempDir(), "shared-full.vmdk")
+	sparseFile(t, p, (grain+128)*SectorSize, map[int64][]byte{0: h.marshal(), SectorSize: u32s(dir...),
+		gt0 * SectorSize: u32s(own...), gt * SectorSize: u32s(repeat(uint32(grain), gtes)...),
+		grain * SectorSize: bytes.Repeat([]byte{0xcd}, 128*SectorSize)})
+	d := mustOpen(t, p, Options{ReadWrite: true})
+	defer d.Close()
+	before := readFileT(t, p)
+	err := withinBound(t, writeBound, func() error {
+		_, err := d.WriteAt(bytes.Repeat([]byte{0xee}, 4096), 0)
+		return err
+	})
+	t.Logf("refused: %v", err)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("WriteAt through a shared table: %v, want ErrCorrupt", err)
+	}
+	sameBytes(t, "image after the refused write", readFileT(t, p), before)
+}
