@@ -87,9 +87,9 @@ func (e *flatExtent) lookup(off, n int64) (run, error) {
 	f, ok := e.src.f.(*os.File)
 	if end := e.src.end(); !ok || r.host >= end {
 		return r, nil
-	} else if d, ok := nextData(f, r.host); ok && d > r.host {
+	} else if d, ok := NextData(f, r.host); ok && d > r.host {
 		r.hole, r.n = true, min(n, d-r.host, end-r.host)
-	} else if h, ok := nextHole(f, r.host); ok && h > r.host {
+	} else if h, ok := NextHole(f, r.host); ok && h > r.host {
 		r.n = min(n, h-r.host)
 	}
 	return r, nil

@@ -16,7 +16,7 @@ const (
 // false when the filesystem cannot tell. It lets a lookup skip grain
 // tables that lie in holes, as qemu-img leaves them, and flat extent
 // ranges never written, without reading them.
-func nextData(f *os.File, off int64) (int64, bool) {
+func NextData(f *os.File, off int64) (int64, bool) {
 	d, err := f.Seek(off, seekData)
 	if errors.Is(err, syscall.ENXIO) {
 		return 1<<63 - 1, true
@@ -26,7 +26,7 @@ func nextData(f *os.File, off int64) (int64, bool) {
 
 // nextHole returns the offset of the first hole at or after off (the
 // file's end counts as one), and false when the filesystem cannot tell.
-func nextHole(f *os.File, off int64) (int64, bool) {
+func NextHole(f *os.File, off int64) (int64, bool) {
 	h, err := f.Seek(off, seekHole)
 	return h, err == nil
 }

@@ -5,7 +5,7 @@ package vmdk
 import "os"
 
 // nextData: without SEEK_DATA every byte counts as data.
-func nextData(f *os.File, off int64) (int64, bool) { return off, false }
+func NextData(f *os.File, off int64) (int64, bool) { return off, false }
 
 // nextHole: without SEEK_HOLE no hole is known.
-func nextHole(f *os.File, off int64) (int64, bool) { return 0, false }
+func NextHole(f *os.File, off int64) (int64, bool) { return 0, false }

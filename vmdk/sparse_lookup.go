@@ -242,7 +242,7 @@ func (e *sparseExtent) sectorsInHole(sector int64, w *holeWindow) bool {
 	if start >= w.from && end <= w.to {
 		return true
 	}
-	d, ok := nextData(f, start)
+	d, ok := NextData(f, start)
 	if !ok {
 		return false
 	}
