@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,6 +232,37 @@ func TestHostileFilesExtentLines(t *testing.T) {
 			if check.Code != 2 { // corruptions
 				t.Fatalf("check: exit %d, want 2; %s%s", check.Code, check.Stdout, check.Stderr)
 			}
+		})
+	}
+}
+
+// A FIFO where a block device should be (a broken or hostile mount as the
+// import target) is refused at once instead of blocking open(2), both
+// where the space limit is measured and where the device is opened.
+func TestHostileFilesFIFOTarget(t *testing.T) {
+	f := getFixture(t)
+	src := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(src, f.raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "dev")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, stdin := range map[string]bool{"known size": false, "unknown size (stdin)": true} {
+		t.Run(name, func(t *testing.T) {
+			res := filepath.Join(t.TempDir(), "r.json")
+			args := []string{"import", "--result-file", res, "--retries", "0", "--progress-interval", "0", "--target-mode", "block", "--target", fifo, src}
+			var in io.Reader
+			if stdin {
+				args[len(args)-1], in = "-", bytes.NewReader(f.raw)
+			}
+			run := runBounded(t, bound{Time: 3 * time.Second, Mem: 32 << 20}, in, args...)
+			if run.Elapsed > time.Second {
+				t.Errorf("took %v to refuse", run.Elapsed)
+			}
+			wantRefused(t, run, jobapi.ExitPermanent)
+			wantReason(t, res, jobapi.ReasonTargetError)
 		})
 	}
 }

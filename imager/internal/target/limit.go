@@ -132,7 +132,7 @@ func Capacity(path string, o Options) (int64, error) {
 		return 0, err
 	}
 	if fi, serr := os.Stat(path); o.Block || serr == nil && fi.Mode()&os.ModeDevice != 0 {
-		f, err := os.Open(path)
+		f, err := openDevice(path, os.O_RDONLY) // a FIFO must not block open(2)
 		if err != nil {
 			return 0, MarkOpen(err)
 		}

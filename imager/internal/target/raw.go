@@ -2,6 +2,7 @@ package target
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
 // rawHoleUnit: zero runs of this size become holes in raw files (qemu-img's -S 4k).
@@ -122,8 +124,19 @@ type blockDevice struct {
 	sync bool
 }
 
+// openDevice opens a block target (a device, or a file written as one)
+// without blocking on a FIFO in its place. What is neither a regular file
+// nor a block device is a target error, not an unsupported image.
+func openDevice(path string, flag int) (*os.File, error) {
+	f, err := vmdk.OpenDataFile(path, flag)
+	if errors.Is(err, vmdk.ErrUnsupported) {
+		return nil, errors.New("not a regular file or block device")
+	}
+	return f, err
+}
+
 func openBlock(path string, size int64, o Options) (*blockDevice, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openDevice(path, os.O_RDWR)
 	if err != nil {
 		return nil, MarkOpen(err)
 	}
