@@ -16,60 +16,6 @@ import (
 // its grains), and a corrupt variant of each image is still reported, so
 // the shortcuts cannot hide corruption.
 
-// cowdBig is a COWD of 2^32-1 one-sector grains whose one grain table
-// holds the last grain, at the file's end or, when grainAt is set, there.
-func cowdBig(t *testing.T, dir string, grainAt uint32) string {
-	const gdEntries = (cowdSectors + cowdGTEsPerGT - 1) / cowdGTEsPerGT
-	gt := int64(4 + gdEntries*4/SectorSize)
-	at := gt + cowdGTEsPerGT*4/SectorSize
-	g := int64(cowdSectors - 1)
-	h := make([]byte, cowdHeaderSize)
-	copy(h, magicCOWD)
-	for i, v := range []uint32{1, 3, cowdSectors, 1, 4, gdEntries, uint32(at + 1)} {
-		binary.LittleEndian.PutUint32(h[4+4*i:], v)
-	}
-	table := make([]uint32, cowdGTEsPerGT)
-	table[g%cowdGTEsPerGT] = uint32(at)
-	if grainAt != 0 {
-		table[g%cowdGTEsPerGT] = grainAt
-	}
-	sparseFile(t, filepath.Join(dir, "c-delta.vmdk"), (at+1)*SectorSize, map[int64][]byte{0: h,
-		4*SectorSize + (g/cowdGTEsPerGT)*4: u32s(uint32(gt)),
-		gt * SectorSize:                    u32s(table...),
-		at * SectorSize:                    make([]byte, SectorSize)})
-	p := filepath.Join(dir, "c.vmdk")
-	writeFile(t, p, []byte(fmt.Sprintf("version=1\nCID=0000000a\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW %d VMFSSPARSE \"c-delta.vmdk\"\n", cowdSectors)))
-	return p
-}
-
-// qemu64T is qemu-img's largest monolithicSparse image with its last MiB
-// written; edit, when set, changes it given its header.
-func qemu64T(t *testing.T, dir string, edit func(f *os.File, h *SparseHeader) error) string {
-	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "q64.vmdk", "64T")
-	qemuIO(t, dir, "q64.vmdk", "write -P 0xcd 70368743129088 1M")
-	p := filepath.Join(dir, "q64.vmdk")
-	if edit == nil {
-		return p
-	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	raw := make([]byte, SectorSize)
-	if _, err := f.ReadAt(raw, 0); err != nil {
-		t.Fatal(err)
-	}
-	h, err := parseSparseHeader(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := edit(f, h); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func TestHostileCheckCost(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -147,32 +93,17 @@ func TestHostileCheckCost(t *testing.T) {
 		grains: 1,
 		b:      bound{Time: 4 * time.Second, Mem: 40 << 20},
 	}, {
-		name: "empty 512 TiB header, 2^20 absent grain tables",
-		build: func(t *testing.T, dir string) string {
-			p := filepath.Join(dir, "empty.vmdk")
-			bigKDMV(t, p, nil, nil, 0)
-			return p
-		},
-		b: bound{Time: time.Second, Mem: 12 << 20},
+		name:  "empty 512 TiB header, 2^20 absent grain tables",
+		build: emptyBig,
+		b:     bound{Time: time.Second, Mem: 12 << 20},
 	}, {
-		name: "512 TiB whose one grain, at the far end, lies past the end of the file",
-		build: func(t *testing.T, dir string) string {
-			gt := int64(gdEnd)
-			p := filepath.Join(dir, "past.vmdk")
-			bigKDMV(t, p, map[int]uint32{gd512TiB1M - 1: uint32(gt)},
-				map[int64][]byte{gt * SectorSize: u32s(append(make([]uint32, gtes-1), uint32(gt+4))...)}, 0)
-			return p
-		},
+		name:    "512 TiB whose one grain, at the far end, lies past the end of the file",
+		build:   pastEndBig,
 		corrupt: []string{fmt.Sprintf("grain %d (sector %d) lies past the end of the file", int64(gd512TiB1M)*gtes-1, gdEnd+4)},
 		b:       bound{Time: time.Second, Mem: 12 << 20},
 	}, {
-		name: "512 TiB whose 2^20 GD entries share one written, empty table",
-		build: func(t *testing.T, dir string) string {
-			p := filepath.Join(dir, "shared-empty.vmdk")
-			bigKDMV(t, p, nil, map[int64][]byte{SectorSize: u32s(repeat(gdEnd, gd512TiB1M)...),
-				gdEnd * SectorSize: make([]byte, gtes*4)}, 0)
-			return p
-		},
+		name:  "512 TiB whose 2^20 GD entries share one written, empty table",
+		build: sharedEmptyBig,
 		// The format gives each table its own place: sharing is reported,
 		// once, with a count.
 		corrupt: []string{fmt.Sprintf("the grain table 0 and the grain table 1 share sectors %d..%d (%d more grain tables lie there too)", gdEnd, gdEnd+3, gd512TiB1M-2)},

@@ -81,6 +81,86 @@ type costCase struct {
 	b       bound
 }
 
+// cowdBig is a COWD of 2^32-1 one-sector grains whose one grain table
+// holds the last grain, at the file's end or, when grainAt is set, there.
+func cowdBig(t *testing.T, dir string, grainAt uint32) string {
+	const gdEntries = (cowdSectors + cowdGTEsPerGT - 1) / cowdGTEsPerGT
+	gt := int64(4 + gdEntries*4/SectorSize)
+	at := gt + cowdGTEsPerGT*4/SectorSize
+	g := int64(cowdSectors - 1)
+	h := make([]byte, cowdHeaderSize)
+	copy(h, magicCOWD)
+	for i, v := range []uint32{1, 3, cowdSectors, 1, 4, gdEntries, uint32(at + 1)} {
+		binary.LittleEndian.PutUint32(h[4+4*i:], v)
+	}
+	table := make([]uint32, cowdGTEsPerGT)
+	table[g%cowdGTEsPerGT] = uint32(at)
+	if grainAt != 0 {
+		table[g%cowdGTEsPerGT] = grainAt
+	}
+	sparseFile(t, filepath.Join(dir, "c-delta.vmdk"), (at+1)*SectorSize, map[int64][]byte{0: h,
+		4*SectorSize + (g/cowdGTEsPerGT)*4: u32s(uint32(gt)),
+		gt * SectorSize:                    u32s(table...),
+		at * SectorSize:                    bytes.Repeat([]byte{0xcd}, SectorSize)})
+	p := filepath.Join(dir, "c.vmdk")
+	writeFile(t, p, []byte(fmt.Sprintf("version=1\nCID=0000000a\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW %d VMFSSPARSE \"c-delta.vmdk\"\n", cowdSectors)))
+	return p
+}
+
+// qemu64T is qemu-img's largest monolithicSparse image with its last MiB
+// written; edit, when set, changes it given its header.
+func qemu64T(t *testing.T, dir string, edit func(f *os.File, h *SparseHeader) error) string {
+	sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "q64.vmdk", "64T")
+	qemuIO(t, dir, "q64.vmdk", "write -P 0xcd 70368743129088 1M")
+	p := filepath.Join(dir, "q64.vmdk")
+	if edit == nil {
+		return p
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	raw := make([]byte, SectorSize)
+	if _, err := f.ReadAt(raw, 0); err != nil {
+		t.Fatal(err)
+	}
+	h, err := parseSparseHeader(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := edit(f, h); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// emptyBig is an empty 512 TiB extent: 2^20 absent grain tables.
+func emptyBig(t *testing.T, dir string) string {
+	p := filepath.Join(dir, "empty.vmdk")
+	bigKDMV(t, p, nil, nil, 0)
+	return p
+}
+
+// pastEndBig is 512 TiB whose one grain, at the far end, lies past the
+// end of the file.
+func pastEndBig(t *testing.T, dir string) string {
+	gt := int64(gdEnd)
+	p := filepath.Join(dir, "past.vmdk")
+	bigKDMV(t, p, map[int]uint32{gd512TiB1M - 1: uint32(gt)},
+		map[int64][]byte{gt * SectorSize: u32s(append(make([]uint32, gtes-1), uint32(gt+4))...)}, 0)
+	return p
+}
+
+// sharedEmptyBig is 512 TiB whose 2^20 GD entries all name one written,
+// empty table.
+func sharedEmptyBig(t *testing.T, dir string) string {
+	p := filepath.Join(dir, "shared-empty.vmdk")
+	bigKDMV(t, p, nil, map[int64][]byte{SectorSize: u32s(repeat(gdEnd, gd512TiB1M)...),
+		gdEnd * SectorSize: make([]byte, gtes*4)}, 0)
+	return p
+}
+
 func kindName(m Mapping) string {
 	switch {
 	case m.NoAccess:
@@ -98,22 +178,14 @@ func kindName(m Mapping) string {
 func TestHostileCost(t *testing.T) {
 	grain := bytes.Repeat([]byte{0xcd}, grain1M*SectorSize)
 	cases := []costCase{{
-		name: "empty 512 TiB, 2^20 absent grain tables",
-		build: func(t *testing.T, dir string) string {
-			p := filepath.Join(dir, "empty.vmdk")
-			bigKDMV(t, p, nil, nil, 0)
-			return p
-		},
-		maps: 1, first: "hole@1", last: "hole@1",
+		name:  "empty 512 TiB, 2^20 absent grain tables",
+		build: emptyBig,
+		maps:  1, first: "hole@1", last: "hole@1",
 		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
-		name: "qemu-img's largest: 64 TiB monolithicSparse, tables in holes, data at the end",
-		build: func(t *testing.T, dir string) string {
-			sh(t, dir, "qemu-img", "create", "-q", "-f", "vmdk", "q64.vmdk", "64T")
-			qemuIO(t, dir, "q64.vmdk", "write -P 0xcd 70368743129088 1M") // the last MiB
-			return filepath.Join(dir, "q64.vmdk")
-		},
-		maps: 2, first: "hole@1", last: "data", pattern: 0xcd,
+		name:  "qemu-img's largest: 64 TiB monolithicSparse, tables in holes, data at the end",
+		build: func(t *testing.T, dir string) string { return qemu64T(t, dir, nil) },
+		maps:  2, first: "hole@1", last: "data", pattern: 0xcd,
 		// Its GD and redundant GD are 16 MiB each: what it allocates.
 		b: bound{Time: 3 * time.Second, Mem: 48 << 20},
 	}, {
@@ -150,39 +222,14 @@ func TestHostileCost(t *testing.T) {
 		maps: 2, first: "hole@1", last: "data", pattern: 0xcd,
 		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
-		name: "COWD of 2^32-1 one-sector grains, one grain at the far end",
-		build: func(t *testing.T, dir string) string {
-			const gdEntries = (cowdSectors + cowdGTEsPerGT - 1) / cowdGTEsPerGT
-			gt := int64(4 + gdEntries*4/SectorSize)
-			at := gt + cowdGTEsPerGT*4/SectorSize
-			g := int64(cowdSectors - 1) // the last grain
-			h := make([]byte, cowdHeaderSize)
-			copy(h, magicCOWD)
-			for i, v := range []uint32{1, 3, cowdSectors, 1, 4, gdEntries, uint32(at + 1)} {
-				binary.LittleEndian.PutUint32(h[4+4*i:], v)
-			}
-			table := make([]uint32, cowdGTEsPerGT)
-			table[g%cowdGTEsPerGT] = uint32(at)
-			sparseFile(t, filepath.Join(dir, "c-delta.vmdk"), (at+1)*SectorSize, map[int64][]byte{0: h,
-				4*SectorSize + (g/cowdGTEsPerGT)*4: u32s(uint32(gt)),
-				gt * SectorSize:                    u32s(table...),
-				at * SectorSize:                    grain[:SectorSize]})
-			// qemu opens COWD only behind a descriptor (it wants a CID).
-			p := filepath.Join(dir, "c.vmdk")
-			writeFile(t, p, []byte(fmt.Sprintf("version=1\nCID=0000000a\nparentCID=ffffffff\ncreateType=\"vmfsSparse\"\nRW %d VMFSSPARSE \"c-delta.vmdk\"\n", cowdSectors)))
-			return p
-		},
-		maps: 2, first: "hole@1", last: "data", pattern: 0xcd,
+		name:  "COWD of 2^32-1 one-sector grains, one grain at the far end",
+		build: func(t *testing.T, dir string) string { return cowdBig(t, dir, 0) },
+		maps:  2, first: "hole@1", last: "data", pattern: 0xcd,
 		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
-		name: "every GD entry shares one empty table (written, not a hole)",
-		build: func(t *testing.T, dir string) string {
-			p := filepath.Join(dir, "shared-empty.vmdk")
-			bigKDMV(t, p, nil, map[int64][]byte{SectorSize: u32s(repeat(gdEnd, gd512TiB1M)...),
-				gdEnd * SectorSize: make([]byte, gtes*4)}, 0)
-			return p
-		},
-		maps: 1, first: "hole@1", last: "hole@1",
+		name:  "every GD entry shares one empty table (written, not a hole)",
+		build: sharedEmptyBig,
+		maps:  1, first: "hole@1", last: "hole@1",
 		b: bound{Time: time.Second, Mem: 12 << 20},
 	}, {
 		name: "2^16 GD entries share one table whose first grain is allocated",
@@ -216,16 +263,10 @@ func TestHostileCost(t *testing.T) {
 		maps: 1, first: "hole@2", last: "hole@2",
 		b: bound{Time: time.Second, Mem: 24 << 20},
 	}, {
-		name: "512 TiB whose one grain, at the far end, lies past the end of the file",
-		build: func(t *testing.T, dir string) string {
-			gt := int64(gdEnd)
-			p := filepath.Join(dir, "past.vmdk")
-			bigKDMV(t, p, map[int]uint32{gd512TiB1M - 1: uint32(gt)},
-				map[int64][]byte{gt * SectorSize: u32s(append(make([]uint32, gtes-1), uint32(gt+4))...)}, 0)
-			return p
-		},
-		want: ErrCorrupt,
-		b:    bound{Time: time.Second, Mem: 12 << 20},
+		name:  "512 TiB whose one grain, at the far end, lies past the end of the file",
+		build: pastEndBig,
+		want:  ErrCorrupt,
+		b:     bound{Time: time.Second, Mem: 12 << 20},
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
