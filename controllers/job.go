@@ -31,6 +31,9 @@ type ImagerConfig struct {
 	TTLSecondsAfterFinished int32
 	// UID and GID the Job runs as (also the PVC's fsGroup).
 	UID, GID int64
+	// Retry is how the controllers retry Jobs whose transient failures
+	// used up BackoffLimit.
+	Retry RetryPolicy
 	// MaxScratch caps the scratch space (an emptyDir on the node's disk)
 	// an import may spool its source to; 0: only what the image's size
 	// calls for.
@@ -54,6 +57,7 @@ func DefaultImagerConfig() ImagerConfig {
 		},
 		BackoffLimit:            4,
 		TTLSecondsAfterFinished: 3600,
+		Retry:                   DefaultRetryPolicy(),
 		UID:                     65532,
 		GID:                     65532,
 	}

@@ -195,8 +195,11 @@ const (
 	// ConditionChainValid: the image's parentCID matches its parent's CID.
 	ConditionChainValid = "ChainValid"
 	// ConditionDeletionBlocked: the image is being deleted but other
-	// images still need it.
+	// images (or populations) still need it.
 	ConditionDeletionBlocked = "DeletionBlocked"
+	// ConditionStorage: the image's PVC is bound and as large as
+	// spec.storage.size asks (its reasons say what a resize waits for).
+	ConditionStorage = "Storage"
 )
 
 // Finalizer keeps an image (and its PVC) while other images need it.
@@ -243,7 +246,32 @@ type VMDKImageStatus struct {
 	// re-read from the image's files for.
 	// +optional
 	Refreshed string `json:"refreshed,omitempty"`
+	// Retried is the value of the retry annotation the current attempt
+	// was started for.
+	// +optional
+	Retried string `json:"retried,omitempty"`
+	// Retries counts the fresh Jobs the controller started after
+	// transient failures (since the image was created or last retried by
+	// the annotation); it stops at the manager's retry limit.
+	// +optional
+	Retries int32 `json:"retries,omitempty"`
+	// LastError is why the last attempt failed, kept while the next one
+	// runs.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+	// Capacity is VirtualSize for people ("10Gi").
+	// +optional
+	Capacity string `json:"capacity,omitempty"`
+	// Allocated is AllocatedBytes for people ("12Ki").
+	// +optional
+	Allocated string `json:"allocated,omitempty"`
 }
+
+// AnnotationRetry asks the controller for a fresh attempt at a Failed
+// image (or, on a PVC, a failed population), after the cause was fixed:
+// set it to a new value; status.retried (the PVC's populator-retried
+// annotation) echoes it once the attempt has started.
+const AnnotationRetry = "storage.vmdkpop.io/retry"
 
 // AnnotationRefresh asks the controller to re-read a Ready image's CID,
 // parentCID and sizes from its files (after something else wrote to it):
@@ -255,15 +283,22 @@ const AnnotationRefresh = "storage.vmdkpop.io/refresh"
 // value (and in its Job and PVC names and the /images/<name> mount).
 // +kubebuilder:object:root=true
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: it is the value of the storage.vmdkpop.io/image label on the image's PVC and Job"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.backingImage) || self.spec.backingImage.name != self.metadata.name",message="an image cannot be its own backing image",fieldPath=".spec.backingImage.name"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.source) || !has(self.spec.source.image) || self.spec.source.image.name != self.metadata.name",message="an image cannot flatten itself",fieldPath=".spec.source.image.name"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=vmdk;vmdks,categories=vmdkpop
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Subformat",type=string,JSONPath=`.spec.subformat`
-// +kubebuilder:printcolumn:name="Size",type=integer,JSONPath=`.status.virtualSize`
+// +kubebuilder:printcolumn:name="Size",type=string,JSONPath=`.status.capacity`
+// +kubebuilder:printcolumn:name="Allocated",type=string,JSONPath=`.status.allocated`
 // +kubebuilder:printcolumn:name="CID",type=string,JSONPath=`.status.cid`
-// +kubebuilder:printcolumn:name="Allocated",type=integer,JSONPath=`.status.allocatedBytes`
 // +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Bytes",type=integer,JSONPath=`.status.virtualSize`,priority=1
+// +kubebuilder:printcolumn:name="Allocated-Bytes",type=integer,JSONPath=`.status.allocatedBytes`,priority=1
+// +kubebuilder:printcolumn:name="Retries",type=integer,JSONPath=`.status.retries`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 type VMDKImage struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -38,6 +38,12 @@ const (
 	AnnRefreshJobUID = "storage.vmdkpop.io/refresh-job-uid"
 )
 
+// AnnResult on an image's PVC records the image's completed attempt (the
+// JSON of a CompletionRecord): status is rebuilt from it when status is
+// lost, and a finished image never re-runs because its Job is gone.
+const AnnResult = "storage.vmdkpop.io/result"
+
+
 // Populator phases (AnnPhase values).
 const (
 	PopPending    = "Pending"
