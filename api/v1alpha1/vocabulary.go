@@ -43,7 +43,6 @@ const (
 // lost, and a finished image never re-runs because its Job is gone.
 const AnnResult = "storage.vmdkpop.io/result"
 
-
 // Populator phases (AnnPhase values).
 const (
 	PopPending    = "Pending"
