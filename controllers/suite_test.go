@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -100,6 +101,10 @@ var _ = BeforeSuite(func() {
 		return managerRequests
 	})
 
+	// Retries after seconds, not minutes: the specs wait for them.
+	imagerCfg := DefaultImagerConfig()
+	imagerCfg.Retry = RetryPolicy{Limit: 2, Base: time.Second, Max: 4 * time.Second}
+
 	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&VMDKImageReconciler{
@@ -108,7 +113,7 @@ var _ = BeforeSuite(func() {
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  mgr.GetEventRecorder("vmdkimage-controller"),
 		Logs:      fakeLogs,
-		Imager:    DefaultImagerConfig(),
+		Imager:    imagerCfg,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&PopulatorReconciler{
 		Client:    mgr.GetClient(),
@@ -116,7 +121,7 @@ var _ = BeforeSuite(func() {
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("vmdkpop-populator"),
 		Logs:      fakeLogs,
-		Imager:    DefaultImagerConfig(),
+		Imager:    imagerCfg,
 		DiskUID:   107,
 		DiskGID:   107,
 	}).SetupWithManager(mgr)).To(Succeed())
