@@ -115,17 +115,27 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			return ctrl.Result{}, err
 		}
 	}
+	// A failed attempt only waits for its retry: its Job is never run
+	// again, even once the TTL controller has removed it.
+	if res, done, err := r.afterFailure(ctx, pvc); done {
+		return res, err
+	}
+	if handed, err := r.handedOver(ctx, pvc); handed || err != nil {
+		return ctrl.Result{RequeueAfter: progressInterval}, err
+	}
 
 	// The image and its chain must be Ready.
 	chain, wait, err := readyChain(ctx, r.Client, pvc.Namespace, "", imageName, v1alpha1.ReasonWaitingForSource)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if wait != nil {
+	if wait != nil && pvc.Annotations[v1alpha1.AnnPopulateJobUID] == "" {
 		r.wait(ctx, pvc, wait.message)
 		return ctrl.Result{}, nil // the image watch brings us back
 	}
-	img := chain[0]
+	// An attempt under way goes on even if its image is being deleted
+	// meanwhile (the image waits for it: populationsOf); it only starts
+	// no new Job (chain is nil).
 
 	// The storage class decides where the volume can be made.
 	if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName == "" {
@@ -149,18 +159,38 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 
 	// Too small a PVC is refused before any work, with the size it needs.
-	if msg := tooSmall(pvc, img.Status.VirtualSize); msg != "" {
-		r.fail(ctx, pvc, v1alpha1.EventPVCTooSmall, msg)
-		return ctrl.Result{}, nil
+	if chain != nil {
+		if msg := tooSmall(pvc, chain[0].Status.VirtualSize); msg != "" {
+			r.fail(ctx, pvc, v1alpha1.EventPVCTooSmall, msg)
+			return ctrl.Result{}, nil
+		}
 	}
 
+	// A prime PVC deleted or replaced mid-way holds none of the image:
+	// the attempt starts over rather than hand it over.
+	switch lost, err := r.primeLost(ctx, pvc); {
+	case err == errStale:
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case err != nil:
+		return ctrl.Result{}, err
+	case lost:
+		return r.restart(ctx, pvc, restartPrimeLost, "")
+	}
 	prime, err := r.ensurePrime(ctx, pvc, node)
 	if err != nil {
 		return r.refuse(ctx, pvc, err)
 	}
 	job, err := r.ensureJob(ctx, pvc, prime, chain, node)
-	if err != nil {
+	if apierrors.IsNotFound(err) && wait != nil {
+		r.wait(ctx, pvc, wait.message)
+		return ctrl.Result{}, nil
+	} else if err != nil {
 		return r.refuse(ctx, pvc, err)
+	}
+	if job.Labels[v1alpha1.LabelPrime] != string(prime.UID) {
+		// The recorded Job was made for another prime PVC: what it
+		// wrote is not in this one.
+		return r.restart(ctx, pvc, restartPrimeLost, "")
 	}
 	r.copyPrimeEvents(ctx, pvc, prime)
 	finished, failed := jobFinished(job)
@@ -173,13 +203,7 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	if failed {
-		res, pod, err := jobResult(ctx, r.Client, job)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		reason, msg := failureOf(job, res, pod, true)
-		r.fail(ctx, pvc, v1alpha1.EventPopulatorFailed, reason+": "+msg)
-		return ctrl.Result{}, nil
+		return r.attemptFailed(ctx, pvc, job)
 	}
 	return r.rebind(ctx, pvc, prime)
 }
@@ -217,11 +241,6 @@ func tooSmall(pvc *corev1.PersistentVolumeClaim, size int64) string {
 		req.String(), size, jobapi.FSOverhead*100, resource.NewQuantity(need, resource.BinarySI))
 }
 
-// primeName derives the prime PVC's and Job's names from the user PVC's UID.
-func primeName(pvc *corev1.PersistentVolumeClaim, kind string) string {
-	return kind + "-" + string(pvc.UID)
-}
-
 // ensurePrime gets or creates the prime PVC: the user's PVC without its
 // data source, the volume the Job writes and then hands over.
 func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.PersistentVolumeClaim, node string) (*corev1.PersistentVolumeClaim, error) {
@@ -243,7 +262,13 @@ func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.Persi
 
 // ensureJob gets or creates the Job writing the image's content into the
 // prime PVC: disk.img on a Filesystem volume, the device in Block mode.
+// Without a chain (its image is being deleted), only the recorded Job is
+// looked for: NotFound if it is gone.
 func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim, chain []*v1alpha1.VMDKImage, node string) (*batchv1.Job, error) {
+	if chain == nil {
+		job := &batchv1.Job{}
+		return job, getChild(ctx, r.Client, r.APIReader, pvc, v1alpha1.AnnPopulateJobUID, primeName(pvc, "populate"), job)
+	}
 	p := imagerPod{uid: r.DiskUID, gid: r.DiskGID, node: node}
 	p.volumes, p.mounts = chainVolumes(chain)
 	p.volumes = append(p.volumes, pvcVolume("target", prime.Name, false))
@@ -256,7 +281,8 @@ func (r *PopulatorReconciler) ensureJob(ctx context.Context, pvc, prime *corev1.
 	}
 	p.args = jobapi.ImportArgs{ResultFile: jobapi.ResultPath, Target: target, TargetFormat: "raw", FSOverhead: jobapi.FSOverhead,
 		Root: imagesDir, Source: imagePath(chain[0].Name)}.Argv()
-	job := imagerJob(primeName(pvc, "populate"), pvc.Namespace, map[string]string{v1alpha1.LabelPopulates: string(pvc.UID)}, p, r.Imager)
+	labels := map[string]string{v1alpha1.LabelPopulates: string(pvc.UID), v1alpha1.LabelPrime: string(prime.UID)}
+	job := imagerJob(primeName(pvc, "populate"), pvc.Namespace, labels, p, r.Imager)
 	job, created, err := ensureChild(ctx, r.Client, r.APIReader, pvc, v1alpha1.AnnPopulateJobUID, job)
 	if created {
 		r.event(pvc, corev1.EventTypeNormal, v1alpha1.EventPopulatorStarted, "Job %s writes VMDKImage %s into PVC %s", job.Name, chain[0].Name, prime.Name)
@@ -277,11 +303,6 @@ func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.Per
 	pv := &corev1.PersistentVolume{}
 	if err := r.Get(ctx, types.NamespacedName{Name: prime.Spec.VolumeName}, pv); err != nil {
 		return ctrl.Result{}, err
-	}
-	if ref := pv.Spec.ClaimRef; ref != nil && ref.UID == pvc.UID && pvc.Annotations[v1alpha1.AnnVolume] == pv.Name {
-		// Handed over by an earlier reconcile: the PV controller binds
-		// the user's PVC, and its Bound status brings us back to clean up.
-		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	if msg := verifyPrimeVolume(pvc, prime, pv); msg != "" {
 		r.fail(ctx, pvc, v1alpha1.ReasonVolumeNotVerified, msg)
@@ -334,15 +355,47 @@ func verifyPrimeVolume(pvc, prime *corev1.PersistentVolumeClaim, pv *corev1.Pers
 	return ""
 }
 
-// cleanup deletes the prime PVC and the Job of a populated or deleted
-// PVC: only the ones recorded as created for it.
+// cleanup deletes the current attempt's prime PVC and Job (of a
+// populated or deleted PVC, or of an attempt that is over): only the ones
+// recorded as created for it. The Job goes first, so nothing writes the
+// prime PVC once it is gone; the prime's volume goes with it even on a
+// Retain class (reclaimPrimeVolume).
 func (r *PopulatorReconciler) cleanup(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "populate")}}
 	if err := deleteChild(ctx, r.Client, pvc, job, v1alpha1.AnnPopulateJobUID); err != nil {
+		return fmt.Errorf("delete Job %s: %w", job.Name, err)
+	}
+	prime := &corev1.PersistentVolumeClaim{}
+	switch err := getChild(ctx, r.Client, r.APIReader, pvc, v1alpha1.AnnPrimeUID, primeName(pvc, "prime"), prime); {
+	case err == nil:
+		if err := r.reclaimPrimeVolume(ctx, pvc, prime); err != nil {
+			return err
+		}
+	case !apierrors.IsNotFound(err) && !isForeign(err):
 		return err
 	}
-	prime := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime")}}
-	return deleteChild(ctx, r.Client, pvc, prime, v1alpha1.AnnPrimeUID)
+	prime = &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime")}}
+	if err := deleteChild(ctx, r.Client, pvc, prime, v1alpha1.AnnPrimeUID); err != nil {
+		return fmt.Errorf("delete prime PVC %s: %w", prime.Name, err)
+	}
+	return nil
+}
+
+// handedOver reports whether the populated volume's claimRef already names
+// the user's PVC: the PV controller binds it, and the PVC's Bound status
+// brings the populator back to clean up. The prime PVC is not needed any
+// more (the PV controller marks it Lost), so nothing of it is looked at.
+func (r *PopulatorReconciler) handedOver(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (bool, error) {
+	name := pvc.Annotations[v1alpha1.AnnVolume]
+	if name == "" {
+		return false, nil
+	}
+	pv := &corev1.PersistentVolume{}
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, pv); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	ref := pv.Spec.ClaimRef
+	return ref != nil && ref.UID == pvc.UID, nil
 }
 
 func (r *PopulatorReconciler) progressOf(ctx context.Context, job *batchv1.Job) (string, bool) {
@@ -423,6 +476,8 @@ func (r *PopulatorReconciler) event(pvc *corev1.PersistentVolumeClaim, typ, reas
 
 // SetupWithManager watches PVCs that name a VMDKImage, their prime PVCs
 // and Jobs, and the images (a change enqueues the PVCs waiting for it).
+// The indexDataSource index it registers is the image reconciler's too
+// (populationsOf).
 func (r *PopulatorReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.PersistentVolumeClaim{}, indexDataSource, func(o client.Object) []string {
 		if name, ok := dataSourceImage(o.(*corev1.PersistentVolumeClaim)); ok {

@@ -442,7 +442,11 @@ func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage
 			out = append(out, u.Name)
 		}
 	}
-	return out, nil
+	// And the PVCs populating from it. The images below it in its chain
+	// need no check of their own: img is their child, and a child always
+	// holds its parent, so a population holds the whole chain.
+	pops, err := populationsOf(ctx, r.Client, img.Namespace, img.Name)
+	return append(out, pops...), err
 }
 
 func (r *VMDKImageReconciler) setCondition(img *v1alpha1.VMDKImage, typ string, status metav1.ConditionStatus, reason, msg string) {
@@ -459,7 +463,9 @@ func (r *VMDKImageReconciler) event(img *v1alpha1.VMDKImage, typ, reason, format
 
 // SetupWithManager registers the controller: it owns Jobs and PVCs, and a
 // change to an image wakes the images that depend on it and the images it
-// depends on.
+// depends on. It reads the populator's indexDataSource index (a deleted
+// image waits for its populations): PopulatorReconciler.SetupWithManager
+// must run on the same manager.
 func (r *VMDKImageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
 	idx := mgr.GetFieldIndexer()
@@ -484,6 +490,7 @@ func (r *VMDKImageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&batchv1.Job{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
 		Watches(&v1alpha1.VMDKImage{}, handler.EnqueueRequestsFromMapFunc(r.related)).
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(r.populatedImage)).
 		Complete(r)
 }
 

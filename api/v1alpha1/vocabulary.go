@@ -22,6 +22,32 @@ const (
 	PopulatorFinalizer = "storage.vmdkpop.io/populate"
 )
 
+// A population's attempts, on the user's PVC. Each attempt has a prime
+// PVC and a Job of its own (their names carry the attempt number), so a
+// fresh attempt never meets what is left of an old one.
+const (
+	// AnnPopAttempt: the current attempt's number (absent: 0).
+	AnnPopAttempt = "storage.vmdkpop.io/populator-attempt"
+	// AnnPopRetries: the fresh attempts the controller started after
+	// transient failures, since the PVC was created or last retried by
+	// the AnnotationRetry annotation.
+	AnnPopRetries = "storage.vmdkpop.io/populator-retries"
+	// AnnPopFailedAt: when the current attempt's Job failed (RFC 3339).
+	// Set once per attempt: the failure is reported once, and a failed
+	// Job the TTL controller removed is not run again.
+	AnnPopFailedAt = "storage.vmdkpop.io/populator-failed-at"
+	// AnnPopRetryAt: when the controller starts the next attempt (RFC
+	// 3339); absent on a failed attempt: not retried (a permanent
+	// failure, or the retry limit reached).
+	AnnPopRetryAt = "storage.vmdkpop.io/populator-retry-at"
+	// AnnPopRetried echoes the AnnotationRetry value the current attempt
+	// was started for.
+	AnnPopRetried = "storage.vmdkpop.io/populator-retried"
+	// LabelPrime marks a populate Job with the UID of the prime PVC it
+	// writes: a Job is used only with that prime.
+	LabelPrime = "storage.vmdkpop.io/prime"
+)
+
 // LabelImage marks the Jobs and PVCs of an image (its value: the image's
 // name, hence at most 63 characters).
 const LabelImage = "storage.vmdkpop.io/image"
@@ -99,4 +125,10 @@ const (
 	EventPopulatorFailed   = "PopulatorFailed"
 	EventPopulatorFinished = "PopulatorFinished"
 	EventPVCTooSmall       = "PVCTooSmall"
+	// EventPopulatorRestarted: the prime PVC was deleted or replaced
+	// mid-way; the population starts over with a new one.
+	EventPopulatorRestarted = "PopulatorRestarted"
+	// EventPopulatorRetrying: a fresh attempt after a failed one (the
+	// controller's retry, or the user's retry annotation).
+	EventPopulatorRetrying = "PopulatorRetrying"
 )
