@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -51,7 +50,8 @@ func run() error {
 	flag.StringVar(&cpuRequest, "imager-cpu-request", "100m", "CPU request of the imager container")
 	flag.StringVar(&maxScratch, "imager-max-scratch", "0", "cap on the scratch space (node disk) an HTTP import may spool its source to; 0: the image's size plus metadata")
 	flag.DurationVar(&jobTTL, "job-ttl", time.Hour, "how long finished Jobs are kept")
-	var backoff int
+	var backoff, concurrency int
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "how many images, and how many populations, are reconciled at once")
 	var diskUID, diskGID int64
 	flag.Int64Var(&diskUID, "disk-uid", 107, "owner of populated disk.img files (KubeVirt's qemu user)")
 	flag.Int64Var(&diskGID, "disk-gid", 107, "group of populated disk.img files")
@@ -90,45 +90,29 @@ func run() error {
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "vmdkpop.storage.vmdkpop.io",
 	}
-	if namespaces != "" {
-		mopts.Cache = cache.Options{DefaultNamespaces: map[string]cache.Config{}}
-		for _, ns := range strings.Split(namespaces, ",") {
-			mopts.Cache.DefaultNamespaces[strings.TrimSpace(ns)] = cache.Config{}
-		}
-	}
 	restCfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
-	}
-	mgr, err := ctrl.NewManager(restCfg, mopts)
-	if err != nil {
-		return fmt.Errorf("start manager: %w", err)
 	}
 	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return err
 	}
-	if err := (&controllers.VMDKImageReconciler{
-		Client:    mgr.GetClient(),
-		Scheme:    mgr.GetScheme(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("vmdkimage-controller"),
-		Logs:      controllers.ClientsetLogReader{Clientset: cs},
-		Imager:    cfg,
-	}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up the VMDKImage controller: %w", err)
+	ccfg := controllers.Config{
+		Imager:                  cfg,
+		Logs:                    controllers.ClientsetLogReader{Clientset: cs},
+		DiskUID:                 diskUID,
+		DiskGID:                 diskGID,
+		MaxConcurrentReconciles: concurrency,
 	}
-	if err := (&controllers.PopulatorReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  mgr.GetEventRecorder("vmdkpop-populator"),
-		Logs:      controllers.ClientsetLogReader{Clientset: cs},
-		Imager:    cfg,
-		DiskUID:   diskUID,
-		DiskGID:   diskGID,
-	}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("set up the populator: %w", err)
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			ccfg.Namespaces = append(ccfg.Namespaces, ns)
+		}
+	}
+	mgr, err := controllers.NewManager(restCfg, mopts, ccfg)
+	if err != nil {
+		return fmt.Errorf("start manager: %w", err)
 	}
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		if err := controllers.RegisterVolumePopulator(ctx, mgr.GetClient()); err != nil {
@@ -144,7 +128,7 @@ func run() error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("starting manager", "imagerImage", cfg.Image)
+	ctrl.Log.WithName("setup").Info("starting manager", "imagerImage", cfg.Image, "maxConcurrentReconciles", concurrency)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 

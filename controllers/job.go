@@ -155,6 +155,7 @@ type imagerPod struct {
 // root filesystem, no capabilities, no service-account token, results in
 // the termination message, and no retries of permanent failures.
 func imagerJob(name, namespace string, labels map[string]string, p imagerPod, cfg ImagerConfig) *batchv1.Job {
+	labels = managedLabels(labels) // on the pods too: what the cache watches
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels},
 		Spec: batchv1.JobSpec{
@@ -341,7 +342,7 @@ func pvcFor(img *v1alpha1.VMDKImage, name string, sourceSize int64) *corev1.Pers
 		request = resource.NewQuantity(defaultClaimSize(img, sourceSize), resource.BinarySI)
 	}
 	return &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: img.Namespace, Labels: map[string]string{v1alpha1.LabelImage: img.Name}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: img.Namespace, Labels: managedLabels(map[string]string{v1alpha1.LabelImage: img.Name})},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			StorageClassName: st.StorageClassName,
 			AccessModes:      modes,

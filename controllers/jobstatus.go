@@ -7,7 +7,6 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -75,17 +74,14 @@ func jobFailureMessage(job *batchv1.Job) string {
 // jobResult finds the Job's last finished pod and parses its termination
 // message (the imager result).
 func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*jobapi.Result, *corev1.Pod, error) {
-	pods := &corev1.PodList{}
-	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	pods, err := jobPods(ctx, c, job)
+	if err != nil {
 		return nil, nil, err
 	}
 	var last *corev1.Pod
 	var lastAt time.Time
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if !ownedBy(p, job) {
-			continue
-		}
+	for i := range pods {
+		p := &pods[i]
 		var at time.Time
 		switch t := terminated(p); {
 		case t != nil:
@@ -115,11 +111,26 @@ func jobResult(ctx context.Context, c client.Reader, job *batchv1.Job) (*jobapi.
 	return res, last, nil
 }
 
-// ownedBy reports whether the Job controller made p for job: a label is
-// anyone's to set, so the pod must also be controlled by job's UID.
+// jobPods lists the pods job controls, from the manager's cache (c must
+// be the manager's client: it looks them up by the indexPodJob index).
+func jobPods(ctx context.Context, c client.Reader, job *batchv1.Job) ([]corev1.Pod, error) {
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingFields{indexPodJob: string(job.UID)}); err != nil {
+		return nil, fmt.Errorf("list the pods of Job %s: %w", job.Name, err)
+	}
+	out := pods.Items[:0]
+	for _, p := range pods.Items {
+		if ownedBy(&p, job) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// ownedBy reports whether the Job controller made p for job: labels are
+// anyone's to set, so the pod must be controlled by job's UID.
 func ownedBy(p *corev1.Pod, job *batchv1.Job) bool {
-	ref := metav1.GetControllerOf(p)
-	return ref != nil && ref.UID == job.UID && ref.Kind == "Job"
+	return job.UID != "" && controllerJob(p) == string(job.UID)
 }
 
 func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
@@ -136,13 +147,14 @@ func jobProgress(ctx context.Context, c client.Reader, logs PodLogReader, job *b
 	if logs == nil {
 		return "", false
 	}
-	pods := &corev1.PodList{}
-	if err := c.List(ctx, pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	pods, err := jobPods(ctx, c, job)
+	if err != nil {
+		log.FromContext(ctx).V(1).Info("reading progress", "error", err.Error())
 		return "", false
 	}
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		if p.Status.Phase != corev1.PodRunning || !ownedBy(p, job) {
+	for i := range pods {
+		p := &pods[i]
+		if p.Status.Phase != corev1.PodRunning {
 			continue
 		}
 		lines, err := logs.LastLines(ctx, p.Namespace, p.Name, containerName, 10)

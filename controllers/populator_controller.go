@@ -245,7 +245,7 @@ func tooSmall(pvc *corev1.PersistentVolumeClaim, size int64) string {
 // data source, the volume the Job writes and then hands over.
 func (r *PopulatorReconciler) ensurePrime(ctx context.Context, pvc *corev1.PersistentVolumeClaim, node string) (*corev1.PersistentVolumeClaim, error) {
 	prime := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime"), Namespace: pvc.Namespace, Labels: map[string]string{v1alpha1.LabelPopulates: string(pvc.UID)}},
+		ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime"), Namespace: pvc.Namespace, Labels: managedLabels(map[string]string{v1alpha1.LabelPopulates: string(pvc.UID)})},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			StorageClassName: pvc.Spec.StorageClassName,
 			AccessModes:      pvc.Spec.AccessModes,

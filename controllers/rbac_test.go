@@ -51,10 +51,25 @@ var verbsNotRequested = map[string]string{
 type requestLog struct {
 	mu   sync.Mutex
 	seen map[string]bool
+}
+
+// wrap records in l what goes through next (a rest.Config's Wrap: each
+// manager the suite starts makes its own transports).
+func (l *requestLog) wrap(next http.RoundTripper) http.RoundTripper {
+	return loggedTransport{l, next}
+}
+
+type loggedTransport struct {
+	log  *requestLog
 	next http.RoundTripper
 }
 
-func (l *requestLog) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t loggedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.log.record(req)
+	return t.next.RoundTrip(req)
+}
+
+func (l *requestLog) record(req *http.Request) {
 	if key, ok := requestKey(req); ok {
 		l.mu.Lock()
 		l.seen[key] = true
@@ -65,7 +80,6 @@ func (l *requestLog) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		l.mu.Unlock()
 	}
-	return l.next.RoundTrip(req)
 }
 
 // requestKey names a request as an RBAC rule does; discovery and other

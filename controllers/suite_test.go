@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,8 +14,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -33,7 +36,6 @@ import (
 var (
 	testEnv   *envtest.Environment
 	k8sClient client.Client
-	cancel    context.CancelFunc
 	fakeLogs  = &fakeLogReader{lines: map[string][]string{}}
 	// role is the manager's ClusterRole; managerRequests what it did.
 	role            *rbacv1.ClusterRole
@@ -96,46 +98,61 @@ var _ = BeforeSuite(func() {
 	user, err := testEnv.AddUser(envtest.User{Name: managerUser}, cfg)
 	Expect(err).NotTo(HaveOccurred())
 	mgrCfg := user.Config()
-	mgrCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		managerRequests.next = rt
-		return managerRequests
-	})
+	mgrCfg.Wrap(managerRequests.wrap)
 
 	// Retries after seconds, not minutes: the specs wait for them.
 	imagerCfg := DefaultImagerConfig()
 	imagerCfg.Retry = RetryPolicy{Limit: 2, Base: time.Second, Max: 4 * time.Second}
-
-	mgr, err := ctrl.NewManager(mgrCfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
-	Expect(err).NotTo(HaveOccurred())
-	Expect((&VMDKImageReconciler{
-		Client:    mgr.GetClient(),
-		Scheme:    mgr.GetScheme(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("vmdkimage-controller"),
-		Logs:      fakeLogs,
-		Imager:    imagerCfg,
-	}).SetupWithManager(mgr)).To(Succeed())
-	Expect((&PopulatorReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  mgr.GetEventRecorder("vmdkpop-populator"),
-		Logs:      fakeLogs,
-		Imager:    imagerCfg,
-		DiskUID:   107,
-		DiskGID:   107,
-	}).SetupWithManager(mgr)).To(Succeed())
-	var ctx context.Context
-	ctx, cancel = context.WithCancel(context.Background())
-	go func() {
-		defer GinkgoRecover()
-		Expect(mgr.Start(ctx)).To(Succeed())
-	}()
+	managerConfig = Config{Imager: imagerCfg, Logs: fakeLogs, DiskUID: 107, DiskGID: 107, MaxConcurrentReconciles: 4}
+	managerRest = mgrCfg
+	startManager()
 })
 
+// The manager under test; specs may stop it and start a fresh one (as a
+// restart of the pod would) with the same options.
+var (
+	managerRest   *rest.Config
+	managerConfig Config
+	managerStop   context.CancelFunc
+	managerDone   chan struct{}
+	// managerCache is what the running manager holds in memory.
+	managerCache cache.Cache
+)
+
+// startManager starts a manager built as main.go builds it (NewManager),
+// and returns once its caches have synced.
+func startManager() {
+	ExpectWithOffset(1, managerStop).To(BeNil(), "a manager is running already")
+	mgr, err := NewManager(managerRest, ctrl.Options{
+		Scheme:  k8sClient.Scheme(),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		// Each start registers the controllers' names again.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	}, managerConfig)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	managerStop, managerDone, managerCache = stop, done, mgr.GetCache()
+	ExpectWithOffset(1, mgr.GetCache().WaitForCacheSync(ctx)).To(BeTrue())
+}
+
+// stopManager stops the running manager and waits until it has: no
+// reconcile of it runs once this returns.
+func stopManager() {
+	ExpectWithOffset(1, managerStop).NotTo(BeNil(), "no manager is running")
+	managerStop()
+	EventuallyWithOffset(1, managerDone, time.Minute).Should(BeClosed())
+	managerStop, managerDone = nil, nil
+}
+
 var _ = AfterSuite(func() {
-	if cancel != nil {
-		cancel()
+	if managerStop != nil {
+		stopManager()
 	}
 	// Only a whole run uses every verb: a focused one proves nothing.
 	if sc, _ := GinkgoConfiguration(); role != nil && len(sc.FocusStrings)+len(sc.SkipStrings)+len(sc.FocusFiles)+len(sc.SkipFiles) == 0 && sc.LabelFilter == "" {

@@ -162,7 +162,9 @@ var _ = Describe("tenant safety", func() {
 		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonForeignObject))
 		untouched(job)
 
-		// The tenant removes its Job: the populator makes its own.
+		// The tenant removes its Job: the populator makes its own at its
+		// next look (the forged Job, without vmdkpop's label, is not even
+		// watched: its deletion wakes nothing).
 		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
 		Eventually(func() string {
 			j := &batchv1.Job{}
@@ -170,7 +172,7 @@ var _ = Describe("tenant safety", func() {
 				return ""
 			}
 			return string(j.UID)
-		}, timeout, interval).ShouldNot(Or(BeEmpty(), Equal(string(job.UID))))
+		}, foreignRecheck+timeout, interval).ShouldNot(Or(BeEmpty(), Equal(string(job.UID))))
 		Eventually(annotation(ns, "x", v1alpha1.AnnPopulateJobUID), timeout, interval).ShouldNot(BeEmpty())
 		Eventually(annotation(ns, "x", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopPopulating))
 	})
@@ -373,10 +375,11 @@ var _ = Describe("tenant safety", func() {
 		ns := newNamespace()
 		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1)})
 		job := jobOf(ns, "img")
-		// A pod a tenant made with the Job's label and a result of its own.
+		// A pod a tenant made with the Job's labels (so the manager caches
+		// it) and a result of its own.
 		b := `{"phase":"Succeeded","reason":"Succeeded","cid":"0badc0de","createType":"monolithicSparse","virtualSize":1073741824}`
 		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "forged-", Namespace: ns, Labels: map[string]string{batchv1.JobNameLabel: job.Name}},
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "forged-", Namespace: ns, Labels: podLabels(job)},
 			Spec:       *job.Spec.Template.Spec.DeepCopy(),
 		}
 		Expect(k8sClient.Create(ctx, pod)).To(Succeed())

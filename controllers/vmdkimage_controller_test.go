@@ -79,7 +79,8 @@ func noJob(ns, name string) {
 func jobPod(job *batchv1.Job, phase corev1.PodPhase, term *corev1.ContainerStateTerminated) *corev1.Pod {
 	ctx := context.Background()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Namespace: job.Namespace, Labels: map[string]string{batchv1.JobNameLabel: job.Name},
+		// The Job controller labels its pods with the template's labels.
+		ObjectMeta: metav1.ObjectMeta{GenerateName: job.Name + "-", Namespace: job.Namespace, Labels: podLabels(job),
 			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(job, batchv1.SchemeGroupVersion.WithKind("Job"))}},
 		Spec: *job.Spec.Template.Spec.DeepCopy(),
 	}
@@ -93,6 +94,15 @@ func jobPod(job *batchv1.Job, phase corev1.PodPhase, term *corev1.ContainerState
 	pod.Status = corev1.PodStatus{Phase: phase, ContainerStatuses: []corev1.ContainerStatus{st}}
 	Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
 	return pod
+}
+
+// podLabels are the labels the Job controller gives job's pods.
+func podLabels(job *batchv1.Job) map[string]string {
+	l := map[string]string{batchv1.JobNameLabel: job.Name, batchv1.ControllerUidLabel: string(job.UID)}
+	for k, v := range job.Spec.Template.Labels {
+		l[k] = v
+	}
+	return l
 }
 
 // finishJob ends the Job: a pod that exited with code and wrote res as

@@ -48,6 +48,16 @@ const (
 	LabelPrime = "storage.vmdkpop.io/prime"
 )
 
+// LabelManagedBy (value ManagedBy) is on every Job, Job pod and PVC the
+// controllers create: the manager caches only the Jobs and pods carrying
+// it, so a cluster's other thousands cost it nothing. A label is anyone's
+// to set: it narrows what is watched, never what is trusted (children are
+// known by their recorded UIDs).
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "vmdkpop"
+)
+
 // LabelImage marks the Jobs and PVCs of an image (its value: the image's
 // name, hence at most 63 characters).
 const LabelImage = "storage.vmdkpop.io/image"
