@@ -176,7 +176,7 @@ func (r *PopulatorReconciler) attemptFailed(ctx context.Context, pvc *corev1.Per
 		return ctrl.Result{}, err
 	}
 	reason, msg := failureOf(job, res, pod, true)
-	msg = reason + ": " + msg
+	msg = reason + ": " + deviceHint(pvc, reason, msg)
 	permanent := res != nil && res.Phase == jobapi.Failed && (res.Permanent || res.Reason == jobapi.ReasonInvalidArguments)
 	policy, n := r.Imager.Retry, retriesOf(pvc)
 	now := time.Now().UTC().Truncate(time.Second)

@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -51,7 +50,8 @@ type PopulatorReconciler struct {
 	// UID and GID that own disk.img: KubeVirt's qemu runs as 107.
 	DiskUID, DiskGID int64
 
-	copied sync.Map // UIDs of prime-PVC events already copied
+	copied  sync.Map      // UIDs of prime-PVC events already copied
+	blocked blockerEvents // the blockers told of in events
 }
 
 // Least privilege: each verb below is one the populator calls (the
@@ -199,7 +199,7 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if p, ok := r.progressOf(ctx, job); ok {
 			progress = p
 		}
-		r.annotate(ctx, pvc, v1alpha1.PopPopulating, progress, "")
+		r.annotate(ctx, pvc, v1alpha1.PopPopulating, progress, r.jobBlockerNote(ctx, pvc, prime, job))
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	if failed {
@@ -215,6 +215,10 @@ const foreignRecheck = 30 * time.Second
 // refuse records a refusal of a foreign object on the PVC, or returns any
 // other error for a retry.
 func (r *PopulatorReconciler) refuse(ctx context.Context, pvc *corev1.PersistentVolumeClaim, err error) (ctrl.Result, error) {
+	if b := quotaBlocker(err); b != nil {
+		r.annotate(ctx, pvc, v1alpha1.PopPending, "", r.blockerNote(pvc, b))
+		return ctrl.Result{RequeueAfter: quotaRecheck}, nil
+	}
 	if !isForeign(err) {
 		return ctrl.Result{}, err
 	}
@@ -405,20 +409,12 @@ func (r *PopulatorReconciler) progressOf(ctx context.Context, job *batchv1.Job) 
 // copyPrimeEvents repeats the prime PVC's warnings (a provisioner that
 // failed, a volume that cannot attach) on the user's PVC, where users look.
 func (r *PopulatorReconciler) copyPrimeEvents(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim) {
-	if r.APIReader == nil {
-		return
-	}
-	list := &corev1.EventList{}
-	// By UID: anyone may write events naming the prime PVC's name.
-	if err := r.APIReader.List(ctx, list, client.InNamespace(prime.Namespace),
-		client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("involvedObject.uid", string(prime.UID))}); err != nil {
+	evs, err := warningEvents(ctx, r.APIReader, prime, "PersistentVolumeClaim")
+	if err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "listing the prime PVC's events", "prime", prime.Name)
 		return
 	}
-	for _, e := range list.Items {
-		if e.Type != corev1.EventTypeWarning || e.InvolvedObject.Kind != "PersistentVolumeClaim" || e.InvolvedObject.UID != prime.UID {
-			continue
-		}
+	for _, e := range evs {
 		if _, done := r.copied.LoadOrStore(e.UID, true); done {
 			continue
 		}

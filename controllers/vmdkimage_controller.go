@@ -51,6 +51,8 @@ type VMDKImageReconciler struct {
 	Recorder  events.EventRecorder
 	Logs      PodLogReader
 	Imager    ImagerConfig
+
+	blocked blockerEvents // the blockers told of in events
 }
 
 // +kubebuilder:rbac:groups=storage.vmdkpop.io,resources=vmdkimages,verbs=get;list;watch;update;patch
@@ -155,6 +157,11 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 // (it stays Pending: removing the squatter lets it go on), or returns any
 // other error for a retry.
 func (r *VMDKImageReconciler) refuse(img *v1alpha1.VMDKImage, err error) (ctrl.Result, error) {
+	if b := quotaBlocker(err); b != nil {
+		img.Status.Phase = v1alpha1.PhasePending
+		r.setBlocked(img, b, metav1.ConditionFalse)
+		return ctrl.Result{RequeueAfter: quotaRecheck}, nil
+	}
 	if !isForeign(err) {
 		return ctrl.Result{}, err
 	}
@@ -190,6 +197,7 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 			msg += fmt.Sprintf(" (%d failed attempts so far, retrying)", job.Status.Failed)
 		}
 		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonJobRunning, msg)
+		r.showJobBlocker(ctx, img, job)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	res, pod, err := jobResult(ctx, r.Client, job)

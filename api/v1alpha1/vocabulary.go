@@ -114,6 +114,34 @@ const (
 	ReasonVolumeNotVerified = "VolumeNotVerified"
 )
 
+// What blocks a wait (controllers/blockers.go): the reason of an
+// image's Progressing and Ready conditions and of its event, and the
+// prefix of a PVC's AnnMessage, while the image's Job or a population
+// makes no progress. Each message says what to do.
+const (
+	// ReasonUnschedulable: the scheduler cannot place the Job's pod (its
+	// message: no node with the resources, a volume node affinity
+	// conflict when the volumes it mounts cannot meet on one node).
+	ReasonUnschedulable = "Unschedulable"
+	// ReasonImagePullFailed: the node cannot pull the imager image.
+	ReasonImagePullFailed = "ImagePullFailed"
+	// ReasonContainerCreateFailed: the kubelet cannot create the imager
+	// container (CreateContainerConfigError, CreateContainerError).
+	ReasonContainerCreateFailed = "ContainerCreateFailed"
+	// ReasonMountFailed: the pod's volumes cannot be attached, mounted
+	// or mapped on its node.
+	ReasonMountFailed = "MountFailed"
+	// ReasonPodCreateFailed: the Job controller cannot create the pod
+	// (refused by admission, other than by a quota).
+	ReasonPodCreateFailed = "PodCreateFailed"
+	// ReasonClaimPending: a PVC the Job mounts is not bound, for a reason
+	// the message names (no storage class, a missing one, provisioning).
+	ReasonClaimPending = "ClaimPending"
+	// ReasonQuotaExceeded: a ResourceQuota of the namespace refused a
+	// PVC, Job or pod the controller needs.
+	ReasonQuotaExceeded = "QuotaExceeded"
+)
+
 // Event reasons on VMDKImages.
 const (
 	EventCreateStarted  = "CreateStarted"
