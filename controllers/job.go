@@ -137,7 +137,7 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 	args, scratch := imagerArgs(img, &volumes, &vmounts, cfg)
 	labels := map[string]string{v1alpha1.LabelImage: img.Name}
 	spec := imagerPod{args: args, volumes: volumes, mounts: vmounts, uid: cfg.UID, gid: cfg.GID, scratch: scratch}
-	return imagerJob(nameFor(img, string(op)), img.Namespace, labels, spec, cfg)
+	return imagerJob(hashedName(img.Name, attemptSalt(img), string(op)), img.Namespace, labels, spec, cfg)
 }
 
 // imagerPod is what differs between the Jobs that run imager.

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -21,6 +22,18 @@ import (
 
 // podReasonEvicted is the kubelet's pod status reason for an eviction.
 const podReasonEvicted = "Evicted"
+
+// limitEviction reports whether the kubelet evicted pod for outgrowing
+// its own ephemeral-storage limits (its scratch emptyDir or its
+// container's limit), which the same source meets again on a fresh Job,
+// rather than for the node running short, which it may not.
+func limitEviction(pod *corev1.Pod) bool {
+	if pod == nil || pod.Status.Reason != podReasonEvicted {
+		return false
+	}
+	m := pod.Status.Message
+	return strings.Contains(m, "exceeds the total limit") || strings.Contains(m, "exceeds the limit")
+}
 
 // failureOf says why a finished Job did not succeed: imager's result,
 // else what became of its last pod, else the Job's own condition.

@@ -102,7 +102,7 @@ var _ = BeforeSuite(func() {
 
 	// Retries after seconds, not minutes: the specs wait for them.
 	imagerCfg := DefaultImagerConfig()
-	imagerCfg.Retry = RetryPolicy{Limit: 2, Base: time.Second, Max: 4 * time.Second}
+	imagerCfg.Retry = RetryPolicy{Limit: 2, Base: 2 * time.Second, Max: 4 * time.Second}
 	managerConfig = Config{Imager: imagerCfg, Logs: fakeLogs, DiskUID: 107, DiskGID: 107, MaxConcurrentReconciles: 4}
 	managerRest = mgrCfg
 	startManager()

@@ -346,10 +346,14 @@ var _ = Describe("tenant safety", func() {
 		newImage(ns, "img", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk?sig=abc"}}})
 		finishJob(jobOf(ns, "img"), jobapi.ExitTransient, &jobapi.Result{Phase: jobapi.Failed, Reason: jobapi.ReasonNetworkError,
 			Message: `Get "https://alice:hunter2@disks.example/d.vmdk?sig=abc": EOF`})
-		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
-		msg := condition(ns, "img", v1alpha1.ConditionReady)().Message
-		Expect(msg).To(ContainSubstring("disks.example/d.vmdk"))
-		Expect(msg).NotTo(Or(ContainSubstring("hunter2"), ContainSubstring("sig=abc")))
+		// Transient: a retry is scheduled, and every place the failure is
+		// told (conditions, lastError) is redacted.
+		Eventually(condition(ns, "img", v1alpha1.ConditionProgressing), timeout, interval).Should(HaveField("Reason", v1alpha1.ReasonRetryScheduled))
+		img := getImage(ns, "img")
+		for _, msg := range []string{condition(ns, "img", v1alpha1.ConditionReady)().Message, condition(ns, "img", v1alpha1.ConditionProgressing)().Message, img.Status.LastError} {
+			Expect(msg).To(ContainSubstring("disks.example/d.vmdk"))
+			Expect(msg).NotTo(Or(ContainSubstring("hunter2"), ContainSubstring("sig=abc")))
+		}
 	})
 
 	It("does not take the cache's lag for a squatter: a refusal is confirmed live", func() {

@@ -37,6 +37,10 @@ const maxChainDepth = 16
 // with another writer starts again (from a fresh read).
 const conflictRetry = 200 * time.Millisecond
 
+// nextStep is how soon a reconcile that changed status to move to its
+// next step runs again (once the status update has landed).
+const nextStep = 100 * time.Millisecond
+
 // progressInterval is how often a running Job's progress is refreshed.
 const progressInterval = 5 * time.Second
 
@@ -81,6 +85,9 @@ func (r *VMDKImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	old := img.Status.DeepCopy()
 	res, err := r.reconcile(ctx, img)
+	if err == nil {
+		img.Status.ObservedGeneration = img.Generation
+	}
 	if !equality.Semantic.DeepEqual(old, &img.Status) {
 		if uerr := r.Status().Update(ctx, img); uerr != nil {
 			if apierrors.IsConflict(uerr) {
@@ -94,24 +101,11 @@ func (r *VMDKImageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKImage) (ctrl.Result, error) {
 	st := &img.Status
-	done := (st.Phase == v1alpha1.PhaseReady || st.Phase == v1alpha1.PhaseFailed) && st.ObservedGeneration == img.Generation
-	if done {
-		if st.Phase != v1alpha1.PhaseReady {
-			return ctrl.Result{}, nil
-		}
-		pvc := &corev1.PersistentVolumeClaim{}
-		switch err := getChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnClaimUID, st.ClaimName, pvc); {
-		case err == nil:
-			if err := r.growPVC(ctx, img, pvc); err != nil {
-				return ctrl.Result{}, err
-			}
-		case isForeign(err):
-			r.refuseForeign(img, err)
-		}
-		if token := img.Annotations[v1alpha1.AnnotationRefresh]; token != "" && token != st.Refreshed {
-			return r.refresh(ctx, img, token)
-		}
-		return ctrl.Result{}, r.checkChain(ctx, img)
+	if r.retryRequested(img) {
+		return ctrl.Result{RequeueAfter: nextStep}, nil
+	}
+	if st.Phase == v1alpha1.PhaseReady || st.Phase == v1alpha1.PhaseFailed {
+		return r.finished(ctx, img)
 	}
 
 	// The images this one reads must be Ready first.
@@ -128,13 +122,24 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 	if img.Spec.Source != nil && img.Spec.Source.Image != nil {
 		sourceSize = mounts[0].Status.VirtualSize
 	}
-	claim, err := r.ensurePVC(ctx, img, sourceSize)
-	if err != nil {
+	claim, wait, err := r.ensurePVC(ctx, img, sourceSize)
+	switch {
+	case err != nil:
 		return r.refuse(img, err)
+	case wait != nil:
+		r.setWaiting(img, wait)
+		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	st.ClaimName = claim.Name
 
 	desired := jobFor(img, claim.Name, mounts, r.Imager)
+	// An attempt that ended is recorded on the PVC: take it from there,
+	// whether its Job is gone or status was lost (then, whatever the
+	// attempt: status starts again from Phase "").
+	if rec := recordOf(claim, img); rec != nil && (rec.Job == desired.Name || st.Phase == "") {
+		r.applyRecord(img, rec)
+		return r.finished(ctx, img)
+	}
 	st.JobName = desired.Name
 	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnJobUID, desired)
 	switch {
@@ -144,13 +149,72 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 		op := operationOf(img)
 		st.Phase = phaseOf(op)
 		st.Progress = ""
-		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonJobStarting, "Job "+desired.Name+" started")
+		started := "Job " + desired.Name + " started"
+		if st.Retries > 0 {
+			started += fmt.Sprintf(" (retry %d of %d)", st.Retries, r.Imager.Retry.Limit)
+		}
+		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonJobStarting, started)
 		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonJobStarting, string(op)+" in progress")
 		r.event(img, corev1.EventTypeNormal, map[Operation]string{OpCreate: v1alpha1.EventCreateStarted, OpImport: v1alpha1.EventImportStarted, OpFlatten: v1alpha1.EventFlattenStarted}[op],
 			"Job %s %ss the image into PVC %s", desired.Name, op, claim.Name)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
-	return r.observeJob(ctx, img, job)
+	return r.observeJob(ctx, img, claim, job)
+}
+
+// finished keeps a Ready or Failed image true to its PVC: Ready only
+// while the PVC holds it, grown when storage.size grows, re-read when
+// asked, its chain checked. Nothing here runs the image's Job again.
+func (r *VMDKImageReconciler) finished(ctx context.Context, img *v1alpha1.VMDKImage) (ctrl.Result, error) {
+	st := &img.Status
+	pvc := &corev1.PersistentVolumeClaim{}
+	err := getChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnClaimUID, nameFor(img, "disk"), pvc)
+	if isForeign(err) {
+		r.refuseForeign(img, err)
+		return ctrl.Result{}, nil
+	}
+	if img.Annotations[v1alpha1.AnnClaimUID] == "" && apierrors.IsNotFound(err) {
+		// Failed before it had a PVC (a dependency that cannot be met).
+		return ctrl.Result{}, nil
+	}
+	if msg := claimLost(pvc, err); msg != "" {
+		if st.Phase == v1alpha1.PhaseReady || meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionStorage) == nil ||
+			meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionStorage).Reason != v1alpha1.ReasonClaimLost {
+			r.markClaimLost(img, msg)
+		}
+		return ctrl.Result{}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.storageState(ctx, img, pvc); err != nil {
+		return ctrl.Result{}, err
+	}
+	if st.Phase != v1alpha1.PhaseReady {
+		return ctrl.Result{}, nil
+	}
+	if err := r.keepRecord(ctx, img, pvc); err != nil {
+		return ctrl.Result{}, err
+	}
+	if token := img.Annotations[v1alpha1.AnnotationRefresh]; token != "" && token != st.Refreshed {
+		return r.refresh(ctx, img, token)
+	}
+	return ctrl.Result{}, r.checkChain(ctx, img)
+}
+
+// keepRecord makes the PVC's record say what a Ready image's status says
+// (images made before records existed, and refreshed ones).
+func (r *VMDKImageReconciler) keepRecord(ctx context.Context, img *v1alpha1.VMDKImage, pvc *corev1.PersistentVolumeClaim) error {
+	st := &img.Status
+	if st.JobName == "" {
+		return nil
+	}
+	res := jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, CID: st.CID, ParentCID: st.ParentCID, CreateType: st.CreateType,
+		VirtualSize: st.VirtualSize, AllocatedBytes: st.AllocatedBytes}
+	if rec := recordOf(pvc, img); rec != nil && rec.Job == st.JobName && rec.Result.Phase == jobapi.Succeeded {
+		res.TargetFormat, res.SourceFormat, res.Target, res.SHA256, res.Spooled = rec.Result.TargetFormat, rec.Result.SourceFormat, rec.Result.Target, rec.Result.SHA256, rec.Result.Spooled
+	}
+	return writeRecord(ctx, r.Client, pvc, recordFor(img, &res))
 }
 
 // refuse records a refusal of a foreign object in the image's conditions
@@ -182,8 +246,9 @@ func (r *VMDKImageReconciler) refuseForeign(img *v1alpha1.VMDKImage, err error) 
 	}
 }
 
-// observeJob records a Job's progress, or its result once it has ended.
-func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDKImage, job *batchv1.Job) (ctrl.Result, error) {
+// observeJob records a Job's progress, or its outcome once it has
+// ended: the outcome on the PVC first (the fact), then in status.
+func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDKImage, claim *corev1.PersistentVolumeClaim, job *batchv1.Job) (ctrl.Result, error) {
 	st := &img.Status
 	op := operationOf(img)
 	finished, failed := jobFinished(job)
@@ -204,73 +269,36 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	st.ObservedGeneration = img.Generation
-	if !failed && res != nil && res.Phase == jobapi.Succeeded {
-		st.Phase = v1alpha1.PhaseReady
-		st.Progress = "100%"
-		st.CID, st.ParentCID, st.CreateType = res.CID, res.ParentCID, res.CreateType
-		st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
-		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "Job "+job.Name+" finished")
-		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, fmt.Sprintf("%s image, CID %s", res.CreateType, res.CID))
+	if !failed && (res == nil || res.Phase != jobapi.Succeeded) {
+		// The Job succeeded: its pod exited 0. Without the pod's word
+		// for what it made, the files are asked.
+		var wait ctrl.Result
+		if res, wait, err = r.resultLost(ctx, img, job.Name); err != nil || res == nil {
+			return wait, err
+		}
+	}
+	if res != nil && res.Phase == jobapi.Succeeded {
+		if err := writeRecord(ctx, r.Client, claim, recordFor(img, res)); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.setReady(img, res)
 		r.event(img, corev1.EventTypeNormal, v1alpha1.EventReady, "image ready: %s, CID %s, %d bytes allocated", res.CreateType, res.CID, res.AllocatedBytes)
 		return ctrl.Result{}, r.checkChain(ctx, img)
 	}
 	reason, msg := failureOf(job, res, pod, failed)
-	st.Phase = v1alpha1.PhaseFailed
-	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
-	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	if res == nil || res.Phase != jobapi.Failed {
+		res = &jobapi.Result{Phase: jobapi.Failed, Reason: reason, Message: msg, Permanent: limitEviction(pod)}
+	}
+	if !r.finalFailure(img, res) {
+		return r.scheduleRetry(img, job, reason, msg), nil
+	}
+	msg = r.finalMessage(res, msg)
+	if err := writeRecord(ctx, r.Client, claim, recordFor(img, &jobapi.Result{Phase: jobapi.Failed, Reason: reason, Message: msg, Permanent: res.Permanent})); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.setFailed(img, reason, msg)
 	r.event(img, corev1.EventTypeWarning, v1alpha1.EventFailed, "%s: %s", reason, msg)
 	return ctrl.Result{}, nil
-}
-
-// refresh re-reads a Ready image's identity from its files with an
-// `imager info` Job (the image and its chain mounted read-only).
-func (r *VMDKImageReconciler) refresh(ctx context.Context, img *v1alpha1.VMDKImage, token string) (ctrl.Result, error) {
-	st := &img.Status
-	var chain []*v1alpha1.VMDKImage
-	if img.Spec.BackingImage != nil {
-		var wait *waitReason
-		var err error
-		if chain, wait, err = readyChain(ctx, r.Client, img.Namespace, img.Name, img.Spec.BackingImage.Name, v1alpha1.ReasonWaitingForBacking); err != nil {
-			return ctrl.Result{}, err
-		} else if wait != nil {
-			return ctrl.Result{RequeueAfter: progressInterval}, nil
-		}
-	}
-	volumes, mounts := chainVolumes(append([]*v1alpha1.VMDKImage{img}, chain...))
-	p := imagerPod{args: jobapi.InfoArgs{ResultFile: jobapi.ResultPath, Root: imagesDir, Image: imagePath(img.Name)}.Argv(),
-		volumes: volumes, mounts: mounts, uid: r.Imager.UID, gid: r.Imager.GID}
-	desired := imagerJob(hashedName(img.Name, string(img.UID)+"/"+token, "refresh"), img.Namespace, map[string]string{v1alpha1.LabelImage: img.Name}, p, r.Imager)
-	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnRefreshJobUID, desired)
-	if isForeign(err) {
-		st.Refreshed = token
-		r.event(img, corev1.EventTypeWarning, v1alpha1.EventRefreshFailed, "re-reading the image refused: %v", err)
-		return ctrl.Result{}, nil
-	} else if err != nil {
-		return ctrl.Result{}, err
-	} else if created {
-		return ctrl.Result{RequeueAfter: progressInterval}, nil
-	}
-	if finished, _ := jobFinished(job); !finished {
-		return ctrl.Result{RequeueAfter: progressInterval}, nil
-	}
-	res, _, err := jobResult(ctx, r.Client, job)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	st.Refreshed = token
-	if res == nil || res.Phase != jobapi.Succeeded {
-		msg := "no result"
-		if res != nil {
-			msg = res.Reason + ": " + jobapi.RedactURL(res.Message)
-		}
-		r.event(img, corev1.EventTypeWarning, v1alpha1.EventRefreshFailed, "re-reading the image failed: %s", msg)
-		return ctrl.Result{}, nil
-	}
-	st.CID, st.ParentCID, st.CreateType = res.CID, res.ParentCID, res.CreateType
-	st.VirtualSize, st.AllocatedBytes = res.VirtualSize, res.AllocatedBytes
-	r.event(img, corev1.EventTypeNormal, v1alpha1.EventRefreshed, "re-read from its files: CID %s, %d bytes allocated", res.CID, res.AllocatedBytes)
-	return ctrl.Result{}, r.checkChain(ctx, img)
 }
 
 // dependencies returns the images a Job for img mounts (the backing chain,
@@ -291,9 +319,12 @@ func (r *VMDKImageReconciler) dependencies(ctx context.Context, img *v1alpha1.VM
 
 // readyChain walks a backing chain from the image named first: every
 // image in it must be Ready, or the caller waits (why is the reason).
-// self is the image asking, which may not appear in the chain.
+// self is the image asking, which may not appear in the chain. The walk
+// goes on past an image that is not Ready yet, so a loop is found (and
+// fails the image) while its images still wait for one another.
 func readyChain(ctx context.Context, c client.Reader, ns, self, first, why string) ([]*v1alpha1.VMDKImage, *waitReason, error) {
 	var chain []*v1alpha1.VMDKImage
+	var wait *waitReason
 	seen := map[string]bool{self: true}
 	for name := first; name != ""; {
 		if seen[name] {
@@ -306,15 +337,15 @@ func readyChain(ctx context.Context, c client.Reader, ns, self, first, why strin
 		dep := &v1alpha1.VMDKImage{}
 		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, dep); err != nil {
 			if apierrors.IsNotFound(err) {
-				return nil, &waitReason{why, fmt.Sprintf("image %s does not exist yet", name), false}, nil
+				return nil, firstWait(wait, &waitReason{why, fmt.Sprintf("image %s does not exist yet", name), false}), nil
 			}
 			return nil, nil, err
 		}
 		switch {
 		case dep.Status.Phase == v1alpha1.PhaseFailed:
-			return nil, &waitReason{v1alpha1.ReasonDependencyFailed, fmt.Sprintf("image %s failed", name), false}, nil
+			wait = firstWait(wait, &waitReason{v1alpha1.ReasonDependencyFailed, fmt.Sprintf("image %s failed", name), false})
 		case dep.Status.Phase != v1alpha1.PhaseReady || !dep.DeletionTimestamp.IsZero():
-			return nil, &waitReason{why, fmt.Sprintf("waiting for image %s to be Ready (it is %s)", name, orPending(dep.Status.Phase)), false}, nil
+			wait = firstWait(wait, &waitReason{why, fmt.Sprintf("waiting for image %s to be Ready (it is %s)", name, orPending(dep.Status.Phase)), false})
 		}
 		chain = append(chain, dep)
 		name = ""
@@ -322,7 +353,18 @@ func readyChain(ctx context.Context, c client.Reader, ns, self, first, why strin
 			name = dep.Spec.BackingImage.Name
 		}
 	}
+	if wait != nil {
+		return nil, wait, nil
+	}
 	return chain, nil, nil
+}
+
+// firstWait keeps the wait nearest the asking image.
+func firstWait(have, next *waitReason) *waitReason {
+	if have != nil {
+		return have
+	}
+	return next
 }
 
 type waitReason struct {
@@ -340,7 +382,7 @@ func orPending(p v1alpha1.Phase) v1alpha1.Phase {
 func (r *VMDKImageReconciler) setWaiting(img *v1alpha1.VMDKImage, w *waitReason) {
 	if w.fatal {
 		img.Status.Phase = v1alpha1.PhaseFailed
-		img.Status.ObservedGeneration = img.Generation
+		img.Status.LastError = w.reason + ": " + w.message
 		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, w.reason, w.message)
 		r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, w.reason, w.message)
 		r.event(img, corev1.EventTypeWarning, v1alpha1.EventFailed, "%s", w.message)
@@ -352,32 +394,6 @@ func (r *VMDKImageReconciler) setWaiting(img *v1alpha1.VMDKImage, w *waitReason)
 	}
 	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, w.reason, w.message)
 	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionFalse, w.reason, w.message)
-}
-
-// ensurePVC gets or creates the image's PVC, and grows its request when
-// spec.storage.size grew.
-func (r *VMDKImageReconciler) ensurePVC(ctx context.Context, img *v1alpha1.VMDKImage, sourceSize int64) (*corev1.PersistentVolumeClaim, error) {
-	pvc, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnClaimUID, pvcFor(img, nameFor(img, "disk"), sourceSize))
-	if err != nil || created {
-		return pvc, err
-	}
-	return pvc, r.growPVC(ctx, img, pvc)
-}
-
-// growPVC raises a bound PVC's request to spec.storage.size (Kubernetes
-// expands only bound claims; an unbound one is grown once it binds).
-func (r *VMDKImageReconciler) growPVC(ctx context.Context, img *v1alpha1.VMDKImage, pvc *corev1.PersistentVolumeClaim) error {
-	want := img.Spec.Storage.Size
-	have := pvc.Spec.Resources.Requests[corev1.ResourceStorage]
-	if want == nil || want.Cmp(have) <= 0 || pvc.Status.Phase != corev1.ClaimBound {
-		return nil
-	}
-	patch := client.MergeFrom(pvc.DeepCopy())
-	pvc.Spec.Resources.Requests[corev1.ResourceStorage] = *want
-	if err := r.Patch(ctx, pvc, patch); err != nil {
-		return fmt.Errorf("grow PVC %s to %s: %w", pvc.Name, want, err)
-	}
-	return nil
 }
 
 // checkChain sets ChainValid on a child: its parentCID must still be its
@@ -435,7 +451,11 @@ func (r *VMDKImageReconciler) finalize(ctx context.Context, img *v1alpha1.VMDKIm
 }
 
 // users lists the images that need img: its children (always), and the
-// images flattening it (until they are done).
+// images flattening it (until they are done). An image never needs
+// itself, and a user being deleted while no Job of its runs needs img no
+// more: so a backing loop (a backs b backs a), whose images all failed,
+// and a namespace deleted at once, never deadlock on each other's
+// finalizers.
 func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage) ([]string, error) {
 	var out []string
 	for _, idx := range []string{indexBacking, indexSource} {
@@ -444,7 +464,13 @@ func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage
 			return nil, err
 		}
 		for _, u := range list.Items {
-			if idx == indexSource && (u.Status.Phase == v1alpha1.PhaseReady || u.Status.Phase == v1alpha1.PhaseFailed) {
+			done := u.Status.Phase == v1alpha1.PhaseReady || u.Status.Phase == v1alpha1.PhaseFailed
+			switch {
+			case u.UID == img.UID:
+				continue
+			case idx == indexSource && done:
+				continue
+			case !u.DeletionTimestamp.IsZero() && !jobRuns(u.Status.Phase):
 				continue
 			}
 			out = append(out, u.Name)
@@ -455,6 +481,11 @@ func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage
 	// holds its parent, so a population holds the whole chain.
 	pops, err := populationsOf(ctx, r.Client, img.Namespace, img.Name)
 	return append(out, pops...), err
+}
+
+// jobRuns reports whether an image in phase p may have a Job writing it.
+func jobRuns(p v1alpha1.Phase) bool {
+	return p == v1alpha1.PhaseCreating || p == v1alpha1.PhaseImporting || p == v1alpha1.PhaseFlattening
 }
 
 func (r *VMDKImageReconciler) setCondition(img *v1alpha1.VMDKImage, typ string, status metav1.ConditionStatus, reason, msg string) {

@@ -109,6 +109,24 @@ const (
 	// object holds the name of a child the controller would create, but
 	// is not the one it created.
 	ReasonForeignObject = "ForeignObject"
+	// ReasonRetryScheduled: an attempt failed in a way a fresh Job may
+	// not; the next one starts after the backoff.
+	ReasonRetryScheduled = "RetryScheduled"
+	// ReasonRetryRequested: the retry annotation started a fresh attempt.
+	ReasonRetryRequested = "RetryRequested"
+	// ReasonReadingResult: the Job succeeded but its result went with its
+	// pod; an imager info Job reads the image back.
+	ReasonReadingResult = "ReadingResult"
+	// ReasonClaimLost: the image's PVC is gone, Lost or being deleted.
+	ReasonClaimLost = "ClaimLost"
+	// Storage condition reasons: the PVC's binding and resize.
+	ReasonClaimPending            = "ClaimPending"
+	ReasonClaimBound              = "Bound"
+	ReasonResized                 = "Resized"
+	ReasonResizing                = "Resizing"
+	ReasonFileSystemResizePending = "FileSystemResizePending"
+	ReasonResizeFailed            = "ResizeFailed"
+	ReasonExpansionUnsupported    = "ExpansionUnsupported"
 	// ReasonVolumeNotVerified (an event reason on the user's PVC): the
 	// prime PVC's volume failed the checks made before it is handed over.
 	ReasonVolumeNotVerified = "VolumeNotVerified"
@@ -154,6 +172,12 @@ const (
 	EventDeleteBlocked  = "DeletionBlocked"
 	EventRefreshed      = "Refreshed"
 	EventRefreshFailed  = "RefreshFailed"
+	// EventAttemptFailed: an attempt failed; a retry is scheduled.
+	EventAttemptFailed = "AttemptFailed"
+	// EventRetrying: a fresh attempt starts (backoff over, or asked).
+	EventRetrying = "Retrying"
+	// EventRetryIgnored: a retry annotation on an image with no failure.
+	EventRetryIgnored = "RetryIgnored"
 )
 
 // Event reasons on a user's PVC.
