@@ -300,7 +300,7 @@ var _ = Describe("image lifecycle", func() {
 		// (the test plays it) lets it go, a new one is made and a fresh
 		// Job writes it.
 		Eventually(func() bool { return !claimOf(ns, "lost").DeletionTimestamp.IsZero() }, timeout, interval).Should(BeTrue())
-		Expect(readyReason(ns, "lost")()).To(HavePrefix(v1alpha1.ReasonClaimLost + ":"))
+		Expect(getImage(ns, "lost").Status.Phase).NotTo(Equal(v1alpha1.PhaseReady))
 		Eventually(func() error {
 			old := claimOf(ns, "lost")
 			old.Finalizers = nil

@@ -452,7 +452,7 @@ func (r *VMDKImageReconciler) finalize(ctx context.Context, img *v1alpha1.VMDKIm
 
 // users lists the images that need img: its children (always), and the
 // images flattening it (until they are done). An image never needs
-// itself, and a user being deleted while no Job of its runs needs img no
+// itself, and a user being deleted that holds nothing of img needs it no
 // more: so a backing loop (a backs b backs a), whose images all failed,
 // and a namespace deleted at once, never deadlock on each other's
 // finalizers.
@@ -470,7 +470,7 @@ func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage
 				continue
 			case idx == indexSource && done:
 				continue
-			case !u.DeletionTimestamp.IsZero() && !jobRuns(u.Status.Phase):
+			case !u.DeletionTimestamp.IsZero() && holdsNothing(u.Status.Phase):
 				continue
 			}
 			out = append(out, u.Name)
@@ -483,9 +483,12 @@ func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage
 	return append(out, pops...), err
 }
 
-// jobRuns reports whether an image in phase p may have a Job writing it.
-func jobRuns(p v1alpha1.Phase) bool {
-	return p == v1alpha1.PhaseCreating || p == v1alpha1.PhaseImporting || p == v1alpha1.PhaseFlattening
+// holdsNothing reports whether an image in phase p has no content of
+// img's in it nor a Job reading img: it never got that far (waiting, or
+// failed). A Ready child being deleted still holds its parent until it
+// is gone, as a chain deleted at once goes top down.
+func holdsNothing(p v1alpha1.Phase) bool {
+	return p == "" || p == v1alpha1.PhasePending || p == v1alpha1.PhaseFailed
 }
 
 func (r *VMDKImageReconciler) setCondition(img *v1alpha1.VMDKImage, typ string, status metav1.ConditionStatus, reason, msg string) {
