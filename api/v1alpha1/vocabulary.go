@@ -119,8 +119,8 @@ const (
 	ReasonReadingResult = "ReadingResult"
 	// ReasonClaimLost: the image's PVC is gone, Lost or being deleted.
 	ReasonClaimLost = "ClaimLost"
-	// Storage condition reasons: the PVC's binding and resize.
-	ReasonClaimPending            = "ClaimPending"
+	// Storage condition reasons: the PVC's binding (ClaimPending, below,
+	// while it is not bound) and resize.
 	ReasonClaimBound              = "Bound"
 	ReasonResized                 = "Resized"
 	ReasonResizing                = "Resizing"
