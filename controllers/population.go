@@ -248,6 +248,48 @@ func (r *PopulatorReconciler) patchAnnotations(ctx context.Context, pvc *corev1.
 	return r.Patch(ctx, pvc, patch)
 }
 
+// indexClaimUID indexes PVs by the UID their claimRef names: the volume
+// of a prime PVC already gone is found by the UID recorded for it.
+const indexClaimUID = "spec.claimRef.uid"
+
+func claimUIDOf(o client.Object) []string {
+	if ref := o.(*corev1.PersistentVolume).Spec.ClaimRef; ref != nil && ref.UID != "" {
+		return []string{string(ref.UID)}
+	}
+	return nil
+}
+
+// reclaimLostPrimeVolume is reclaimPrimeVolume for a prime PVC that is
+// already gone (deleted with its namespace, or by someone else, before
+// the populator saw it): its PV, Released, still names it by the UID
+// recorded on the user's PVC, and is set to be deleted too.
+func (r *PopulatorReconciler) reclaimLostPrimeVolume(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
+	uid := pvc.Annotations[v1alpha1.AnnPrimeUID]
+	if uid == "" {
+		return nil
+	}
+	list := &corev1.PersistentVolumeList{}
+	if err := r.List(ctx, list, client.MatchingFields{indexClaimUID: uid}); err != nil {
+		return fmt.Errorf("list the volumes of prime PVC %s: %w", uid, err)
+	}
+	gone := &corev1.PersistentVolumeClaim{}
+	gone.Namespace, gone.Name, gone.UID = pvc.Namespace, primeName(pvc, "prime"), types.UID(uid)
+	for i := range list.Items {
+		pv := &list.Items[i]
+		// As verifyPrimeVolume, for a claim that no longer exists: its
+		// claimRef names the prime by namespace, name and UID, and it is
+		// of the user's class.
+		ref := pv.Spec.ClaimRef
+		if ref.Namespace != gone.Namespace || ref.Name != gone.Name || pvc.Spec.StorageClassName == nil || pv.Spec.StorageClassName != *pvc.Spec.StorageClassName {
+			continue
+		}
+		if err := r.setReclaimDelete(ctx, pv, gone.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // reclaimPrimeVolume makes the prime PVC's volume go with it: on a
 // Retain class, a prime PVC deleted after a failed or abandoned attempt
 // would leave its PV Released forever. Only a PV proven the prime's own
@@ -263,15 +305,25 @@ func (r *PopulatorReconciler) reclaimPrimeVolume(ctx context.Context, pvc, prime
 	if err := r.Get(ctx, types.NamespacedName{Name: prime.Spec.VolumeName}, pv); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if pv.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimDelete || verifyPrimeVolume(pvc, prime, pv) != "" {
+	if verifyPrimeVolume(pvc, prime, pv) != "" {
+		return nil
+	}
+	return r.setReclaimDelete(ctx, pv, prime.Name)
+}
+
+// setReclaimDelete sets a verified prime PV's reclaim policy to Delete,
+// with its resourceVersion as a precondition: if the PV changed since it
+// was verified, the write fails and the next reconcile verifies again.
+func (r *PopulatorReconciler) setReclaimDelete(ctx context.Context, pv *corev1.PersistentVolume, prime string) error {
+	if pv.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimDelete {
 		return nil
 	}
 	patch := client.MergeFromWithOptions(pv.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	pv.Spec.PersistentVolumeReclaimPolicy = corev1.PersistentVolumeReclaimDelete
 	if err := r.Patch(ctx, pv, patch); err != nil {
-		return fmt.Errorf("set PV %s to be deleted with prime PVC %s: %w", pv.Name, prime.Name, err)
+		return fmt.Errorf("set PV %s to be deleted with prime PVC %s: %w", pv.Name, prime, err)
 	}
-	ctrl.LoggerFrom(ctx).Info("the prime PVC's volume goes with it", "pv", pv.Name, "prime", prime.Name)
+	ctrl.LoggerFrom(ctx).Info("the prime PVC's volume goes with it", "pv", pv.Name, "prime", prime)
 	return nil
 }
 

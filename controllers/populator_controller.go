@@ -375,7 +375,11 @@ func (r *PopulatorReconciler) cleanup(ctx context.Context, pvc *corev1.Persisten
 		if err := r.reclaimPrimeVolume(ctx, pvc, prime); err != nil {
 			return err
 		}
-	case !apierrors.IsNotFound(err) && !isForeign(err):
+	case apierrors.IsNotFound(err) || isForeign(err):
+		if err := r.reclaimLostPrimeVolume(ctx, pvc); err != nil {
+			return err
+		}
+	default:
 		return err
 	}
 	prime = &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "prime")}}
@@ -481,6 +485,9 @@ func (r *PopulatorReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return nil
 	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.PersistentVolume{}, indexClaimUID, claimUIDOf); err != nil {
 		return err
 	}
 	wanted := predicate.NewPredicateFuncs(func(o client.Object) bool {

@@ -154,14 +154,7 @@ var _ = Describe("volume populator", func() {
 		prime = getPVC(ns, prime.Name)
 		prime.Status.Phase = corev1.ClaimLost
 		Expect(k8sClient.Status().Update(ctx, prime)).To(Succeed())
-		Eventually(func() error {
-			u := getPVC(ns, "vm-disk")
-			u.Spec.VolumeName = pv.Name
-			return k8sClient.Update(ctx, u)
-		}, timeout, interval).Should(Succeed())
-		u := getPVC(ns, "vm-disk")
-		u.Status.Phase = corev1.ClaimBound
-		Expect(k8sClient.Status().Update(ctx, u)).To(Succeed())
+		bindUser(ns, "vm-disk", pv.Name)
 
 		Eventually(func() bool { return !getPVC(ns, prime.Name).DeletionTimestamp.IsZero() }, timeout, interval).Should(BeTrue())
 		Eventually(func() bool {

@@ -67,6 +67,20 @@ func bindPrime(prime *corev1.PersistentVolumeClaim, class string) *corev1.Persis
 	return pv
 }
 
+// bindUser plays the PV controller binding the user's PVC to the volume
+// handed to it.
+func bindUser(ns, name, pv string) {
+	ctx := context.Background()
+	EventuallyWithOffset(1, func() error {
+		u := getPVC(ns, name)
+		u.Spec.VolumeName = pv
+		return k8sClient.Update(ctx, u)
+	}, timeout, interval).Should(Succeed())
+	u := getPVC(ns, name)
+	u.Status.Phase = corev1.ClaimBound
+	ExpectWithOffset(1, k8sClient.Status().Update(ctx, u)).To(Succeed())
+}
+
 func reclaimPolicy(pv *corev1.PersistentVolume) func() corev1.PersistentVolumeReclaimPolicy {
 	return func() corev1.PersistentVolumeReclaimPolicy {
 		got := &corev1.PersistentVolume{}
@@ -184,17 +198,33 @@ var _ = Describe("populator lifecycle", func() {
 
 		// Bound: the prime and Job are cleaned up, and the PV, the
 		// user's now, keeps its Retain policy.
-		Eventually(func() error {
-			u := getPVC(ns, "d")
-			u.Spec.VolumeName = pv.Name
-			return k8sClient.Update(ctx, u)
-		}, timeout, interval).Should(Succeed())
-		u := getPVC(ns, "d")
-		u.Status.Phase = corev1.ClaimBound
-		Expect(k8sClient.Status().Update(ctx, u)).To(Succeed())
+		bindUser(ns, "d", pv.Name)
 		Eventually(annotation(ns, "d", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopSucceeded))
 		Eventually(goneOrDeleting(prime1), timeout, interval).Should(BeTrue())
 		Expect(reclaimPolicy(pv)()).To(Equal(corev1.PersistentVolumeReclaimRetain))
+	})
+
+	It("reclaims the Retain volume of a prime PVC already gone when the populator sees it", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "b1b1b1b1", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		prime0 := primeOf(user)
+		populateJobOf(user)
+		pv := bindPrime(prime0, class)
+		Expect(k8sClient.Delete(ctx, prime0)).To(Succeed())
+		Eventually(func() error { // gone at once: no pvc-protection left
+			p := &corev1.PersistentVolumeClaim{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(prime0), p); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			p.Finalizers = nil
+			return k8sClient.Update(ctx, p)
+		}, timeout, interval).Should(Succeed())
+		Eventually(gone(prime0), timeout, interval).Should(BeTrue())
+		Eventually(annotation(ns, "d", v1alpha1.AnnPopAttempt), timeout, interval).Should(Equal("1"))
+		Eventually(reclaimPolicy(pv), timeout, interval).Should(Equal(corev1.PersistentVolumeReclaimDelete))
+		attemptJob(user, 1)
 	})
 
 	It("never runs a failed Job again once the TTL removed it, and reports PopulatorFailed once: permanent failures are not retried", func() {
