@@ -477,8 +477,9 @@ func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage
 		}
 	}
 	// And the PVCs populating from it. The images below it in its chain
-	// need no check of their own: img is their child, and a child always
-	// holds its parent, so a population holds the whole chain.
+	// need no check of their own: img is their child, and a Ready child
+	// holds its parent until it is gone itself, even while being deleted
+	// (holdsNothing), so a population holds the whole chain.
 	pops, err := populationsOf(ctx, r.Client, img.Namespace, img.Name)
 	return append(out, pops...), err
 }
