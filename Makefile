@@ -5,7 +5,7 @@ GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 IMAGE     ?= vmdkpop:dev
 
-.PHONY: all bounds build k8s-binaries test-e2e demo-imager generate verify-generated envtest-test static image demo test unit race fuzz fmt vet lint bench bench-import help clean
+.PHONY: all bounds build k8s-binaries test-e2e demo-imager generate verify-generated envtest-test static image demo test unit race fuzz fmt vet lint bench bench-import bench-scale help clean
 
 all: build
 
@@ -105,6 +105,9 @@ bench: build ## imager vs qemu-img convert on 1 GiB images (hack/bench-convert.s
 
 bench-import: ## imager import over HTTP vs curl + qemu-img convert (hack/bench-import.sh)
 	hack/bench-import.sh
+
+bench-scale: ## N VMDKImages and M populated PVCs on the local cluster: time, manager RSS, API requests (hack/bench-scale.sh; root; N=200 M=50)
+	hack/bench-scale.sh $(N) $(M)
 
 clean:
 	rm -rf $(BIN)

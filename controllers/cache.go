@@ -41,7 +41,8 @@ const indexPodJob = "metadata.ownerReferences.controller.job"
 // Config is what the controllers need besides the manager's own options.
 type Config struct {
 	Imager ImagerConfig
-	// Logs reads imager's progress lines from pod logs.
+	// Logs reads imager's progress lines from pod logs (rationed: see
+	// rationedLogs).
 	Logs PodLogReader
 	// DiskUID and DiskGID own the disk.img files the populator writes.
 	DiskUID, DiskGID int64
@@ -133,7 +134,10 @@ func NewManager(restCfg *rest.Config, opts ctrl.Options, cfg Config) (ctrl.Manag
 	}); err != nil {
 		return nil, fmt.Errorf("index pods by Job: %w", err)
 	}
-	logs := cfg.Logs
+	var logs PodLogReader
+	if cfg.Logs != nil {
+		logs = rationLogs(cfg.Logs, progressInterval, logReadTimeout)
+	}
 	if err := (&VMDKImageReconciler{
 		Client:    mgr.GetClient(),
 		Scheme:    mgr.GetScheme(),

@@ -155,7 +155,8 @@ func terminated(p *corev1.Pod) *corev1.ContainerStateTerminated {
 	return nil
 }
 
-// progress reads the running pod's latest progress line.
+// jobProgress reads the latest progress line of the Job's running pod
+// (only a running pod's: a finished one's log is never read).
 func jobProgress(ctx context.Context, c client.Reader, logs PodLogReader, job *batchv1.Job) (string, bool) {
 	if logs == nil {
 		return "", false
@@ -172,8 +173,8 @@ func jobProgress(ctx context.Context, c client.Reader, logs PodLogReader, job *b
 		}
 		lines, err := logs.LastLines(ctx, p.Namespace, p.Name, containerName, 10)
 		if err != nil {
+			// lines may still hold an earlier read's.
 			log.FromContext(ctx).V(1).Info("reading progress", "pod", p.Name, "error", err.Error())
-			return "", false
 		}
 		return progressFromLog(lines)
 	}

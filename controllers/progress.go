@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
@@ -54,4 +56,82 @@ func progressFromLog(lines []string) (string, bool) {
 		return strconv.FormatFloat(p.Progress, 'f', 1, 64) + "%", true
 	}
 	return "", false
+}
+
+// Log reads are rationed: a read goes through the API server to the
+// node's kubelet, and a running Job's reconciles come as often as its
+// pods, its PVC or its image change (a storm of them, at times). Each pod's
+// log is read at most once per interval; in between, the lines last read
+// are served again. (A Job runs one pod at a time: per pod is per Job.)
+// Each read is bounded in time as well as in size (the reader's tailLines
+// and limitBytes).
+
+// logReadTimeout bounds one read of a pod's log.
+const logReadTimeout = 5 * time.Second
+
+// rationedLogs is a PodLogReader reading through next at most once per
+// interval per pod, each read within timeout.
+type rationedLogs struct {
+	next              PodLogReader
+	interval, timeout time.Duration
+	now               func() time.Time
+
+	mu     sync.Mutex
+	last   map[string]logRead // by namespace/pod/container
+	pruned time.Time
+}
+
+// logRead is one pod's last read: when, and what it returned.
+type logRead struct {
+	at    time.Time
+	lines []string
+	err   error
+}
+
+func rationLogs(next PodLogReader, interval, timeout time.Duration) *rationedLogs {
+	return &rationedLogs{next: next, interval: interval, timeout: timeout, now: time.Now, last: map[string]logRead{}}
+}
+
+// LastLines reads the pod's last n lines, unless it was read less than an
+// interval ago: then the lines of that read. A failed read returns the
+// lines of the one before it, if any, with its error.
+func (r *rationedLogs) LastLines(ctx context.Context, namespace, pod, container string, n int64) ([]string, error) {
+	key := namespace + "/" + pod + "/" + container
+	now := r.now()
+	r.mu.Lock()
+	prev, seen := r.last[key]
+	if seen && now.Sub(prev.at) < r.interval {
+		r.mu.Unlock()
+		return prev.lines, prev.err
+	}
+	// Taken before reading: concurrent reconciles of other objects
+	// asking for the same pod meanwhile get the previous lines.
+	r.last[key] = logRead{at: now, lines: prev.lines}
+	r.prune(now)
+	r.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	lines, err := r.next.LastLines(ctx, namespace, pod, container, n)
+	if err != nil {
+		lines = prev.lines
+	}
+	r.mu.Lock()
+	r.last[key] = logRead{at: now, lines: lines, err: err}
+	r.mu.Unlock()
+	return lines, err
+}
+
+// prune forgets pods not read for ten intervals (their Jobs have ended),
+// looking at most once an interval. r.mu is held.
+func (r *rationedLogs) prune(now time.Time) {
+	if now.Sub(r.pruned) < r.interval {
+		return
+	}
+	r.pruned = now
+	for k, l := range r.last {
+		if now.Sub(l.at) > 10*r.interval {
+			delete(r.last, k)
+		}
+	}
 }

@@ -36,7 +36,7 @@ import (
 var (
 	testEnv   *envtest.Environment
 	k8sClient client.Client
-	fakeLogs  = &fakeLogReader{lines: map[string][]string{}}
+	fakeLogs  = &fakeLogReader{lines: map[string][]string{}, reads: map[string]int{}}
 	// role is the manager's ClusterRole; managerRequests what it did.
 	role            *rbacv1.ClusterRole
 	managerRequests = &requestLog{seen: map[string]bool{}}
@@ -47,10 +47,18 @@ func TestControllers(t *testing.T) {
 	RunSpecs(t, "controllers (envtest)")
 }
 
-// fakeLogReader serves pod logs the tests set.
+// fakeLogReader serves pod logs the tests set, and counts the reads.
 type fakeLogReader struct {
 	mu    sync.Mutex
 	lines map[string][]string
+	reads map[string]int
+}
+
+// readsOf is how many times pod's log was read.
+func (f *fakeLogReader) readsOf(pod string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.reads[pod]
 }
 
 func (f *fakeLogReader) set(pod string, lines ...string) {
@@ -62,6 +70,7 @@ func (f *fakeLogReader) set(pod string, lines ...string) {
 func (f *fakeLogReader) LastLines(_ context.Context, _, pod, _ string, _ int64) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads[pod]++
 	return f.lines[pod], nil
 }
 
