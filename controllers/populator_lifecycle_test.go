@@ -20,8 +20,8 @@ import (
 )
 
 // The populator's lifecycle: attempts, retries, a lost prime PVC, and
-// every order of deletion. The suite's RetryPolicy is 2 retries, 1 s
-// doubling to 4 s.
+// every order of deletion. The suite's RetryPolicy (managerConfig) is 2
+// retries, seconds apart.
 
 // attemptName is the name of attempt n's prime PVC or Job.
 func attemptName(user *corev1.PersistentVolumeClaim, kind string, n int) string {
@@ -204,6 +204,41 @@ var _ = Describe("populator lifecycle", func() {
 		Expect(reclaimPolicy(pv)()).To(Equal(corev1.PersistentVolumeReclaimRetain))
 	})
 
+	It("uses a Job only with the prime PVC it was made for", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "b2b2b2b2", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		job0 := populateJobOf(user)
+		// The recorded Job, relabelled as another prime's: what it
+		// writes is not taken for this prime's content.
+		Eventually(func() error {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job0), job0)).To(Succeed())
+			job0.Labels[v1alpha1.LabelPrime] = "another-prime"
+			return k8sClient.Update(ctx, job0)
+		}, timeout, interval).Should(Succeed())
+		Eventually(annotation(ns, "d", v1alpha1.AnnPopAttempt), timeout, interval).Should(Equal("1"))
+		Eventually(gone(job0), timeout, interval).Should(BeTrue())
+		Expect(attemptJob(user, 1).Labels[v1alpha1.LabelPrime]).To(Equal(string(attemptPrime(user, 1).UID)))
+	})
+
+	It("keeps a failed attempt and its retry's time across a manager restart", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "b3b3b3b3", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		finishJob(populateJobOf(user), 1, transient("EIO"))
+		Eventually(annotation(ns, "d", v1alpha1.AnnPopRetryAt), timeout, interval).ShouldNot(BeEmpty())
+		retryAt := annotationTime(ns, "d", v1alpha1.AnnPopRetryAt)
+		stopManager()
+		startManager()
+		job := attemptJob(user, 1)
+		Expect(job.CreationTimestamp.Time).NotTo(BeTemporally("<", retryAt))
+		Expect(getPVC(ns, "d").Annotations[v1alpha1.AnnPopRetries]).To(Equal("1"))
+		Consistently(eventCount(ns, "d", v1alpha1.EventPopulatorFailed), time.Second, interval).Should(BeNumerically("==", 1))
+		Expect(populateJobs(user)()).To(ConsistOf(job.Name))
+	})
+
 	It("reclaims the Retain volume of a prime PVC already gone when the populator sees it", func() {
 		ns := newNamespace()
 		class := storageClass("immediate", false)
@@ -259,7 +294,7 @@ var _ = Describe("populator lifecycle", func() {
 		for n := 1; n <= 2; n++ {
 			Eventually(annotation(ns, "d", v1alpha1.AnnPopRetryAt), timeout, interval).ShouldNot(BeEmpty())
 			failedAt, retryAt := annotationTime(ns, "d", v1alpha1.AnnPopFailedAt), annotationTime(ns, "d", v1alpha1.AnnPopRetryAt)
-			Expect(retryAt.Sub(failedAt)).To(BeNumerically(">=", time.Duration(1<<(n-1))*time.Second), "retry %d waits the policy's delay", n)
+			Expect(retryAt.Sub(failedAt)).To(BeNumerically(">=", managerConfig.Imager.Retry.Delay(int32(n))), "retry %d waits the policy's delay", n)
 			Expect(getPVC(ns, "d").Annotations[v1alpha1.AnnMessage]).To(And(HavePrefix("IOError: EIO reading the volume"), ContainSubstring("retry "+strconv.Itoa(n)+" of 2")))
 			Eventually(eventCount(ns, "d", v1alpha1.EventPopulatorFailed), timeout, interval).Should(BeNumerically("==", n))
 
@@ -332,6 +367,11 @@ var _ = Describe("populator lifecycle", func() {
 		Consistently(func() error { _, err := getImageErr(ns, "top"); return err }, 2*time.Second, interval).Should(Succeed())
 		_, err := getImageErr(ns, "base")
 		Expect(err).NotTo(HaveOccurred(), "the chain below is held by its child")
+		// A population asked for now does not start, and holds nothing.
+		late := userPVC(ns, "late", "top", class, 2, false)
+		Eventually(annotation(ns, "late", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring("waiting for image top"))
+		Consistently(populateJobs(late), time.Second, interval).Should(BeEmpty())
+		Expect(condition(ns, "top", v1alpha1.ConditionDeletionBlocked)().Message).NotTo(ContainSubstring("PersistentVolumeClaim/late"))
 
 		// The population ends (fails for good): both images go.
 		finishJob(job, jobapi.ExitPermanent, permanent("bad"))
