@@ -161,8 +161,13 @@ func writeLevel(name string, ancestors []string, args ...string) {
 	vols := append([]podVolume{{claim: getImage(name).Status.ClaimName, path: "/images/" + name}}, chainMounts(ancestors...)...)
 	imagerPod("write-"+name, imagerUID, append(append([]string{"write", "--root", "/images"}, args...), "/images/"+name+"/disk.vmdk"), vols...)
 	Eventually(func() error {
+		// Added, as kubectl annotate does: the controller's own
+		// annotations (the UIDs of the image's PVC and Jobs) stay.
 		img := getImage(name)
-		img.Annotations = map[string]string{v1alpha1.AnnotationRefresh: "after-write"}
+		if img.Annotations == nil {
+			img.Annotations = map[string]string{}
+		}
+		img.Annotations[v1alpha1.AnnotationRefresh] = "after-write"
 		return k8s.Update(ctx, img)
 	}, timeout, time.Second).Should(Succeed())
 	Eventually(func() string { return getImage(name).Status.Refreshed }, timeout, time.Second).Should(Equal("after-write"))
