@@ -56,6 +56,10 @@ func run() error {
 	flag.Int64Var(&diskUID, "disk-uid", 107, "owner of populated disk.img files (KubeVirt's qemu user)")
 	flag.Int64Var(&diskGID, "disk-gid", 107, "group of populated disk.img files")
 	flag.IntVar(&backoff, "job-backoff-limit", int(cfg.BackoffLimit), "retries of transient Job failures")
+	var retryLimit int
+	flag.IntVar(&retryLimit, "retry-limit", int(cfg.Retry.Limit), "fresh Jobs the controllers start after a Job's transient failures used up its backoff limit (0: none)")
+	flag.DurationVar(&cfg.Retry.Base, "retry-base", cfg.Retry.Base, "delay before the first fresh Job; each next one doubles")
+	flag.DurationVar(&cfg.Retry.Max, "retry-max", cfg.Retry.Max, "longest delay between fresh Jobs")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -78,6 +82,10 @@ func run() error {
 	cfg.Resources.Requests[corev1.ResourceCPU] = cpu
 	cfg.PullPolicy = corev1.PullPolicy(pullPolicy)
 	cfg.BackoffLimit = int32(backoff)
+	if retryLimit < 0 || cfg.Retry.Base <= 0 || cfg.Retry.Max < cfg.Retry.Base {
+		return fmt.Errorf("--retry-limit %d, --retry-base %s, --retry-max %s: want a limit of 0 or more and 0 < base <= max", retryLimit, cfg.Retry.Base, cfg.Retry.Max)
+	}
+	cfg.Retry.Limit = int32(retryLimit)
 	cfg.TTLSecondsAfterFinished = int32(jobTTL / time.Second)
 
 	scheme := runtime.NewScheme()

@@ -134,6 +134,32 @@ var _ = Describe("image lifecycle", func() {
 		Eventually(func() string { return claimOf(ns, "done").Annotations[v1alpha1.AnnResult] }, timeout, interval).Should(ContainSubstring("abcd1234"))
 	})
 
+	It("never takes a record written for another image", func() {
+		ns := newNamespace()
+		readyImage(ns, "mine", "abcd1234", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		first := jobOf(ns, "mine")
+		Expect(k8sClient.Delete(ctx, first, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+		Eventually(func() int { return len(jobsOf(ns, "mine")) }, timeout, interval).Should(BeZero())
+		// While the manager is down (else the Ready image would mend its
+		// record at once), a tenant copies another image's record onto
+		// this PVC, and the image's status is lost.
+		stopManager()
+		pvc := claimOf(ns, "mine")
+		rec := &CompletionRecord{}
+		Expect(json.Unmarshal([]byte(pvc.Annotations[v1alpha1.AnnResult]), rec)).To(Succeed())
+		rec.Image, rec.Result.CID = "someone-else", "66666666"
+		b, _ := json.Marshal(rec)
+		pvc.Annotations[v1alpha1.AnnResult] = string(b)
+		Expect(k8sClient.Update(ctx, pvc)).To(Succeed())
+		wipeStatus(ns, "mine")
+		startManager()
+		// With no record of its own, the image runs its Job again.
+		job := newJobOf(ns, "mine")
+		Expect(getImage(ns, "mine").Status.CID).NotTo(Equal("66666666"))
+		finishJob(job, 0, succeeded("abcd5678", "ffffffff", "monolithicSparse", 1<<30))
+		Eventually(func() string { return getImage(ns, "mine").Status.CID }, timeout, interval).Should(Equal("abcd5678"))
+	})
+
 	It("takes a Failed outcome from the record too: a failed image never re-runs because its Job is gone", func() {
 		ns := newNamespace()
 		newImage(ns, "bad", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/bad.vmdk"}}})
