@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
-	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // A population's lifecycle, recorded on the user's PVC (the only object
@@ -168,8 +167,8 @@ func (r *PopulatorReconciler) restart(ctx context.Context, pvc *corev1.Persisten
 // attemptFailed records the current attempt's failed Job once: phase,
 // message, when it failed, and when (if ever) the controller retries.
 // Transient failures are retried with the manager's RetryPolicy;
-// permanent ones (bad input, refused arguments) are not: only the user
-// can fix what fails them.
+// permanent ones (bad input, refused arguments, a limit eviction) are
+// not: only the user can fix what fails them.
 func (r *PopulatorReconciler) attemptFailed(ctx context.Context, pvc *corev1.PersistentVolumeClaim, job *batchv1.Job) (ctrl.Result, error) {
 	res, pod, err := jobResult(ctx, r.Client, job)
 	if err != nil {
@@ -177,7 +176,9 @@ func (r *PopulatorReconciler) attemptFailed(ctx context.Context, pvc *corev1.Per
 	}
 	reason, msg := failureOf(job, res, pod, true)
 	msg = reason + ": " + deviceHint(pvc, reason, msg)
-	permanent := res != nil && res.Phase == jobapi.Failed && (res.Permanent || res.Reason == jobapi.ReasonInvalidArguments)
+	// As for images: a pod evicted for outgrowing its own limits meets
+	// them again on a fresh Job.
+	permanent := permanentFailure(res) || limitEviction(pod)
 	policy, n := r.Imager.Retry, retriesOf(pvc)
 	now := time.Now().UTC().Truncate(time.Second)
 	set := map[string]string{v1alpha1.AnnPhase: v1alpha1.PopFailed, v1alpha1.AnnProgress: "", v1alpha1.AnnPopFailedAt: now.Format(time.RFC3339)}

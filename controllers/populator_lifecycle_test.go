@@ -283,6 +283,27 @@ var _ = Describe("populator lifecycle", func() {
 		Expect(getPVC(ns, "d").Annotations).NotTo(HaveKey(v1alpha1.AnnPopAttempt))
 	})
 
+	It("does not retry a population whose pod was evicted for outgrowing its own limits", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "b4b4b4b4", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		job := populateJobOf(user)
+		pod := jobPod(job, corev1.PodFailed, nil)
+		pod.Status.Reason, pod.Status.Message = "Evicted", "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."
+		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(Succeed())
+		now := metav1.Now()
+		job.Status.StartTime, job.Status.Failed = &now, 1
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
+			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
+		}
+		Expect(k8sClient.Status().Update(ctx, job)).To(Succeed())
+		Eventually(annotation(ns, "d", v1alpha1.AnnMessage), timeout, interval).Should(And(HavePrefix(v1alpha1.ReasonPodEvicted+": "), ContainSubstring("not retried (permanent)")))
+		Expect(getPVC(ns, "d").Annotations).NotTo(HaveKey(v1alpha1.AnnPopRetryAt))
+	})
+
 	It("retries transient failures with a fresh Job after the backoff, up to the retry limit", func() {
 		ns := newNamespace()
 		class := storageClass("immediate", false)
