@@ -80,6 +80,9 @@ func newBlocker(reason, format string, args ...any) *blocker {
 func blockerOf(ctx context.Context, c, live client.Reader, job *batchv1.Job, claims ...*corev1.PersistentVolumeClaim) *blocker {
 	log := ctrl.LoggerFrom(ctx)
 	for _, pvc := range claims {
+		if pvc == nil {
+			continue
+		}
 		b, err := claimBlocker(ctx, c, live, pvc)
 		if err != nil {
 			log.Error(err, "reading why a PVC is not bound", "pvc", pvc.Name)
@@ -328,15 +331,11 @@ func (t *blockerEvents) news(uid types.UID, reason, shown string) bool {
 	return shown != reason
 }
 
-// showJobBlocker puts what blocks an image's running Job on its
-// conditions, after observeJob set them for a Job that runs.
-func (r *VMDKImageReconciler) showJobBlocker(ctx context.Context, img *v1alpha1.VMDKImage, job *batchv1.Job) {
-	var claims []*corev1.PersistentVolumeClaim
-	pvc := &corev1.PersistentVolumeClaim{}
-	if img.Status.ClaimName != "" && getChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnClaimUID, img.Status.ClaimName, pvc) == nil {
-		claims = append(claims, pvc)
-	}
-	r.setBlocked(img, blockerOf(ctx, r.Client, r.APIReader, job, claims...), metav1.ConditionTrue)
+// showJobBlocker puts what blocks an image's running Job (or its PVC,
+// verified by UID already) on its conditions, after observeJob set them
+// for a Job that runs.
+func (r *VMDKImageReconciler) showJobBlocker(ctx context.Context, img *v1alpha1.VMDKImage, claim *corev1.PersistentVolumeClaim, job *batchv1.Job) {
+	r.setBlocked(img, blockerOf(ctx, r.Client, r.APIReader, job, claim), metav1.ConditionTrue)
 }
 
 // setBlocked shows b on the image: Progressing keeps progressing (the

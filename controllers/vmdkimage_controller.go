@@ -262,7 +262,7 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 			msg += fmt.Sprintf(" (%d failed attempts so far, retrying)", job.Status.Failed)
 		}
 		r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonJobRunning, msg)
-		r.showJobBlocker(ctx, img, job)
+		r.showJobBlocker(ctx, img, claim, job)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
 	res, pod, err := jobResult(ctx, r.Client, job)
