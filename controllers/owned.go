@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,10 @@ import (
 // controller's own latest writes yet (the child it just created, the UID
 // it just recorded): before refusing an object, the owner and the child
 // are read live, so a refusal is never the cache's lag.
+
+// recordTimeout bounds recording a created child's UID (or taking the
+// child back), which a cancelled reconcile still does.
+const recordTimeout = 10 * time.Second
 
 // ForeignObjectError says an object holds a name the controller derives
 // for a child, but is not the child it recorded.
@@ -66,9 +71,13 @@ func ensureChild[T any, P interface {
 		}
 		return nil, false, fmt.Errorf("create %s %s: %w", kind, desired.GetName(), err)
 	}
+	// A created child must be recorded, or taken back: unrecorded, it
+	// would be refused as foreign from now on. A manager shutting down
+	// (its context cancelled) still does that much.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	if err := recordUID(ctx, c, owner, key, desired.GetUID()); err != nil {
-		// Unrecorded, the child would be refused as foreign from now on:
-		// take it back and let the next reconcile start again.
+		// Take it back and let the next reconcile start again.
 		uid := desired.GetUID()
 		derr := c.Delete(ctx, desired, client.Preconditions{UID: &uid}, client.PropagationPolicy(metav1.DeletePropagationBackground))
 		return nil, false, errors.Join(fmt.Errorf("record %s %s on its owner: %w", kind, desired.GetName(), err), client.IgnoreNotFound(derr))

@@ -8,8 +8,10 @@ import (
 	. "github.com/onsi/gomega"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
@@ -62,6 +64,26 @@ func onlyJob(user *corev1.PersistentVolumeClaim) *batchv1.Job {
 
 var _ = Describe("a manager restart", Serial, func() {
 	ctx := context.Background()
+
+	It("stopped between creating a child and recording it: the record is still made", func() {
+		ns := newNamespace()
+		owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "owner"}}
+		Expect(k8sClient.Create(ctx, owner)).To(Succeed())
+		wc, err := client.NewWithWatch(testEnv.Config, client.Options{Scheme: k8sClient.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+		// The manager's context ends the moment the create is made.
+		rctx, stop := context.WithCancel(ctx)
+		c := interceptor.NewClient(wc, interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			defer stop()
+			return c.Create(ctx, obj, opts...)
+		}})
+		const key = "example.com/child-uid"
+		child, created, err := ensureChild(rctx, c, k8sClient, owner, key, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "child"}})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(created).To(BeTrue())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(owner), owner)).To(Succeed())
+		Expect(owner.Annotations[key]).To(Equal(string(child.UID)), "a child created and not recorded is refused as foreign by the next manager")
+	})
 
 	It("mid-create: a Job that finished while the manager was down is taken up, not run again", func() {
 		ns := newNamespace()
