@@ -22,7 +22,10 @@
 # beside a local cluster that is already up. Environment: N, M (defaults
 # 200, 50, or the arguments), TIMEOUT (seconds, default 1200), SIZE (each
 # image's virtual size, default 64Mi), PVC_SIZE (each populated PVC's
-# request, default 256Mi).
+# request, default 256Mi), FOREIGN (default 0: that many Jobs and PVCs
+# that are none of vmdkpop's, made before it starts: suspended Jobs, so
+# no pods, and PVCs of a class nothing provisions; what a busy cluster
+# holds besides, for the manager's cache to ignore or keep lean).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -31,6 +34,7 @@ M=${2:-${M:-50}}
 TIMEOUT=${TIMEOUT:-1200}
 SIZE=${SIZE:-64Mi}
 PVC_SIZE=${PVC_SIZE:-256Mi}
+FOREIGN=${FOREIGN:-0}
 D=${VMDKPOP_CLUSTER_DIR:-/var/lib/vmdkpop-cluster}
 export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
 ns=bench-scale
@@ -50,6 +54,17 @@ export KUBECONFIG=$D/kubeconfig
 bin=$(hack/k8s-binaries.sh cluster)
 k() { "$bin/kubectl" "$@"; }
 node=$(k get nodes -o jsonpath='{.items[0].metadata.name}')
+
+if ((FOREIGN > 0)); then
+	log "creating $FOREIGN Jobs and $FOREIGN PVCs that are not vmdkpop's"
+	k create namespace others >/dev/null
+	for ((i = 0; i < FOREIGN; i++)); do
+		printf -- '---\napiVersion: batch/v1\nkind: Job\nmetadata: {name: other-%d, namespace: others, labels: {app: other}}\n' "$i"
+		printf 'spec: {suspend: true, template: {metadata: {labels: {app: other}}, spec: {restartPolicy: Never, containers: [{name: work, image: example.com/other:v1, args: [--input, /data/in, --output, /data/out, --verbose], env: [{name: MODE, value: batch}], volumeMounts: [{name: data, mountPath: /data}]}], volumes: [{name: data, emptyDir: {}}]}}}\n'
+		printf -- '---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: other-%d, namespace: others, labels: {app: other}}\n' "$i"
+		printf 'spec: {storageClassName: nothing-provisions-this, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n'
+	done | k create -f - >/dev/null
+fi
 
 log "deploying vmdkpop"
 k apply --server-side --force-conflicts -k config/local >/dev/null
@@ -129,6 +144,7 @@ lt "$err_per" 3 || { verdict=FAIL; why+=("$err_per reconcile errors per object >
 [[ -n $bound_at ]] || { verdict=FAIL; why+=("only $bound/$M PVCs Bound after ${TIMEOUT} s"); }
 
 echo
+((FOREIGN == 0)) || echo "(beside $FOREIGN Jobs and $FOREIGN PVCs that are not vmdkpop's)"
 printf '%-5s %-5s %-12s %-12s %-14s %-16s %-16s %s\n' N M "all Ready s" "all Bound s" "peak RSS MiB" "requests/object" "errors/object" result
 printf '%-5s %-5s %-12s %-12s %-14s %-16s %-16s %s\n' "$N" "$M" "$(secs "$ready_at")" "$(secs "$bound_at")" "$rss_mib" "$req_per" "$err_per" "$verdict"
 echo
