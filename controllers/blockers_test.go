@@ -231,7 +231,7 @@ var _ = Describe("what blocks a wait", func() {
 		})
 	}
 
-	It("an image: a PVC of no class in a cluster without a default class, or of a class that does not exist", func() {
+	It("an image: a PVC of no class in a cluster without a default class, of the empty class, or of a class that does not exist", func() {
 		ns := newNamespace()
 		_, claim := imageSide.start(ns, nil)
 		shownOnce(imageSide, ns, v1alpha1.ReasonClaimPending, "PVC "+claim.Name+" names no storage class and the cluster has no default StorageClass")
@@ -239,6 +239,10 @@ var _ = Describe("what blocks a wait", func() {
 		ns = newNamespace()
 		_, claim = imageSide.start(ns, ptr.To("no-such-class"))
 		shownOnce(imageSide, ns, v1alpha1.ReasonClaimPending, "PVC "+claim.Name+" names storage class no-such-class, which does not exist")
+
+		ns = newNamespace()
+		_, claim = imageSide.start(ns, ptr.To(""))
+		shownOnce(imageSide, ns, v1alpha1.ReasonClaimPending, "PVC "+claim.Name+` asks for no storage class (storageClassName ""): nothing provisions a volume for it`)
 	})
 
 	It("an image: a PVC a quota refuses is a calm wait, and the image goes on once the quota allows it", func() {
