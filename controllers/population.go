@@ -161,7 +161,7 @@ func (r *PopulatorReconciler) restart(ctx context.Context, pvc *corev1.Persisten
 		reason = v1alpha1.EventPopulatorRestarted
 	}
 	r.event(pvc, corev1.EventTypeNormal, reason, "attempt %d: %s", next, msg)
-	return ctrl.Result{Requeue: true}, nil
+	return ctrl.Result{RequeueAfter: conflictRetry}, nil // the patch brings us back; this is a backstop
 }
 
 // attemptFailed records the current attempt's failed Job once: phase,
