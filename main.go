@@ -86,6 +86,11 @@ func run() error {
 		return fmt.Errorf("--retry-limit %d, --retry-base %s, --retry-max %s: want a limit of 0 or more and 0 < base <= max", retryLimit, cfg.Retry.Base, cfg.Retry.Max)
 	}
 	cfg.Retry.Limit = int32(retryLimit)
+	if jobTTL <= cfg.Retry.Max {
+		// A failed Job is the clock of its retry: kept past the longest
+		// delay, or the retry would not wait for it.
+		return fmt.Errorf("--job-ttl %s must be longer than --retry-max %s", jobTTL, cfg.Retry.Max)
+	}
 	cfg.TTLSecondsAfterFinished = int32(jobTTL / time.Second)
 
 	scheme := runtime.NewScheme()

@@ -30,7 +30,8 @@ type CompletionRecord struct {
 	Image types.UID `json:"image"`
 	// Job is the name of the attempt's Job (its identity: see attemptSalt).
 	Job string `json:"job"`
-	// Retried and Retries are the attempt's identity in status.
+	// Attempt, Retried and Retries are the attempt's place in status.
+	Attempt int32  `json:"attempt,omitempty"`
 	Retried string `json:"retried,omitempty"`
 	Retries int32  `json:"retries,omitempty"`
 	// Result is imager's (for a failure with no result, the controller's
@@ -80,13 +81,13 @@ func writeRecord(ctx context.Context, c client.Client, pvc *corev1.PersistentVol
 // recordFor is the record of img's current attempt ending with res.
 func recordFor(img *v1alpha1.VMDKImage, res *jobapi.Result) *CompletionRecord {
 	st := &img.Status
-	return &CompletionRecord{Image: img.UID, Job: st.JobName, Retried: st.Retried, Retries: st.Retries, Result: *res}
+	return &CompletionRecord{Image: img.UID, Job: st.JobName, Attempt: st.Attempt, Retried: st.Retried, Retries: st.Retries, Result: *res}
 }
 
-// recordedStatus is what status holds of a record (to compare the two).
+// applyRecord takes a record as the image's outcome.
 func (r *VMDKImageReconciler) applyRecord(img *v1alpha1.VMDKImage, rec *CompletionRecord) {
 	st := &img.Status
-	st.JobName, st.Retried, st.Retries = rec.Job, rec.Retried, rec.Retries
+	st.JobName, st.Attempt, st.Retried, st.Retries = rec.Job, rec.Attempt, rec.Retried, rec.Retries
 	res := &rec.Result
 	if res.Phase == jobapi.Succeeded {
 		r.setReady(img, res)

@@ -137,7 +137,9 @@ func jobFor(img *v1alpha1.VMDKImage, claim string, mounts []*v1alpha1.VMDKImage,
 	args, scratch := imagerArgs(img, &volumes, &vmounts, cfg)
 	labels := map[string]string{v1alpha1.LabelImage: img.Name}
 	spec := imagerPod{args: args, volumes: volumes, mounts: vmounts, uid: cfg.UID, gid: cfg.GID, scratch: scratch}
-	return imagerJob(hashedName(img.Name, attemptSalt(img), string(op)), img.Namespace, labels, spec, cfg)
+	job := imagerJob(hashedName(img.Name, attemptSalt(img), string(op)), img.Namespace, labels, spec, cfg)
+	job.Annotations = map[string]string{annAttempt: strconv.Itoa(int(img.Status.Attempt))}
+	return job
 }
 
 // imagerPod is what differs between the Jobs that run imager.

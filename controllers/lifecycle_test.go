@@ -243,6 +243,65 @@ var _ = Describe("image lifecycle", func() {
 		Consistently(func() int { return len(jobsOf(ns, "flaky")) }, 2*time.Second, interval).Should(Equal(4))
 	})
 
+	It("acknowledges a retry token on a running image and starts nothing; trusts no record over a live Job", func() {
+		ns := newNamespace()
+		newImage(ns, "busy", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		job := jobOf(ns, "busy")
+		annotateImage(ns, "busy", v1alpha1.AnnotationRetry, "impatient")
+		Eventually(func() string { return getImage(ns, "busy").Status.Retried }, timeout, interval).Should(Equal("impatient"))
+		Eventually(eventReasons(ns, "busy"), timeout, interval).Should(ContainElement(v1alpha1.EventRetryIgnored))
+		Consistently(func() int { return len(jobsOf(ns, "busy")) }, 2*time.Second, interval).Should(Equal(1))
+
+		// A record naming the running Job is written on the PVC: the
+		// Job, still running, decides; the record is not taken.
+		pvc := claimOf(ns, "busy")
+		if pvc.Annotations == nil {
+			pvc.Annotations = map[string]string{}
+		}
+		b, _ := json.Marshal(&CompletionRecord{Image: getImage(ns, "busy").UID, Job: job.Name,
+			Result: *succeeded("f0f0f0f0", "ffffffff", "monolithicSparse", 1<<30)})
+		pvc.Annotations[v1alpha1.AnnResult] = string(b)
+		Expect(k8sClient.Update(ctx, pvc)).To(Succeed())
+		Consistently(phaseOfImage(ns, "busy"), 2*time.Second, interval).Should(Equal(v1alpha1.PhaseCreating))
+		finishJob(job, 0, succeeded("0e0e0e0e", "ffffffff", "monolithicSparse", 1<<30))
+		Eventually(func() string { return getImage(ns, "busy").Status.CID }, timeout, interval).Should(Equal("0e0e0e0e"))
+		Expect(len(jobsOf(ns, "busy"))).To(Equal(1))
+	})
+
+	It("never makes a lost Job again: reads the image back, or moves to the next attempt", func() {
+		ns := newNamespace()
+		// Deleted mid-way, the image made: read back, Ready.
+		newImage(ns, "gone", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		job := jobOf(ns, "gone")
+		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+		info := newJobOf(ns, "gone", job.Name)
+		Expect(info.Spec.Template.Spec.Containers[0].Args[0]).To(Equal("info"))
+		finishJob(info, 0, succeeded("1e1e1e1e", "ffffffff", "monolithicSparse", 1<<30))
+		Eventually(phaseOfImage(ns, "gone"), timeout, interval).Should(Equal(v1alpha1.PhaseReady))
+		Expect(getImage(ns, "gone").Status.CID).To(Equal("1e1e1e1e"))
+		Expect(getImage(ns, "gone").Status.JobName).To(Equal(job.Name))
+
+		// A failed attempt's Job deleted during the backoff: the image is
+		// not in the PVC, so the next attempt starts, counted.
+		newImage(ns, "flap", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk"}}})
+		first := jobOf(ns, "flap")
+		finishJob(first, jobapi.ExitTransient, &jobapi.Result{Phase: jobapi.Failed, Reason: jobapi.ReasonNetworkError, Message: "reset"})
+		Eventually(condition(ns, "flap", v1alpha1.ConditionProgressing), timeout, interval).Should(HaveField("Reason", v1alpha1.ReasonRetryScheduled))
+		Expect(k8sClient.Delete(ctx, first, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+		Eventually(func() int32 { return getImage(ns, "flap").Status.Attempt }, timeout, interval).Should(Equal(int32(1)))
+		second := newJobOf(ns, "flap", first.Name)
+		Expect(second.Spec.Template.Spec.Containers[0].Args[0]).To(Equal("import"))
+		Expect(second.Annotations["storage.vmdkpop.io/attempt"]).To(Equal("1"))
+		// Its status lost mid-attempt, the image finds its attempt again
+		// from the Job it recorded: no new Job, no refusal.
+		wipeStatus(ns, "flap")
+		Eventually(func() int32 { return getImage(ns, "flap").Status.Attempt }, timeout, interval).Should(Equal(int32(1)))
+		Expect(getImage(ns, "flap").Status.JobName).To(Equal(second.Name))
+		Consistently(func() int { return len(jobsOf(ns, "flap")) }, 2*time.Second, interval).Should(Equal(1))
+		finishJob(second, 0, succeeded("2e2e2e2e", "ffffffff", "monolithicSparse", 1<<30))
+		Eventually(phaseOfImage(ns, "flap"), timeout, interval).Should(Equal(v1alpha1.PhaseReady))
+	})
+
 	It("does not retry a permanent failure or an eviction for outgrowing its own limits", func() {
 		ns := newNamespace()
 		newImage(ns, "evicted", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk"}}})

@@ -132,20 +132,49 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 	}
 	st.ClaimName = claim.Name
 
+	if st.Phase == "" {
+		// Status lost (or never written): the attempt under way is the
+		// one whose Job the image recorded.
+		if err := r.restoreAttempt(ctx, img); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	desired := jobFor(img, claim.Name, mounts, r.Imager)
-	// An attempt that ended is recorded on the PVC: take it from there,
-	// whether its Job is gone or status was lost (then, whatever the
-	// attempt: status starts again from Phase "").
-	if rec := recordOf(claim, img); rec != nil && (rec.Job == desired.Name || st.Phase == "") {
+	existing := &batchv1.Job{}
+	switch err := getChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnJobUID, desired.Name, existing); {
+	case err == nil:
+		// The attempt's own Job: its outcome, not any record, decides.
+		st.JobName = existing.Name
+		return r.observeJob(ctx, img, claim, existing)
+	case isForeign(err):
+		return r.refuse(img, err)
+	case !apierrors.IsNotFound(err):
+		return ctrl.Result{}, err
+	}
+	// No Job for this attempt. One that ended is recorded on the PVC
+	// (its Job since gone: TTL, deleted); with status lost, the latest
+	// record is the image's outcome.
+	if rec := recordOf(claim, img); rec != nil && ((rec.Attempt == st.Attempt && rec.Job == desired.Name) || st.Phase == "") {
 		r.applyRecord(img, rec)
 		return r.finished(ctx, img)
 	}
-	st.JobName = desired.Name
+	if made, err := r.jobMadeAndGone(ctx, img, desired.Name); err != nil {
+		return ctrl.Result{}, err
+	} else if made {
+		// This attempt's Job was made, and went: never make it again.
+		st.JobName = desired.Name
+		if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionProgressing); c != nil && c.Reason == v1alpha1.ReasonRetryScheduled {
+			// It had failed, and its retry waited on it: retry now.
+			return r.scheduleRetry(img, time.Time{}, desired.Name, v1alpha1.ReasonJobLost, "Job "+desired.Name+" was deleted while its retry waited ("+st.LastError+")"), nil
+		}
+		return r.jobLost(ctx, img, claim, desired.Name)
+	}
 	job, created, err := ensureChild(ctx, r.Client, r.APIReader, img, v1alpha1.AnnJobUID, desired)
 	switch {
 	case err != nil:
 		return r.refuse(img, err)
 	case created:
+		st.JobName = job.Name
 		op := operationOf(img)
 		st.Phase = phaseOf(op)
 		st.Progress = ""
@@ -159,6 +188,7 @@ func (r *VMDKImageReconciler) reconcile(ctx context.Context, img *v1alpha1.VMDKI
 			"Job %s %ss the image into PVC %s", desired.Name, op, claim.Name)
 		return ctrl.Result{RequeueAfter: progressInterval}, nil
 	}
+	st.JobName = job.Name
 	return r.observeJob(ctx, img, claim, job)
 }
 
@@ -278,20 +308,54 @@ func (r *VMDKImageReconciler) observeJob(ctx context.Context, img *v1alpha1.VMDK
 		}
 	}
 	if res != nil && res.Phase == jobapi.Succeeded {
-		if err := writeRecord(ctx, r.Client, claim, recordFor(img, res)); err != nil {
-			return ctrl.Result{}, err
-		}
-		r.setReady(img, res)
-		r.event(img, corev1.EventTypeNormal, v1alpha1.EventReady, "image ready: %s, CID %s, %d bytes allocated", res.CreateType, res.CID, res.AllocatedBytes)
-		return ctrl.Result{}, r.checkChain(ctx, img)
+		return r.succeeded(ctx, img, claim, res)
 	}
 	reason, msg := failureOf(job, res, pod, failed)
 	if res == nil || res.Phase != jobapi.Failed {
 		res = &jobapi.Result{Phase: jobapi.Failed, Reason: reason, Message: msg, Permanent: limitEviction(pod)}
 	}
 	if !r.finalFailure(img, res) {
-		return r.scheduleRetry(img, job, reason, msg), nil
+		return r.scheduleRetry(img, jobFailedAt(job), job.Name, reason, msg), nil
 	}
+	return r.failedForGood(ctx, img, claim, res, reason, msg)
+}
+
+// jobLost ends an attempt whose Job went before its end was seen (deleted,
+// or its TTL ran out while the manager was down). Images are committed by
+// one rename of the descriptor, so if the image is in its PVC, the Job
+// finished it: that is read back. If not, the attempt failed, and the
+// next one starts at once (its Job is gone: no failure time to wait from).
+func (r *VMDKImageReconciler) jobLost(ctx context.Context, img *v1alpha1.VMDKImage, claim *corev1.PersistentVolumeClaim, name string) (ctrl.Result, error) {
+	res, wait, err := r.resultLost(ctx, img, name)
+	if err != nil || res == nil {
+		return wait, err
+	}
+	if res.Phase == jobapi.Succeeded {
+		return r.succeeded(ctx, img, claim, res)
+	}
+	reason := v1alpha1.ReasonJobLost
+	msg := fmt.Sprintf("Job %s was deleted before its end was seen, and the image is not in its PVC (%s: %s)", name, res.Reason, res.Message)
+	failed := &jobapi.Result{Phase: jobapi.Failed, Reason: reason, Message: msg}
+	if !r.finalFailure(img, failed) {
+		return r.scheduleRetry(img, time.Time{}, name, reason, msg), nil
+	}
+	return r.failedForGood(ctx, img, claim, failed, reason, msg)
+}
+
+// succeeded ends the attempt with res: recorded on the PVC (the fact),
+// then in status.
+func (r *VMDKImageReconciler) succeeded(ctx context.Context, img *v1alpha1.VMDKImage, claim *corev1.PersistentVolumeClaim, res *jobapi.Result) (ctrl.Result, error) {
+	if err := writeRecord(ctx, r.Client, claim, recordFor(img, res)); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.setReady(img, res)
+	r.event(img, corev1.EventTypeNormal, v1alpha1.EventReady, "image ready: %s, CID %s, %d bytes allocated", res.CreateType, res.CID, res.AllocatedBytes)
+	return ctrl.Result{}, r.checkChain(ctx, img)
+}
+
+// failedForGood ends the image's work with a failure: recorded, then
+// status, then the event.
+func (r *VMDKImageReconciler) failedForGood(ctx context.Context, img *v1alpha1.VMDKImage, claim *corev1.PersistentVolumeClaim, res *jobapi.Result, reason, msg string) (ctrl.Result, error) {
 	msg = r.finalMessage(res, msg)
 	if err := writeRecord(ctx, r.Client, claim, recordFor(img, &jobapi.Result{Phase: jobapi.Failed, Reason: reason, Message: msg, Permanent: res.Permanent})); err != nil {
 		return ctrl.Result{}, err

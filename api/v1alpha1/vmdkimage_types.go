@@ -250,6 +250,11 @@ type VMDKImageStatus struct {
 	// was started for.
 	// +optional
 	Retried string `json:"retried,omitempty"`
+	// Attempt numbers the current attempt (from 0): each fresh attempt, a
+	// controller retry or one the retry annotation asked for, takes the
+	// next, and its Job a new name.
+	// +optional
+	Attempt int32 `json:"attempt,omitempty"`
 	// Retries counts the fresh Jobs the controller started after
 	// transient failures (since the image was created or last retried by
 	// the annotation); it stops at the manager's retry limit.

@@ -117,6 +117,9 @@ const (
 	// ReasonReadingResult: the Job succeeded but its result went with its
 	// pod; an imager info Job reads the image back.
 	ReasonReadingResult = "ReadingResult"
+	// ReasonJobLost: the attempt's Job went before its end was seen and
+	// left no image in the PVC.
+	ReasonJobLost = "JobLost"
 	// ReasonClaimLost: the image's PVC is gone, Lost or being deleted.
 	ReasonClaimLost = "ClaimLost"
 	// Storage condition reasons: the PVC's binding (ClaimPending, below,
