@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
@@ -367,6 +368,27 @@ var _ = Describe("image lifecycle", func() {
 		setClaimConditions(ns, "elastic", gi(3))
 		Eventually(condition(ns, "elastic", v1alpha1.ConditionStorage), timeout, interval).Should(HaveField("Reason", v1alpha1.ReasonResized))
 		Expect(len(jobsOf(ns, "elastic"))).To(Equal(1))
+
+		// A quota on storage refuses the next growth: said so, and tried
+		// again once the quota is raised.
+		storageQuota := func(hard int64) {
+			q := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "storage"}}
+			hl := corev1.ResourceList{corev1.ResourceRequestsStorage: *gi(hard)}
+			_, err := controllerutil.CreateOrUpdate(ctx, k8sClient, q, func() error { q.Spec.Hard = hl; return nil })
+			Expect(err).NotTo(HaveOccurred())
+			q.Status = corev1.ResourceQuotaStatus{Hard: hl, Used: corev1.ResourceList{corev1.ResourceRequestsStorage: *gi(5)}}
+			Expect(k8sClient.Status().Update(ctx, q)).To(Succeed())
+		}
+		storageQuota(5)
+		Eventually(func() error {
+			img := getImage(ns, "elastic")
+			img.Spec.Storage.Size = gi(4)
+			return k8sClient.Update(ctx, img)
+		}, timeout, interval).Should(Succeed())
+		Eventually(condition(ns, "elastic", v1alpha1.ConditionStorage), timeout, interval).Should(
+			And(HaveField("Reason", v1alpha1.ReasonQuotaExceeded), HaveField("Message", ContainSubstring("exceeded quota"))))
+		storageQuota(50)
+		Eventually(func() int64 { return claimOf(ns, "elastic").Spec.Resources.Requests.Storage().Value() }, 30*time.Second, interval).Should(Equal(int64(4 << 30)))
 	})
 
 	It("notices a Ready image's PVC gone or Lost, and makes the image again when asked", func() {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -35,7 +36,10 @@ func (r *VMDKImageReconciler) ensurePVC(ctx context.Context, img *v1alpha1.VMDKI
 	if pvc.Status.Phase == corev1.ClaimLost || !pvc.DeletionTimestamp.IsZero() {
 		return nil, &waitReason{v1alpha1.ReasonClaimLost, fmt.Sprintf("waiting for PVC %s, which lost its volume or is being deleted, to be gone", pvc.Name), false}, nil
 	}
-	return pvc, nil, r.storageState(ctx, img, pvc)
+	if err := r.storageState(ctx, img, pvc); err != nil && !errors.Is(err, errQuotaRecheck) {
+		return nil, nil, err
+	}
+	return pvc, nil, nil
 }
 
 // claimLost says why a finished image's PVC no longer holds it, or "".
@@ -63,6 +67,10 @@ func (r *VMDKImageReconciler) markClaimLost(img *v1alpha1.VMDKImage, msg string)
 	r.setCondition(img, v1alpha1.ConditionStorage, metav1.ConditionFalse, v1alpha1.ReasonClaimLost, msg)
 }
 
+// errQuotaRecheck: a resize waits on a ResourceQuota; the caller looks
+// again after quotaRecheck (nothing of ours watches quotas).
+var errQuotaRecheck = errors.New("a resize waits on a ResourceQuota")
+
 // storageState grows a bound PVC's request to spec.storage.size
 // (Kubernetes expands only bound claims; an unbound one is grown once it
 // binds) and sets the Storage condition from what the PVC says of it.
@@ -81,6 +89,11 @@ func (r *VMDKImageReconciler) storageState(ctx context.Context, img *v1alpha1.VM
 		patch := client.MergeFrom(pvc.DeepCopy())
 		grown.Spec.Resources.Requests[corev1.ResourceStorage] = *want
 		switch err := r.Patch(ctx, grown, patch); {
+		case quotaBlocker(err) != nil:
+			// The quota may be raised: looked at again, calmly.
+			b := quotaBlocker(err)
+			r.storageCondition(img, metav1.ConditionFalse, b.reason, fmt.Sprintf("PVC %s cannot grow to %s: %s", pvc.Name, want, b.message))
+			return errQuotaRecheck
 		case apierrors.IsForbidden(err) || apierrors.IsInvalid(err):
 			// The class cannot expand (or the claim cannot be): a
 			// retry changes nothing until the user does.
@@ -136,7 +149,7 @@ func resizeState(pvc *corev1.PersistentVolumeClaim, want string) (metav1.Conditi
 // storageCondition sets the Storage condition, with a warning event when
 // it turns to a failure.
 func (r *VMDKImageReconciler) storageCondition(img *v1alpha1.VMDKImage, status metav1.ConditionStatus, reason, msg string) {
-	failure := reason == v1alpha1.ReasonExpansionUnsupported || reason == v1alpha1.ReasonResizeFailed
+	failure := reason == v1alpha1.ReasonExpansionUnsupported || reason == v1alpha1.ReasonResizeFailed || reason == v1alpha1.ReasonQuotaExceeded
 	if c := meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionStorage); failure && (c == nil || c.Reason != reason || c.Message != msg) {
 		r.event(img, corev1.EventTypeWarning, reason, "%s", msg)
 	}

@@ -3,6 +3,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -217,11 +218,14 @@ func (r *VMDKImageReconciler) finished(ctx context.Context, img *v1alpha1.VMDKIm
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.storageState(ctx, img, pvc); err != nil {
+	recheck := ctrl.Result{}
+	if err := r.storageState(ctx, img, pvc); errors.Is(err, errQuotaRecheck) {
+		recheck.RequeueAfter = quotaRecheck
+	} else if err != nil {
 		return ctrl.Result{}, err
 	}
 	if st.Phase != v1alpha1.PhaseReady {
-		return ctrl.Result{}, nil
+		return recheck, nil
 	}
 	if err := r.keepRecord(ctx, img, pvc); err != nil {
 		return ctrl.Result{}, err
@@ -229,7 +233,7 @@ func (r *VMDKImageReconciler) finished(ctx context.Context, img *v1alpha1.VMDKIm
 	if token := img.Annotations[v1alpha1.AnnotationRefresh]; token != "" && token != st.Refreshed {
 		return r.refresh(ctx, img, token)
 	}
-	return ctrl.Result{}, r.checkChain(ctx, img)
+	return recheck, r.checkChain(ctx, img)
 }
 
 // keepRecord makes the PVC's record say what a Ready image's status says
