@@ -65,11 +65,13 @@ type blocker struct{ reason, message string }
 func (b *blocker) String() string { return b.reason + ": " + b.message }
 
 func newBlocker(reason, format string, args ...any) *blocker {
-	msg := fmt.Sprintf(format, args...)
+	// Redacted whole (a cut URL might not be recognised), then cut on a
+	// character boundary.
+	msg := jobapi.RedactURL(fmt.Sprintf(format, args...))
 	if len(msg) > maxBlockerMessage {
-		msg = msg[:maxBlockerMessage] + "..."
+		msg = strings.ToValidUTF8(msg[:maxBlockerMessage], "") + "..."
 	}
-	return &blocker{reason: reason, message: jobapi.RedactURL(msg)}
+	return &blocker{reason: reason, message: msg}
 }
 
 // blockerOf says why a Job that has not finished makes no progress, or
