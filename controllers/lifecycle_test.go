@@ -311,7 +311,7 @@ var _ = Describe("image lifecycle", func() {
 		pod.Status.Reason, pod.Status.Message = "Evicted", "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Gi\"."
 		pod.Status.ContainerStatuses = nil
 		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
-		finishJobFailed(job, "BackoffLimitExceeded")
+		failJob(job, 5)
 		Eventually(phaseOfImage(ns, "evicted"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
 		Expect(readyReason(ns, "evicted")()).To(HavePrefix(v1alpha1.ReasonPodEvicted + ":"))
 		Consistently(func() int { return len(jobsOf(ns, "evicted")) }, 3*time.Second, interval).Should(Equal(1))
@@ -328,11 +328,7 @@ var _ = Describe("image lifecycle", func() {
 		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
 		Eventually(func() int { return len(jobsOf(ns, "rigid")) }, timeout, interval).Should(BeZero())
 
-		Eventually(func() error {
-			img := getImage(ns, "rigid")
-			img.Spec.Storage.Size = gi(4)
-			return k8sClient.Update(ctx, img)
-		}, timeout, interval).Should(Succeed())
+		growStorage(ns, "rigid", gi(4))
 		Eventually(condition(ns, "rigid", v1alpha1.ConditionStorage), timeout, interval).Should(
 			And(HaveField("Reason", v1alpha1.ReasonExpansionUnsupported), HaveField("Message", ContainSubstring("storageclass"))))
 		img := getImage(ns, "rigid")
@@ -353,11 +349,7 @@ var _ = Describe("image lifecycle", func() {
 		Expect(k8sClient.Create(ctx, sc)).To(Succeed())
 		readyImage(ns, "elastic", "33334444", v1alpha1.VMDKImageSpec{Size: gi(1), Storage: v1alpha1.StorageSpec{Size: gi(2), StorageClassName: &sc.Name}})
 		bindClaim(ns, "elastic", gi(2))
-		Eventually(func() error {
-			img := getImage(ns, "elastic")
-			img.Spec.Storage.Size = gi(3)
-			return k8sClient.Update(ctx, img)
-		}, timeout, interval).Should(Succeed())
+		growStorage(ns, "elastic", gi(3))
 		Eventually(condition(ns, "elastic", v1alpha1.ConditionStorage), timeout, interval).Should(HaveField("Reason", v1alpha1.ReasonResizing))
 		Expect(claimOf(ns, "elastic").Spec.Resources.Requests.Storage().Value()).To(Equal(int64(3 << 30)))
 		setClaimConditions(ns, "elastic", nil, corev1.PersistentVolumeClaimCondition{Type: corev1.PersistentVolumeClaimFileSystemResizePending, Status: corev1.ConditionTrue})
@@ -380,11 +372,7 @@ var _ = Describe("image lifecycle", func() {
 			Expect(k8sClient.Status().Update(ctx, q)).To(Succeed())
 		}
 		storageQuota(5)
-		Eventually(func() error {
-			img := getImage(ns, "elastic")
-			img.Spec.Storage.Size = gi(4)
-			return k8sClient.Update(ctx, img)
-		}, timeout, interval).Should(Succeed())
+		growStorage(ns, "elastic", gi(4))
 		Eventually(condition(ns, "elastic", v1alpha1.ConditionStorage), timeout, interval).Should(
 			And(HaveField("Reason", v1alpha1.ReasonQuotaExceeded), HaveField("Message", ContainSubstring("exceeded quota"))))
 		storageQuota(50)
@@ -451,17 +439,27 @@ var _ = Describe("image lifecycle", func() {
 	})
 })
 
-// finishJobFailed marks a Job failed (its pods are the caller's).
-func finishJobFailed(job *batchv1.Job, reason string) {
+// failJob marks a Job failed by its backoff limit after failed pods (its
+// pods are the caller's).
+func failJob(job *batchv1.Job, failed int32) {
 	ctx := context.Background()
 	Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(Succeed())
 	now := metav1.Now()
-	job.Status.StartTime, job.Status.Failed = &now, 5
+	job.Status.StartTime, job.Status.Failed = &now, failed
 	job.Status.Conditions = []batchv1.JobCondition{
-		{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: reason},
-		{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: reason, Message: "Job has reached the specified backoff limit"},
+		{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
+		{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
 	}
 	Expect(k8sClient.Status().Update(ctx, job)).To(Succeed())
+}
+
+// growStorage sets an image's spec.storage.size.
+func growStorage(ns, name string, size *resource.Quantity) {
+	EventuallyWithOffset(1, func() error {
+		img := getImage(ns, name)
+		img.Spec.Storage.Size = size
+		return k8sClient.Update(context.Background(), img)
+	}, timeout, interval).Should(Succeed())
 }
 
 // bindClaim binds the image's PVC with the given capacity, as a

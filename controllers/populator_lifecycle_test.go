@@ -292,14 +292,7 @@ var _ = Describe("populator lifecycle", func() {
 		pod := jobPod(job, corev1.PodFailed, nil)
 		pod.Status.Reason, pod.Status.Message = "Evicted", "Pod ephemeral local storage usage exceeds the total limit of containers 64Mi."
 		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(Succeed())
-		now := metav1.Now()
-		job.Status.StartTime, job.Status.Failed = &now, 1
-		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
-			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
-		}
-		Expect(k8sClient.Status().Update(ctx, job)).To(Succeed())
+		failJob(job, 1)
 		Eventually(annotation(ns, "d", v1alpha1.AnnMessage), timeout, interval).Should(And(HavePrefix(v1alpha1.ReasonPodEvicted+": "), ContainSubstring("not retried (permanent)")))
 		Expect(getPVC(ns, "d").Annotations).NotTo(HaveKey(v1alpha1.AnnPopRetryAt))
 	})

@@ -327,14 +327,7 @@ var _ = Describe("tenant safety", func() {
 		pod.Status.Reason, pod.Status.Message = "Evicted", "Pod ephemeral local storage usage exceeds the total limit of containers 1.1Gi."
 		pod.Status.ContainerStatuses = nil
 		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(job), job)).To(Succeed())
-		now := metav1.Now()
-		job.Status.StartTime, job.Status.Failed = &now, 5
-		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
-			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
-		}
-		Expect(k8sClient.Status().Update(ctx, job)).To(Succeed())
+		failJob(job, 5)
 		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
 		c := condition(ns, "img", v1alpha1.ConditionReady)()
 		Expect(c.Reason).To(Equal(v1alpha1.ReasonPodEvicted))
