@@ -8,7 +8,9 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -263,7 +265,9 @@ func claimUIDOf(o client.Object) []string {
 // reclaimLostPrimeVolume is reclaimPrimeVolume for a prime PVC that is
 // already gone (deleted with its namespace, or by someone else, before
 // the populator saw it): its PV, Released, still names it by the UID
-// recorded on the user's PVC, and is set to be deleted too.
+// recorded on the user's PVC, and is set to be deleted too. The prime's
+// creation time is gone with it: the user's PVC's (the prime is always
+// younger) bounds the PV's instead.
 func (r *PopulatorReconciler) reclaimLostPrimeVolume(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
 	uid := pvc.Annotations[v1alpha1.AnnPrimeUID]
 	if uid == "" {
@@ -284,6 +288,9 @@ func (r *PopulatorReconciler) reclaimLostPrimeVolume(ctx context.Context, pvc *c
 		if ref.Namespace != gone.Namespace || ref.Name != gone.Name || pvc.Spec.StorageClassName == nil || pv.Spec.StorageClassName != *pvc.Spec.StorageClassName {
 			continue
 		}
+		if ok, err := r.provisionedFor(ctx, pv, gone.UID, pvc.CreationTimestamp); err != nil || !ok {
+			return err
+		}
 		if err := r.setReclaimDelete(ctx, pv, gone.Name); err != nil {
 			return err
 		}
@@ -295,9 +302,9 @@ func (r *PopulatorReconciler) reclaimLostPrimeVolume(ctx context.Context, pvc *c
 // Retain class, a prime PVC deleted after a failed or abandoned attempt
 // would leave its PV Released forever. Only a PV proven the prime's own
 // (verifyPrimeVolume: the prime Bound to it, its claimRef naming the
-// prime by UID) is patched, with its resourceVersion as a precondition;
-// a PV already handed to the user's PVC names that PVC and is never
-// touched.
+// prime by UID) and provisioned for it (provisionedFor) is patched, with
+// its resourceVersion as a precondition; a PV already handed to the
+// user's PVC names that PVC and is never touched.
 func (r *PopulatorReconciler) reclaimPrimeVolume(ctx context.Context, pvc, prime *corev1.PersistentVolumeClaim) error {
 	if prime.Spec.VolumeName == "" || prime.Status.Phase != corev1.ClaimBound {
 		return nil
@@ -309,7 +316,35 @@ func (r *PopulatorReconciler) reclaimPrimeVolume(ctx context.Context, pvc, prime
 	if verifyPrimeVolume(pvc, prime, pv) != "" {
 		return nil
 	}
+	if ok, err := r.provisionedFor(ctx, pv, prime.UID, prime.CreationTimestamp); err != nil || !ok {
+		return err
+	}
 	return r.setReclaimDelete(ctx, pv, prime.Name)
+}
+
+// provisionedFor reports whether pv was made by its class's provisioner
+// for the claim uid, created at notBefore or later. Which PVC is the
+// prime rests on the UID recorded on the user's PVC, which its tenant can
+// rewrite: a PVC of the tenant's naming a volume it could bind (a static
+// or recycled Retain PV) would pass verifyPrimeVolume, and setting that
+// PV to Delete would destroy storage the tenant never had the right to.
+// A PV the provisioner made for the prime after it was created, with the
+// class's own reclaim policy, is nobody else's. The class is read for its
+// policy: one gone leaves the PV as it is.
+func (r *PopulatorReconciler) provisionedFor(ctx context.Context, pv *corev1.PersistentVolume, uid types.UID, notBefore metav1.Time) (bool, error) {
+	ref := pv.Spec.ClaimRef
+	if pv.Annotations[annProvisionedBy] == "" || ref == nil || ref.UID != uid || pv.CreationTimestamp.Before(&notBefore) || pv.Spec.StorageClassName == "" {
+		return false, nil
+	}
+	sc := &storagev1.StorageClass{}
+	if err := r.Get(ctx, types.NamespacedName{Name: pv.Spec.StorageClassName}, sc); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	policy := corev1.PersistentVolumeReclaimDelete // the API's default
+	if sc.ReclaimPolicy != nil {
+		policy = *sc.ReclaimPolicy
+	}
+	return pv.Annotations[annProvisionedBy] == sc.Provisioner && pv.Spec.PersistentVolumeReclaimPolicy == policy, nil
 }
 
 // setReclaimDelete sets a verified prime PV's reclaim policy to Delete,

@@ -29,6 +29,8 @@ import (
 const (
 	// annSelectedNode is set by the scheduler on WaitForFirstConsumer PVCs.
 	annSelectedNode = "volume.kubernetes.io/selected-node"
+	// annProvisionedBy is set by the provisioner on the PVs it creates.
+	annProvisionedBy = "pv.kubernetes.io/provisioned-by"
 
 	indexDataSource = "spec.dataSourceRef.vmdkimage"
 	targetDir       = "/target"

@@ -33,7 +33,9 @@ func storageClass(name string, wffc bool) string {
 	if wffc {
 		mode = storagev1.VolumeBindingWaitForFirstConsumer
 	}
-	sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "example.com/csi", VolumeBindingMode: &mode}
+	// Retain, as newPV's volumes: the populator sets a prime's own to Delete.
+	sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: name}, Provisioner: "example.com/csi", VolumeBindingMode: &mode,
+		ReclaimPolicy: ptr.To(corev1.PersistentVolumeReclaimRetain)}
 	Expect(client.IgnoreAlreadyExists(k8sClient.Create(context.Background(), sc))).To(Succeed())
 	return name
 }

@@ -42,10 +42,11 @@ func boundVolume(ns, name, class string) (*corev1.PersistentVolumeClaim, *corev1
 	return pvc, pv
 }
 
-// newPV makes a Bound PV of class whose claimRef names claim.
+// newPV makes a Bound PV of class whose claimRef names claim, as
+// storageClass's provisioner would for claim.
 func newPV(name, class string, claim *corev1.PersistentVolumeClaim) *corev1.PersistentVolume {
 	pv := &corev1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{annProvisionedBy: "example.com/csi"}},
 		Spec: corev1.PersistentVolumeSpec{
 			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: *gi(2)},
 			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
