@@ -125,6 +125,7 @@ const (
 	restartPrimeLost = "the prime PVC was deleted or replaced"
 	restartRetry     = "retry"
 	restartUser      = "the retry annotation"
+	restartJobGone   = "the Job is gone and its image is being deleted"
 )
 
 // restart ends the current attempt (its Job and prime PVC are deleted)
@@ -159,7 +160,7 @@ func (r *PopulatorReconciler) restart(ctx context.Context, pvc *corev1.Persisten
 		return ctrl.Result{}, fmt.Errorf("start attempt %d: %w", next, err)
 	}
 	reason := v1alpha1.EventPopulatorRetrying
-	if why == restartPrimeLost {
+	if why == restartPrimeLost || why == restartJobGone {
 		reason = v1alpha1.EventPopulatorRestarted
 	}
 	r.event(pvc, corev1.EventTypeNormal, reason, "attempt %d: %s", next, msg)

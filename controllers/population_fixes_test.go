@@ -7,6 +7,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -87,5 +88,25 @@ var _ = Describe("population fixes", func() {
 		Consistently(func() []corev1.PersistentVolumeReclaimPolicy {
 			return []corev1.PersistentVolumeReclaimPolicy{reclaimPolicy(recycled)(), reclaimPolicy(manual)()}
 		}, 2*time.Second, interval).Should(HaveEach(corev1.PersistentVolumeReclaimRetain))
+	})
+
+	It("ends a population whose Job is gone while its image is being deleted, and lets the image go", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "c1c1c1c1", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		prime, job := primeOf(user), populateJobOf(user)
+		Eventually(annotation(ns, "d", v1alpha1.AnnPopulateJobUID), timeout, interval).ShouldNot(BeEmpty())
+		Expect(k8sClient.Delete(ctx, getImage(ns, "img"))).To(Succeed())
+		Eventually(condition(ns, "img", v1alpha1.ConditionDeletionBlocked), timeout, interval).ShouldNot(BeNil())
+
+		// The Job goes (its user, or its TTL) before its end was seen.
+		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy("Background"))).To(Succeed())
+		Eventually(func() bool { _, err := getImageErr(ns, "img"); return apierrors.IsNotFound(err) }, timeout, interval).Should(BeTrue())
+		Eventually(goneOrDeleting(prime), timeout, interval).Should(BeTrue())
+		Expect(getPVC(ns, "d").Annotations).NotTo(HaveKey(v1alpha1.AnnPrimeUID))
+		Expect(eventCount(ns, "d", v1alpha1.EventPopulatorRestarted)()).To(BeNumerically("==", 1))
+		Eventually(annotation(ns, "d", v1alpha1.AnnMessage), timeout, interval).Should(Equal("image img does not exist yet"))
+		Consistently(populateJobs(user), time.Second, interval).Should(BeEmpty())
 	})
 })

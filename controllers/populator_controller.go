@@ -184,8 +184,11 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	job, err := r.ensureJob(ctx, pvc, prime, chain, node)
 	if apierrors.IsNotFound(err) && wait != nil {
-		r.wait(ctx, pvc, wait.message)
-		return ctrl.Result{}, nil
+		// The Job is gone (deleted, or its TTL ran out before its end was
+		// seen) and no new one may read the image: the attempt is over,
+		// and ending it lets the image go (populating is false once no
+		// prime is recorded). The next attempt waits for the image.
+		return r.restart(ctx, pvc, restartJobGone, "")
 	} else if err != nil {
 		return r.refuse(ctx, pvc, err)
 	}

@@ -383,7 +383,7 @@ var _ = Describe("populator lifecycle", func() {
 		Expect(err).NotTo(HaveOccurred(), "the chain below is held by its child")
 		// A population asked for now does not start, and holds nothing.
 		late := userPVC(ns, "late", "top", class, 2, false)
-		Eventually(annotation(ns, "late", v1alpha1.AnnMessage), timeout, interval).Should(ContainSubstring("waiting for image top"))
+		Eventually(annotation(ns, "late", v1alpha1.AnnMessage), timeout, interval).Should(Equal("image top is being deleted"))
 		Consistently(populateJobs(late), time.Second, interval).Should(BeEmpty())
 		Expect(condition(ns, "top", v1alpha1.ConditionDeletionBlocked)().Message).NotTo(ContainSubstring("PersistentVolumeClaim/late"))
 

@@ -412,7 +412,9 @@ func readyChain(ctx context.Context, c client.Reader, ns, self, first, why strin
 		switch {
 		case dep.Status.Phase == v1alpha1.PhaseFailed:
 			wait = firstWait(wait, &waitReason{v1alpha1.ReasonDependencyFailed, fmt.Sprintf("image %s failed", name), false})
-		case dep.Status.Phase != v1alpha1.PhaseReady || !dep.DeletionTimestamp.IsZero():
+		case !dep.DeletionTimestamp.IsZero():
+			wait = firstWait(wait, &waitReason{why, fmt.Sprintf("image %s is being deleted", name), false})
+		case dep.Status.Phase != v1alpha1.PhaseReady:
 			wait = firstWait(wait, &waitReason{why, fmt.Sprintf("waiting for image %s to be Ready (it is %s)", name, orPending(dep.Status.Phase)), false})
 		}
 		chain = append(chain, dep)
