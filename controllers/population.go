@@ -64,21 +64,41 @@ func populating(pvc *corev1.PersistentVolumeClaim) bool {
 }
 
 // populationsOf lists the PVCs in ns populating from image (see
-// populating), as "PersistentVolumeClaim/name". It reads the populator's
-// indexDataSource index: the populator's SetupWithManager registers it,
-// and the manager always runs both reconcilers.
+// populating), as "PersistentVolumeClaim/name". The image's finalizer
+// reads them live (c is the APIReader): the populator decides to start
+// from a cached Ready image, and the prime it records may not be in the
+// cache yet when the finalizer runs. A live list cannot use the cache's
+// indexDataSource index, so the namespace's PVCs are filtered here.
 func populationsOf(ctx context.Context, c client.Reader, ns, image string) ([]string, error) {
 	list := &corev1.PersistentVolumeClaimList{}
-	if err := c.List(ctx, list, client.InNamespace(ns), client.MatchingFields{indexDataSource: image}); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
 		return nil, fmt.Errorf("list the PVCs populated from image %s: %w", image, err)
 	}
 	var out []string
 	for i := range list.Items {
-		if populating(&list.Items[i]) {
+		if name, ok := dataSourceImage(&list.Items[i]); ok && name == image && populating(&list.Items[i]) {
 			out = append(out, "PersistentVolumeClaim/"+list.Items[i].Name)
 		}
 	}
 	return out, nil
+}
+
+// imageGoing reports whether image, read live, is being deleted or gone:
+// the populator's last look before it starts a Job reading it. The
+// prime is recorded first, so an image finalizer that has not seen it
+// yet (and lets the image go) ran after the deletion this read sees.
+func (r *PopulatorReconciler) imageGoing(ctx context.Context, ns, image string) (bool, error) {
+	if r.APIReader == nil {
+		return false, nil
+	}
+	img := &v1alpha1.VMDKImage{}
+	switch err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: image}, img); {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("read image %s live: %w", image, err)
+	}
+	return !img.DeletionTimestamp.IsZero(), nil
 }
 
 // primeLost reports whether the recorded prime PVC of the current attempt
@@ -125,7 +145,7 @@ const (
 	restartPrimeLost = "the prime PVC was deleted or replaced"
 	restartRetry     = "retry"
 	restartUser      = "the retry annotation"
-	restartJobGone   = "the Job is gone and its image is being deleted"
+	restartJobGone   = "its image is being deleted and no Job reads it"
 )
 
 // restart ends the current attempt (its Job and prime PVC are deleted)

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
@@ -52,6 +54,59 @@ func released(ns, name string) func() []string {
 			return nil
 		}
 		return p.Finalizers
+	}
+}
+
+// staleCache plays a manager's cache behind the cluster: it still holds
+// image as it was (Ready, not being deleted), and no images or PVCs in its
+// lists. Everything else is read live.
+type staleCache struct {
+	client.Client
+	image *v1alpha1.VMDKImage
+}
+
+func (c staleCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if img, ok := obj.(*v1alpha1.VMDKImage); ok && c.image != nil && key == client.ObjectKeyFromObject(c.image) {
+		c.image.DeepCopyInto(img)
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func (c staleCache) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	switch list.(type) {
+	case *v1alpha1.VMDKImageList, *corev1.PersistentVolumeClaimList:
+		return nil
+	}
+	return c.Client.List(ctx, list, opts...)
+}
+
+// holdImage deletes an image but keeps it there, being deleted, under a
+// finalizer of the spec's own; the returned func lets it go.
+func holdImage(ns, name string) func() {
+	ctx := context.Background()
+	const hold = "test.vmdkpop.io/hold"
+	EventuallyWithOffset(1, func() error {
+		img := getImage(ns, name)
+		img.Finalizers = append(img.Finalizers, hold)
+		return k8sClient.Update(ctx, img)
+	}, timeout, interval).Should(Succeed())
+	ExpectWithOffset(1, k8sClient.Delete(ctx, getImage(ns, name))).To(Succeed())
+	return func() {
+		EventuallyWithOffset(1, func() error {
+			img, err := getImageErr(ns, name)
+			if err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			var keep []string
+			for _, f := range img.Finalizers {
+				if f != hold {
+					keep = append(keep, f)
+				}
+			}
+			img.Finalizers = keep
+			return k8sClient.Update(ctx, img)
+		}, timeout, interval).Should(Succeed())
 	}
 }
 
@@ -108,5 +163,42 @@ var _ = Describe("population fixes", func() {
 		Expect(eventCount(ns, "d", v1alpha1.EventPopulatorRestarted)()).To(BeNumerically("==", 1))
 		Eventually(annotation(ns, "d", v1alpha1.AnnMessage), timeout, interval).Should(Equal("image img does not exist yet"))
 		Consistently(populateJobs(user), time.Second, interval).Should(BeEmpty())
+	})
+
+	It("starts no Job from a cached Ready image that is being deleted: the image is read live first", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "c2c2c2c2", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		cached := getImage(ns, "img")
+		release := holdImage(ns, "img")
+		defer release()
+		user := userPVC(ns, "d", "img", class, 2, false)
+		// A populator whose cache still has the image Ready.
+		r := &PopulatorReconciler{Client: staleCache{k8sClient, cached}, APIReader: k8sClient, Scheme: k8sClient.Scheme(),
+			Logs: fakeLogs, Imager: managerConfig.Imager, DiskUID: 107, DiskGID: 107}
+		req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(user)}
+		for range 4 {
+			_, err := r.Reconcile(ctx, req)
+			Expect(client.IgnoreNotFound(err)).To(Or(Succeed(), MatchError(ContainSubstring("the object has been modified"))))
+		}
+		Consistently(populateJobs(user), time.Second, interval).Should(BeEmpty())
+		Expect(getPVC(ns, "d").Annotations).NotTo(HaveKey(v1alpha1.AnnPrimeUID), "the population holds nothing of the image")
+	})
+
+	It("lets an image go only once no population holds it, read live: a population the cache has not seen yet holds it", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "c3c3c3c3", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		populateJobOf(user)
+		Eventually(annotation(ns, "d", v1alpha1.AnnPrimeUID), timeout, interval).ShouldNot(BeEmpty())
+		release := holdImage(ns, "img")
+		defer release()
+		Eventually(condition(ns, "img", v1alpha1.ConditionDeletionBlocked), timeout, interval).ShouldNot(BeNil())
+		// An image reconciler whose cache has not seen the population.
+		r := &VMDKImageReconciler{Client: staleCache{Client: k8sClient}, APIReader: k8sClient, Scheme: k8sClient.Scheme(), Logs: fakeLogs, Imager: managerConfig.Imager}
+		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: "img"}})
+		Expect(client.IgnoreNotFound(err)).To(Or(Succeed(), MatchError(ContainSubstring("the object has been modified"))))
+		Expect(getImage(ns, "img").Finalizers).To(ContainElement(v1alpha1.Finalizer))
 	})
 })

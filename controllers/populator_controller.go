@@ -182,10 +182,20 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return r.refuse(ctx, pvc, err)
 	}
+	if chain != nil && pvc.Annotations[v1alpha1.AnnPopulateJobUID] == "" {
+		// The image was Ready in the cache; it must still be, live, before
+		// a Job reads it (see imageGoing).
+		if going, err := r.imageGoing(ctx, pvc.Namespace, imageName); err != nil {
+			return ctrl.Result{}, err
+		} else if going {
+			chain, wait = nil, &waitReason{v1alpha1.ReasonWaitingForSource, fmt.Sprintf("image %s is being deleted", imageName), false}
+		}
+	}
 	job, err := r.ensureJob(ctx, pvc, prime, chain, node)
 	if apierrors.IsNotFound(err) && wait != nil {
 		// The Job is gone (deleted, or its TTL ran out before its end was
-		// seen) and no new one may read the image: the attempt is over,
+		// seen) or was never made, and no new one may read the image: the
+		// attempt is over,
 		// and ending it lets the image go (populating is false once no
 		// prime is recorded). The next attempt waits for the image.
 		return r.restart(ctx, pvc, restartJobGone, "")
@@ -482,7 +492,7 @@ func (r *PopulatorReconciler) event(pvc *corev1.PersistentVolumeClaim, typ, reas
 // SetupWithManager watches PVCs that name a VMDKImage, their prime PVCs
 // and Jobs, and the images (a change enqueues the PVCs waiting for it).
 // The indexDataSource index it registers is the image reconciler's too
-// (populationsOf).
+// (populatedImage).
 func (r *PopulatorReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.PersistentVolumeClaim{}, indexDataSource, func(o client.Object) []string {
 		if name, ok := dataSourceImage(o.(*corev1.PersistentVolumeClaim)); ok {

@@ -550,7 +550,11 @@ func (r *VMDKImageReconciler) users(ctx context.Context, img *v1alpha1.VMDKImage
 	// need no check of their own: img is their child, and a Ready child
 	// holds its parent until it is gone itself, even while being deleted
 	// (holdsNothing), so a population holds the whole chain.
-	pops, err := populationsOf(ctx, r.Client, img.Namespace, img.Name)
+	live := r.APIReader
+	if live == nil {
+		live = r.Client
+	}
+	pops, err := populationsOf(ctx, live, img.Namespace, img.Name)
 	return append(out, pops...), err
 }
 
