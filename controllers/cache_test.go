@@ -9,12 +9,34 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
 )
 
 var _ = Describe("the manager's cache", func() {
 	ctx := context.Background()
+
+	It("runs each controller with the configured concurrency", func() {
+		Expect(managerConfig.MaxConcurrentReconciles).To(BeNumerically(">", 1))
+		families, err := metrics.Registry.Gather()
+		Expect(err).NotTo(HaveOccurred())
+		workers := map[string]float64{}
+		for _, f := range families {
+			if f.GetName() != "controller_runtime_max_concurrent_reconciles" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "controller" {
+						workers[l.GetValue()] = m.GetGauge().GetValue()
+					}
+				}
+			}
+		}
+		want := float64(managerConfig.MaxConcurrentReconciles)
+		Expect(workers).To(And(HaveKeyWithValue("vmdkimage", want), HaveKeyWithValue("populator", want)))
+	})
 
 	It("holds only vmdkpop's Jobs and pods, lean, and every PVC without managedFields", func() {
 		ns := newNamespace()
