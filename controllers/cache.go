@@ -134,6 +134,7 @@ func NewManager(restCfg *rest.Config, opts ctrl.Options, cfg Config) (ctrl.Manag
 	}); err != nil {
 		return nil, fmt.Errorf("index pods by Job: %w", err)
 	}
+	live := rationEventLists(mgr.GetAPIReader(), progressInterval)
 	var logs PodLogReader
 	if cfg.Logs != nil {
 		logs = rationLogs(cfg.Logs, progressInterval, logReadTimeout)
@@ -141,7 +142,7 @@ func NewManager(restCfg *rest.Config, opts ctrl.Options, cfg Config) (ctrl.Manag
 	if err := (&VMDKImageReconciler{
 		Client:    mgr.GetClient(),
 		Scheme:    mgr.GetScheme(),
-		APIReader: mgr.GetAPIReader(),
+		APIReader: live,
 		Recorder:  mgr.GetEventRecorder("vmdkimage-controller"),
 		Logs:      logs,
 		Imager:    cfg.Imager,
@@ -150,7 +151,7 @@ func NewManager(restCfg *rest.Config, opts ctrl.Options, cfg Config) (ctrl.Manag
 	}
 	if err := (&PopulatorReconciler{
 		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
+		APIReader: live,
 		Scheme:    mgr.GetScheme(),
 		Recorder:  mgr.GetEventRecorder("vmdkpop-populator"),
 		Logs:      logs,

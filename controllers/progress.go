@@ -72,59 +72,78 @@ const logReadTimeout = 5 * time.Second
 // rationedLogs is a PodLogReader reading through next at most once per
 // interval per pod, each read within timeout.
 type rationedLogs struct {
-	next              PodLogReader
-	interval, timeout time.Duration
-	now               func() time.Time
-
-	mu     sync.Mutex
-	last   map[string]logRead // by namespace/pod/container
-	pruned time.Time
-}
-
-// logRead is one pod's last read: when, and what it returned.
-type logRead struct {
-	at    time.Time
-	lines []string
-	err   error
+	next    PodLogReader
+	timeout time.Duration
+	reads   *rations[[]string]
 }
 
 func rationLogs(next PodLogReader, interval, timeout time.Duration) *rationedLogs {
-	return &rationedLogs{next: next, interval: interval, timeout: timeout, now: time.Now, last: map[string]logRead{}}
+	return &rationedLogs{next: next, timeout: timeout, reads: newRations[[]string](interval)}
 }
 
 // LastLines reads the pod's last n lines, unless it was read less than an
 // interval ago: then the lines of that read. A failed read returns the
 // lines of the one before it, if any, with its error.
 func (r *rationedLogs) LastLines(ctx context.Context, namespace, pod, container string, n int64) ([]string, error) {
-	key := namespace + "/" + pod + "/" + container
+	return r.reads.get(namespace+"/"+pod+"/"+container, func() ([]string, error) {
+		ctx, cancel := context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+		return r.next.LastLines(ctx, namespace, pod, container, n)
+	})
+}
+
+// rations serves each key's value at most once per interval from read,
+// and the last value read in between.
+type rations[T any] struct {
+	interval time.Duration
+	now      func() time.Time
+
+	mu     sync.Mutex
+	last   map[string]ration[T]
+	pruned time.Time
+}
+
+// ration is one key's last read: when, and what it returned.
+type ration[T any] struct {
+	at  time.Time
+	val T
+	err error
+}
+
+func newRations[T any](interval time.Duration) *rations[T] {
+	return &rations[T]{interval: interval, now: time.Now, last: map[string]ration[T]{}}
+}
+
+// get returns key's value read less than an interval ago, or reads it. A
+// failed read returns the value of the one before it, if any, with its
+// error.
+func (r *rations[T]) get(key string, read func() (T, error)) (T, error) {
 	now := r.now()
 	r.mu.Lock()
 	prev, seen := r.last[key]
 	if seen && now.Sub(prev.at) < r.interval {
 		r.mu.Unlock()
-		return prev.lines, prev.err
+		return prev.val, prev.err
 	}
-	// Taken before reading: concurrent reconciles of other objects
-	// asking for the same pod meanwhile get the previous lines.
-	r.last[key] = logRead{at: now, lines: prev.lines}
+	// Taken before reading: concurrent reconciles asking for the same
+	// key meanwhile get the previous value.
+	r.last[key] = ration[T]{at: now, val: prev.val}
 	r.prune(now)
 	r.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	lines, err := r.next.LastLines(ctx, namespace, pod, container, n)
+	val, err := read()
 	if err != nil {
-		lines = prev.lines
+		val = prev.val
 	}
 	r.mu.Lock()
-	r.last[key] = logRead{at: now, lines: lines, err: err}
+	r.last[key] = ration[T]{at: now, val: val, err: err}
 	r.mu.Unlock()
-	return lines, err
+	return val, err
 }
 
-// prune forgets pods not read for ten intervals (their Jobs have ended),
-// looking at most once an interval. r.mu is held.
-func (r *rationedLogs) prune(now time.Time) {
+// prune forgets keys not read for ten intervals (their objects are done
+// with), looking at most once an interval. r.mu is held.
+func (r *rations[T]) prune(now time.Time) {
 	if now.Sub(r.pruned) < r.interval {
 		return
 	}

@@ -6,6 +6,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // countingLogs serves fixed lines (or err) and counts reads per pod; with
@@ -44,7 +48,7 @@ func TestRationedLogsReadEachPodOncePerInterval(t *testing.T) {
 	next := &countingLogs{reads: map[string]int{}, lines: []string{`{"progress":10}`}}
 	r := rationLogs(next, 5*time.Second, time.Second)
 	now := time.Unix(1000, 0)
-	r.now = func() time.Time { return now }
+	r.reads.now = func() time.Time { return now }
 
 	for range 50 { // a reconcile storm
 		lines, err := r.LastLines(ctx, "ns", "a", "imager", 10)
@@ -81,10 +85,10 @@ func TestRationedLogsReadEachPodOncePerInterval(t *testing.T) {
 	// Pods not read for ten intervals are forgotten.
 	now = now.Add(time.Minute)
 	r.LastLines(ctx, "ns", "c", "imager", 10)
-	r.mu.Lock()
-	_, a := r.last["ns/a/imager"]
-	_, c := r.last["ns/c/imager"]
-	r.mu.Unlock()
+	r.reads.mu.Lock()
+	_, a := r.reads.last["ns/a/imager"]
+	_, c := r.reads.last["ns/c/imager"]
+	r.reads.mu.Unlock()
 	if a || !c {
 		t.Fatalf("after a minute: pod a remembered %v (want false), pod c %v (want true)", a, c)
 	}
@@ -100,5 +104,53 @@ func TestRationedLogsTimeOut(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("a stuck read took %v", d)
+	}
+}
+
+// countingReader counts the lists made through it.
+type countingReader struct {
+	client.Reader
+	lists int
+}
+
+func (c *countingReader) List(_ context.Context, list client.ObjectList, _ ...client.ListOption) error {
+	c.lists++
+	if l, ok := list.(*corev1.EventList); ok {
+		l.Items = []corev1.Event{{Reason: "FailedMount"}}
+	}
+	return nil
+}
+
+func (c *countingReader) Get(context.Context, client.ObjectKey, client.Object, ...client.GetOption) error {
+	c.lists += 100 // a Get is never rationed: counted apart
+	return nil
+}
+
+func TestRationedEventListsOncePerInterval(t *testing.T) {
+	ctx := context.Background()
+	next := &countingReader{}
+	r := rationEventLists(next, time.Hour)
+	byUID := func(uid string) client.ListOption {
+		return client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("involvedObject.uid", uid)}
+	}
+	for range 20 {
+		l := &corev1.EventList{}
+		if err := r.List(ctx, l, client.InNamespace("ns"), byUID("a")); err != nil || len(l.Items) != 1 {
+			t.Fatalf("List = %v, %d events", err, len(l.Items))
+		}
+	}
+	if next.lists != 1 {
+		t.Fatalf("20 lists of one selector made %d requests, want 1", next.lists)
+	}
+	r.List(ctx, &corev1.EventList{}, client.InNamespace("ns"), byUID("b"))
+	r.List(ctx, &corev1.EventList{}, client.InNamespace("other"), byUID("a"))
+	if next.lists != 3 {
+		t.Fatalf("other selectors and namespaces: %d requests, want 3", next.lists)
+	}
+	r.List(ctx, &corev1.PodList{}, client.InNamespace("ns"))
+	r.List(ctx, &corev1.PodList{}, client.InNamespace("ns"))
+	r.Get(ctx, client.ObjectKey{Namespace: "ns", Name: "x"}, &corev1.PersistentVolumeClaim{})
+	if next.lists != 105 {
+		t.Fatalf("lists of other kinds and gets go through: %d, want 105", next.lists)
 	}
 }
