@@ -201,4 +201,18 @@ var _ = Describe("population fixes", func() {
 		Expect(client.IgnoreNotFound(err)).To(Or(Succeed(), MatchError(ContainSubstring("the object has been modified"))))
 		Expect(getImage(ns, "img").Finalizers).To(ContainElement(v1alpha1.Finalizer))
 	})
+
+	It("records a refusal as a failed attempt: it holds nothing of the image, which may go", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		x := userPVC(ns, "x", "img", class, 2, false)
+		forgedJob(ns, "populate-"+string(x.UID), x, pvcGVK)
+		readyImage(ns, "img", "c4c4c4c4", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		Eventually(annotation(ns, "x", v1alpha1.AnnPopFailedAt), timeout, interval).ShouldNot(BeEmpty())
+		Expect(getPVC(ns, "x").Annotations).To(HaveKey(v1alpha1.AnnPrimeUID))
+		Expect(getPVC(ns, "x").Annotations[v1alpha1.AnnMessage]).To(And(ContainSubstring("not created by vmdkpop"), ContainSubstring(v1alpha1.AnnotationRetry)))
+		Expect(k8sClient.Delete(ctx, getImage(ns, "img"))).To(Succeed())
+		Eventually(func() bool { _, err := getImageErr(ns, "img"); return apierrors.IsNotFound(err) }, timeout, interval).Should(BeTrue())
+		Expect(eventCount(ns, "x", v1alpha1.ReasonForeignObject)()).To(BeNumerically("==", 1))
+	})
 })

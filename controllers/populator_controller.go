@@ -223,8 +223,9 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	return r.rebind(ctx, pvc, prime)
 }
 
-// foreignRecheck is how often a refused population looks again: deleting
-// a squatter does not wake the controller (it owns nothing of ours).
+// foreignRecheck is how often an image refused for a squatter looks
+// again: deleting a squatter does not wake the controller (it owns
+// nothing of ours).
 const foreignRecheck = 30 * time.Second
 
 // refuse records a refusal of a foreign object on the PVC, or returns any
@@ -238,7 +239,7 @@ func (r *PopulatorReconciler) refuse(ctx context.Context, pvc *corev1.Persistent
 		return ctrl.Result{}, err
 	}
 	r.fail(ctx, pvc, v1alpha1.ReasonForeignObject, err.Error())
-	return ctrl.Result{RequeueAfter: foreignRecheck}, nil
+	return ctrl.Result{}, nil // the retry annotation's watch brings us back
 }
 
 // tooSmall says why a PVC cannot hold a disk of size bytes, or "".
@@ -325,7 +326,7 @@ func (r *PopulatorReconciler) rebind(ctx context.Context, pvc, prime *corev1.Per
 	}
 	if msg := verifyPrimeVolume(pvc, prime, pv); msg != "" {
 		r.fail(ctx, pvc, v1alpha1.ReasonVolumeNotVerified, msg)
-		return ctrl.Result{RequeueAfter: foreignRecheck}, nil
+		return ctrl.Result{}, nil
 	}
 	if pvc.Annotations[v1alpha1.AnnVolume] != pv.Name {
 		// Recorded first: once bound, this is how the PVC's volume is
@@ -449,12 +450,24 @@ func (r *PopulatorReconciler) wait(ctx context.Context, pvc *corev1.PersistentVo
 	r.annotate(ctx, pvc, v1alpha1.PopPending, "", msg)
 }
 
-// fail records a failure that retrying will not fix.
+// fail records a failure that retrying will not fix (a refusal, a PVC
+// too small) as the attempt's failed-attempt record, as attemptFailed
+// does a permanent one: the population then holds nothing of its image
+// (populating), and the user's retry annotation starts a fresh attempt,
+// whose prime PVC and Job get new names. The event is sent with the
+// record, once.
 func (r *PopulatorReconciler) fail(ctx context.Context, pvc *corev1.PersistentVolumeClaim, reason, msg string) {
-	if pvc.Annotations[v1alpha1.AnnPhase] != v1alpha1.PopFailed || pvc.Annotations[v1alpha1.AnnMessage] != msg {
-		r.event(pvc, corev1.EventTypeWarning, reason, "%s", msg)
+	if pvc.Annotations[v1alpha1.AnnPopFailedAt] != "" {
+		return // recorded: afterFailure waits for the retry annotation
 	}
-	r.annotate(ctx, pvc, v1alpha1.PopFailed, "", msg)
+	msg += fmt.Sprintf("; not retried: fix the cause, then set annotation %s to a new value to try again", v1alpha1.AnnotationRetry)
+	set := map[string]string{v1alpha1.AnnPhase: v1alpha1.PopFailed, v1alpha1.AnnProgress: "", v1alpha1.AnnMessage: msg,
+		v1alpha1.AnnPopFailedAt: time.Now().UTC().Format(time.RFC3339), v1alpha1.AnnPopRetryAt: ""}
+	if err := r.patchAnnotations(ctx, pvc, set); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "recording the failed attempt") // a conflict: the next reconcile records it
+		return
+	}
+	r.event(pvc, corev1.EventTypeWarning, reason, "%s", msg)
 }
 
 // annotate mirrors the population's phase, progress and message onto the

@@ -147,7 +147,7 @@ var _ = Describe("tenant safety", func() {
 		Expect(getPVC(tenantNS, "x").Annotations).NotTo(HaveKey(v1alpha1.AnnVolume))
 	})
 
-	It("refuses a forged populate Job next to a genuine prime, and goes on once it is gone", func() {
+	It("refuses a forged populate Job next to a genuine prime, and goes on with a fresh attempt for the retry annotation", func() {
 		class := storageClass("immediate", false)
 		ns := newNamespace()
 		x := userPVC(ns, "x", "img", class, 2, false)
@@ -163,17 +163,11 @@ var _ = Describe("tenant safety", func() {
 		Eventually(pvcEvents(ns, "x"), timeout, interval).Should(ContainElement(v1alpha1.ReasonForeignObject))
 		untouched(job)
 
-		// The tenant removes its Job: the populator makes its own at its
-		// next look (the forged Job, without vmdkpop's label, is not even
-		// watched: its deletion wakes nothing).
+		// The tenant removes its Job and asks for a fresh attempt: its
+		// Job has a name of its own.
 		Expect(k8sClient.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
-		Eventually(func() string {
-			j := &batchv1.Job{}
-			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(job), j); err != nil {
-				return ""
-			}
-			return string(j.UID)
-		}, foreignRecheck+timeout, interval).ShouldNot(Or(BeEmpty(), Equal(string(job.UID))))
+		setAnnotation(ns, "x", v1alpha1.AnnotationRetry, "squatter-gone")
+		Expect(attemptJob(x, 1).Labels[v1alpha1.LabelPopulates]).To(Equal(string(x.UID)))
 		Eventually(annotation(ns, "x", v1alpha1.AnnPopulateJobUID), timeout, interval).ShouldNot(BeEmpty())
 		Eventually(annotation(ns, "x", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopPopulating))
 	})
