@@ -233,13 +233,28 @@ func (r *PopulatorReconciler) attemptFailed(ctx context.Context, pvc *corev1.Per
 
 // afterFailure handles a PVC whose current attempt failed: the user's
 // retry annotation or a due controller retry starts the next attempt;
-// otherwise it waits (done is false when the attempt has not failed).
+// otherwise it waits (done is false when the attempt has not failed: a
+// retry annotation set then is only acknowledged).
 func (r *PopulatorReconciler) afterFailure(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (res ctrl.Result, done bool, err error) {
 	a := pvc.Annotations
-	if a[v1alpha1.AnnPopFailedAt] == "" {
+	token := a[v1alpha1.AnnotationRetry]
+	asked := token != "" && token != a[v1alpha1.AnnPopRetried]
+	switch {
+	case a[v1alpha1.AnnPopFailedAt] == "" && asked:
+		// Acknowledged whatever the state, as for images (retryRequested):
+		// a token left pending would fire at a later, unrelated failure
+		// and skip its backoff. Only a failed population gets a fresh
+		// attempt.
+		if err := r.patchAnnotations(ctx, pvc, map[string]string{v1alpha1.AnnPopRetried: token}); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{RequeueAfter: conflictRetry}, true, nil
+			}
+			return ctrl.Result{}, true, fmt.Errorf("acknowledge %s=%s: %w", v1alpha1.AnnotationRetry, token, err)
+		}
 		return ctrl.Result{}, false, nil
-	}
-	if token := a[v1alpha1.AnnotationRetry]; token != "" && token != a[v1alpha1.AnnPopRetried] {
+	case a[v1alpha1.AnnPopFailedAt] == "":
+		return ctrl.Result{}, false, nil
+	case asked:
 		res, err := r.restart(ctx, pvc, restartUser, token)
 		return res, true, err
 	}

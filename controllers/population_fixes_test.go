@@ -215,4 +215,20 @@ var _ = Describe("population fixes", func() {
 		Eventually(func() bool { _, err := getImageErr(ns, "img"); return apierrors.IsNotFound(err) }, timeout, interval).Should(BeTrue())
 		Expect(eventCount(ns, "x", v1alpha1.ReasonForeignObject)()).To(BeNumerically("==", 1))
 	})
+
+	It("acknowledges a retry token set while a population runs, and keeps the backoff of a later failure", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "c5c5c5c5", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		job := populateJobOf(user)
+		setAnnotation(ns, "d", v1alpha1.AnnotationRetry, "early")
+		Eventually(annotation(ns, "d", v1alpha1.AnnPopRetried), timeout, interval).Should(Equal("early"))
+		Expect(populateJobs(user)()).To(ConsistOf(job.Name), "a running population gets no second Job")
+
+		finishJob(job, 1, transient("EIO"))
+		Eventually(annotation(ns, "d", v1alpha1.AnnPopRetryAt), timeout, interval).ShouldNot(BeEmpty())
+		Expect(getPVC(ns, "d").Annotations[v1alpha1.AnnMessage]).To(ContainSubstring("retry 1 of 2"))
+		Expect(getPVC(ns, "d").Annotations).NotTo(HaveKey(v1alpha1.AnnPopAttempt), "the token fires no fresh attempt at the failure")
+	})
 })
