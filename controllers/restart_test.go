@@ -24,6 +24,11 @@ import (
 // PVCs, events, final states), not names: Job naming belongs to the
 // attempts' logic.
 
+// settle is how long a fresh manager may take: it reconciles everything
+// in the cluster (every earlier spec's objects too) before it gets to
+// the spec's own.
+const settle = 3 * timeout
+
 // restart stops the manager, plays the cluster's part while it is down,
 // and starts a fresh one (also when meanwhile fails, for the next specs).
 func restart(meanwhile func()) {
@@ -92,7 +97,7 @@ var _ = Describe("a manager restart", Serial, func() {
 		restart(func() {
 			finishJob(job, 0, succeeded("0c0c0c0c", "ffffffff", "monolithicSparse", 1<<30))
 		})
-		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseReady))
+		Eventually(phaseOfImage(ns, "img"), settle, interval).Should(Equal(v1alpha1.PhaseReady))
 		img := getImage(ns, "img")
 		Expect(img.Status.CID).To(Equal("0c0c0c0c"))
 		Expect(img.Status.JobName).To(Equal(job.Name))
@@ -110,7 +115,7 @@ var _ = Describe("a manager restart", Serial, func() {
 		restart(func() {
 			fakeLogs.set(pod.Name, `{"progress":80,"bytesDone":8,"bytesTotal":10}`)
 		})
-		Eventually(func() string { return getImage(ns, "imp").Status.Progress }, timeout, interval).Should(Equal("80.0%"))
+		Eventually(func() string { return getImage(ns, "imp").Status.Progress }, settle, interval).Should(Equal("80.0%"))
 		Expect(getImage(ns, "imp").Status.Phase).To(Equal(v1alpha1.PhaseImporting))
 		Expect(imageChildren(ns, "imp")()).To(Equal([2]int{1, 1}))
 
@@ -143,7 +148,7 @@ var _ = Describe("a manager restart", Serial, func() {
 	// reclaimed as the prime's), and no second attempt ever started.
 	converged := func(user, prime *corev1.PersistentVolumeClaim, job *batchv1.Job, pv *corev1.PersistentVolume) {
 		ns := user.Namespace
-		Eventually(annotation(ns, user.Name, v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopSucceeded))
+		Eventually(annotation(ns, user.Name, v1alpha1.AnnPhase), settle, interval).Should(Equal(v1alpha1.PopSucceeded))
 		Eventually(goneOrDeleting(prime), timeout, interval).Should(BeTrue())
 		Eventually(gone(job), timeout, interval).Should(BeTrue())
 		Eventually(func() []string { return getPVC(ns, user.Name).Finalizers }, timeout, interval).ShouldNot(ContainElement(v1alpha1.PopulatorFinalizer))
