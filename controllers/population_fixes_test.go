@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // A population's corner cases: what a tenant may forge on its own PVC,
@@ -230,5 +231,22 @@ var _ = Describe("population fixes", func() {
 		Eventually(annotation(ns, "d", v1alpha1.AnnPopRetryAt), timeout, interval).ShouldNot(BeEmpty())
 		Expect(getPVC(ns, "d").Annotations[v1alpha1.AnnMessage]).To(ContainSubstring("retry 1 of 2"))
 		Expect(getPVC(ns, "d").Annotations).NotTo(HaveKey(v1alpha1.AnnPopAttempt), "the token fires no fresh attempt at the failure")
+	})
+
+	It("forgets a populated PVC's prime and Job once cleaned up, so its later events delete nothing", func() {
+		ns := newNamespace()
+		class := storageClass("immediate", false)
+		readyImage(ns, "img", "c6c6c6c6", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		user := userPVC(ns, "d", "img", class, 2, false)
+		prime, job := primeOf(user), populateJobOf(user)
+		pv := bindPrime(prime, class)
+		finishJob(job, 0, &jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, VirtualSize: 1 << 30, TargetFormat: "raw"})
+		Eventually(claimRefOf(pv), timeout, interval).Should(Equal(user.UID))
+		bindUser(ns, "d", pv.Name)
+		Eventually(annotation(ns, "d", v1alpha1.AnnPhase), timeout, interval).Should(Equal(v1alpha1.PopSucceeded))
+		Eventually(goneOrDeleting(prime), timeout, interval).Should(BeTrue())
+		Eventually(func() map[string]string { return getPVC(ns, "d").Annotations }, timeout, interval).ShouldNot(Or(HaveKey(v1alpha1.AnnPrimeUID), HaveKey(v1alpha1.AnnPopulateJobUID)))
+		Expect(getPVC(ns, "d").Annotations[v1alpha1.AnnVolume]).To(Equal(pv.Name))
+		Expect(reclaimPolicy(pv)()).To(Equal(corev1.PersistentVolumeReclaimRetain))
 	})
 })

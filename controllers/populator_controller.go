@@ -98,6 +98,14 @@ func (r *PopulatorReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if err := r.cleanup(ctx, pvc); err != nil {
 			return ctrl.Result{}, err
 		}
+		if pvc.DeletionTimestamp.IsZero() && (pvc.Annotations[v1alpha1.AnnPrimeUID] != "" || pvc.Annotations[v1alpha1.AnnPopulateJobUID] != "") {
+			// Cleaned up: forgotten, so the Bound PVC's next events send
+			// no deletes of what is gone already (cleanup skips a PVC
+			// with nothing recorded).
+			if err := r.patchAnnotations(ctx, pvc, map[string]string{v1alpha1.AnnPrimeUID: "", v1alpha1.AnnPopulateJobUID: ""}); err != nil {
+				return ctrl.Result{}, client.IgnoreNotFound(err)
+			}
+		}
 		if pvc.DeletionTimestamp.IsZero() && pvc.Annotations[v1alpha1.AnnPhase] != v1alpha1.PopSucceeded && pvc.Annotations[v1alpha1.AnnPhase] != v1alpha1.PopFailed {
 			if v := pvc.Annotations[v1alpha1.AnnVolume]; v != "" && v == pvc.Spec.VolumeName {
 				r.annotate(ctx, pvc, v1alpha1.PopSucceeded, "100%", "")
@@ -381,6 +389,9 @@ func verifyPrimeVolume(pvc, prime *corev1.PersistentVolumeClaim, pv *corev1.Pers
 // prime PVC once it is gone; the prime's volume goes with it even on a
 // Retain class (reclaimPrimeVolume).
 func (r *PopulatorReconciler) cleanup(ctx context.Context, pvc *corev1.PersistentVolumeClaim) error {
+	if pvc.Annotations[v1alpha1.AnnPrimeUID] == "" && pvc.Annotations[v1alpha1.AnnPopulateJobUID] == "" {
+		return nil // nothing of ours was made, or it was cleaned up already
+	}
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: primeName(pvc, "populate")}}
 	if err := deleteChild(ctx, r.Client, pvc, job, v1alpha1.AnnPopulateJobUID); err != nil {
 		return fmt.Errorf("delete Job %s: %w", job.Name, err)
