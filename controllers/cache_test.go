@@ -19,23 +19,28 @@ var _ = Describe("the manager's cache", func() {
 
 	It("runs each controller with the configured concurrency", func() {
 		Expect(managerConfig.MaxConcurrentReconciles).To(BeNumerically(">", 1))
-		families, err := metrics.Registry.Gather()
-		Expect(err).NotTo(HaveOccurred())
-		workers := map[string]float64{}
-		for _, f := range families {
-			if f.GetName() != "controller_runtime_max_concurrent_reconciles" {
-				continue
-			}
-			for _, m := range f.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "controller" {
-						workers[l.GetValue()] = m.GetGauge().GetValue()
+		// The gauge is set as each controller starts: a spec run first
+		// may look before the manager has started them.
+		workers := func() map[string]float64 {
+			families, err := metrics.Registry.Gather()
+			Expect(err).NotTo(HaveOccurred())
+			out := map[string]float64{}
+			for _, f := range families {
+				if f.GetName() != "controller_runtime_max_concurrent_reconciles" {
+					continue
+				}
+				for _, m := range f.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "controller" {
+							out[l.GetValue()] = m.GetGauge().GetValue()
+						}
 					}
 				}
 			}
+			return out
 		}
 		want := float64(managerConfig.MaxConcurrentReconciles)
-		Expect(workers).To(And(HaveKeyWithValue("vmdkimage", want), HaveKeyWithValue("populator", want)))
+		Eventually(workers, timeout, interval).Should(And(HaveKeyWithValue("vmdkimage", want), HaveKeyWithValue("populator", want)))
 	})
 
 	It("holds only vmdkpop's Jobs and pods, lean, and every PVC without managedFields", func() {
