@@ -307,10 +307,7 @@ var _ = Describe("image lifecycle", func() {
 		ns := newNamespace()
 		newImage(ns, "evicted", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "https://disks.example/d.vmdk"}}})
 		job := jobOf(ns, "evicted")
-		pod := jobPod(job, corev1.PodFailed, nil)
-		pod.Status.Reason, pod.Status.Message = "Evicted", "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Gi\"."
-		pod.Status.ContainerStatuses = nil
-		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+		evictedPod(job, "Usage of EmptyDir volume \"scratch\" exceeds the limit \"1Gi\".")
 		failJob(job, 5)
 		Eventually(phaseOfImage(ns, "evicted"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
 		Expect(readyReason(ns, "evicted")()).To(HavePrefix(v1alpha1.ReasonPodEvicted + ":"))
@@ -438,6 +435,15 @@ var _ = Describe("image lifecycle", func() {
 		Expect(errString(k8sClient.Create(ctx, self))).To(ContainSubstring("cannot flatten itself"))
 	})
 })
+
+// evictedPod makes a pod of the Job that the kubelet evicted with msg,
+// before its container ran.
+func evictedPod(job *batchv1.Job, msg string) {
+	pod := jobPod(job, corev1.PodFailed, nil)
+	pod.Status.Reason, pod.Status.Message = "Evicted", msg
+	pod.Status.ContainerStatuses = nil
+	ExpectWithOffset(1, k8sClient.Status().Update(context.Background(), pod)).To(Succeed())
+}
 
 // failJob marks a Job failed by its backoff limit after failed pods (its
 // pods are the caller's).

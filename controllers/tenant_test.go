@@ -318,10 +318,7 @@ var _ = Describe("tenant safety", func() {
 			Expect(rule.Action).NotTo(Equal(batchv1.PodFailurePolicyActionIgnore))
 		}
 
-		pod := jobPod(job, corev1.PodFailed, nil)
-		pod.Status.Reason, pod.Status.Message = "Evicted", "Pod ephemeral local storage usage exceeds the total limit of containers 1.1Gi."
-		pod.Status.ContainerStatuses = nil
-		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+		evictedPod(job, "Pod ephemeral local storage usage exceeds the total limit of containers 1.1Gi.")
 		failJob(job, 5)
 		Eventually(phaseOfImage(ns, "img"), timeout, interval).Should(Equal(v1alpha1.PhaseFailed))
 		c := condition(ns, "img", v1alpha1.ConditionReady)()
