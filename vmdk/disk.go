@@ -24,7 +24,7 @@ type Options struct {
 	// When empty, each descriptor may only name files in its own directory.
 	Root string
 	// AllowUnsafePaths accepts absolute and escaping paths: only for images
-	// the caller trusts.
+	// the caller trusts. In OpenFS it never leads out of the fs.FS.
 	AllowUnsafePaths bool
 	// MaxChainDepth bounds the backing chain (DefaultMaxChainDepth if 0).
 	MaxChainDepth int
@@ -93,13 +93,14 @@ type opener struct {
 	rw      bool            // files opened now are for writing
 	seen    map[fileID]bool // cycle detection across the chain
 	noFiles bool            // OpenReaderAt: no other file may be opened
+	from    fileSource      // where files come from; nil: the host
 	// noParent leaves the top disk's parent unopened (its reads that need
 	// the parent fail): for relinking an image whose chain cannot open.
 	noParent bool
 	opened   []*source
 	// Files and sparse extents already opened, shared by every extent
 	// line (and chain level) that names them again.
-	files  map[fileKey]*source
+	shared map[fileKey]*source
 	byPath map[pathKey]*source
 	sparse map[*source]*sparseExtent
 	// directories bounds the grain directories held (maxDirectoryBytes).
@@ -113,7 +114,7 @@ func (o *opener) open(path string, depth int) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st, ok := statID(src.f); ok {
+	if st, ok := o.files().identity(src); ok {
 		if o.seen[st] {
 			o.closeAll()
 			return nil, fmt.Errorf("%s: %w: backing chain loops back to this file", path, ErrChainBroken)
@@ -178,7 +179,7 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 		return nil, err
 	}
 	d.sources = append(d.sources, o.opened[mark:]...)
-	if src.f == nil {
+	if src.closer == nil { // OpenReaderAt's caller's, not in o.opened
 		d.sources = append(d.sources, src)
 	}
 	d.writable = o.rw
@@ -222,7 +223,7 @@ func bareDescriptor(createType string, sectors int64) *Descriptor {
 // toward the size, whatever its access or type (QEMU drops RDONLY, NOACCESS
 // and ZERO lines and then misplaces the extents after them).
 func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
-	dir := filepath.Dir(src.name)
+	dir := o.files().dir(src.name)
 	lines := d.descriptor.Extents
 	if len(lines) == 0 {
 		return fmt.Errorf("%s: %w: descriptor lists no extents", src.name, ErrCorrupt)
@@ -240,7 +241,7 @@ func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
 			ext = noAccessExtent{}
 		case line.Type == ExtentZero:
 			ext = zeroExtent{}
-		case self != nil && (len(lines) == 1 || line.File == filepath.Base(src.name)):
+		case self != nil && (len(lines) == 1 || line.File == o.files().base(src.name)):
 			// The embedded descriptor names the file itself (perhaps by a
 			// name it had before being renamed).
 			ext = self
@@ -291,11 +292,11 @@ func (o *opener) openExtent(dir string, line ExtentLine) (extent, error) {
 	return o.sparseOf(src, kind)
 }
 
-// resolve turns a path from a descriptor into a file path, refusing
-// absolute paths and paths that leave the allowed directory (including
-// through symbolic links).
-func (o *opener) resolve(dir, name string) (string, error) {
-	if o.opts.AllowUnsafePaths {
+// resolveHost turns a path from a descriptor into a host file path,
+// refusing absolute paths and paths that leave the allowed directory
+// (including through symbolic links).
+func resolveHost(dir, name string, opts Options) (string, error) {
+	if opts.AllowUnsafePaths {
 		if filepath.IsAbs(name) {
 			return name, nil
 		}
@@ -304,7 +305,7 @@ func (o *opener) resolve(dir, name string) (string, error) {
 	if filepath.IsAbs(name) || strings.HasPrefix(name, `\`) || (len(name) > 1 && name[1] == ':') {
 		return "", fmt.Errorf("%w: %q is absolute", ErrInsecurePath, name)
 	}
-	root := o.opts.Root
+	root := opts.Root
 	if root == "" {
 		root = dir
 	}
@@ -349,7 +350,7 @@ func (o *opener) openParent(d *Disk, depth int) error {
 	if depth+1 >= o.opts.MaxChainDepth {
 		return fmt.Errorf("%s: %w: backing chain deeper than %d", d.path, ErrChainBroken, o.opts.MaxChainDepth)
 	}
-	path, err := o.resolve(filepath.Dir(d.path), desc.ParentFileNameHint)
+	path, err := o.resolve(o.files().dir(d.path), desc.ParentFileNameHint)
 	if err != nil {
 		return fmt.Errorf("%s: parent: %w", d.path, err)
 	}
@@ -376,8 +377,8 @@ func (o *opener) openParent(d *Disk, depth int) error {
 func (d *Disk) Close() error {
 	first := d.flush(false)
 	for _, s := range d.sources {
-		if s.f != nil {
-			if err := s.f.Close(); err != nil && first == nil {
+		if s.closer != nil {
+			if err := s.closer.Close(); err != nil && first == nil {
 				first = err
 			}
 		}
@@ -390,8 +391,8 @@ func (d *Disk) Close() error {
 	return first
 }
 
-// Files lists the paths of every file the disk and its backing chain read,
-// descriptor first.
+// Files lists the paths (for OpenFS, the names in its fs.FS) of every
+// file the disk and its backing chain read, descriptor first.
 func (d *Disk) Files() []string {
 	var out []string
 	for ; d != nil; d = d.parent {

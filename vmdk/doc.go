@@ -14,8 +14,9 @@
 // twoGbMaxExtentFlat and streamOptimized images, vmfs/vmfsSparse (COWD)
 // descriptors and extents, custom descriptors with FLAT, VMFS, VMFSRDM and
 // VMFSRAW (all read as flat), SPARSE, VMFSSPARSE, ZERO and NOACCESS
-// extents, and backing chains of any of them. Create writes the
-// five hosted subformats ([Subformat]); NewStreamWriter writes a
+// extents, and backing chains of any of them. OpenFS opens the same
+// through an fs.FS (an HTTP datastore, an archive), read-only. Create
+// writes the five hosted subformats ([Subformat]); NewStreamWriter writes a
 // streamOptimized image to any io.Writer and NewStreamReader reads one
 // from any io.Reader, without seeking. Disks opened with ReadWrite accept
 // writes except into compressed (streamOptimized) extents. Check verifies

@@ -15,6 +15,9 @@ type source struct {
 	r    io.ReaderAt
 	size int64    // at open; metadata is checked against it
 	f    hostFile // nil unless backed by a real file
+	// closer closes the file (f, or an OpenFS fs.File); nil for the
+	// caller's io.ReaderAt (OpenReaderAt).
+	closer io.Closer
 	// grown is the size after writes appended grains (0 if none).
 	grown atomic.Int64
 }

@@ -32,7 +32,7 @@ type hostFS interface {
 }
 
 // host is the file system every Open, Create and write goes through; only
-// tests replace it.
+// tests replace it. OpenFS reads through its fs.FS instead (fsFiles).
 var host hostFS = osFS{}
 
 type osFS struct{}

@@ -92,7 +92,12 @@ func fileType(m fs.FileMode) string {
 	return m.Type().String()
 }
 
-type fileID struct{ dev, ino uint64 }
+// fileID names a file whatever path led to it: its device and inode on
+// the host; in an fs.FS, which has no inodes, its cleaned name.
+type fileID struct {
+	dev, ino uint64
+	name     string
+}
 
 // fileKey names one opened file: a file opened for writing and the same
 // file opened read-only (a child and its chain) are not shared.
@@ -101,24 +106,91 @@ type fileKey struct {
 	rw bool
 }
 
+// fileSource is where an opener's files come from: host files (Open) or an
+// fs.FS (OpenFS). It is the one place the two differ; descriptor parsing,
+// extent placement, chains, limits and sharing are the same code for both.
+type fileSource interface {
+	// open opens the file at name (for writing when rw) as a source whose
+	// closer closes it.
+	open(name string, rw bool) (*source, error)
+	// identity is what makes two names one file, for sharing and cycle
+	// detection; ok is false when it cannot be known.
+	identity(s *source) (id fileID, ok bool)
+	// resolve turns a name a descriptor in directory dir gives into a name
+	// to open, or refuses it with ErrInsecurePath.
+	resolve(dir, name string, opts Options) (string, error)
+	// dir and base split names the way open takes them.
+	dir(name string) string
+	base(name string) string
+}
+
+// hostFiles is the host's file system, through host.
+type hostFiles struct{}
+
+func (hostFiles) open(name string, rw bool) (*source, error) {
+	flag := os.O_RDONLY
+	if rw {
+		flag = os.O_RDWR
+	}
+	f, err := host.OpenFile(name, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkDataFile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	size, err := fileSize(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &source{name: name, r: f, size: size, f: f, closer: f}, nil
+}
+
+func (hostFiles) identity(s *source) (fileID, bool) {
+	if s.f == nil {
+		return fileID{}, false
+	}
+	return statID(s.f)
+}
+
+func (hostFiles) resolve(dir, name string, opts Options) (string, error) {
+	return resolveHost(dir, name, opts)
+}
+
+func (hostFiles) dir(name string) string  { return filepath.Dir(name) }
+func (hostFiles) base(name string) string { return filepath.Base(name) }
+
+// files is the opener's fileSource: the host unless OpenFS set one.
+func (o *opener) files() fileSource {
+	if o.from == nil {
+		return hostFiles{}
+	}
+	return o.from
+}
+
+// resolve turns a path from a descriptor in directory dir into a name to
+// open under o's path rules.
+func (o *opener) resolve(dir, name string) (string, error) {
+	return o.files().resolve(dir, name, o.opts)
+}
+
 // openFile opens path, or returns the source already opened for the same
-// file (by device and inode, whatever name led to it): every extent line
-// naming a file shares one source, and through it one parsed sparse extent.
+// file (by fileID, whatever name led to it): every extent line naming a
+// file shares one source, and through it one parsed sparse extent.
 func (o *opener) openFile(path string) (*source, error) {
 	if o.noFiles {
 		return nil, fmt.Errorf("%w: %s names another file, which needs Open, not OpenReaderAt", ErrUnsupported, path)
 	}
-	if o.files == nil { // every opener shares, however it was made
-		o.files, o.byPath = map[fileKey]*source{}, map[pathKey]*source{}
+	if o.shared == nil { // every opener shares, however it was made
+		o.shared, o.byPath = map[fileKey]*source{}, map[pathKey]*source{}
 	}
 	if s, ok := o.byPath[pathKey{path, o.rw}]; ok {
 		return s, nil
 	}
-	flag := os.O_RDONLY
-	if o.rw {
-		flag = os.O_RDWR
-	}
-	f, err := host.OpenFile(path, flag, 0)
+	files := o.files()
+	s, err := files.open(path, o.rw)
 	if errors.Is(err, syscall.EMFILE) {
 		// The process's limit, not a passing shortage: the same disk
 		// fails the same way on every attempt.
@@ -127,30 +199,20 @@ func (o *opener) openFile(path string) (*source, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkDataFile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	id, ok := statID(f)
+	id, ok := files.identity(s)
 	key := fileKey{id, o.rw}
-	if s, shared := o.files[key]; ok && shared {
-		f.Close()
-		o.byPath[pathKey{path, o.rw}] = s
-		return s, nil
+	if shared, found := o.shared[key]; ok && found {
+		s.closer.Close()
+		o.byPath[pathKey{path, o.rw}] = shared
+		return shared, nil
 	}
 	if len(o.opened) >= maxOpenFiles {
-		f.Close()
+		s.closer.Close()
 		return nil, fmt.Errorf("%s: %w: the disk and its chain name more than %d files", path, ErrUnsupported, maxOpenFiles)
 	}
-	size, err := fileSize(f)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	s := &source{name: path, r: f, size: size, f: f}
 	o.opened = append(o.opened, s)
 	if ok {
-		o.files[key] = s
+		o.shared[key] = s
 	}
 	o.byPath[pathKey{path, o.rw}] = s
 	return s, nil
@@ -241,7 +303,7 @@ func (o *opener) shareTableCache() {
 
 func (o *opener) closeAll() {
 	for _, s := range o.opened {
-		s.f.Close()
+		s.closer.Close()
 	}
 }
 
@@ -267,7 +329,7 @@ func (o *opener) checkFileCount(src *source, lines []ExtentLine) error {
 	}
 	names := map[string]bool{}
 	for _, l := range lines {
-		if l.Access != AccessNoAccess && l.Type != ExtentZero && l.File != filepath.Base(src.name) {
+		if l.Access != AccessNoAccess && l.Type != ExtentZero && l.File != o.files().base(src.name) {
 			names[l.File] = true
 		}
 	}
