@@ -28,6 +28,12 @@ var (
 	// ErrUnsupported: a format imager does not read (qcow2, VHD, chunked
 	// OVA disks).
 	ErrUnsupported = errors.New("source: unsupported format")
+	// ErrInUse: the server refuses a file something holds open (ESXi
+	// locks the disks of a running VM); it can be read once released.
+	ErrInUse = errors.New("source: in use")
+	// ErrOtherHost: a datastore's file would come from another host,
+	// which its credentials and session must never reach.
+	ErrOtherHost = errors.New("source: another host")
 )
 
 // tagged is err carrying a sentinel, with err's own message.
@@ -54,13 +60,15 @@ type HTTPStatusError struct {
 func (e *HTTPStatusError) Error() string { return e.URL + ": " + e.Status }
 
 // Unwrap says what the status means: ErrNotFound, ErrUnauthorized,
-// ErrTransient, or nothing (a status no retry changes).
+// ErrInUse, ErrTransient, or nothing (a status no retry changes).
 func (e *HTTPStatusError) Unwrap() error {
 	switch c := e.Code; {
 	case c == 404 || c == 410:
 		return ErrNotFound
 	case c == 401 || c == 403:
 		return ErrUnauthorized
+	case c == 409 || c == 423: // Conflict, Locked: what a file server says of a file in use
+		return ErrInUse
 	case c == 408 || c == 429 || c >= 500:
 		return ErrTransient
 	}

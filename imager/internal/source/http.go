@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
@@ -33,6 +33,9 @@ type HTTPOptions struct {
 	Pace         Pace          // as is one delivering less than this
 	// InsecureCreds allows credentials to go over plain http://.
 	InsecureCreds bool
+	// Connections is how many Range requests random-access reads keep in
+	// flight (0 or 1: one at a time).
+	Connections int
 }
 
 // ErrCredentialsOverHTTP refuses to send credentials in the clear (at
@@ -48,12 +51,15 @@ type httpClient struct {
 	shown string
 	opts  HTTPOptions
 	auth  func(*http.Request)
+	basic bool // auth is basic auth, which a session cookie replaces
+	sess  *session
 	log   io.Writer
 }
 
 func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = o.StallTimeout
+	tr.MaxIdleConnsPerHost = max(o.Connections, 1) + 2 // parallel Range requests reuse their connections
 	if o.CAFile != "" {
 		pem, err := readSmallFile(o.CAFile, maxCABundle)
 		if err != nil {
@@ -68,7 +74,8 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	h := &httpClient{c: &http.Client{Transport: tr}, url: rawURL, shown: jobapi.RedactURL(rawURL), opts: o, log: log}
+	jar, _ := cookiejar.New(nil) // never fails without options
+	h := &httpClient{c: &http.Client{Transport: tr, Jar: jar}, url: rawURL, shown: jobapi.RedactURL(rawURL), opts: o, log: log, sess: &session{}}
 	if d := o.CredsDir; d != "" {
 		exists := func(name string) bool { _, err := os.Stat(filepath.Join(d, name)); return err == nil }
 		switch {
@@ -107,24 +114,32 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 			return nil, err
 		}
 		h.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
+		h.basic = true
 	}
 	if h.auth != nil && !o.InsecureCreds {
 		if u, err := url.Parse(rawURL); err == nil && strings.EqualFold(u.Scheme, "http") {
 			return nil, invalid(ErrCredentialsOverHTTP)
 		}
-		// Go forwards Authorization on a redirect to the same host, also
-		// from https:// down to http://.
-		h.c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
-			if strings.EqualFold(req.URL.Scheme, "http") {
-				return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrCredentialsOverHTTP)
-			}
-			if len(via) >= 10 {
-				return errors.New("stopped after 10 redirects")
-			}
-			return nil
-		}
 	}
+	h.c.CheckRedirect = h.checkRedirect
 	return h, nil
+}
+
+// checkRedirect refuses redirects that would leak credentials: Go
+// forwards Authorization on a redirect to the same host, also from
+// https:// down to http://; and once the client reads a datastore
+// (sameHost), to any other host at all.
+func (h *httpClient) checkRedirect(req *http.Request, via []*http.Request) error {
+	if h.auth != nil && !h.opts.InsecureCreds && strings.EqualFold(req.URL.Scheme, "http") {
+		return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrCredentialsOverHTTP)
+	}
+	if host := h.sess.host(); host != "" && !strings.EqualFold(req.URL.Host, host) {
+		return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrOtherHost)
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
 }
 
 // get requests the URL from byte from (to byte to, inclusive, when to >=
@@ -175,12 +190,9 @@ func (h *httpClient) getOnce(ctx context.Context, from, to int64, validator stri
 			req.Header.Set("If-Range", validator)
 		}
 	}
-	if h.auth != nil {
-		h.auth(req)
-	}
-	resp, err := h.c.Do(req)
+	resp, err := h.do(req)
 	var cert *tls.CertificateVerificationError
-	if errors.Is(err, ErrCredentialsOverHTTP) || errors.As(err, &cert) {
+	if errors.Is(err, ErrCredentialsOverHTTP) || errors.Is(err, ErrOtherHost) || errors.As(err, &cert) {
 		// CheckRedirect's refusal, or a certificate that does not verify
 		// against the CAs given: the next attempt fails the same way.
 		return nil, redactURLError(err)
@@ -254,7 +266,7 @@ func (s *HTTPStream) RangeOK() bool { return s.rangeOK }
 // ReaderAt reads the same URL (the same version of it) at random offsets
 // with Range requests, size bytes in all.
 func (s *HTTPStream) ReaderAt(ctx context.Context, size int64) io.ReaderAt {
-	return &httpReaderAt{h: s.h, ctx: ctx, size: size, validator: s.validator, blocks: map[int64]*httpBlock{}}
+	return newHTTPReaderAt(ctx, s.h, size, s.validator)
 }
 
 func openHTTPStream(ctx context.Context, h *httpClient) (*HTTPStream, error) {
@@ -369,128 +381,4 @@ func (s *HTTPStream) closeBody() {
 func (s *HTTPStream) Close() error {
 	s.closeBody()
 	return nil
-}
-
-// httpReaderAt reads a URL at random offsets with Range requests, through
-// a small cache of aligned blocks (VMDK metadata and grains are read in
-// small pieces): memory stays at most cacheBlocks blocks.
-type httpReaderAt struct {
-	h         *httpClient
-	ctx       context.Context
-	size      int64
-	validator string
-
-	mu     sync.Mutex
-	blocks map[int64]*httpBlock
-	order  []int64 // least recently used first
-}
-
-const (
-	httpBlockSize = 1 << 20
-	cacheBlocks   = 32
-)
-
-type httpBlock struct {
-	ready chan struct{}
-	data  []byte
-	err   error
-}
-
-// ReadAt implements io.ReaderAt.
-func (r *httpReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	n := 0
-	for n < len(p) {
-		at := off + int64(n)
-		if at >= r.size {
-			return n, io.EOF
-		}
-		idx := at / httpBlockSize
-		b, err := r.block(idx)
-		if err != nil {
-			return n, err
-		}
-		n += copy(p[n:], b[at-idx*httpBlockSize:])
-	}
-	return n, nil
-}
-
-func (r *httpReaderAt) block(idx int64) ([]byte, error) {
-	r.mu.Lock()
-	b, ok := r.blocks[idx]
-	if !ok {
-		b = &httpBlock{ready: make(chan struct{})}
-		r.blocks[idx] = b
-		if len(r.order) >= cacheBlocks {
-			delete(r.blocks, r.order[0])
-			r.order = r.order[1:]
-		}
-	} else if i := indexOf(r.order, idx); i >= 0 {
-		r.order = append(r.order[:i], r.order[i+1:]...)
-	}
-	r.order = append(r.order, idx)
-	r.mu.Unlock()
-	if !ok {
-		b.data, b.err = r.fetch(idx)
-		close(b.ready)
-		if b.err != nil {
-			r.mu.Lock()
-			if r.blocks[idx] == b {
-				delete(r.blocks, idx)
-			}
-			r.mu.Unlock()
-		}
-	}
-	<-b.ready
-	return b.data, b.err
-}
-
-func indexOf(s []int64, v int64) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
-}
-
-// fetch reads one block, retrying transient failures, including bodies cut
-// short.
-func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
-	from := idx * httpBlockSize
-	to := min(from+httpBlockSize, r.size) - 1
-	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithCancelCause(r.ctx)
-		resp, err := r.h.get(ctx, from, to, r.validator)
-		if err != nil {
-			cancel(nil)
-			return nil, err
-		}
-		resp.Body = watch(ctx, cancel, resp.Body, r.h.opts, "the reply")
-		if resp.StatusCode != http.StatusPartialContent {
-			resp.Body.Close()
-			return nil, protocolErr(fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.shown))
-		}
-		body, _, err := checkPartial(resp, r.h.shown, from, to, r.size)
-		if err != nil {
-			return nil, err
-		}
-		buf := make([]byte, to-from+1)
-		_, err = io.ReadFull(body, buf)
-		if err == nil {
-			_, err = body.Read(make([]byte, 1)) // io.EOF, unless the reply goes on
-		}
-		body.Close()
-		if err == io.EOF {
-			return buf, nil
-		}
-		if errors.Is(err, ErrProtocol) {
-			return nil, err
-		}
-		if r.ctx.Err() != nil || attempt >= r.h.opts.Retries {
-			return nil, transient(fmt.Errorf("%s: bytes %d-%d: %w", r.h.shown, from, to, err))
-		}
-		if err := r.h.wait(r.ctx, attempt); err != nil {
-			return nil, err
-		}
-	}
 }

@@ -1,0 +1,232 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+)
+
+// Random-access reads over HTTP go through a cache of aligned blocks, each
+// fetched by one Range request. ESXi (and many servers) throttle each
+// connection, so a reader keeps up to Connections requests in flight: the
+// blocks of one large read are fetched in parallel, and a reader moving
+// forward through a file (the copy engine's workers take its chunks in
+// order) has the next blocks fetched before it asks for them.
+//
+// Memory is bounded whatever the file's size: at most cacheBlocks +
+// readAhead blocks are kept, plus at most Connections blocks being
+// fetched for entries already dropped from the cache; with the default
+// 4 connections that is (32+8+4) × 1 MiB = 44 MiB per open file.
+
+const (
+	httpBlockSize = 1 << 20
+	cacheBlocks   = 32
+	// MaxConnections bounds --http-connections: more parallel requests
+	// than this only add load on the host.
+	MaxConnections = 16
+)
+
+// errDropped ends a read-ahead fetch nobody waits for any more.
+var errDropped = errors.New("source: read-ahead block dropped from the cache")
+
+// httpReaderAt reads a URL at random offsets with Range requests.
+type httpReaderAt struct {
+	h         *httpClient
+	ctx       context.Context
+	size      int64
+	validator string
+	slots     chan struct{} // one per request in flight
+	readAhead int           // blocks fetched ahead of a reader moving forward
+	keep      int           // blocks the cache keeps
+
+	mu     sync.Mutex
+	blocks map[int64]*httpBlock
+	order  []int64 // least recently used first
+}
+
+type httpBlock struct {
+	ready  chan struct{}
+	data   []byte
+	err    error
+	wanted bool // a ReadAt waits for it, not only the read-ahead
+}
+
+func newHTTPReaderAt(ctx context.Context, h *httpClient, size int64, validator string) *httpReaderAt {
+	conns := min(max(h.opts.Connections, 1), MaxConnections)
+	ahead := 0
+	if conns > 1 {
+		// Enough to keep every connection busy for two rounds while the
+		// reader copies what it got; one connection is today's reader,
+		// which only fetches what is asked.
+		ahead = 2 * conns
+	}
+	return &httpReaderAt{h: h, ctx: ctx, size: size, validator: validator, slots: make(chan struct{}, conns),
+		readAhead: ahead, keep: cacheBlocks + ahead, blocks: map[int64]*httpBlock{}}
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *httpReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: read at negative offset %d", r.h.shown, off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	end := min(off+int64(len(p)), r.size)
+	first, last := off/httpBlockSize, (end-1)/httpBlockSize
+	blocks := r.start(first, last)
+	n := 0
+	for i, b := range blocks {
+		<-b.ready
+		if b.err != nil {
+			return n, b.err
+		}
+		at := off + int64(n)
+		n += copy(p[n:end-off], b.data[at-(first+int64(i))*httpBlockSize:])
+	}
+	if end < off+int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// start returns blocks first to last, fetching those not cached, and reads
+// ahead when the reader moves forward: the block before first was read
+// (or read ahead) already.
+func (r *httpReaderAt) start(first, last int64) []*httpBlock {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, forward := r.blocks[first-1]
+	forward = forward || first == 0
+	blocks := make([]*httpBlock, 0, last-first+1)
+	for idx := first; idx <= last; idx++ {
+		b := r.lookup(idx)
+		b.wanted = true
+		blocks = append(blocks, b)
+	}
+	if forward {
+		lastBlock := (r.size - 1) / httpBlockSize
+		for idx := last + 1; idx <= min(last+int64(r.readAhead), lastBlock); idx++ {
+			if _, ok := r.blocks[idx]; !ok {
+				r.lookup(idx)
+			}
+		}
+	}
+	return blocks
+}
+
+// lookup returns block idx, fetched or being fetched, as the most
+// recently used; r.mu is held.
+func (r *httpReaderAt) lookup(idx int64) *httpBlock {
+	if b, ok := r.blocks[idx]; ok {
+		if i := indexOf(r.order, idx); i >= 0 {
+			r.order = append(r.order[:i], r.order[i+1:]...)
+		}
+		r.order = append(r.order, idx)
+		return b
+	}
+	b := &httpBlock{ready: make(chan struct{})}
+	r.blocks[idx] = b
+	if len(r.order) >= r.keep {
+		delete(r.blocks, r.order[0])
+		r.order = r.order[1:]
+	}
+	r.order = append(r.order, idx)
+	go r.load(idx, b)
+	return b
+}
+
+// load fetches block idx into b once a connection slot is free. A
+// read-ahead block dropped from the cache before its turn, which no
+// reader waits for, is not fetched at all.
+func (r *httpReaderAt) load(idx int64, b *httpBlock) {
+	defer close(b.ready)
+	select {
+	case r.slots <- struct{}{}:
+	case <-r.ctx.Done():
+		b.err = context.Cause(r.ctx)
+		r.forget(idx, b)
+		return
+	}
+	r.mu.Lock()
+	dropped := !b.wanted && r.blocks[idx] != b
+	r.mu.Unlock()
+	if dropped {
+		<-r.slots
+		b.err = errDropped
+		return
+	}
+	b.data, b.err = r.fetch(idx)
+	<-r.slots
+	if b.err != nil {
+		r.forget(idx, b) // the next read tries again
+	}
+}
+
+func (r *httpReaderAt) forget(idx int64, b *httpBlock) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.blocks[idx] == b {
+		delete(r.blocks, idx)
+		if i := indexOf(r.order, idx); i >= 0 {
+			r.order = append(r.order[:i], r.order[i+1:]...)
+		}
+	}
+}
+
+func indexOf(s []int64, v int64) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// fetch reads one block, retrying transient failures, including bodies cut
+// short.
+func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
+	from := idx * httpBlockSize
+	to := min(from+httpBlockSize, r.size) - 1
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithCancelCause(r.ctx)
+		resp, err := r.h.get(ctx, from, to, r.validator)
+		if err != nil {
+			cancel(nil)
+			return nil, err
+		}
+		resp.Body = watch(ctx, cancel, resp.Body, r.h.opts, "the reply")
+		if resp.StatusCode != http.StatusPartialContent {
+			resp.Body.Close()
+			return nil, protocolErr(fmt.Errorf("%s: the server ignored a Range request (or the file changed)", r.h.shown))
+		}
+		body, _, err := checkPartial(resp, r.h.shown, from, to, r.size)
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, to-from+1)
+		_, err = io.ReadFull(body, buf)
+		if err == nil {
+			_, err = body.Read(make([]byte, 1)) // io.EOF, unless the reply goes on
+		}
+		body.Close()
+		if err == io.EOF {
+			return buf, nil
+		}
+		if errors.Is(err, ErrProtocol) {
+			return nil, err
+		}
+		if r.ctx.Err() != nil || attempt >= r.h.opts.Retries {
+			return nil, transient(fmt.Errorf("%s: bytes %d-%d: %w", r.h.shown, from, to, err))
+		}
+		if err := r.h.wait(r.ctx, attempt); err != nil {
+			return nil, err
+		}
+	}
+}
