@@ -85,7 +85,7 @@ func TestImportArgsParse(t *testing.T) {
 		{ResultFile: jobapi.ResultPath, Target: "/images/web", TargetFormat: "vmdk", Options: contractOptions, Size: 2 << 30, MaxSize: 4 << 30,
 			MinThroughput: 1 << 20, ThroughputWindow: 90 * time.Second, Deadline: 6 * time.Hour,
 			ScratchDir: "/scratch", CAFile: "/etc/vmdkpop/ca/ca.crt", CredentialsDir: "/etc/vmdkpop/credentials",
-			InsecureAllowCredentialsOverHTTP: true, Checksum: sum, OVADisk: "1", Source: "https://disks.example/vm.ova"},
+			InsecureAllowCredentialsOverHTTP: true, Checksum: sum, OVADisk: "1", HTTPConnections: 8, Source: "https://disks.example/vm.ova"},
 		// A populator's raw copy of an image.
 		{ResultFile: jobapi.ResultPath, Target: "/target", TargetFormat: "raw", FSOverhead: 0.07, Root: "/images", Source: "/images/c/disk.vmdk"},
 	} {
@@ -100,6 +100,9 @@ func TestImportArgsParse(t *testing.T) {
 		got := jobapi.ImportArgs{ResultFile: cmd.resultFile, Target: j.target, TargetFormat: j.targetFormat, Size: j.size, MaxSize: j.maxSize,
 			ScratchDir: j.scratch, CAFile: j.http.CAFile, CredentialsDir: j.http.CredsDir, InsecureAllowCredentialsOverHTTP: j.http.InsecureCreds,
 			OVADisk: j.ovaDisk, Root: j.paths.root, Source: j.source}
+		if j.http.Connections != defaultHTTPConnections {
+			got.HTTPConnections = int64(j.http.Connections)
+		}
 		if j.overhead != jobapi.FSOverhead {
 			got.FSOverhead = j.overhead
 		}

@@ -33,6 +33,7 @@ func runConvertCommand(ctx context.Context, cmd string, args []string, stderr io
 	if err != nil {
 		return err
 	}
+	c.paths.start(ctx, stderr)
 	err = convert(ctx, []string{c.src, c.dst}, c.srcFormat, c.dstFormat, c.opts, c.level, c.progress, c.cache, &c.paths, stderr)
 	return withResult(cmd, c.resultFile, c.dst, &c.paths, err)
 }
@@ -50,6 +51,7 @@ func parseConvert(cmd string, args []string) (*convertCommand, error) {
 	fs.StringVar(&c.cache, "t", "writeback", "output cache mode: writeback (fsync when done) or unsafe (no fsync, like qemu-img convert's default)")
 	resultFile := resultFlag(fs)
 	c.paths.register(fs)
+	c.paths.registerRemote(fs)
 	pos, err := parseArgs(fs, args, 2)
 	if err != nil {
 		return nil, err
@@ -93,7 +95,7 @@ func convert(ctx context.Context, pos []string, srcFormat, dstFormat string, opt
 		return err
 	}
 	defer src.Close()
-	if err := checkNotSource(src, pos[1]); err != nil {
+	if err := checkNotSource(src, pos[1]); err != nil && !isURL(pos[0]) { // a URL's files are not here
 		return err
 	}
 	var report func(done int64)

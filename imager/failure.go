@@ -127,6 +127,9 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 	case errors.Is(err, errDeadline):
 		return jobapi.ReasonDeadlineExceeded, false
 	// The source's errors, in its own words.
+	case errors.Is(err, source.ErrInUse):
+		// Before Unauthorized: ESXi's refusal of a locked file is a 403.
+		return jobapi.ReasonSourceInUse, false
 	case errors.Is(err, source.ErrInvalidOptions), errors.Is(err, source.ErrNoScratch):
 		return jobapi.ReasonInvalidArguments, true
 	case errors.Is(err, source.ErrNotFound):
@@ -135,7 +138,7 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonUnauthorized, true
 	case errors.Is(err, source.ErrTransient), errors.Is(err, source.ErrTooSlow):
 		return jobapi.ReasonNetworkError, false
-	case errors.As(err, &status), errors.Is(err, source.ErrProtocol), errors.Is(err, source.ErrCredentialsOverHTTP):
+	case errors.As(err, &status), errors.Is(err, source.ErrProtocol), errors.Is(err, source.ErrCredentialsOverHTTP), errors.Is(err, source.ErrOtherHost):
 		return jobapi.ReasonSourceError, true
 	case errors.Is(err, source.ErrFormat):
 		return jobapi.ReasonInvalidImage, true

@@ -141,7 +141,6 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // errors are usage errors.
 func parseImport(args []string, log io.Writer) (*importJob, *importCommand, error) {
 	j := &importJob{zero: target.ZeroProbe, log: log}
-	j.http.Pace.Min = defaultMinThroughput
 	cmd := &importCommand{}
 	fs := flag.NewFlagSet("import", flag.ContinueOnError)
 	fs.StringVar(&cmd.resultFile, "result-file", "", "where the result JSON goes (default "+jobapi.ResultPath+" when it exists)")
@@ -222,8 +221,8 @@ func (j *importJob) configure(source, checksum, cache string, options optionList
 	if j.deadline < 0 {
 		return fmt.Errorf("--deadline %v: want a positive duration, or 0 for none", j.deadline)
 	}
-	if p := j.http.Pace; p.Min > 0 && p.Window <= 0 {
-		return fmt.Errorf("--throughput-window %v: want a positive duration", p.Window)
+	if err := checkHTTPOptions(j.http); err != nil {
+		return err
 	}
 	if j.overhead < 0 || j.overhead >= 1 {
 		return fmt.Errorf("--fs-overhead %v: want a fraction in [0, 1)", j.overhead)
@@ -257,6 +256,7 @@ func (j *importJob) finishResult(err error) int {
 
 // httpFlags registers the flags of HTTP(S) sources.
 func httpFlags(fs *flag.FlagSet, o *source.HTTPOptions) {
+	o.Pace.Min = defaultMinThroughput
 	fs.StringVar(&o.CAFile, "ca-file", "", "PEM bundle of extra CAs to trust for https sources")
 	fs.StringVar(&o.TokenFile, "bearer-token-file", "", "file holding a bearer token for the source")
 	fs.StringVar(&o.UserFile, "username-file", "", "file holding a basic-auth user name (with --password-file)")
@@ -268,6 +268,24 @@ func httpFlags(fs *flag.FlagSet, o *source.HTTPOptions) {
 	fs.Var(&minThroughput{&o.Pace.Min}, "min-throughput", "abandon (and retry) a source delivering less than this many bytes per second over --throughput-window of waiting for it (0: no minimum)")
 	fs.DurationVar(&o.Pace.Window, "throughput-window", time.Minute, "the window --min-throughput is measured over")
 	fs.BoolVar(&o.InsecureCreds, "insecure-allow-credentials-over-http", false, "send credentials to an http:// source, or after a redirect to one (anyone on the path can read them)")
+	fs.IntVar(&o.Connections, "http-connections", defaultHTTPConnections, fmt.Sprintf("Range requests an http(s) source read in place keeps in flight, with read-ahead (1: one at a time, no read-ahead; at most %d)", source.MaxConnections))
+}
+
+// defaultHTTPConnections: ESXi throttles each connection; four in
+// parallel is what tools reading its datastores use (Proxmox's importer),
+// and little load for any server.
+const defaultHTTPConnections = 4
+
+// checkHTTPOptions checks the HTTP flags before any work; its errors are
+// usage errors.
+func checkHTTPOptions(o source.HTTPOptions) error {
+	if p := o.Pace; p.Min > 0 && p.Window <= 0 {
+		return fmt.Errorf("--throughput-window %v: want a positive duration", p.Window)
+	}
+	if o.Connections < 1 || o.Connections > source.MaxConnections {
+		return fmt.Errorf("--http-connections %d: want 1 to %d", o.Connections, source.MaxConnections)
+	}
+	return nil
 }
 
 // defaultMinThroughput: a source slower than 64 KiB/s for a minute of

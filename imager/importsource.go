@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -143,9 +144,8 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 			return err
 		}
 	case source.KindVMDK:
-		if remote != nil && remote.RangeOK() && j.hash == nil && size > 0 {
-			remote.Close()
-			return j.fromRemote(remote, size)
+		if remote != nil && (isDescriptor(head) || remote.RangeOK() && j.hash == nil && size > 0) {
+			return j.fromRemote(br, remote)
 		}
 		why := "a VMDK that is not streamOptimized needs random access"
 		if remote != nil && !remote.RangeOK() {
@@ -208,14 +208,68 @@ func (j *importJob) fromImageFile(path, format string) error {
 	return j.fromImage(img)
 }
 
-// fromRemote opens a single-file VMDK over HTTP Range requests.
-func (j *importJob) fromRemote(s *source.HTTPStream, size int64) error {
-	d, err := vmdk.OpenReaderAt(s.ReaderAt(j.ctx, size), size, jobapi.RedactURL(j.source)) // the name its errors quote
+// maxRemoteDescriptor bounds a descriptor read over http(s): ESXi's are a
+// few KiB; anything this big is not a descriptor.
+const maxRemoteDescriptor = 1 << 20
+
+// isDescriptor: head is the start of a text descriptor, which names other
+// files (extents, a parent).
+func isDescriptor(head []byte) bool {
+	k, err := vmdk.Probe(bytes.NewReader(head))
+	return err == nil && k == vmdk.KindDescriptor
+}
+
+// fromRemote imports a VMDK at an http(s) URL in place: a sparse file,
+// or a descriptor (a datastore's vm.vmdk, a snapshot's vm-000001.vmdk).
+// The files it names, and its parents', are the URL's siblings, read with
+// Range requests through the stream's client and session, never spooled.
+// A descriptor is read whole first, through the checksum: --checksum (of
+// the URL given, the descriptor) is verified before a byte is written.
+// (A sparse file with --checksum is spooled instead, by the caller.)
+func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream) error {
+	if j.paths.root != "" || j.paths.unsafePaths {
+		return failed(errBadRequest, fmt.Errorf("%s: --root and --unsafe-paths apply to local files: a VMDK read over http(s) reads only the files beside its descriptor", jobapi.RedactURL(j.source)))
+	}
+	if j.hash != nil {
+		n, err := io.Copy(io.Discard, io.LimitReader(source.WithContext(j.ctx, br), maxRemoteDescriptor+1))
+		if err != nil {
+			return err
+		}
+		if n > maxRemoteDescriptor {
+			return fmt.Errorf("%s: %w: a text descriptor of more than %d bytes", jobapi.RedactURL(j.source), vmdk.ErrCorrupt, maxRemoteDescriptor)
+		}
+		if err := j.verifyChecksum(); err != nil {
+			return err // before a byte is written
+		}
+		j.hash = nil
+	}
+	s.Close()
+	fsys, name, err := s.FS(j.ctx)
 	if err != nil {
 		return err
 	}
+	d, err := vmdk.OpenFS(fsys, name, vmdk.Options{})
+	if err != nil {
+		return inRemote(j.source, err)
+	}
 	defer d.Close()
-	return j.fromImage(vmdkImage{d})
+	return inRemote(j.source, j.fromImage(vmdkImage{d}))
+}
+
+// inRemote names the URL in an error of a VMDK read over http(s): vmdk's
+// errors name the file as the FS knows it (vm-flat.vmdk), not where it
+// is. Target errors are left alone.
+func inRemote(rawURL string, err error) error {
+	var te *target.Error
+	if err == nil || errors.As(err, &te) {
+		return err
+	}
+	for _, e := range []error{vmdk.ErrCorrupt, vmdk.ErrUnsupported, vmdk.ErrChainBroken, vmdk.ErrNotVMDK, vmdk.ErrInsecurePath, vmdk.ErrNoAccess, vmdk.ErrInvalidOptions} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("%s: %w", jobapi.RedactURL(rawURL), err)
+		}
+	}
+	return err
 }
 
 // fromSpool copies the rest of a sequential source to the scratch

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -51,6 +52,10 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	c.paths.start(ctx, stderr)
+	if isURL(c.path) {
+		return c.remote(stdout)
+	}
 	if c.resultFile != "" {
 		if err := withResult("info", c.resultFile, c.path, &c.paths, nil); err != nil {
 			return err
@@ -61,6 +66,39 @@ func runInfo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer d.Close()
+	return c.print(stdout, d)
+}
+
+// remote describes a VMDK at an http(s) URL: opened once, in place, for
+// both the result and the output.
+func (c *infoCommand) remote(stdout io.Writer) error {
+	d, err := openRemoteVMDK(c.path, &c.paths)
+	if err == nil {
+		defer d.Close()
+	}
+	if c.resultFile != "" {
+		var r jobapi.Result
+		if err == nil {
+			r.VirtualSize, r.AllocatedBytes, r.CreateType = d.Size(), d.AllocatedBytes(), d.CreateType()
+			r.CID, r.ParentCID = fmt.Sprintf("%08x", d.CID()), fmt.Sprintf("%08x", d.ParentCID())
+			r.SourceFormat = "vmdk"
+		}
+		code := settle(&r, err, "described "+jobapi.RedactURL(c.path))
+		if werr := jobapi.Write(c.resultFile, &r); werr != nil && err == nil {
+			return fmt.Errorf("result file: %w", werr)
+		}
+		if code != 0 {
+			return &exitError{code: code, msg: fmt.Sprintf("imager info: %v", err)}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return c.print(stdout, d)
+}
+
+// print writes what d holds, as --output and --backing-chain ask.
+func (c *infoCommand) print(stdout io.Writer, d *vmdk.Disk) error {
 	info := describe(d)
 	if c.chain {
 		for p := d.Parent(); p != nil; p = p.Parent() {
@@ -94,6 +132,7 @@ func parseInfo(args []string) (*infoCommand, error) {
 	fs.BoolVar(&c.chain, "backing-chain", false, "also describe every backing image")
 	resultFile := resultFlag(fs)
 	c.paths.register(fs)
+	c.paths.registerRemote(fs)
 	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return nil, err

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -26,6 +30,59 @@ type image interface {
 type pathFlags struct {
 	root        string
 	unsafePaths bool
+	// remote, for commands that also read http(s) URLs (registerRemote).
+	remote *remoteFlags
+}
+
+// remoteFlags are the HTTP flags (import's, the same set) of a command
+// that reads a VMDK from an http(s) URL, and the context its reads stop
+// with.
+type remoteFlags struct {
+	http source.HTTPOptions
+	ctx  context.Context
+	log  io.Writer
+}
+
+// registerRemote makes the command read http(s) URLs too, with import's
+// HTTP flags.
+func (p *pathFlags) registerRemote(fs *flag.FlagSet) {
+	p.remote = &remoteFlags{ctx: context.Background(), log: io.Discard}
+	httpFlags(fs, &p.remote.http)
+}
+
+// start gives a command's context and log to its remote reads.
+func (p *pathFlags) start(ctx context.Context, log io.Writer) {
+	if p.remote != nil {
+		p.remote.ctx, p.remote.log = ctx, log
+	}
+}
+
+// isURL: the source is an http(s) URL, not a path.
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// openRemoteVMDK opens the VMDK at an http(s) URL in place: its
+// descriptor, extents and parents are siblings of the URL, read with
+// Range requests (source.HTTPFS). Extent and parent names must stay in
+// the descriptor's directory: --root and --unsafe-paths name local
+// directories and are refused.
+func openRemoteVMDK(rawURL string, pf *pathFlags) (*vmdk.Disk, error) {
+	if pf == nil || pf.remote == nil {
+		return nil, failed(errBadRequest, fmt.Errorf("%s: this command reads local files (convert, info and import read http(s) URLs)", jobapi.RedactURL(rawURL)))
+	}
+	if pf.root != "" || pf.unsafePaths {
+		return nil, failed(errBadRequest, fmt.Errorf("%s: --root and --unsafe-paths apply to local files: a VMDK read over http(s) reads only the files beside its descriptor", jobapi.RedactURL(rawURL)))
+	}
+	if err := checkHTTPOptions(pf.remote.http); err != nil {
+		return nil, asUsage(err)
+	}
+	fsys, name, err := source.OpenHTTPFS(pf.remote.ctx, rawURL, pf.remote.http, pf.remote.log)
+	if err != nil {
+		return nil, err
+	}
+	d, err := vmdk.OpenFS(fsys, name, vmdk.Options{})
+	return d, inRemote(rawURL, err)
 }
 
 func (p *pathFlags) register(fs *flag.FlagSet) {
@@ -42,6 +99,16 @@ func (p *pathFlags) options() vmdk.Options {
 
 // openImage opens path as format ("vmdk", "raw", or "" to probe).
 func openImage(path, format string, pf *pathFlags) (image, error) {
+	if isURL(path) {
+		if format == "raw" {
+			return nil, failed(errBadRequest, fmt.Errorf("%s: a raw image is read over http(s) by import, not here", jobapi.RedactURL(path)))
+		}
+		d, err := openRemoteVMDK(path, pf)
+		if err != nil {
+			return nil, err
+		}
+		return vmdkImage{d}, nil
+	}
 	if format == "" {
 		f, err := vmdk.OpenDataFile(path, os.O_RDONLY) // a FIFO would block os.Open
 		if err != nil {

@@ -152,7 +152,10 @@ type ImportArgs struct {
 	Checksum                         string // sha256:HEX of the source bytes
 	OVADisk                          string // index, diskId or file name
 	Root                             string // where the source's extent and parent paths must stay
-	Source                           string
+	// HTTPConnections is how many Range requests an http(s) source's
+	// random-access reads keep in flight (0: imager's default).
+	HTTPConnections int64
+	Source          string
 }
 
 // Argv is the command line, "import" first.
@@ -177,5 +180,6 @@ func (c ImportArgs) Argv() []string {
 	a.str("--checksum", c.Checksum)
 	a.str("--ova-disk", c.OVADisk)
 	a.str("--root", c.Root)
+	a.int("--http-connections", c.HTTPConnections)
 	return append(a, c.Source)
 }

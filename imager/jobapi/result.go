@@ -38,7 +38,11 @@ const (
 	ReasonUnauthorized     = "Unauthorized"
 	ReasonSourceError      = "SourceError"  // an HTTP status or TLS failure that a retry will not fix
 	ReasonNetworkError     = "NetworkError" // transient: retries ran out
-	ReasonTargetError      = "TargetError"  // the target could not be opened or written, for a reason none below names
+	// ReasonSourceInUse: the server refuses a file something holds open
+	// (ESXi locks a running VM's disks). Transient: the import works once
+	// the VM is powered off, and the controller's retries pick that up.
+	ReasonSourceInUse      = "SourceInUse"
+	ReasonTargetError      = "TargetError" // the target could not be opened or written, for a reason none below names
 	ReasonInvalidArguments = "InvalidArguments"
 	ReasonTerminated       = "Terminated"
 	ReasonDeadlineExceeded = "DeadlineExceeded" // transient: past imager's --deadline

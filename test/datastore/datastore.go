@@ -26,6 +26,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,8 +49,8 @@ type Server struct {
 	Throttle int64
 	// LockedStatus is the status a locked file gets (0: 403).
 	LockedStatus int
-	// IgnoreRange answers every GET with the whole file (200), as some
-	// proxies do.
+	// IgnoreRange answers every GET with the whole file (200), without
+	// Accept-Ranges, as some servers and proxies do.
 	IgnoreRange bool
 	// Rewrite, when set, may change a reply's headers before it is sent
 	// (a lying Content-Range or Content-Length): it gets the file's name
@@ -59,6 +60,7 @@ type Server struct {
 	mu       sync.Mutex
 	locked   map[string]bool
 	sessions map[string]bool
+	names    []string
 
 	logins   atomic.Int64 // requests that carried basic auth
 	created  atomic.Int64 // sessions created
@@ -96,6 +98,13 @@ func (s *Server) MaxInFlight() int64 { return s.maxIn.Load() }
 // Requests is how many requests reached a file (after auth).
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
+// Names are the files requests asked for (after auth), in order.
+func (s *Server) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.names)
+}
+
 // URL is the address of name on the server at base (http://host:port).
 func (s *Server) URL(base, name string) string {
 	return base + "/folder/" + name + "?dcPath=" + urlQuery(s.DCPath) + "&dsName=" + urlQuery(s.DSName)
@@ -120,6 +129,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.requests.Add(1)
 	name = path.Clean(name)
+	s.mu.Lock()
+	s.names = append(s.names, name)
+	s.mu.Unlock()
 	if name == "." || strings.HasPrefix(name, "../") || name == ".." {
 		http.NotFound(w, r)
 		return
@@ -194,7 +206,9 @@ func (s *Server) ExpireSessions() {
 
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string, f *os.File, size int64, mod time.Time) {
 	h := w.Header()
-	h.Set("Accept-Ranges", "bytes")
+	if !s.IgnoreRange {
+		h.Set("Accept-Ranges", "bytes")
+	}
 	h.Set("Last-Modified", mod.UTC().Format(http.TimeFormat))
 	h.Set("Content-Type", "application/octet-stream")
 	from, n, status := int64(0), size, http.StatusOK

@@ -39,6 +39,12 @@ type HTTPFS struct {
 	// opened: a file was opened, so the credentials are good and a later
 	// 403 is the host refusing that one file.
 	opened atomic.Bool
+	// known is the descriptor's file as the stream that found it saw it
+	// (size, validator), so it is not probed again and every Range reply
+	// is checked against what the first reply said ("": not known).
+	known     string
+	knownSize int64
+	knownVal  string
 }
 
 // OpenHTTPFS is the directory of rawURL, and the name of rawURL's file in
@@ -53,7 +59,11 @@ func OpenHTTPFS(ctx context.Context, rawURL string, o HTTPOptions, log io.Writer
 
 // FS is the directory of the URL s reads, sharing its client and session.
 func (s *HTTPStream) FS(ctx context.Context) (*HTTPFS, string, error) {
-	return newHTTPFS(ctx, s.h)
+	f, name, err := newHTTPFS(ctx, s.h)
+	if err == nil && s.size >= 0 && s.rangeOK {
+		f.known, f.knownSize, f.knownVal = name, s.size, s.validator
+	}
+	return f, name, err
 }
 
 func newHTTPFS(ctx context.Context, h *httpClient) (*HTTPFS, string, error) {
@@ -103,6 +113,10 @@ func (f *HTTPFS) Open(name string) (fs.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if name == f.known {
+		f.opened.Store(true)
+		return &httpFile{name: name, r: newHTTPReaderAt(f.ctx, h, f.knownSize, f.knownVal)}, nil
+	}
 	resp, err := h.get(f.ctx, 0, 0, "")
 	if err != nil {
 		if empty(err) {
@@ -112,7 +126,7 @@ func (f *HTTPFS) Open(name string) (fs.File, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent {
-		return nil, protocolErr(fmt.Errorf("%s: the server answers Range requests with the whole file: a VMDK of several files (descriptor, extents, parents) is read in place with Range requests, never downloaded whole; serve it from a server that reads ranges (ESXi's and vCenter's /folder do)", h.shown))
+		return nil, protocolErr(fmt.Errorf("%s: the server answers Range requests with the whole file: a VMDK is read in place with Range requests (its descriptor, extents and parents are files of their own), never downloaded whole; serve it from a server that reads ranges (ESXi's and vCenter's /folder do)", h.shown))
 	}
 	body, size, err := checkPartial(resp, h.shown, 0, 0, -1)
 	if err != nil {
@@ -122,6 +136,9 @@ func (f *HTTPFS) Open(name string) (fs.File, error) {
 		return nil, protocolErr(fmt.Errorf("%s: Content-Range %q does not give the file's size", h.shown, resp.Header.Get("Content-Range")))
 	}
 	if _, err := io.Copy(io.Discard, body); err != nil {
+		if errors.Is(err, ErrProtocol) {
+			return nil, err
+		}
 		return nil, transient(fmt.Errorf("%s: %w", h.shown, err))
 	}
 	f.opened.Store(true)

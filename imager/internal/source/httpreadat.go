@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // Random-access reads over HTTP go through a cache of aligned blocks, each
@@ -41,6 +42,11 @@ type httpReaderAt struct {
 	slots     chan struct{} // one per request in flight
 	readAhead int           // blocks fetched ahead of a reader moving forward
 	keep      int           // blocks the cache keeps
+	// failures counts failed fetches since the last one that worked,
+	// over all connections: --retries bounds the reader's retries, not
+	// each connection's (a host failing fails them all at once, and
+	// should be given up on as soon as one connection would).
+	failures atomic.Int64
 
 	mu     sync.Mutex
 	blocks map[int64]*httpBlock
@@ -217,12 +223,13 @@ func (r *httpReaderAt) fetch(idx int64) ([]byte, error) {
 		}
 		body.Close()
 		if err == io.EOF {
+			r.failures.Store(0)
 			return buf, nil
 		}
 		if errors.Is(err, ErrProtocol) {
 			return nil, err
 		}
-		if r.ctx.Err() != nil || attempt >= r.h.opts.Retries {
+		if r.ctx.Err() != nil || r.failures.Add(1) > int64(r.h.opts.Retries) {
 			return nil, transient(fmt.Errorf("%s: bytes %d-%d: %w", r.h.shown, from, to, err))
 		}
 		if err := r.h.wait(r.ctx, attempt); err != nil {
