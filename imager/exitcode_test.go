@@ -320,3 +320,36 @@ func TestWriteReadOnlyExtent(t *testing.T) {
 	}
 	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonReadOnlyTarget)
 }
+
+// TestInfoRefusesDataElsewhere: a raw device mapping and a vSAN object
+// (their data is in no file) are refused by info, which a Job runs before
+// it writes anything, as UnsupportedImage with the way forward.
+func TestInfoRefusesDataElsewhere(t *testing.T) {
+	for _, c := range []struct{ createType, extent, file, phrase string }{
+		{"vmfsRawDeviceMap", `RW 2048 VMFSRDM "d-rdm.vmdk"`, "d-rdm.vmdk", "the data is on the LUN, not in the file"},
+		{"vmfs", `RW 2048 VMFS "vsan://52f3a1d0-6c2b-8e47-a9d3-0b5e7c14f268"`, "", "vSAN objects are not files"},
+	} {
+		dir := t.TempDir()
+		img := filepath.Join(dir, "d.vmdk")
+		desc := "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"" + c.createType + "\"\n\n" + c.extent + "\n"
+		if err := os.WriteFile(img, []byte(desc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if c.file != "" {
+			if err := os.WriteFile(filepath.Join(dir, c.file), make([]byte, 1<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res := filepath.Join(dir, "r.json")
+		code, _, errs := imager("info", "--result-file", res, img)
+		b, _ := os.ReadFile(res)
+		r, err := jobapi.Parse(string(b))
+		if err != nil {
+			t.Fatalf("exit %d %s: %v", code, errs, err)
+		}
+		wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonUnsupportedImage)
+		if !strings.Contains(errs, c.phrase) || !strings.Contains(r.Message, c.phrase) {
+			t.Errorf("%s: stderr %q, message %q: want %q", c.createType, errs, r.Message, c.phrase)
+		}
+	}
+}

@@ -36,8 +36,13 @@ const (
 	ExtentZero       ExtentType = "ZERO"
 	ExtentVMFS       ExtentType = "VMFS"
 	ExtentVMFSSparse ExtentType = "VMFSSPARSE"
-	ExtentVMFSRDM    ExtentType = "VMFSRDM"
-	ExtentVMFSRaw    ExtentType = "VMFSRAW"
+	// Raw device mappings and raw disks: parsed to be refused, their data
+	// is on a LUN (see refusedExtent).
+	ExtentVMFSRDM  ExtentType = "VMFSRDM"
+	ExtentVMFSRDMP ExtentType = "VMFSRDMP"
+	ExtentVMFSRaw  ExtentType = "VMFSRAW"
+	// ExtentVSANSparse is a vSAN object: refused, it is not a file.
+	ExtentVSANSparse ExtentType = "VSANSPARSE"
 )
 
 // ExtentLine is one line of the descriptor's extent description.
@@ -95,7 +100,17 @@ func (d *Descriptor) DDBValue(key string) string {
 // never by substring (QEMU's strstr lookup reads "CID" out of "parentCID").
 // Text after the first NUL byte is ignored: embedded descriptors are padded
 // with zeros to their sector count.
-func ParseDescriptor(text []byte) (*Descriptor, error) {
+func ParseDescriptor(text []byte) (_ *Descriptor, err error) {
+	// A version this package does not know is reported once the rest is
+	// read: a disk that cannot be read from any file (vSAN, RDM) says so
+	// whatever its version, and a later line the version explains is not
+	// called corrupt.
+	var badVersion error
+	defer func() {
+		if badVersion != nil && !isRefusal(err) {
+			err = badVersion
+		}
+	}()
 	if i := bytes.IndexByte(text, 0); i >= 0 {
 		text = text[:i]
 	}
@@ -140,7 +155,8 @@ func ParseDescriptor(text []byte) (*Descriptor, error) {
 		case "version":
 			v, err := strconv.Atoi(value)
 			if err != nil || v < 1 || v > 3 {
-				return nil, fmt.Errorf("%w: descriptor version %q", ErrUnsupported, truncate(value))
+				badVersion = fmt.Errorf("%w: descriptor version %q", ErrUnsupported, truncate(value))
+				continue
 			}
 			d.Version, seenVersion = v, true
 		case "encoding":
@@ -158,8 +174,14 @@ func ParseDescriptor(text []byte) (*Descriptor, error) {
 			}
 			d.ParentCID = cid
 		case "createtype":
+			if err := refusedCreateType(value); err != nil {
+				return nil, fmt.Errorf("descriptor line %d: %w", lineNo, err)
+			}
 			d.CreateType = value
 		case "parentfilenamehint":
+			if isVSANObject(value) {
+				return nil, refusal{fmt.Errorf("descriptor line %d: %w: parent %q is a vSAN object: %s", lineNo, ErrUnsupported, truncate(value), vsanWayForward)}
+			}
 			d.ParentFileNameHint = value
 		default:
 			kv := KeyValue{Key: key, Value: value}
@@ -175,6 +197,9 @@ func ParseDescriptor(text []byte) (*Descriptor, error) {
 	}
 	if !seenCID {
 		return nil, fmt.Errorf("%w: descriptor has no CID= line", ErrCorrupt)
+	}
+	if badVersion != nil {
+		return nil, badVersion
 	}
 	return d, nil
 }
@@ -212,6 +237,9 @@ func parseExtentLine(line string) (e ExtentLine, ok bool, err error) {
 		return e, true, fmt.Errorf("extent line %q: bad sector count", truncate(line))
 	}
 	e.Type = ExtentType(strings.ToUpper(fields[1]))
+	if err := refusedExtent(e.Type, fields[2:]); err != nil {
+		return e, true, err
+	}
 	switch e.Type {
 	case ExtentZero:
 		if len(fields) > 2 && fields[2] != "" {
@@ -244,7 +272,7 @@ func parseExtentLine(line string) (e ExtentLine, ok bool, err error) {
 }
 
 func (t ExtentType) flatLike() bool {
-	return t == ExtentFlat || t == ExtentVMFS || t == ExtentVMFSRDM || t == ExtentVMFSRaw
+	return t == ExtentFlat || t == ExtentVMFS
 }
 
 // splitExtentFields splits on blanks, keeping a double-quoted file name

@@ -11,11 +11,13 @@
 // # Subformats
 //
 // Open reads monolithicSparse, monolithicFlat, twoGbMaxExtentSparse,
-// twoGbMaxExtentFlat and streamOptimized images, vmfs/vmfsSparse (COWD)
-// descriptors and extents, custom descriptors with FLAT, VMFS, VMFSRDM and
-// VMFSRAW (all read as flat), SPARSE, VMFSSPARSE, ZERO and NOACCESS
-// extents, and backing chains of any of them. OpenFS opens the same
-// through an fs.FS (an HTTP datastore, an archive), read-only. Create
+// twoGbMaxExtentFlat and streamOptimized images, the descriptors ESXi
+// writes (vmfs, vmfsThin, vmfsPreallocated, vmfsEagerZeroedThick and
+// vmfsSparse (COWD) deltas, version 3 with change tracking included),
+// custom descriptors with FLAT, VMFS (read as flat), SPARSE, VMFSSPARSE,
+// ZERO and NOACCESS extents, and backing chains of any of them. OpenFS
+// opens the same through an fs.FS (an HTTP datastore, an archive),
+// read-only. Create
 // writes the five hosted subformats ([Subformat]); NewStreamWriter writes a
 // streamOptimized image to any io.Writer and NewStreamReader reads one
 // from any io.Reader, without seeking. Disks opened with ReadWrite accept
@@ -26,7 +28,11 @@
 // Not supported (refused with [ErrUnsupported]): seSparse extents, sparse
 // header versions above 3, compression other than deflate, writes into
 // compressed extents, and images that name other files when opened with
-// OpenReaderAt.
+// OpenReaderAt. Disks whose data is in no file are refused when their
+// descriptor is parsed, with the way forward in the message: vSAN objects
+// (VSANSPARSE extents, vsan:// names) and raw device mappings and raw
+// disks (createTypes vmfsRawDeviceMap and vmfsPassthroughRawDeviceMap,
+// VMFSRDM, VMFSRDMP and VMFSRAW extents), whose data is on a LUN.
 //
 // # Safety model
 //
