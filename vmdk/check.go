@@ -95,22 +95,36 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, e
 	r := &CheckReport{Image: path}
 	d, err := Open(path, o)
 	if err != nil {
-		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrChainBroken) {
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrChainBroken) || errors.Is(err, errDirtyJournal) {
 			r.corrupt("%v", err)
 			return r, nil
 		}
 		return nil, err
 	}
 	defer d.Close()
+	if opts.Repair {
+		if err := refuseSESparseRepair(d); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.ChainError(); err != nil {
 		r.corrupt("%v", err)
 	}
 	checked := map[*sparseExtent]bool{} // lines naming one file share it
+	seChecked := map[*seSparseExtent]bool{}
 	allocated := map[*sparseExtent]int64{}
 	uses := fileUses(d)
 	for _, pe := range d.extents {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if se, ok := pe.ext.(*seSparseExtent); ok && !seChecked[se] {
+			seChecked[se] = true
+			err := se.check(ctx, r)
+			r.endEntries(se.src.name)
+			if err != nil {
+				return nil, err
+			}
 		}
 		se, ok := pe.ext.(*sparseExtent)
 		if !ok {

@@ -36,6 +36,7 @@ const (
 	ExtentZero       ExtentType = "ZERO"
 	ExtentVMFS       ExtentType = "VMFS"
 	ExtentVMFSSparse ExtentType = "VMFSSPARSE"
+	ExtentSESparse   ExtentType = "SESPARSE"
 	// Raw device mappings and raw disks: parsed to be refused, their data
 	// is on a LUN (see refusedExtent).
 	ExtentVMFSRDM  ExtentType = "VMFSRDM"
@@ -246,7 +247,7 @@ func parseExtentLine(line string) (e ExtentLine, ok bool, err error) {
 			return e, true, fmt.Errorf("extent line %q: ZERO extents have no file", truncate(line))
 		}
 		return e, true, nil
-	case ExtentFlat, ExtentSparse, ExtentVMFS, ExtentVMFSSparse, ExtentVMFSRDM, ExtentVMFSRaw:
+	case ExtentFlat, ExtentSparse, ExtentVMFS, ExtentVMFSSparse, ExtentSESparse, ExtentVMFSRDM, ExtentVMFSRaw:
 	default:
 		return e, true, fmt.Errorf("%w: extent type %q", ErrUnsupported, truncate(fields[1]))
 	}

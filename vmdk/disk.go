@@ -100,9 +100,10 @@ type opener struct {
 	opened   []*source
 	// Files and sparse extents already opened, shared by every extent
 	// line (and chain level) that names them again.
-	shared map[fileKey]*source
-	byPath map[pathKey]*source
-	sparse map[*source]*sparseExtent
+	shared   map[fileKey]*source
+	byPath   map[pathKey]*source
+	sparse   map[*source]*sparseExtent
+	seSparse map[*source]*seSparseExtent
 	// directories bounds the grain directories held (maxDirectoryBytes).
 	directories directoryBudget
 }
@@ -173,7 +174,9 @@ func (o *opener) openSource(src *source, depth, mark int) (*Disk, error) {
 		self = se
 		d.descriptor = bareDescriptor("vmfsSparse", se.capacity/SectorSize)
 	case KindSESparse:
-		return nil, fmt.Errorf("%s: %w: seSparse extents", src.name, ErrUnsupported)
+		// A seSparse file holds only what a snapshot changed: read alone,
+		// everything else would read as zeros.
+		return nil, fmt.Errorf("%s: %w: a seSparse extent is a snapshot delta: open its descriptor (<vm>-00000N.vmdk), which names the parent", src.name, ErrUnsupported)
 	}
 	if err := o.placeExtents(d, src, self); err != nil {
 		return nil, err
@@ -256,6 +259,9 @@ func (o *opener) placeExtents(d *Disk, src *source, self extent) error {
 				d.header = se.header
 			}
 		}
+		if se, ok := ext.(*seSparseExtent); ok && err == nil {
+			_, err = fitSparseLine(se.src.name, size, se.capacity)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: extent %d (%q): %w", src.name, i, line.File, err)
 		}
@@ -285,9 +291,15 @@ func (o *opener) openExtent(dir string, line ExtentLine) (extent, error) {
 	if se, ok := o.sparse[src]; ok {
 		return se, nil // parsed for an earlier line naming the same file
 	}
+	if se, ok := o.seSparse[src]; ok {
+		return se, nil
+	}
 	kind, err := Probe(src.r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if kind == KindSESparse {
+		return o.seSparseOf(src)
 	}
 	return o.sparseOf(src, kind)
 }
@@ -444,7 +456,7 @@ type ExtentInfo struct {
 	Offset     int64  // byte offset of the content in File (flat)
 	GrainSize  int64  // bytes; 0 for flat and zero extents
 	Compressed bool
-	Format     string // "flat", "zero", "noaccess", "KDMV" or "COWD"
+	Format     string // "flat", "zero", "noaccess", "KDMV", "COWD" or "seSparse"
 }
 
 // Extents describes the disk's extents in virtual order.
@@ -461,6 +473,8 @@ func (d *Disk) Extents() []ExtentInfo {
 			if e.header != nil {
 				info.Format = "KDMV"
 			}
+		case *seSparseExtent:
+			info.File, info.GrainSize, info.Format = e.src.name, seGrainBytes, "seSparse"
 		case zeroExtent:
 			info.Format = "zero"
 		case noAccessExtent:

@@ -14,9 +14,11 @@
 // twoGbMaxExtentFlat and streamOptimized images, the descriptors ESXi
 // writes (vmfs, vmfsThin, vmfsPreallocated, vmfsEagerZeroedThick and
 // vmfsSparse (COWD) deltas, version 3 with change tracking included),
-// custom descriptors with FLAT, VMFS (read as flat), SPARSE, VMFSSPARSE,
-// ZERO and NOACCESS extents, and backing chains of any of them. OpenFS
-// opens the same through an fs.FS (an HTTP datastore, an archive),
+// seSparse snapshot deltas (read-only, as ESXi writes them on VMFS6;
+// opened through their descriptor, which names the parent), custom
+// descriptors with FLAT, VMFS (read as flat), SPARSE, VMFSSPARSE,
+// SESPARSE, ZERO and NOACCESS extents, and backing chains of any of them.
+// OpenFS opens the same through an fs.FS (an HTTP datastore, an archive),
 // read-only. Create
 // writes the five hosted subformats ([Subformat]); NewStreamWriter writes a
 // streamOptimized image to any io.Writer and NewStreamReader reads one
@@ -25,8 +27,9 @@
 // what qemu-img check does not and repairs what is safe to repair;
 // Commit and Rebase change a chain.
 //
-// Not supported (refused with [ErrUnsupported]): seSparse extents, sparse
-// header versions above 3, compression other than deflate, writes into
+// Not supported (refused with [ErrUnsupported]): writes into seSparse
+// extents, seSparse deltas with an unreplayed journal, sparse header
+// versions above 3, compression other than deflate, writes into
 // compressed extents, and images that name other files when opened with
 // OpenReaderAt. Disks whose data is in no file are refused when their
 // descriptor is parsed, with the way forward in the message: vSAN objects

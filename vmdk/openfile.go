@@ -250,8 +250,6 @@ func (o *opener) sparseOf(src *source, kind Kind) (*sparseExtent, error) {
 		se, err = openKDMV(src, &o.directories)
 	case KindCOWD:
 		se, err = openCOWD(src, &o.directories)
-	case KindSESparse:
-		return nil, fmt.Errorf("%s: %w: seSparse extents", src.name, ErrUnsupported)
 	default:
 		return nil, fmt.Errorf("%s: %w: sparse extent has neither a KDMV nor a COWD header", src.name, ErrCorrupt)
 	}
@@ -262,6 +260,23 @@ func (o *opener) sparseOf(src *source, kind Kind) (*sparseExtent, error) {
 		o.sparse = map[*source]*sparseExtent{}
 	}
 	o.sparse[src] = se
+	return se, nil
+}
+
+// seSparseOf returns the seSparse extent in src, parsed once however many
+// extent lines (or chain levels) name the file.
+func (o *opener) seSparseOf(src *source) (*seSparseExtent, error) {
+	if se, ok := o.seSparse[src]; ok {
+		return se, nil
+	}
+	se, err := openSESparse(src, &o.directories)
+	if err != nil {
+		return nil, err
+	}
+	if o.seSparse == nil {
+		o.seSparse = map[*source]*seSparseExtent{}
+	}
+	o.seSparse[src] = se
 	return se, nil
 }
 
@@ -292,12 +307,15 @@ func (b *directoryBudget) take(name, what string, n int64) error {
 // each then caches at most its share of grain tables (at least one, all a
 // sequential read needs), instead of gtCacheTables each.
 func (o *opener) shareTableCache() {
-	if len(o.sparse) == 0 {
+	if len(o.sparse)+len(o.seSparse) == 0 {
 		return
 	}
-	per := gtCacheBytes / int64(len(o.sparse))
+	per := gtCacheBytes / int64(len(o.sparse)+len(o.seSparse))
 	for _, se := range o.sparse {
 		se.cacheTables = int(min(gtCacheTables, max(1, per/(se.gtEntries*4))))
+	}
+	for _, se := range o.seSparse {
+		se.cacheTables = int(min(seGTCache, max(1, per/(seGTEntries*8))))
 	}
 }
 

@@ -78,9 +78,9 @@ func Detect(head []byte, format string) (Kind, error) {
 		if h.Compressed() {
 			return KindStream, nil
 		}
-	case k == vmdk.KindSESparse:
-		return 0, fmt.Errorf("%w: seSparse images", vmdk.ErrUnsupported)
 	}
+	// A seSparse extent is a VMDK too: vmdk decides (it refuses a bare
+	// delta, whose parent only its descriptor names).
 	return KindVMDK, nil
 }
 
