@@ -282,3 +282,12 @@ func TestInfoAndConvertHTTP(t *testing.T) {
 		t.Fatalf("map of a URL: exit %d: %s", code, errs)
 	}
 }
+
+// --http-connections is checked before any work.
+func TestHTTPConnectionsFlag(t *testing.T) {
+	for _, n := range []string{"0", "-1", "17"} {
+		if code, _, errs := imager("import", "--target", t.TempDir(), "--http-connections", n, "http://127.0.0.1:1/x.vmdk"); code != jobapi.ExitUsage || !strings.Contains(errs, "--http-connections") {
+			t.Errorf("--http-connections %s: exit %d: %s", n, code, errs)
+		}
+	}
+}

@@ -42,8 +42,8 @@ type command struct {
 type exitCodes struct{ usage, failure int }
 
 var commands = []command{
-	{name: "info", usage: "info [--output=human|json] [--backing-chain] [--result-file F] [--root DIR] [--unsafe-paths] IMAGE", run: runInfo, results: true},
-	{name: "convert", usage: "convert [-f vmdk|raw] -O raw|vmdk [-o subformat=...] [-c LEVEL] [-p] [-t writeback|unsafe] [--result-file F] [--root DIR] [--unsafe-paths] SRC DST", run: runConvert, results: true},
+	{name: "info", usage: "info [--output=human|json] [--backing-chain] [--result-file F] [--root DIR] [--unsafe-paths] [http flags] IMAGE|URL", run: runInfo, results: true},
+	{name: "convert", usage: "convert [-f vmdk|raw] -O raw|vmdk [-o subformat=...] [-c LEVEL] [-p] [-t writeback|unsafe] [--result-file F] [--root DIR] [--unsafe-paths] [http flags] SRC|URL DST", run: runConvert, results: true},
 	{name: "flatten", usage: "flatten [-O vmdk|raw] [-o subformat=...] [-p] [--result-file F] IMAGE OUT   (a chain into one self-contained image)", run: runFlatten, results: true},
 	{name: "map", usage: "map [--output=human|json] [--root DIR] [--unsafe-paths] IMAGE", run: runMap},
 	{name: "create", usage: "create [-o subformat=...,adapter_type=...,hwversion=...,toolsversion=...,zeroed_grain=on] [-b BACKING] [-q] [--result-file F] IMAGE [SIZE]", run: runCreate, results: true},
