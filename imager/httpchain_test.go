@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/test/datastore"
@@ -289,5 +291,77 @@ func TestHTTPConnectionsFlag(t *testing.T) {
 		if code, _, errs := imager("import", "--target", t.TempDir(), "--http-connections", n, "http://127.0.0.1:1/x.vmdk"); code != jobapi.ExitUsage || !strings.Contains(errs, "--http-connections") {
 			t.Errorf("--http-connections %s: exit %d: %s", n, code, errs)
 		}
+	}
+}
+
+// ESXi's chains as VMFS6 leaves them (a thin vmfs base under two seSparse
+// deltas) and as a datastore moved from VMFS5 does (a vmfsSparse delta
+// under seSparse ones), imported over HTTP from their top descriptor in
+// place: byte for byte the model's content and qemu-img's reading of the
+// local files, in one session.
+func TestImportHTTPESXiChains(t *testing.T) {
+	for _, o := range []vmdktest.ChainOptions{{Deltas: 2, Seed: 21}, {Deltas: 3, Seed: 22, VMFSSparse: true}} {
+		t.Run(fmt.Sprintf("deltas%d-vmfssparse%v", o.Deltas, o.VMFSSparse), func(t *testing.T) {
+			dir := t.TempDir()
+			const size = 36<<20 + 512 // three 16 MiB grain tables, the last partial, and a partial grain
+			c, err := vmdktest.WriteESXiChain(dir, "vm", size, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var model bytes.Buffer
+			if _, err := c.Model.WriteTo(&model); err != nil {
+				t.Fatal(err)
+			}
+			top := filepath.Base(c.Top)
+			if !bytes.Equal(rawOf(t, dir, top), model.Bytes()) {
+				t.Fatal("qemu-img and the model differ: the fixture is wrong")
+			}
+			ds, url, creds := serveChain(t, &httpChain{dir: dir}, top, nil)
+			target := t.TempDir()
+			code, r, _, errs := runImportTest(t, append(append([]string{"--target", target}, creds...), url)...)
+			wantImported(t, code, r, errs, filepath.Join(target, "disk.img"), model.Bytes())
+			cid, parent := cidsOf(t, dir, top)
+			if r.Spooled || r.CreateType != "seSparse" || r.CID != cid || r.ParentCID != parent {
+				t.Fatalf("result %+v, want seSparse CID %s parent %s", r, cid, parent)
+			}
+			if ds.Sessions() != 1 || ds.Logins() != 1 {
+				t.Fatalf("%d sessions, %d logins for one import, want 1 and 1", ds.Sessions(), ds.Logins())
+			}
+			for _, f := range c.Files {
+				if !slices.Contains(ds.Names(), filepath.Base(f)) {
+					t.Fatalf("%s was never read: %q", filepath.Base(f), ds.Names())
+				}
+			}
+		})
+	}
+}
+
+// Against a host that throttles each connection, as ESXi does, an import
+// with four connections is much faster than with one, and never has more
+// than its connections' requests in flight.
+func TestImportHTTPConnectionsThrottled(t *testing.T) {
+	dir := t.TempDir()
+	const size = 16 << 20
+	content := vmdktest.MixedContent(31, size)
+	if _, err := vmdktest.WriteVMFSBase(dir, "vm", content, size, vmdktest.VMFSOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	content.ReadAt(want, 0)
+	took := map[string]time.Duration{}
+	for _, conns := range []string{"1", "4"} {
+		ds, url, creds := serveChain(t, &httpChain{dir: dir}, "vm.vmdk", func(ds *datastore.Server) { ds.Throttle = 16 << 20 })
+		target := t.TempDir()
+		start := time.Now()
+		code, r, _, errs := runImportTest(t, append(append([]string{"--target", target, "--http-connections", conns}, creds...), url)...)
+		took[conns] = time.Since(start)
+		wantImported(t, code, r, errs, filepath.Join(target, "disk.img"), want)
+		if n, _ := strconv.ParseInt(conns, 10, 64); ds.MaxInFlight() > n {
+			t.Fatalf("%d requests in flight with --http-connections %s", ds.MaxInFlight(), conns)
+		}
+	}
+	t.Logf("1 connection %v, 4 connections %v", took["1"], took["4"])
+	if took["1"] < 2*took["4"] {
+		t.Fatalf("4 connections took %v, not twice as fast as 1 (%v)", took["4"], took["1"])
 	}
 }
