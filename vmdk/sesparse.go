@@ -180,6 +180,11 @@ func openSESparse(src *source, budget *directoryBudget) (*seSparseExtent, error)
 	if entries*8 > h.gd.size*SectorSize {
 		return nil, fmt.Errorf("%s: %w: seSparse grain directory of %d sectors cannot cover a capacity of %d sectors (%d entries)", src.name, ErrCorrupt, h.gd.size, h.capacity, entries)
 	}
+	// The file must hold the directory before memory is reserved for it:
+	// a small hostile file is corrupt, not too big.
+	if end := h.gd.offset*SectorSize + entries*8; end > src.size {
+		return nil, fmt.Errorf("%s: %w: File truncated, expecting at least %d bytes for the seSparse grain directory", src.name, ErrCorrupt, end)
+	}
 	if err := budget.take(src.name, "grain directory", entries*8); err != nil {
 		return nil, err
 	}
@@ -194,9 +199,6 @@ func openSESparse(src *source, budget *directoryBudget) (*seSparseExtent, error)
 // inside the grain tables area.
 func (e *seSparseExtent) readGD(entries int64) ([]uint64, error) {
 	at := e.h.gd.offset * SectorSize
-	if end := at + entries*8; end > e.src.size {
-		return nil, fmt.Errorf("%s: %w: File truncated, expecting at least %d bytes for the seSparse grain directory", e.src.name, ErrCorrupt, end)
-	}
 	gd := make([]uint64, entries)
 	raw := make([]byte, min(entries*8, 64<<10))
 	for i := 0; i < len(gd); {

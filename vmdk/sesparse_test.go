@@ -73,6 +73,7 @@ func everyKind(size int64) []vmdktest.Grain {
 		{Index: 6, Data: seFill(0x66)}, // stored after grain 3's neighbour: not contiguous
 		{Index: 7, Data: seFill(0x77)},
 		{Index: 0, Data: []byte("short grain")},
+		{Index: 8, Data: seFill(0x88)}, // beside grain 7 on the disk, not in the file
 		{Index: 2*4096 + 1, Data: seFill(0x41)},
 		{Index: 2*4096 + 2, Kind: vmdktest.Zero},
 		{Index: last - 1, Kind: vmdktest.Unmapped},
@@ -226,12 +227,8 @@ func writeU64(t testing.TB, path string, off int64, v uint64) {
 func TestSESparseCorrupt(t *testing.T) {
 	const size = 20 << 20
 	grains := []vmdktest.Grain{{Index: 3, Data: seFill(3)}, {Index: 4, Data: seFill(4)}, {Index: 4096 + 9, Kind: vmdktest.Zero}}
-	// Entry positions, known from the writer: grains 3 and 4 are the first
-	// table's (table 0, stored indexes 0 and 1), grain 4105 the second's.
-	gte := func(ext string, g int64) int64 {
-		gts := int64(readU64(t, ext, seField(seFieldGTs))) * SectorSize
-		return gts + (g/4096)*seGTSectors*SectorSize + (g%4096)*8
-	}
+	// Grains 3 and 4 are stored at indexes 0 and 1.
+	gte := func(ext string, g int64) int64 { return seGTEOffset(t, ext, g) }
 	gdEntry := func(ext string, i int64) int64 { return int64(readU64(t, ext, seField(seFieldGD)))*SectorSize + i*8 }
 	for _, c := range []struct {
 		name   string
