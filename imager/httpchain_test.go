@@ -130,8 +130,7 @@ func TestImportHTTPChain(t *testing.T) {
 }
 
 // --checksum is of the descriptor, the URL given, and is verified before
-// anything is written. (A sparse top with a parent and --checksum is
-// spooled, and its parent is then not beside it: not supported.)
+// anything is written.
 func TestImportHTTPChainChecksum(t *testing.T) {
 	c := getHTTPChain(t)
 	desc, err := os.ReadFile(filepath.Join(c.dir, "vm-000001.vmdk"))
@@ -153,6 +152,35 @@ func TestImportHTTPChainChecksum(t *testing.T) {
 	emptyDir(t, dir)
 	if n := ds.Requests(); n != 1 {
 		t.Fatalf("%d requests before the checksum failed: only the descriptor's should be made", n)
+	}
+}
+
+// A sparse delta naming a parent, with --checksum, is read whole through
+// the checksum first, then in place with its parent: not spooled, where
+// its parent would not be beside it.
+func TestImportHTTPSparseDeltaChecksum(t *testing.T) {
+	c := getHTTPChain(t)
+	top, err := os.ReadFile(filepath.Join(c.dir, "vm-000002.vmdk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(top)
+	for _, tc := range []struct {
+		sum  string
+		code int
+	}{{hex.EncodeToString(sum[:]), 0}, {strings.Repeat("ab", 32), jobapi.ExitPermanent}} {
+		_, url, creds := serveChain(t, c, "vm-000002.vmdk", nil)
+		dir := t.TempDir()
+		code, r, _, errs := runImportTest(t, append(append([]string{"--target", dir, "--scratch-dir", t.TempDir(), "--checksum", "sha256:" + tc.sum}, creds...), url)...)
+		if tc.code != 0 {
+			wantFailed(t, code, r, tc.code, jobapi.ReasonChecksumMismatch)
+			emptyDir(t, dir)
+			continue
+		}
+		wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), c.top)
+		if r.Spooled || r.SHA256 != tc.sum {
+			t.Fatalf("result %+v", r)
+		}
 	}
 }
 

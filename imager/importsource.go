@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,8 +145,8 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 			return err
 		}
 	case source.KindVMDK:
-		if remote != nil && (isDescriptor(head) || remote.RangeOK() && j.hash == nil && size > 0) {
-			return j.fromRemote(br, remote)
+		if remote != nil && (isDescriptor(head) || remote.RangeOK() && size > 0 && (j.hash == nil || namesParent(head))) {
+			return j.fromRemote(br, remote, isDescriptor(head))
 		}
 		why := "a VMDK that is not streamOptimized needs random access"
 		if remote != nil && !remote.RangeOK() {
@@ -219,23 +220,46 @@ func isDescriptor(head []byte) bool {
 	return err == nil && k == vmdk.KindDescriptor
 }
 
+// namesParent: head is the start of a sparse VMDK whose embedded
+// descriptor, within head, names a parent (a delta: imager create -b,
+// qemu-img create -b). Such a file cannot be spooled alone: its parent
+// is beside it on the server, not in the scratch directory.
+func namesParent(head []byte) bool {
+	h, err := vmdk.ParseSparseHeader(head)
+	if err != nil || h.DescriptorOffset == 0 || h.DescriptorSize == 0 || h.DescriptorSize > uint64(len(head))/512 || h.DescriptorOffset > uint64(len(head))/512-h.DescriptorSize {
+		return false
+	}
+	text := head[h.DescriptorOffset*512 : (h.DescriptorOffset+h.DescriptorSize)*512]
+	if i := bytes.IndexByte(text, 0); i >= 0 {
+		text = text[:i]
+	}
+	d, err := vmdk.ParseDescriptor(text)
+	return err == nil && d.ParentFileNameHint != ""
+}
+
 // fromRemote imports a VMDK at an http(s) URL in place: a sparse file,
 // or a descriptor (a datastore's vm.vmdk, a snapshot's vm-000001.vmdk).
 // The files it names, and its parents', are the URL's siblings, read with
 // Range requests through the stream's client and session, never spooled.
-// A descriptor is read whole first, through the checksum: --checksum (of
-// the URL given, the descriptor) is verified before a byte is written.
-// (A sparse file with --checksum is spooled instead, by the caller.)
-func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream) error {
+// With --checksum (of the URL given) the file is read whole first,
+// through the checksum, which is verified before a byte is written: a
+// descriptor (bounded), or a sparse delta that names a parent (a sparse
+// file without one is spooled instead, by the caller: read once, not
+// twice).
+func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream, descriptor bool) error {
 	if j.paths.root != "" || j.paths.unsafePaths {
 		return failed(errBadRequest, fmt.Errorf("%s: --root and --unsafe-paths apply to local files: a VMDK read over http(s) reads only the files beside its descriptor", jobapi.RedactURL(j.source)))
 	}
 	if j.hash != nil {
-		n, err := io.Copy(io.Discard, io.LimitReader(source.WithContext(j.ctx, br), maxRemoteDescriptor+1))
+		limit := int64(math.MaxInt64)
+		if descriptor {
+			limit = maxRemoteDescriptor + 1
+		}
+		n, err := io.Copy(io.Discard, io.LimitReader(source.WithContext(j.ctx, br), limit))
 		if err != nil {
 			return err
 		}
-		if n > maxRemoteDescriptor {
+		if descriptor && n > maxRemoteDescriptor {
 			return fmt.Errorf("%s: %w: a text descriptor of more than %d bytes", jobapi.RedactURL(j.source), vmdk.ErrCorrupt, maxRemoteDescriptor)
 		}
 		if err := j.verifyChecksum(); err != nil {
