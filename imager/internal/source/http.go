@@ -266,7 +266,7 @@ func (s *HTTPStream) RangeOK() bool { return s.rangeOK }
 // ReaderAt reads the same URL (the same version of it) at random offsets
 // with Range requests, size bytes in all.
 func (s *HTTPStream) ReaderAt(ctx context.Context, size int64) io.ReaderAt {
-	return newHTTPReaderAt(ctx, s.h, size, s.validator)
+	return newHTTPReaderAt(ctx, s.h, size, s.validator, newBlockPool(s.h.opts.Connections))
 }
 
 func openHTTPStream(ctx context.Context, h *httpClient) (*HTTPStream, error) {

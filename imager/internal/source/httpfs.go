@@ -34,6 +34,7 @@ import (
 type HTTPFS struct {
 	ctx  context.Context
 	h    *httpClient // the descriptor's: its client, credentials and session are shared
+	pool *blockPool  // the connections and cache all its files share
 	base *url.URL    // the descriptor's URL
 	dir  string      // base's escaped path up to and including its last "/"
 	// opened: a file was opened, so the credentials are good and a later
@@ -81,7 +82,7 @@ func newHTTPFS(ctx context.Context, h *httpClient) (*HTTPFS, string, error) {
 		return nil, "", invalid(fmt.Errorf("%s: %q is not a file name", h.shown, esc[i+1:]))
 	}
 	h.sess.keepTo(u.Host)
-	return &HTTPFS{ctx: ctx, h: h, base: u, dir: esc[:i+1]}, name, nil
+	return &HTTPFS{ctx: ctx, h: h, pool: newBlockPool(h.opts.Connections), base: u, dir: esc[:i+1]}, name, nil
 }
 
 // sibling is the client of the file name in the directory.
@@ -115,12 +116,12 @@ func (f *HTTPFS) Open(name string) (fs.File, error) {
 	}
 	if name == f.known {
 		f.opened.Store(true)
-		return &httpFile{name: name, r: newHTTPReaderAt(f.ctx, h, f.knownSize, f.knownVal)}, nil
+		return &httpFile{name: name, r: newHTTPReaderAt(f.ctx, h, f.knownSize, f.knownVal, f.pool)}, nil
 	}
 	resp, err := h.get(f.ctx, 0, 0, "")
 	if err != nil {
 		if empty(err) {
-			return &httpFile{name: name, r: newHTTPReaderAt(f.ctx, h, 0, "")}, nil
+			return &httpFile{name: name, r: newHTTPReaderAt(f.ctx, h, 0, "", f.pool)}, nil
 		}
 		return nil, f.openError(name, h, err)
 	}
@@ -142,7 +143,7 @@ func (f *HTTPFS) Open(name string) (fs.File, error) {
 		return nil, transient(fmt.Errorf("%s: %w", h.shown, err))
 	}
 	f.opened.Store(true)
-	return &httpFile{name: name, r: newHTTPReaderAt(f.ctx, h, size, validator(resp))}, nil
+	return &httpFile{name: name, r: newHTTPReaderAt(f.ctx, h, size, validator(resp), f.pool)}, nil
 }
 
 // empty: err is a 416 to the first byte, which an empty file gets.

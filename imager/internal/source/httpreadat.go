@@ -6,21 +6,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
 
 // Random-access reads over HTTP go through a cache of aligned blocks, each
 // fetched by one Range request. ESXi (and many servers) throttle each
-// connection, so a reader keeps up to Connections requests in flight: the
+// connection, so a source keeps up to Connections requests in flight: the
 // blocks of one large read are fetched in parallel, and a reader moving
 // forward through a file (the copy engine's workers take its chunks in
 // order) has the next blocks fetched before it asks for them.
 //
-// Memory is bounded whatever the file's size: at most cacheBlocks +
-// readAhead blocks are kept, plus at most Connections blocks being
-// fetched for entries already dropped from the cache; with the default
-// 4 connections that is (32+8+4) × 1 MiB = 44 MiB per open file.
+// The connections and the cache are the source's, shared by all its
+// files (a chain's descriptor, extents and parents: one blockPool per
+// HTTPFS), so a chain of many files holds no more than one file would.
+// Memory is bounded whatever the sizes: at most cacheBlocks + readAhead
+// blocks are kept, plus at most Connections blocks being fetched for
+// entries already dropped from the cache; with the default 4 connections
+// that is (32+8+4) × 1 MiB = 44 MiB per import.
 
 const (
 	httpBlockSize = 1 << 20
@@ -33,24 +37,46 @@ const (
 // errDropped ends a read-ahead fetch nobody waits for any more.
 var errDropped = errors.New("source: read-ahead block dropped from the cache")
 
+// blockPool is the connection slots and block cache of one source.
+type blockPool struct {
+	slots     chan struct{} // one per request in flight
+	readAhead int           // blocks fetched ahead of a reader moving forward
+	keep      int           // blocks the cache keeps
+
+	mu     sync.Mutex
+	blocks map[blockKey]*httpBlock
+	order  []blockKey // least recently used first
+}
+
+type blockKey struct {
+	r   *httpReaderAt
+	idx int64
+}
+
+func newBlockPool(connections int) *blockPool {
+	conns := min(max(connections, 1), MaxConnections)
+	ahead := 0
+	if conns > 1 {
+		// Enough to keep every connection busy for two rounds while the
+		// reader copies what it got; one connection is today's reader,
+		// which only fetches what is asked.
+		ahead = 2 * conns
+	}
+	return &blockPool{slots: make(chan struct{}, conns), readAhead: ahead, keep: cacheBlocks + ahead, blocks: map[blockKey]*httpBlock{}}
+}
+
 // httpReaderAt reads a URL at random offsets with Range requests.
 type httpReaderAt struct {
 	h         *httpClient
 	ctx       context.Context
 	size      int64
 	validator string
-	slots     chan struct{} // one per request in flight
-	readAhead int           // blocks fetched ahead of a reader moving forward
-	keep      int           // blocks the cache keeps
+	pool      *blockPool
 	// failures counts failed fetches since the last one that worked,
 	// over all connections: --retries bounds the reader's retries, not
 	// each connection's (a host failing fails them all at once, and
 	// should be given up on as soon as one connection would).
 	failures atomic.Int64
-
-	mu     sync.Mutex
-	blocks map[int64]*httpBlock
-	order  []int64 // least recently used first
 }
 
 type httpBlock struct {
@@ -60,17 +86,8 @@ type httpBlock struct {
 	wanted bool // a ReadAt waits for it, not only the read-ahead
 }
 
-func newHTTPReaderAt(ctx context.Context, h *httpClient, size int64, validator string) *httpReaderAt {
-	conns := min(max(h.opts.Connections, 1), MaxConnections)
-	ahead := 0
-	if conns > 1 {
-		// Enough to keep every connection busy for two rounds while the
-		// reader copies what it got; one connection is today's reader,
-		// which only fetches what is asked.
-		ahead = 2 * conns
-	}
-	return &httpReaderAt{h: h, ctx: ctx, size: size, validator: validator, slots: make(chan struct{}, conns),
-		readAhead: ahead, keep: cacheBlocks + ahead, blocks: map[int64]*httpBlock{}}
+func newHTTPReaderAt(ctx context.Context, h *httpClient, size int64, validator string, pool *blockPool) *httpReaderAt {
+	return &httpReaderAt{h: h, ctx: ctx, size: size, validator: validator, pool: pool}
 }
 
 // ReadAt implements io.ReaderAt.
@@ -106,9 +123,10 @@ func (r *httpReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // ahead when the reader moves forward: the block before first was read
 // (or read ahead) already.
 func (r *httpReaderAt) start(first, last int64) []*httpBlock {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, forward := r.blocks[first-1]
+	p := r.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, forward := p.blocks[blockKey{r, first - 1}]
 	forward = forward || first == 0
 	blocks := make([]*httpBlock, 0, last-first+1)
 	for idx := first; idx <= last; idx++ {
@@ -118,8 +136,8 @@ func (r *httpReaderAt) start(first, last int64) []*httpBlock {
 	}
 	if forward {
 		lastBlock := (r.size - 1) / httpBlockSize
-		for idx := last + 1; idx <= min(last+int64(r.readAhead), lastBlock); idx++ {
-			if _, ok := r.blocks[idx]; !ok {
+		for idx := last + 1; idx <= min(last+int64(p.readAhead), lastBlock); idx++ {
+			if _, ok := p.blocks[blockKey{r, idx}]; !ok {
 				r.lookup(idx)
 			}
 		}
@@ -128,24 +146,38 @@ func (r *httpReaderAt) start(first, last int64) []*httpBlock {
 }
 
 // lookup returns block idx, fetched or being fetched, as the most
-// recently used; r.mu is held.
+// recently used; the pool's mu is held.
 func (r *httpReaderAt) lookup(idx int64) *httpBlock {
-	if b, ok := r.blocks[idx]; ok {
-		if i := indexOf(r.order, idx); i >= 0 {
-			r.order = append(r.order[:i], r.order[i+1:]...)
+	p, k := r.pool, blockKey{r, idx}
+	if b, ok := p.blocks[k]; ok {
+		if i := slices.Index(p.order, k); i >= 0 {
+			p.order = append(p.order[:i], p.order[i+1:]...)
 		}
-		r.order = append(r.order, idx)
+		p.order = append(p.order, k)
 		return b
 	}
 	b := &httpBlock{ready: make(chan struct{})}
-	r.blocks[idx] = b
-	if len(r.order) >= r.keep {
-		delete(r.blocks, r.order[0])
-		r.order = r.order[1:]
+	p.blocks[k] = b
+	if len(p.order) >= p.keep {
+		p.evict()
 	}
-	r.order = append(r.order, idx)
+	p.order = append(p.order, k)
 	go r.load(idx, b)
 	return b
+}
+
+// evict drops the least recently used block a reader has asked for; only
+// when every block is read ahead and not yet asked for, the oldest of
+// them. Blocks read are touched again as they are read, so plain LRU
+// would drop the read-ahead of one file to keep the blocks other files
+// have finished with; the pool's mu is held.
+func (p *blockPool) evict() {
+	i := slices.IndexFunc(p.order, func(k blockKey) bool { return p.blocks[k].wanted })
+	if i < 0 {
+		i = 0
+	}
+	delete(p.blocks, p.order[i])
+	p.order = append(p.order[:i], p.order[i+1:]...)
 }
 
 // load fetches block idx into b once a connection slot is free. A
@@ -153,46 +185,39 @@ func (r *httpReaderAt) lookup(idx int64) *httpBlock {
 // reader waits for, is not fetched at all.
 func (r *httpReaderAt) load(idx int64, b *httpBlock) {
 	defer close(b.ready)
+	p := r.pool
 	select {
-	case r.slots <- struct{}{}:
+	case p.slots <- struct{}{}:
 	case <-r.ctx.Done():
 		b.err = context.Cause(r.ctx)
 		r.forget(idx, b)
 		return
 	}
-	r.mu.Lock()
-	dropped := !b.wanted && r.blocks[idx] != b
-	r.mu.Unlock()
+	p.mu.Lock()
+	dropped := !b.wanted && p.blocks[blockKey{r, idx}] != b
+	p.mu.Unlock()
 	if dropped {
-		<-r.slots
+		<-p.slots
 		b.err = errDropped
 		return
 	}
 	b.data, b.err = r.fetch(idx)
-	<-r.slots
+	<-p.slots
 	if b.err != nil {
 		r.forget(idx, b) // the next read tries again
 	}
 }
 
 func (r *httpReaderAt) forget(idx int64, b *httpBlock) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.blocks[idx] == b {
-		delete(r.blocks, idx)
-		if i := indexOf(r.order, idx); i >= 0 {
-			r.order = append(r.order[:i], r.order[i+1:]...)
+	p, k := r.pool, blockKey{r, idx}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.blocks[k] == b {
+		delete(p.blocks, k)
+		if i := slices.Index(p.order, k); i >= 0 {
+			p.order = append(p.order[:i], p.order[i+1:]...)
 		}
 	}
-}
-
-func indexOf(s []int64, v int64) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // fetch reads one block, retrying transient failures, including bodies cut

@@ -80,44 +80,61 @@ func TestHTTPConnectionsParallel(t *testing.T) {
 	}
 }
 
-// Reading a large file keeps a bounded number of blocks, whatever its
-// size: the cache and the read-ahead are bounded, and blocks dropped
+// Reading large files keeps a bounded number of blocks, whatever their
+// size and however many files a chain has: the cache, the read-ahead and
+// the connections are the FS's, shared by its files, and blocks dropped
 // from the cache are not kept.
 func TestHTTPReadAheadBounded(t *testing.T) {
 	ds, ts, o := serveDatastore(t, nil)
-	const size = 96 << 20
-	f, err := os.Create(filepath.Join(ds.Dir, "big-flat.vmdk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil { // a sparse file: zeros, fast
-		t.Fatal(err)
-	}
-	f.Close()
-	fsys, _, err := OpenHTTPFS(context.Background(), ds.URL(ts.URL, "big-flat.vmdk"), o, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hf, err := fsys.Open("big-flat.vmdk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := hf.(*httpFile).r
-	buf := make([]byte, 256<<10)
-	for off := int64(0); off < size; off += int64(len(buf)) {
-		if _, err := r.ReadAt(buf, off); err != nil {
+	const size = 48 << 20
+	names := []string{"vm-flat.vmdk", "vm-000001-delta.vmdk", "vm-000002-delta.vmdk"}
+	for _, name := range names {
+		f, err := os.Create(filepath.Join(ds.Dir, name))
+		if err != nil {
 			t.Fatal(err)
 		}
-		r.mu.Lock()
-		n := len(r.blocks)
-		r.mu.Unlock()
-		if n > cacheBlocks+2*o.Connections {
-			t.Fatalf("at byte %d: %d blocks cached, more than %d", off, n, cacheBlocks+2*o.Connections)
+		if err := f.Truncate(size); err != nil { // a sparse file: zeros, fast
+			t.Fatal(err)
 		}
+		f.Close()
 	}
-	// Every block was fetched once: the read-ahead is used, not dropped
-	// and fetched again.
-	if got, want := ds.Requests(), int64(size/httpBlockSize+1); got > want {
-		t.Fatalf("%d requests for %d blocks", got, want-1)
+	fsys, _, err := OpenHTTPFS(context.Background(), ds.URL(ts.URL, names[0]), o, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := cacheBlocks + 2*o.Connections
+	var wg sync.WaitGroup
+	for _, name := range names {
+		hf, err := fsys.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := hf.(*httpFile).r
+		wg.Go(func() {
+			buf := make([]byte, 256<<10)
+			for off := int64(0); off < size; off += int64(len(buf)) {
+				if _, err := r.ReadAt(buf, off); err != nil {
+					t.Error(err)
+					return
+				}
+				r.pool.mu.Lock()
+				n := len(r.pool.blocks)
+				r.pool.mu.Unlock()
+				if n > bound {
+					t.Errorf("%s at byte %d: %d blocks cached, more than %d", name, off, n, bound)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if m := ds.MaxInFlight(); m > int64(o.Connections) {
+		t.Fatalf("%d requests in flight for three files with %d connections", m, o.Connections)
+	}
+	// Every block was fetched about once: the read-ahead is used, not
+	// dropped and fetched again (three readers share the cache, so a few
+	// may be).
+	if got, want := ds.Requests(), int64(len(names)*(size/httpBlockSize+1)); got > want+int64(bound) {
+		t.Fatalf("%d requests for %d blocks", got, want-int64(len(names)))
 	}
 }
