@@ -393,3 +393,38 @@ func TestImportHTTPConnectionsThrottled(t *testing.T) {
 		t.Fatalf("4 connections took %v, not twice as fast as 1 (%v)", took["4"], took["1"])
 	}
 }
+
+// A chain much larger than the cache is imported with memory bounded by
+// the pool (connections and blocks shared by its files), not by its size.
+func TestImportHTTPChainMemoryBounded(t *testing.T) {
+	dir := t.TempDir()
+	const size = 256 << 20
+	cid, err := vmdktest.WriteVMFSBase(dir, "vm", nil, size, vmdktest.VMFSOptions{Thin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("delta grain\n"), vmdktest.GrainSize/12)
+	var grains []vmdktest.Grain
+	for g := int64(0); g < size/vmdktest.GrainSize; g += 997 {
+		grains = append(grains, vmdktest.Grain{Index: g, Kind: vmdktest.Allocated, Data: data})
+	}
+	if _, err := vmdktest.WriteSESparseDelta(dir, "vm-000001", "vm.vmdk", cid, size, grains, vmdktest.SESparseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, url, creds := serveChain(t, &httpChain{dir: dir}, "vm-000001.vmdk", nil)
+	b := bound{Time: 60 * time.Second, Mem: 160 << 20} // the pool is 44 MiB; the Go heap may grow to twice what is live
+	run, r, target := importResult(t, b, nil, append(creds, url)...)
+	if run.Code != 0 {
+		t.Fatalf("exit %d: %s", run.Code, run.Stderr)
+	}
+	t.Logf("%d MiB chain in %v, peak RSS %d MiB", size>>20, run.Elapsed.Round(time.Millisecond), run.MaxRSS>>20)
+	got, err := os.ReadFile(filepath.Join(target, "disk.img"))
+	if err != nil || int64(len(got)) != size || r.VirtualSize != size {
+		t.Fatalf("disk.img: %d bytes (%v), result %+v", len(got), err, r)
+	}
+	for _, g := range grains {
+		if !bytes.Equal(got[g.Index*vmdktest.GrainSize:][:len(data)], data) {
+			t.Fatalf("grain %d differs", g.Index)
+		}
+	}
+}
