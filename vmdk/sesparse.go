@@ -41,6 +41,7 @@ var errDirtyJournal = errors.New("snapshot was not closed cleanly (unreplayed jo
 type seArea struct {
 	offset, size int64
 	what         string
+	needed       bool // read here, so it may not be empty
 }
 
 func (a seArea) end() int64 { return a.offset + a.size }
@@ -79,10 +80,18 @@ func parseSESparseHeader(b []byte) (*seSparseHeader, error) {
 	for i := range h.reserved {
 		h.reserved[i] = c.u64()
 	}
-	fields := []*seArea{&h.volatile, &h.journalHdr, &h.journal, &h.gd, &h.gts, &h.freeBitmap, &h.backmap, &h.grains}
-	for i, what := range []string{"volatile header", "journal header", "journal", "grain directory", "grain tables", "free bitmap", "backmap", "grains"} {
+	for _, a := range []struct {
+		to     *seArea
+		what   string
+		needed bool
+	}{
+		{&h.volatile, "volatile header", true}, {&h.journalHdr, "journal header", false},
+		{&h.journal, "journal", false}, {&h.gd, "grain directory", true},
+		{&h.gts, "grain tables", true}, {&h.freeBitmap, "free bitmap", false},
+		{&h.backmap, "backmap", false}, {&h.grains, "grains", true},
+	} {
 		// Clamped so the sums below cannot overflow; the checks refuse it.
-		*fields[i] = seArea{offset: int64(min(c.u64(), maxDiskSectors+1)), size: int64(min(c.u64(), maxDiskSectors+1)), what: what}
+		*a.to = seArea{offset: int64(min(c.u64(), maxDiskSectors+1)), size: int64(min(c.u64(), maxDiskSectors+1)), what: a.what, needed: a.needed}
 	}
 	switch {
 	case version != seSparseVersion:
@@ -102,7 +111,7 @@ func parseSESparseHeader(b []byte) (*seSparseHeader, error) {
 		switch {
 		case a.offset > maxDiskSectors || a.size > maxDiskSectors:
 			return nil, fmt.Errorf("%w: seSparse %s at sector %d (%d sectors) is past any disk", ErrCorrupt, a.what, a.offset, a.size)
-		case a.size == 0 && (i == 0 || i == 3 || i == 4 || i == 7): // what a reader needs
+		case a.size == 0 && a.needed:
 			return nil, fmt.Errorf("%w: seSparse %s is empty", ErrCorrupt, a.what)
 		case a.size > 0 && a.offset == 0:
 			return nil, fmt.Errorf("%w: seSparse %s at sector 0 overlaps the const header", ErrCorrupt, a.what)

@@ -3,6 +3,7 @@ package vmdk
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"math/rand"
 	"os"
@@ -189,5 +190,61 @@ func TestSESparseParentCID(t *testing.T) {
 	}
 	if _, err := d.ReadAt(p, 1*seGrain); !errors.Is(err, ErrChainBroken) {
 		t.Fatalf("fall-through read with a stale parentCID: %v", err)
+	}
+}
+
+// TestSESparseMapMatchesQemu: grain by grain, Map says what qemu-img map
+// says of the two-delta chain: the layer (depth), data or zero, and where
+// data lies in that layer's file.
+func TestSESparseMapMatchesQemu(t *testing.T) {
+	const size = 40<<20 + 4096
+	ch, _ := twoDeltas(t, size)
+	type grainStatus struct {
+		depth      int
+		data, zero bool
+		offset     int64
+	}
+	perGrain := func(start, length int64, s grainStatus, into map[int64]grainStatus) {
+		for o := start; o < start+length; o += seGrain {
+			g := s
+			if g.data {
+				g.offset += o - start
+			}
+			into[o/seGrain] = g
+		}
+	}
+	var theirs []struct {
+		Start, Length int64
+		Depth         int
+		Zero, Data    bool
+		Offset        int64
+	}
+	if err := json.Unmarshal(sh(t, ch.dir, "qemu-img", "map", "-f", "vmdk", "--output=json", ch.top), &theirs); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int64]grainStatus{}
+	for _, m := range theirs {
+		perGrain(m.Start, m.Length, grainStatus{m.Depth, m.Data, m.Zero, m.Offset}, want)
+	}
+	d := mustOpen(t, filepath.Join(ch.dir, ch.top), Options{})
+	maps, err := d.Map(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]grainStatus{}
+	for _, m := range maps {
+		s := grainStatus{depth: m.Depth, data: m.Data, zero: m.Zero}
+		if m.Data {
+			s.offset = m.HostOffset
+		}
+		perGrain(m.Offset, m.Length, s, got)
+	}
+	if len(got) != len(want) || len(got) != size/seGrain {
+		t.Fatalf("%d grains mapped, qemu-img maps %d", len(got), len(want))
+	}
+	for g, w := range want {
+		if got[g] != w {
+			t.Fatalf("grain %d: Map says %+v, qemu-img map %+v", g, got[g], w)
+		}
 	}
 }

@@ -259,6 +259,7 @@ func TestSESparseCorrupt(t *testing.T) {
 		{"gd-past-file", func(ext string) { writeU64(t, ext, seField(seFieldGD), 1<<32) }, ErrCorrupt, true},
 		{"gd-offset-overflow", func(ext string) { writeU64(t, ext, seField(seFieldGD), 1<<63) }, ErrCorrupt, true},
 		{"gd-empty", func(ext string) { writeU64(t, ext, seField(seFieldGD)+8, 0) }, ErrCorrupt, true},
+		{"grains-empty", func(ext string) { writeU64(t, ext, seField(seFieldGrains)+8, 0) }, ErrCorrupt, true},
 		{"gd-high-bits", func(ext string) { writeU64(t, ext, gdEntry(ext, 0), 0x1000000100000000) }, ErrCorrupt, true},
 		{"gd-table-past-area", func(ext string) { writeU64(t, ext, gdEntry(ext, 1), 0x1000000000000000|2048) }, ErrCorrupt, true},
 		{"gts-past-file", func(ext string) {
