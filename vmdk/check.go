@@ -118,6 +118,9 @@ func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, e
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if se, ok := pe.ext.(*seSparseExtent); ok {
+			se.checkLine(r, pe)
+		}
 		if se, ok := pe.ext.(*seSparseExtent); ok && !seChecked[se] {
 			seChecked[se] = true
 			err := se.check(ctx, r)

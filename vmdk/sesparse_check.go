@@ -66,6 +66,17 @@ func (e *seSparseExtent) check(ctx context.Context, r *CheckReport) error {
 	return nil
 }
 
+// checkLine reports an extent line that does not place the whole extent
+// (Open refuses a line larger than the capacity; a smaller one hides the
+// rest of the extent, as checkLine reports for hosted sparse extents).
+func (e *seSparseExtent) checkLine(r *CheckReport, pe placedExtent) {
+	if hidden, err := fitSparseLine(e.src.name, pe.size, e.capacity); err != nil {
+		r.corrupt("%v", err)
+	} else if hidden > 0 {
+		r.corrupt("%s: the extent line places %d sectors but the seSparse header's capacity is %d", e.src.name, pe.size/SectorSize, e.capacity/SectorSize)
+	}
+}
+
 // refuseSESparseRepair refuses Check's repair of a disk with seSparse
 // extents, before anything is written.
 func refuseSESparseRepair(d *Disk) error {

@@ -327,6 +327,10 @@ func TestSESparseLine(t *testing.T) {
 		if err == nil {
 			sameBytes(t, "short line", readAll(t, d), modelRaw(t, ch.model)[:c.sectors*SectorSize])
 			d.Close()
+			r, err := Check(context.Background(), top, CheckOptions{})
+			if err != nil || len(r.Corruptions) != 1 || !strings.Contains(r.Corruptions[0], "header's capacity is") {
+				t.Fatalf("Check of a short line: %v %q", err, r.Corruptions)
+			}
 		}
 	}
 }
