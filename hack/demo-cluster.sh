@@ -3,7 +3,12 @@
 # (hack/local-cluster.sh), deploys vmdkpop (config/default), applies the
 # samples that need no network (a blank image, a delta child of it, the
 # two flattened into one) and a PVC populated from the child, then shows
-# the VMDKImages with their CIDs and sizes. The cluster keeps running:
+# the VMDKImages with their CIDs and sizes. Then the disk a VMware estate
+# holds: a pod plays an ESXi host's datastore (hack/fileserver: a thin vmfs
+# base under a seSparse snapshot, served as /folder/... with basic auth),
+# a VMDKImage imports the snapshot's chain over HTTP in place, a PVC is
+# populated from it, and its consumer's checksum is printed next to the
+# source's. The cluster keeps running:
 # `export KUBECONFIG=/var/lib/vmdkpop-cluster/kubeconfig` to look around,
 # `hack/local-cluster.sh down` to stop it.
 set -euo pipefail
@@ -51,16 +56,86 @@ spec:
   - name: disk
     persistentVolumeClaim: {claimName: vm-disk}
 YAML
+echo "== an ESXi datastore in a pod: vm.vmdk (vmfs, thin) + vm-flat.vmdk under vm-000001.vmdk (seSparse)"
+k create secret generic esxi-credentials --from-literal=username=root --from-literal=password=vmware-demo \
+	--dry-run=client -o yaml | k apply -f - >/dev/null
+k apply -f - <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: esxi-datastore
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: datastore
+    image: vmdkpop-e2e-fileserver:v1
+    command: ["/fileserver", "--dir", "/data", "--esxi-chain", "67108864", "--deltas", "1", "--seed", "7",
+      "--datastore", "ha-datacenter/datastore1", "--credentials-dir", "/creds"]
+    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    volumeMounts: [{name: data, mountPath: /data}, {name: creds, mountPath: /creds, readOnly: true}]
+  volumes:
+  - {name: data, emptyDir: {}}
+  - {name: creds, secret: {secretName: esxi-credentials}}
+YAML
+k wait --for=condition=Ready pod/esxi-datastore --timeout=180s >/dev/null
+ip=$(k get pod esxi-datastore -o jsonpath='{.status.podIP}')
+url="http://$ip:8080/folder/vm/vm-000001.vmdk?dcPath=ha-datacenter&dsName=datastore1"
+echo "importing $url"
+k apply -f - <<YAML
+# The snapshot's chain, read in place over the datastore API (one login,
+# then the session cookie). A real host is https: then drop the opt-in.
+apiVersion: storage.vmdkpop.io/v1alpha1
+kind: VMDKImage
+metadata:
+  name: esxi-vm
+spec:
+  source:
+    http:
+      url: "$url"
+      secretRef: esxi-credentials
+      insecureAllowCredentialsOverHTTP: true
+  storage: {size: 128Mi}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: esxi-disk
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 128Mi}}
+  dataSourceRef: {apiGroup: storage.vmdkpop.io, kind: VMDKImage, name: esxi-vm}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: esxi-disk-check
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 107, runAsGroup: 107, fsGroup: 107, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: check
+    image: vmdkpop:dev
+    command: ["/imager", "checksum", "-f", "raw", "/disk/disk.img"]
+    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    volumeMounts: [{name: disk, mountPath: /disk, readOnly: true}]
+  volumes:
+  - name: disk
+    persistentVolumeClaim: {claimName: esxi-disk}
+YAML
 echo "== waiting for the images"
-for img in base base-delta base-flat; do
+for img in base base-delta base-flat esxi-vm; do
 	k wait --for=jsonpath='{.status.phase}'=Ready "vmdkimage/$img" --timeout=300s >/dev/null
 done
-k wait --for=jsonpath='{.status.phase}'=Succeeded pod/vm-disk-check --timeout=300s >/dev/null
+k wait --for=jsonpath='{.status.phase}'=Succeeded pod/vm-disk-check pod/esxi-disk-check --timeout=300s >/dev/null
 k get vmdkimages -o wide
 echo
-k get pvc vm-disk -o custom-columns='PVC:.metadata.name,STATUS:.status.phase,VOLUME:.spec.volumeName,POPULATOR:.metadata.annotations.storage\.vmdkpop\.io/populator-phase'
+k get pvc vm-disk esxi-disk -o custom-columns='PVC:.metadata.name,STATUS:.status.phase,VOLUME:.spec.volumeName,POPULATOR:.metadata.annotations.storage\.vmdkpop\.io/populator-phase'
 echo
 echo "== the populated disk.img, as its consumer sees it"
 k logs vm-disk-check
+echo
+echo "== the ESXi snapshot's chain: its content at the source, and the populated disk.img as its consumer sees it"
+k logs esxi-datastore | sed -n 's/.*its content.s sha256 is \([0-9a-f]*\).*/source (vm-000001.vmdk over its base): \1/p'
+k logs esxi-disk-check
 echo
 echo "cluster left running: export KUBECONFIG=$KUBECONFIG; stop it with hack/local-cluster.sh down"
