@@ -87,8 +87,11 @@ type CheckOptions struct {
 // grain, no grain over metadata, stream markers and footer, and the chain's
 // CIDs. With repair it fixes what is safe to fix: a grain table rebuilt from
 // a valid redundant copy (or the redundant copy from the primary), leaked
-// grains at the end of the file truncated away. Check stops when ctx is
-// done, returning ctx's error.
+// grains at the end of the file truncated away. Of seSparse extents it
+// checks the grain tables' entries, their grains inside the grains area
+// and the file and used once, and reports an unreplayed journal; it does
+// not repair them (ErrUnsupported: the format is read-only here). Check
+// stops when ctx is done, returning ctx's error.
 func Check(ctx context.Context, path string, opts CheckOptions) (*CheckReport, error) {
 	o := opts.Options
 	o.ReadWrite = opts.Repair
