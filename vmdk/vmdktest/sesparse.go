@@ -48,9 +48,9 @@ type SESparseOptions struct {
 	FirstGrainIndex int64
 }
 
-// SESparseLayout is where a delta's areas are, in sectors, as the const
+// seLayout is where a delta's areas are, in sectors, as the const
 // header says.
-type SESparseLayout struct {
+type seLayout struct {
 	VolatileHeader, JournalHeader, Journal, GrainDirectory, GrainTables,
 	FreeBitmap, Backmap, Grains [2]int64 // offset, size
 }
@@ -59,12 +59,12 @@ type SESparseLayout struct {
 // (a 100 MiB delta: volatile 1/1, journal header 2/2, journal 2048/2048,
 // GD 4096/2048, GTs 6144/2048, free bitmap 8192/2048, backmap 10240/2048,
 // grains 12288/204800), with room for first+all grains in the grains area.
-func seSparseLayout(capacity, first int64) SESparseLayout {
+func seSparseLayout(capacity, first int64) seLayout {
 	grains := (capacity + GrainSize - 1) / GrainSize
 	tables := (grains + seGTEntries - 1) / seGTEntries
 	slots := first + grains // grains-area slots a delta may use
 	up := func(sectors int64) int64 { return max(seAreaAlign, (sectors+seAreaAlign-1)/seAreaAlign*seAreaAlign) }
-	var l SESparseLayout
+	var l seLayout
 	l.VolatileHeader = [2]int64{1, 1}
 	l.JournalHeader = [2]int64{2, 2}
 	l.Journal = [2]int64{2048, 2048}
@@ -97,8 +97,10 @@ func WriteSESparseDeltaSeq(dir, name, parentHint string, parentCID uint32, capac
 	if err := checkCapacity("seSparse delta", capacity); err != nil {
 		return 0, err
 	}
-	if o.FirstGrainIndex < 0 || o.FirstGrainIndex > 1<<40 {
-		return 0, fmt.Errorf("vmdktest: FirstGrainIndex %d out of range", o.FirstGrainIndex)
+	if o.FirstGrainIndex < 0 || o.FirstGrainIndex > 1<<36 {
+		// Past 2^36 grains the grains area would pass the 512 TiB any
+		// reader bounds a size by.
+		return 0, fmt.Errorf("vmdktest: FirstGrainIndex %d out of range [0, 2^36]", o.FirstGrainIndex)
 	}
 	extent := name + "-sesparse.vmdk"
 	l := seSparseLayout(capacity, o.FirstGrainIndex)
@@ -150,7 +152,7 @@ func seAllocatedGTE(index int64) uint64 {
 	return seGTEAllocated | (i&0xfff)<<48 | (i>>12)&0x0000ffffffffffff
 }
 
-func writeSESparseExtent(path string, l SESparseLayout, capacity int64, grains iter.Seq[Grain], o SESparseOptions) (err error) {
+func writeSESparseExtent(path string, l seLayout, capacity int64, grains iter.Seq[Grain], o SESparseOptions) (err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -205,7 +207,7 @@ func writeSESparseExtent(path string, l SESparseLayout, capacity int64, grains i
 	return nil
 }
 
-func writeSESparseMetadata(f *os.File, l SESparseLayout, capacity int64, t *seTables, o SESparseOptions) error {
+func writeSESparseMetadata(f *os.File, l seLayout, capacity int64, t *seTables, o SESparseOptions) error {
 	le := binary.LittleEndian
 	h := make([]byte, SectorSize)
 	fields := []uint64{

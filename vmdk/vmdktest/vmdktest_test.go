@@ -104,7 +104,7 @@ func TestSESparseOverVMFSMatchesQemu(t *testing.T) {
 // TestSESparseLayout: a 100 MiB delta is laid out as ESXi lays one out.
 func TestSESparseLayout(t *testing.T) {
 	l := seSparseLayout(100<<20, 0)
-	want := SESparseLayout{
+	want := seLayout{
 		VolatileHeader: [2]int64{1, 1}, JournalHeader: [2]int64{2, 2}, Journal: [2]int64{2048, 2048},
 		GrainDirectory: [2]int64{4096, 2048}, GrainTables: [2]int64{6144, 2048}, FreeBitmap: [2]int64{8192, 2048},
 		Backmap: [2]int64{10240, 2048}, Grains: [2]int64{12288, 204800},
