@@ -5,7 +5,7 @@
 // of grains, some of them zeroed or unmapped. It prints the sha256 of the
 // content the chain reads as, and with -raw writes that content too.
 //
-//	go run ./hack/esxichain -dir D -size 64M -deltas 1 -seed 1 [-raw expected.raw] [-name vm] [-vmfssparse]
+//	go run ./hack/esxichain -dir D -size 64M -deltas 1 -seed 1 [-raw expected.raw] [-name vm] [-vmfssparse] [-scattered]
 //
 // The files are made by package vmdk/vmdktest (WriteESXiChain); memory
 // stays bounded whatever the size (a 1 GiB chain is written in seconds).
@@ -33,14 +33,15 @@ func main() {
 	raw := flag.String("raw", "", "also write the expected raw content to this file")
 	name := flag.String("name", "vm", "disk name: files are NAME.vmdk, NAME-flat.vmdk, NAME-000001.vmdk, ...")
 	vmfsSparse := flag.Bool("vmfssparse", false, "make the first delta vmfsSparse (COWD -delta.vmdk), as a VMFS5 snapshot is")
+	scattered := flag.Bool("scattered", false, "store each delta's grains in a shuffled order, as a guest writing at random leaves them")
 	flag.Parse()
-	if err := run(*dir, *sizeFlag, *deltas, *seed, *raw, *name, *vmfsSparse); err != nil {
+	if err := run(*dir, *sizeFlag, *deltas, *seed, *raw, *name, *vmfsSparse, *scattered); err != nil {
 		fmt.Fprintln(os.Stderr, "esxichain:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, sizeFlag string, deltas int, seed uint64, raw, name string, vmfsSparse bool) error {
+func run(dir, sizeFlag string, deltas int, seed uint64, raw, name string, vmfsSparse, scattered bool) error {
 	if dir == "" {
 		return fmt.Errorf("-dir is required")
 	}
@@ -54,7 +55,7 @@ func run(dir, sizeFlag string, deltas int, seed uint64, raw, name string, vmfsSp
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	c, err := vmdktest.WriteESXiChain(dir, name, size, vmdktest.ChainOptions{Deltas: deltas, Seed: seed, VMFSSparse: vmfsSparse})
+	c, err := vmdktest.WriteESXiChain(dir, name, size, vmdktest.ChainOptions{Deltas: deltas, Seed: seed, VMFSSparse: vmfsSparse, Scattered: scattered})
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 func TestRawMatchesQemu(t *testing.T) {
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "expected.raw")
-	if err := run(dir, "20M", 2, 5, raw, "disk", true); err != nil {
+	if err := run(dir, "20M", 2, 5, raw, "disk", true, true); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "qemu.raw")

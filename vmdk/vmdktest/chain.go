@@ -15,6 +15,10 @@ type ChainOptions struct {
 	// VMFSSparse makes the first delta vmfsSparse (COWD), as a snapshot
 	// taken on VMFS5 before the datastore moved to VMFS6 is.
 	VMFSSparse bool
+	// Scattered stores each delta's grains in a shuffled order (fixed by
+	// Seed), as a guest writing at random leaves them: reading the disk
+	// in order then reads the delta at scattered offsets.
+	Scattered bool
 }
 
 // Chain is what WriteESXiChain wrote.
@@ -45,7 +49,7 @@ func WriteESXiChain(dir, name string, size int64, o ChainOptions) (*Chain, error
 	parent := name + ".vmdk"
 	for d := 1; d <= o.Deltas; d++ {
 		delta := fmt.Sprintf("%s-%06d", name, d)
-		l := &spreadLayer{seed: o.Seed, delta: d, size: size, zeros: !(o.VMFSSparse && d == 1)}
+		l := &spreadLayer{seed: o.Seed, delta: d, size: size, zeros: !(o.VMFSSparse && d == 1), scattered: o.Scattered}
 		var extent string
 		if o.VMFSSparse && d == 1 {
 			cid, err = WriteVMFSSparseDeltaSeq(dir, delta, parent, cid, size, l.grains(), VMFSSparseOptions{})
@@ -78,6 +82,8 @@ type spreadLayer struct {
 	delta int
 	size  int64
 	zeros bool // may hold Zero and Unmapped grains (seSparse)
+	// scattered: grains() yields them shuffled, not range by range.
+	scattered bool
 }
 
 // Grain implements Layer.
@@ -112,8 +118,11 @@ func (l *spreadLayer) Grain(g int64) (Grain, bool) {
 
 // grains yields the layer's grains, the 16 MiB ranges in descending order
 // (so where a grain is stored is not where it sits on the disk) and the
-// grains of each range in ascending order.
+// grains of each range in ascending order; scattered, in a shuffled order.
 func (l *spreadLayer) grains() iter.Seq[Grain] {
+	if l.scattered {
+		return l.shuffled()
+	}
 	return func(yield func(Grain) bool) {
 		total := (l.size + GrainSize - 1) / GrainSize
 		for t := (total - 1) / seGTEntries; t >= 0; t-- {
@@ -121,6 +130,25 @@ func (l *spreadLayer) grains() iter.Seq[Grain] {
 				if gr, ok := l.Grain(g); ok && !yield(gr) {
 					return
 				}
+			}
+		}
+	}
+}
+
+// shuffled yields the layer's grains in an order fixed by (seed, delta).
+// Only their indices are held (8 bytes a grain: 2 MiB for a 1 GiB disk);
+// each grain's data is computed again as it is yielded.
+func (l *spreadLayer) shuffled() iter.Seq[Grain] {
+	return func(yield func(Grain) bool) {
+		var held []int64
+		for gr := range (&spreadLayer{seed: l.seed, delta: l.delta, size: l.size, zeros: l.zeros}).grains() {
+			held = append(held, gr.Index)
+		}
+		r := rand.New(rand.NewPCG(l.seed^0x5c47, uint64(l.delta)))
+		r.Shuffle(len(held), func(i, j int) { held[i], held[j] = held[j], held[i] })
+		for _, g := range held {
+			if gr, ok := l.Grain(g); ok && !yield(gr) {
+				return
 			}
 		}
 	}
