@@ -396,7 +396,7 @@ func TestImportHTTPConnectionsThrottled(t *testing.T) {
 
 // A chain much larger than the cache is imported with memory bounded by
 // the pool (connections and blocks shared by its files), not by its size.
-func TestImportHTTPChainMemoryBounded(t *testing.T) {
+func TestHostileHTTPChainMemory(t *testing.T) {
 	dir := t.TempDir()
 	const size = 256 << 20
 	cid, err := vmdktest.WriteVMFSBase(dir, "vm", nil, size, vmdktest.VMFSOptions{Thin: true})

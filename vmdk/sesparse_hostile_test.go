@@ -39,9 +39,9 @@ func hostileSESparse(t testing.TB, dir string, capacity, gdSectors, size int64, 
 	return top
 }
 
-// TestSESparseHostileCost: what a few KiB of seSparse can claim costs
+// TestHostileSESparseCost: what a few KiB of seSparse can claim costs
 // what the file holds, not what it claims.
-func TestSESparseHostileCost(t *testing.T) {
+func TestHostileSESparseCost(t *testing.T) {
 	const claim = int64(maxDiskSectors) // 512 TiB: 2^25 GD entries, 256 MiB of directory
 	t.Run("truncated-directory", func(t *testing.T) {
 		top := hostileSESparse(t, t.TempDir(), claim, 1<<19, 1<<20, nil, nil)
