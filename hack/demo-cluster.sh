@@ -18,6 +18,28 @@ D=${VMDKPOP_CLUSTER_DIR:-/var/lib/vmdkpop-cluster}
 hack/local-cluster.sh up
 export KUBECONFIG=$D/kubeconfig
 k() { "$(hack/k8s-binaries.sh cluster)/kubectl" "$@"; }
+# check_pod NAME CLAIM: a pod that reads CLAIM's disk.img as KubeVirt's
+# qemu (uid 107) would, and prints its sha256.
+check_pod() {
+	k apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $1
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 107, runAsGroup: 107, fsGroup: 107, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: check
+    image: vmdkpop:dev
+    command: ["/imager", "checksum", "-f", "raw", "/disk/disk.img"]
+    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    volumeMounts: [{name: disk, mountPath: /disk, readOnly: true}]
+  volumes:
+  - name: disk
+    persistentVolumeClaim: {claimName: $2}
+YAML
+}
 echo "== deploying vmdkpop"
 k apply --server-side --force-conflicts -k config/local >/dev/null # config/default, on the host network
 k -n vmdkpop-system rollout restart deploy/vmdkpop-controller-manager >/dev/null
@@ -36,26 +58,10 @@ spec:
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 11Gi}}
   dataSourceRef: {apiGroup: storage.vmdkpop.io, kind: VMDKImage, name: base-delta}
----
+YAML
 # Its consumer: under WaitForFirstConsumer, population starts when a pod
 # needs the PVC. This one checks the disk KubeVirt would boot from.
-apiVersion: v1
-kind: Pod
-metadata:
-  name: vm-disk-check
-spec:
-  restartPolicy: Never
-  securityContext: {runAsNonRoot: true, runAsUser: 107, runAsGroup: 107, fsGroup: 107, seccompProfile: {type: RuntimeDefault}}
-  containers:
-  - name: check
-    image: vmdkpop:dev
-    command: ["/imager", "checksum", "-f", "raw", "/disk/disk.img"]
-    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
-    volumeMounts: [{name: disk, mountPath: /disk, readOnly: true}]
-  volumes:
-  - name: disk
-    persistentVolumeClaim: {claimName: vm-disk}
-YAML
+check_pod vm-disk-check vm-disk
 echo "== an ESXi datastore in a pod: vm.vmdk (vmfs, thin) + vm-flat.vmdk under vm-000001.vmdk (seSparse)"
 k create secret generic esxi-credentials --from-literal=username=root --from-literal=password=vmware-demo \
 	--dry-run=client -o yaml | k apply -f - >/dev/null
@@ -104,24 +110,8 @@ spec:
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 128Mi}}
   dataSourceRef: {apiGroup: storage.vmdkpop.io, kind: VMDKImage, name: esxi-vm}
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: esxi-disk-check
-spec:
-  restartPolicy: Never
-  securityContext: {runAsNonRoot: true, runAsUser: 107, runAsGroup: 107, fsGroup: 107, seccompProfile: {type: RuntimeDefault}}
-  containers:
-  - name: check
-    image: vmdkpop:dev
-    command: ["/imager", "checksum", "-f", "raw", "/disk/disk.img"]
-    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
-    volumeMounts: [{name: disk, mountPath: /disk, readOnly: true}]
-  volumes:
-  - name: disk
-    persistentVolumeClaim: {claimName: esxi-disk}
 YAML
+check_pod esxi-disk-check esxi-disk
 echo "== waiting for the images"
 for img in base base-delta base-flat esxi-vm; do
 	k wait --for=jsonpath='{.status.phase}'=Ready "vmdkimage/$img" --timeout=300s >/dev/null

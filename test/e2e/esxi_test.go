@@ -31,30 +31,24 @@ const (
 	esxiSeed      = 5
 )
 
-// datastorePod runs hack/fileserver as an ESXi host's datastore: it
-// writes the ESXi chain (vmdktest.WriteESXiChain) into an emptyDir and
-// serves it under /folder/vm/ with basic auth from Secret creds. It
-// returns the pod's IP.
-func datastorePod(ns, creds string) string {
+// fileserverPod runs hack/fileserver (image vmdkpop-e2e-fileserver) in
+// namespace ns with args (after --addr :8080) and the volumes given, hardened as
+// vmdkpop's own pods are, and returns the pod's IP once it is ready.
+func fileserverPod(ns, name string, args []string, volumes []corev1.Volume, mounts []corev1.VolumeMount) string {
 	GinkgoHelper()
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "datastore"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.PodSpec{
 			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 			Containers: []corev1.Container{{
 				Name: "fileserver", Image: "vmdkpop-e2e-fileserver:v1", ImagePullPolicy: corev1.PullIfNotPresent,
-				Command: []string{"/fileserver", "--dir", "/data", "--addr", ":8080",
-					"--esxi-chain", strconv.Itoa(esxiChainSize), "--deltas", strconv.Itoa(esxiDeltas), "--seed", strconv.Itoa(esxiSeed),
-					"--datastore", esxiDC + "/" + esxiDS, "--credentials-dir", "/creds"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "creds", MountPath: "/creds", ReadOnly: true}},
+				Command:      append([]string{"/fileserver", "--addr", ":8080"}, args...),
+				VolumeMounts: mounts,
 				SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
 					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
 			}},
-			Volumes: []corev1.Volume{
-				{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-				{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: creds}}},
-			},
+			Volumes: volumes,
 		},
 	}
 	Expect(k8s.Create(ctx, pod)).To(Succeed())
@@ -66,6 +60,21 @@ func datastorePod(ns, creds string) string {
 		return pod.Status.PodIP
 	}, timeout, time.Second).ShouldNot(BeEmpty())
 	return pod.Status.PodIP
+}
+
+// datastorePod plays an ESXi host's datastore: hack/fileserver writes the
+// ESXi chain (vmdktest.WriteESXiChain) into an emptyDir and serves it under
+// /folder/vm/ with basic auth from Secret creds. It returns the pod's IP.
+func datastorePod(ns, creds string) string {
+	GinkgoHelper()
+	return fileserverPod(ns, "datastore", []string{"--dir", "/data",
+		"--esxi-chain", strconv.Itoa(esxiChainSize), "--deltas", strconv.Itoa(esxiDeltas), "--seed", strconv.Itoa(esxiSeed),
+		"--datastore", esxiDC + "/" + esxiDS, "--credentials-dir", "/creds"},
+		[]corev1.Volume{
+			{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: creds}}},
+		},
+		[]corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "creds", MountPath: "/creds", ReadOnly: true}})
 }
 
 func podReady(pod *corev1.Pod) bool {

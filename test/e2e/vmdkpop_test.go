@@ -262,31 +262,11 @@ var _ = Describe("vmdkpop on a real cluster", Ordered, func() {
 
 		Expect(k8s.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "disks"},
 			BinaryData: map[string][]byte{"disk.vmdk": stream.Bytes()}})).To(Succeed())
-		server := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "fileserver"},
-			Spec: corev1.PodSpec{
-				SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
-					SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
-				Containers: []corev1.Container{{
-					Name: "fileserver", Image: "vmdkpop-e2e-fileserver:v1", ImagePullPolicy: corev1.PullIfNotPresent,
-					Command:      []string{"/fileserver", "--dir", "/data", "--addr", ":8080"},
-					VolumeMounts: []corev1.VolumeMount{{Name: "disks", MountPath: "/data"}},
-					SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
-						Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
-				}},
-				Volumes: []corev1.Volume{{Name: "disks", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-					LocalObjectReference: corev1.LocalObjectReference{Name: "disks"}}}}},
-			},
-		}
-		Expect(k8s.Create(ctx, server)).To(Succeed())
-		Eventually(func() string {
-			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(server), server)).To(Succeed())
-			if server.Status.Phase != corev1.PodRunning {
-				return ""
-			}
-			return server.Status.PodIP
-		}, timeout, time.Second).ShouldNot(BeEmpty())
-		url := "http://" + server.Status.PodIP + ":8080/disk.vmdk"
+		ip := fileserverPod(testNS, "fileserver", []string{"--dir", "/data"},
+			[]corev1.Volume{{Name: "disks", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "disks"}}}}},
+			[]corev1.VolumeMount{{Name: "disks", MountPath: "/data"}})
+		url := "http://" + ip + ":8080/disk.vmdk"
 
 		createImage("web", v1alpha1.VMDKImageSpec{
 			Source:  &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: url, Checksum: "sha256:" + sha(stream.Bytes())}},
