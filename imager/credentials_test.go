@@ -49,11 +49,17 @@ func TestImportCredentialsOverPlainHTTP(t *testing.T) {
 	}
 	emptyDir(t, dir)
 
-	// Allowed explicitly, both work.
-	for _, src := range []string{ts.URL, redirect.URL} {
-		dir := t.TempDir()
-		code, r, _, errs := runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, "--insecure-allow-credentials-over-http", src+"/stream.vmdk")
-		wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
+	// Allowed explicitly, the http:// URL works; the redirect still goes
+	// to another host (another port), where credentials never follow.
+	dir = t.TempDir()
+	code, r, _, errs := runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, "--insecure-allow-credentials-over-http", ts.URL+"/stream.vmdk")
+	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
+	before := len(plain.rangeStarts())
+	dir = t.TempDir()
+	code, r, _, _ = runImportTest(t, "--target", dir, "--ca-file", ca, "--bearer-token-file", tok, "--insecure-allow-credentials-over-http", redirect.URL+"/stream.vmdk")
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonSourceError)
+	if !strings.Contains(r.Message, "another host") || len(plain.rangeStarts()) != before {
+		t.Fatalf("a redirect to another port with the token: %q, %d requests", r.Message, len(plain.rangeStarts())-before)
 	}
 }
 

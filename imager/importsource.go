@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,14 +145,10 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 			return err
 		}
 	case source.KindVMDK:
-		if remote != nil && (isDescriptor(head) || remote.RangeOK() && size > 0 && (j.hash == nil || namesParent(head))) {
-			return j.fromRemote(br, remote, isDescriptor(head))
+		if remote != nil {
+			return j.fromRemote(br, remote, size, isDescriptor(head))
 		}
-		why := "a VMDK that is not streamOptimized needs random access"
-		if remote != nil && !remote.RangeOK() {
-			why += " and the server does not accept Range requests"
-		}
-		return j.fromSpool(br, size, why)
+		return j.fromSpool(br, size, "a VMDK that is not streamOptimized needs random access")
 	}
 	if outer {
 		if _, err := io.Copy(io.Discard, source.WithContext(j.ctx, br)); err != nil {
@@ -220,57 +216,54 @@ func isDescriptor(head []byte) bool {
 	return err == nil && k == vmdk.KindDescriptor
 }
 
-// namesParent: head is the start of a sparse VMDK whose embedded
-// descriptor, within head, names a parent (a delta: imager create -b,
-// qemu-img create -b). Such a file cannot be spooled alone: its parent
-// is beside it on the server, not in the scratch directory.
-func namesParent(head []byte) bool {
-	h, err := vmdk.ParseSparseHeader(head)
-	if err != nil || h.DescriptorOffset == 0 || h.DescriptorSize == 0 || h.DescriptorSize > uint64(len(head))/512 || h.DescriptorOffset > uint64(len(head))/512-h.DescriptorSize {
-		return false
+// fromRemote imports a VMDK at an http(s) URL: a descriptor (a
+// datastore's vm.vmdk, a snapshot's vm-000001.vmdk) or a sparse file. The
+// files it names, and its parents', are the URL's siblings, read in place
+// with Range requests through the stream's client and session, never
+// spooled. The URL's own file is read once, in order, through the
+// checksum when one is wanted, and imported from what was read: a
+// descriptor kept in memory, a sparse file spooled to scratch space
+// (source.Overlay). Only a sparse file without --checksum, from a server
+// that reads ranges, is read in place instead; its re-reads are held to
+// the first reply's size and validator.
+func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream, size int64, descriptor bool) error {
+	if err := localPathFlagsOnly(j.source, &j.paths); err != nil {
+		return err
 	}
-	text := head[h.DescriptorOffset*512 : (h.DescriptorOffset+h.DescriptorSize)*512]
-	if i := bytes.IndexByte(text, 0); i >= 0 {
-		text = text[:i]
-	}
-	d, err := vmdk.ParseDescriptor(text)
-	return err == nil && d.ParentFileNameHint != ""
-}
-
-// fromRemote imports a VMDK at an http(s) URL in place: a sparse file,
-// or a descriptor (a datastore's vm.vmdk, a snapshot's vm-000001.vmdk).
-// The files it names, and its parents', are the URL's siblings, read with
-// Range requests through the stream's client and session, never spooled.
-// With --checksum (of the URL given) the file is read whole first,
-// through the checksum, which is verified before a byte is written: a
-// descriptor (bounded), or a sparse delta that names a parent (a sparse
-// file without one is spooled instead, by the caller: read once, not
-// twice).
-func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream, descriptor bool) error {
-	if j.paths.root != "" || j.paths.unsafePaths {
-		return failed(errBadRequest, fmt.Errorf("%s: --root and --unsafe-paths apply to local files: a VMDK read over http(s) reads only the files beside its descriptor", jobapi.RedactURL(j.source)))
-	}
-	if j.hash != nil {
-		limit := int64(math.MaxInt64)
-		if descriptor {
-			limit = maxRemoteDescriptor + 1
-		}
-		n, err := io.Copy(io.Discard, io.LimitReader(source.WithContext(j.ctx, br), limit))
+	var top func(fs.FS, string) fs.FS
+	switch {
+	case descriptor:
+		text, err := io.ReadAll(io.LimitReader(source.WithContext(j.ctx, br), maxRemoteDescriptor+1))
 		if err != nil {
 			return err
 		}
-		if descriptor && n > maxRemoteDescriptor {
+		if len(text) > maxRemoteDescriptor {
 			return fmt.Errorf("%s: %w: a text descriptor of more than %d bytes", jobapi.RedactURL(j.source), vmdk.ErrCorrupt, maxRemoteDescriptor)
 		}
 		if err := j.verifyChecksum(); err != nil {
 			return err // before a byte is written
 		}
 		j.hash = nil
+		top = func(fsys fs.FS, name string) fs.FS { return source.Overlay(fsys, name, text) }
+	case j.hash != nil || !s.RangeOK() || size <= 0:
+		why := "a VMDK that is not streamOptimized needs random access and the server does not accept Range requests"
+		if j.hash != nil {
+			why = "with --checksum, a sparse VMDK is imported from the bytes the checksum verified, not read again"
+		}
+		local, err := j.spool(br, size, why)
+		if err != nil {
+			return err
+		}
+		top = func(fsys fs.FS, name string) fs.FS { return source.OverlayFile(fsys, name, local) }
 	}
 	s.Close()
-	fsys, name, err := s.FS(j.ctx)
+	hfs, name, err := s.FS(j.ctx)
 	if err != nil {
 		return err
+	}
+	var fsys fs.FS = hfs
+	if top != nil {
+		fsys = top(hfs, name)
 	}
 	d, err := vmdk.OpenFS(fsys, name, vmdk.Options{})
 	if err != nil {
@@ -299,15 +292,25 @@ func inRemote(rawURL string, err error) error {
 // fromSpool copies the rest of a sequential source to the scratch
 // directory and imports it from there.
 func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
+	path, err := j.spool(r, size, why)
+	if err != nil {
+		return err
+	}
+	return j.fromImageFile(path, "vmdk")
+}
+
+// spool copies the rest of a sequential source to the scratch directory
+// and verifies its checksum, before a byte is written.
+func (j *importJob) spool(r io.Reader, size int64, why string) (string, error) {
 	if j.scratch == "" {
-		return failed(source.ErrNoScratch, fmt.Errorf("%s: give --scratch-dir to spool it", why))
+		return "", failed(source.ErrNoScratch, fmt.Errorf("%s: give --scratch-dir to spool it", why))
 	}
 	fmt.Fprintf(j.log, "imager: spooling the source to %s: %s\n", j.scratch, why)
 	j.prog.Phase("spool")
 	j.prog.SetTotal(size)
 	limit, err := j.spoolLimit()
 	if err != nil {
-		return err
+		return "", err
 	}
 	path, err := source.Spool(j.ctx, j.scratch, countingReader{r, j.prog}, limit)
 	if path != "" {
@@ -315,17 +318,17 @@ func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 		j.res.Spooled = true
 	}
 	if errors.Is(err, source.ErrTooBig) {
-		return &target.TooSmallError{Msg: fmt.Sprintf("%v: more than the file of the largest disk the target takes (--max-size, the volume's space or the device's size)", err)}
+		return "", &target.TooSmallError{Msg: fmt.Sprintf("%v: more than the file of the largest disk the target takes (--max-size, the volume's space or the device's size)", err)}
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err := j.verifyChecksum(); err != nil {
-		return err // before a byte is written
+		return "", err // before a byte is written
 	}
 	j.hash = nil
 	j.prog.Phase("import")
-	return j.fromImageFile(path, "vmdk")
+	return path, nil
 }
 
 // fromImage copies a random-access image with parallel workers.

@@ -71,8 +71,8 @@ func openRemoteVMDK(rawURL string, pf *pathFlags) (*vmdk.Disk, error) {
 	if pf == nil || pf.remote == nil {
 		return nil, failed(errBadRequest, fmt.Errorf("%s: this command reads local files (convert, info and import read http(s) URLs)", jobapi.RedactURL(rawURL)))
 	}
-	if pf.root != "" || pf.unsafePaths {
-		return nil, failed(errBadRequest, fmt.Errorf("%s: --root and --unsafe-paths apply to local files: a VMDK read over http(s) reads only the files beside its descriptor", jobapi.RedactURL(rawURL)))
+	if err := localPathFlagsOnly(rawURL, pf); err != nil {
+		return nil, err
 	}
 	if err := checkHTTPOptions(pf.remote.http); err != nil {
 		return nil, asUsage(err)
@@ -83,6 +83,16 @@ func openRemoteVMDK(rawURL string, pf *pathFlags) (*vmdk.Disk, error) {
 	}
 	d, err := vmdk.OpenFS(fsys, name, vmdk.Options{})
 	return d, inRemote(rawURL, err)
+}
+
+// localPathFlagsOnly refuses --root and --unsafe-paths for a VMDK at an
+// http(s) URL: they name local directories, and a VMDK read over http(s)
+// reads only the files beside its descriptor.
+func localPathFlagsOnly(rawURL string, pf *pathFlags) error {
+	if pf.root != "" || pf.unsafePaths {
+		return failed(errBadRequest, fmt.Errorf("%s: --root and --unsafe-paths apply to local files: a VMDK read over http(s) reads only the files beside its descriptor", jobapi.RedactURL(rawURL)))
+	}
+	return nil
 }
 
 func (p *pathFlags) register(fs *flag.FlagSet) {

@@ -111,16 +111,16 @@ func TestHelpFlag(t *testing.T) {
 	}
 }
 
-// TestImportRedactsURLs: neither the password of a URL's user info nor
-// the tokens of its query reach stderr or the result, whether the server
-// answers 404, the connection is refused (net/http's own error quotes the
-// URL), the image is bad, or the import succeeds.
+// TestImportRedactsURLs: neither the tokens of a URL's query nor its user
+// info reach stderr or the result, whether the server answers 404, the
+// connection is refused (net/http's own error quotes the URL), the image
+// is bad, or the import succeeds; a URL with user info is refused.
 func TestImportRedactsURLs(t *testing.T) {
 	f := getFixture(t)
 	_, ts := newServer(t, f, func(s *server) { s.files["bad.vmdk"] = f.sparse[:64<<10] })
 	secrets := []string{"hunter2", "s3cr3t", "sig123", "alice"}
 	withSecrets := func(base, path string) string {
-		return strings.Replace(base, "://", "://alice:hunter2@", 1) + path + "?token=s3cr3t&X-Amz-Signature=sig123"
+		return base + path + "?token=s3cr3t&X-Amz-Signature=sig123"
 	}
 	dead := httptest.NewServer(nil)
 	dead.Close()
@@ -133,6 +133,7 @@ func TestImportRedactsURLs(t *testing.T) {
 		{withSecrets(dead.URL, "/disk.vmdk"), jobapi.ExitTransient, jobapi.ReasonNetworkError},
 		{withSecrets(ts.URL, "/bad.vmdk"), jobapi.ExitPermanent, jobapi.ReasonInvalidImage},
 		{withSecrets(ts.URL, "/stream.vmdk"), jobapi.ExitOK, jobapi.ReasonSucceeded},
+		{withSecrets(strings.Replace(ts.URL, "://", "://alice:hunter2@", 1), "/stream.vmdk"), jobapi.ExitPermanent, jobapi.ReasonInvalidArguments},
 	} {
 		dir := t.TempDir()
 		res := filepath.Join(t.TempDir(), "r.json")

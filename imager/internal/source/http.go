@@ -74,8 +74,19 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, invalid(redactURLError(err))
+	}
+	// Credentials in the URL would be on the command line (ps, the Job's
+	// spec) and Go would send them as basic auth with every request,
+	// past the session logic: a login per Range request, and over plain
+	// http:// unchecked. They come from files like the others.
+	if u.User != nil {
+		return nil, invalid(fmt.Errorf("%s: credentials in the URL (user:password@) are not taken: give them with --username-file and --password-file (or --credentials-dir, a mounted Secret), and the URL without them", jobapi.RedactURL(rawURL)))
+	}
 	jar, _ := cookiejar.New(nil) // never fails without options
-	h := &httpClient{c: &http.Client{Transport: tr, Jar: jar}, url: rawURL, shown: jobapi.RedactURL(rawURL), opts: o, log: log, sess: &session{}}
+	h := &httpClient{c: &http.Client{Transport: tr, Jar: jar}, url: rawURL, shown: jobapi.RedactURL(rawURL), opts: o, log: log, sess: &session{home: u}}
 	if d := o.CredsDir; d != "" {
 		exists := func(name string) bool { _, err := os.Stat(filepath.Join(d, name)); return err == nil }
 		switch {
@@ -116,24 +127,24 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		h.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
 		h.basic = true
 	}
-	if h.auth != nil && !o.InsecureCreds {
-		if u, err := url.Parse(rawURL); err == nil && strings.EqualFold(u.Scheme, "http") {
-			return nil, invalid(ErrCredentialsOverHTTP)
-		}
+	if h.auth != nil && !o.InsecureCreds && strings.EqualFold(u.Scheme, "http") {
+		return nil, invalid(ErrCredentialsOverHTTP)
 	}
 	h.c.CheckRedirect = h.checkRedirect
 	return h, nil
 }
 
 // checkRedirect refuses redirects that would leak credentials: Go
-// forwards Authorization on a redirect to the same host, also from
-// https:// down to http://; and once the client reads a datastore
-// (sameHost), to any other host at all.
+// forwards Authorization on a redirect to the same host name, also from
+// https:// down to http:// and to another port; and while credentials or
+// a session cookie are in play, to any other host at all (their
+// datastore's files never come from elsewhere). Without them a redirect
+// is followed: a CDN, an object store, a release asset.
 func (h *httpClient) checkRedirect(req *http.Request, via []*http.Request) error {
 	if h.auth != nil && !h.opts.InsecureCreds && strings.EqualFold(req.URL.Scheme, "http") {
 		return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrCredentialsOverHTTP)
 	}
-	if host := h.sess.host(); host != "" && !strings.EqualFold(req.URL.Host, host) {
+	if (h.auth != nil || h.sessionCookie(h.sess.home) != "") && !sameHost(req.URL, h.sess.home) {
 		return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrOtherHost)
 	}
 	if len(via) >= 10 {

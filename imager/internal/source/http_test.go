@@ -7,20 +7,38 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
-// No user name, password or query token of a URL reaches an error's text.
+// No user name, password or query token of a URL reaches an error's text;
+// a URL with credentials in it is refused before any request, pointing at
+// the credential files.
 func TestHTTPErrorsRedacted(t *testing.T) {
-	ts := httptest.NewServer(http.NotFoundHandler())
+	var requests atomic.Int64
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.NotFound(w, r)
+	}))
 	defer ts.Close()
 	dead := httptest.NewServer(nil)
 	dead.Close()
-	secret := func(base string) string {
-		return strings.Replace(base, "://", "://alice:hunter2@", 1) + "/missing.vmdk?token=s3cr3t"
+	redacted := func(err error) {
+		t.Helper()
+		for _, s := range []string{"alice", "hunter2", "s3cr3t"} {
+			if strings.Contains(err.Error(), s) {
+				t.Errorf("%q in %q", s, err.Error())
+			}
+		}
 	}
 	for _, base := range []string{ts.URL, dead.URL} {
-		h, err := newHTTPClient(secret(base), HTTPOptions{}, io.Discard)
+		withUser := strings.Replace(base, "://", "://alice:hunter2@", 1) + "/missing.vmdk?token=s3cr3t"
+		_, err := newHTTPClient(withUser, HTTPOptions{}, io.Discard)
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "--username-file") {
+			t.Fatalf("credentials in the URL: %v, want ErrInvalidOptions pointing at --username-file", err)
+		}
+		redacted(err)
+		h, err := newHTTPClient(base+"/missing.vmdk?token=s3cr3t", HTTPOptions{}, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -28,11 +46,10 @@ func TestHTTPErrorsRedacted(t *testing.T) {
 		if err == nil {
 			t.Fatal("no error")
 		}
-		for _, s := range []string{"alice", "hunter2", "s3cr3t"} {
-			if strings.Contains(err.Error(), s) {
-				t.Errorf("%q in %q", s, err.Error())
-			}
-		}
+		redacted(err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Fatalf("%d requests, want 1: the URL with credentials must not be requested", n)
 	}
 }
 

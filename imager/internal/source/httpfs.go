@@ -25,8 +25,9 @@ import (
 //     replaced (same scheme, host and port), its query kept: ESXi's
 //     dcPath and dsName, or a signed URL's token, apply to every file;
 //   - one client, one cookie jar, one login for all the files;
-//   - the files come from that one host: a redirect elsewhere is refused,
-//     so its credentials and session cookie stay there;
+//   - with credentials or a session cookie, the files come from that one
+//     host: a redirect elsewhere is refused, so they stay there (without,
+//     a redirect is followed: httpClient.checkRedirect);
 //   - a server that ignores Range is refused, not worked around: the
 //     chain would have to be downloaded whole, file by file.
 
@@ -81,7 +82,6 @@ func newHTTPFS(ctx context.Context, h *httpClient) (*HTTPFS, string, error) {
 	if err != nil || !fs.ValidPath(name) || strings.Contains(name, "/") {
 		return nil, "", invalid(fmt.Errorf("%s: %q is not a file name", h.shown, esc[i+1:]))
 	}
-	h.sess.keepTo(u.Host)
 	return &HTTPFS{ctx: ctx, h: h, pool: newBlockPool(h.opts.Connections), base: u, dir: esc[:i+1]}, name, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -21,24 +22,35 @@ import (
 var sessionCookies = []string{"vmware_soap_session"}
 
 // session is what the clients of one source share: the login, and the
-// one host a datastore's files may come from.
+// one host the files may come from while credentials are in play.
 type session struct {
 	login sync.Mutex // held by the request that logs in
-
-	mu       sync.Mutex
-	onlyHost string // once set, redirects to any other host are refused
+	home  *url.URL   // the URL given: its host is the one credentials go to
 }
 
-func (s *session) host() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.onlyHost
+// sameHost: a and b are one host to credentials: the same name (in any
+// case) and port, a port left out being its scheme's default (to https,
+// esxi and esxi:443 are one host; esxi:8443 is another). A site's two
+// faces, http://esxi and https://esxi on their default ports, are one
+// host too: whether credentials may go to http:// is decided apart
+// (ErrCredentialsOverHTTP).
+func sameHost(a, b *url.URL) bool {
+	if !strings.EqualFold(a.Hostname(), b.Hostname()) {
+		return false
+	}
+	pa, da := portOf(a)
+	pb, db := portOf(b)
+	return pa == pb || da && db
 }
 
-func (s *session) keepTo(host string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.onlyHost = host
+// portOf is u's port, and whether it is its scheme's default.
+func portOf(u *url.URL) (string, bool) {
+	def := map[string]string{"https": "443", "http": "80"}[strings.ToLower(u.Scheme)]
+	p := u.Port()
+	if p == "" {
+		p = def
+	}
+	return p, p == def && def != ""
 }
 
 // sessionCookie is the session cookie the jar holds for u ("": none).
