@@ -21,7 +21,7 @@ func runCommit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if err := vmdk.Commit(ctx, pos[0], pf.options()); err != nil {
-		return err
+		return commitReadOnly(pos[0], pf.options(), err)
 	}
 	if !*quiet {
 		fmt.Fprintln(stdout, "Image committed.")

@@ -95,8 +95,10 @@ func convert(ctx context.Context, pos []string, srcFormat, dstFormat string, opt
 		return err
 	}
 	defer src.Close()
-	if err := checkNotSource(src, pos[1]); err != nil && !isURL(pos[0]) { // a URL's files are not here
-		return err
+	if !isURL(pos[0]) { // a URL's files are not here
+		if err := checkNotSource(src, pos[1]); err != nil {
+			return err
+		}
 	}
 	var report func(done int64)
 	if progress {

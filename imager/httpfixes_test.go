@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/test/datastore"
+	"github.com/vmdkpop/vmdkpop/vmdk/vmdktest"
 )
 
 // lyingServer serves dir without validators (no ETag, no Last-Modified:
@@ -218,5 +219,26 @@ func TestImportHTTPCredentialsInURL(t *testing.T) {
 		if code, _, errs := imager(cmd...); code == 0 || !strings.Contains(errs, "--username-file") || strings.Contains(errs, "hunter2") {
 			t.Fatalf("%s: exit %d: %s", cmd[0], code, errs)
 		}
+	}
+}
+
+// Writing into a seSparse extent (imager write, or imager commit into a
+// seSparse parent) is refused saying why and what to do, not only that
+// the extent is SESPARSE; nothing is written.
+func TestWriteSESparseRefused(t *testing.T) {
+	dir := t.TempDir()
+	c, err := vmdktest.WriteESXiChain(dir, "vm", 4<<20, vmdktest.ChainOptions{Deltas: 2, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rawOf(t, dir, filepath.Base(c.Top))
+	for _, args := range [][]string{{"write", "0", "4k", c.Top}, {"commit", c.Top}} {
+		code, _, errs := imager(args...)
+		if code == 0 || !strings.Contains(errs, "seSparse extents are read-only") || !strings.Contains(errs, "flatten") {
+			t.Fatalf("%s: exit %d: %s", args[0], code, errs)
+		}
+	}
+	if !bytes.Equal(rawOf(t, dir, filepath.Base(c.Top)), before) {
+		t.Fatal("the refused writes changed the chain")
 	}
 }

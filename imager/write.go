@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -50,6 +51,10 @@ func writePattern(ctx context.Context, path string, o vmdk.Options, off, n int64
 	if err != nil {
 		return target.Mark(err)
 	}
+	if err := seSparseReadOnly(d, err); err != nil {
+		d.Close()
+		return target.Mark(err)
+	}
 	if off+n > d.Size() {
 		d.Close()
 		return failed(errBadRequest, fmt.Errorf("bytes %d-%d are past the disk's end (%d)", off, off+n, d.Size()))
@@ -83,4 +88,38 @@ func writePattern(ctx context.Context, path string, o vmdk.Options, off, n int64
 		err = cerr
 	}
 	return target.Mark(err)
+}
+
+// seSparseReadOnly explains the refusal to write into a seSparse extent:
+// vmdk reads them but never writes them (ESXi owns its snapshots, and a
+// write here would race the host that keeps their journal), so saying
+// only "extent is SESPARSE" leaves the user nothing to do. err is the
+// write's error (nil: checked before writing). Extents of d's own that are
+// seSparse give the explanation, whatever err is.
+func seSparseReadOnly(d *vmdk.Disk, err error) error {
+	for _, e := range d.Extents() {
+		if e.Type == vmdk.ExtentSESparse {
+			return fmt.Errorf("%s: %w: extent %q is seSparse: seSparse extents are read-only here (snapshots ESXi owns and writes); flatten the chain into a new image first (imager convert or flatten, or import it into a VMDKImage) and write that", d.Path(), vmdk.ErrReadOnly, e.File)
+		}
+	}
+	return err
+}
+
+// commitReadOnly explains a commit refused because the image, or the
+// parent it commits into, has seSparse extents (err: Commit's error).
+func commitReadOnly(path string, o vmdk.Options, err error) error {
+	if !errors.Is(err, vmdk.ErrReadOnly) {
+		return err
+	}
+	d, oerr := vmdk.Open(path, o)
+	if oerr != nil {
+		return err
+	}
+	defer d.Close()
+	if p := d.Parent(); p != nil {
+		if perr := seSparseReadOnly(p, nil); perr != nil {
+			return fmt.Errorf("commit into %s: %w", p.Path(), perr)
+		}
+	}
+	return seSparseReadOnly(d, err)
 }

@@ -247,7 +247,7 @@ func parseExtentLine(line string) (e ExtentLine, ok bool, err error) {
 			return e, true, fmt.Errorf("extent line %q: ZERO extents have no file", truncate(line))
 		}
 		return e, true, nil
-	case ExtentFlat, ExtentSparse, ExtentVMFS, ExtentVMFSSparse, ExtentSESparse, ExtentVMFSRDM, ExtentVMFSRaw:
+	case ExtentFlat, ExtentSparse, ExtentVMFS, ExtentVMFSSparse, ExtentSESparse: // RDMs were refused above
 	default:
 		return e, true, fmt.Errorf("%w: extent type %q", ErrUnsupported, truncate(fields[1]))
 	}
