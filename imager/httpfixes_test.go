@@ -242,3 +242,22 @@ func TestWriteSESparseRefused(t *testing.T) {
 		t.Fatal("the refused writes changed the chain")
 	}
 }
+
+// A sparse VMDK at a URL that names no file (a download endpoint ending
+// in "/") has no siblings to read: with --checksum it is spooled and
+// imported alone, as before HTTPFS.
+func TestImportHTTPChecksumNoFileName(t *testing.T) {
+	dir := t.TempDir()
+	qemu(t, dir, "qemu-img", "create", "-f", "vmdk", "disk.vmdk", "4M")
+	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 0x11 64k 128k", "disk.vmdk")
+	want := rawOf(t, dir, "disk.vmdk")
+	b, _ := os.ReadFile(filepath.Join(dir, "disk.vmdk"))
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "disk.vmdk", time.Time{}, bytes.NewReader(b))
+	}))
+	defer ts.Close()
+	sum := sha256.Sum256(b)
+	target := t.TempDir()
+	code, r, _, errs := runImportTest(t, "--target", target, "--scratch-dir", t.TempDir(), "--checksum", "sha256:"+hex.EncodeToString(sum[:]), ts.URL+"/download/?id=7")
+	wantImported(t, code, r, errs, filepath.Join(target, "disk.img"), want)
+}

@@ -231,6 +231,7 @@ func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream, size int6
 		return err
 	}
 	var top func(fs.FS, string) fs.FS
+	local := "" // where the file was spooled
 	switch {
 	case descriptor:
 		text, err := io.ReadAll(io.LimitReader(source.WithContext(j.ctx, br), maxRemoteDescriptor+1))
@@ -246,18 +247,23 @@ func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream, size int6
 		j.hash = nil
 		top = func(fsys fs.FS, name string) fs.FS { return source.Overlay(fsys, name, text) }
 	case j.hash != nil || !s.RangeOK() || size <= 0:
-		why := "a VMDK that is not streamOptimized needs random access and the server does not accept Range requests"
+		why := "a VMDK that is not streamOptimized needs random access, and the server does not accept Range requests or give the file's size"
 		if j.hash != nil {
 			why = "with --checksum, a sparse VMDK is imported from the bytes the checksum verified, not read again"
 		}
-		local, err := j.spool(br, size, why)
-		if err != nil {
+		var err error
+		if local, err = j.spool(br, size, why); err != nil {
 			return err
 		}
 		top = func(fsys fs.FS, name string) fs.FS { return source.OverlayFile(fsys, name, local) }
 	}
 	s.Close()
 	hfs, name, err := s.FS(j.ctx)
+	if err != nil && local != "" {
+		// A URL that names no file (a download endpoint ending in "/")
+		// has no siblings: the spooled file is all there is.
+		return j.fromImageFile(local, "vmdk")
+	}
 	if err != nil {
 		return err
 	}
