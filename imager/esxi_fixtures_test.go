@@ -19,19 +19,8 @@ func TestESXiFixturesLocalAndHTTP(t *testing.T) {
 	const size = 20<<20 + 4096 // two 16 MiB grain tables, the last partial
 	chain := func(o vmdktest.ChainOptions) func(t *testing.T, dir string) (string, []byte) {
 		return func(t *testing.T, dir string) (string, []byte) {
-			c, err := vmdktest.WriteESXiChain(dir, "vm", size, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var model bytes.Buffer
-			if _, err := c.Model.WriteTo(&model); err != nil {
-				t.Fatal(err)
-			}
-			top := filepath.Base(c.Top)
-			if !bytes.Equal(rawOf(t, dir, top), model.Bytes()) {
-				t.Fatal("qemu-img and the model differ: the fixture is wrong")
-			}
-			return top, model.Bytes()
+			c, model := esxiChain(t, dir, size, o)
+			return filepath.Base(c.Top), model
 		}
 	}
 	descriptor := func(text string) func(t *testing.T, dir string) (string, []byte) {
