@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -55,6 +56,9 @@ type importJob struct {
 	outSize  int64
 	outBlock bool
 	spools   []string
+	// outer is the sequential source itself (stdin, an http(s) reply,
+	// read through the hash), not what was found inside it.
+	outer *bufio.Reader
 }
 
 // stopGrace is how long a stopped import (a signal, --deadline) waits for

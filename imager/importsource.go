@@ -11,7 +11,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	imgcopy "github.com/vmdkpop/vmdkpop/imager/internal/copy"
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
@@ -53,7 +52,7 @@ func (j *importJob) run() error {
 	case j.source == "-":
 		stdin := source.Paced(j.ctx, os.Stdin, j.http.Pace, "stdin") // stops on a signal even while blocked
 		return j.fromReader(bufio.NewReaderSize(j.hashed(stdin), source.HeadBytes), -1, nil, true)
-	case strings.HasPrefix(j.source, "http://") || strings.HasPrefix(j.source, "https://"):
+	case isURL(j.source):
 		s, err := source.OpenHTTP(j.ctx, j.source, j.http, j.log)
 		if err != nil {
 			return err
@@ -89,6 +88,9 @@ func (j *importJob) verifyChecksum() error {
 // what was found inside a compressed file or an OVA. Whatever the import
 // leaves unread is drained, so the checksum covers every byte.
 func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTPStream, outer bool) error {
+	if outer {
+		j.outer = br
+	}
 	head, err := br.Peek(source.HeadBytes)
 	if err != nil && err != io.EOF && !errors.Is(err, bufio.ErrBufferFull) {
 		return err
@@ -262,7 +264,7 @@ func (j *importJob) fromRemote(br *bufio.Reader, s *source.HTTPStream, size int6
 	if err != nil && local != "" {
 		// A URL that names no file (a download endpoint ending in "/")
 		// has no siblings: the spooled file is all there is.
-		return j.fromImageFile(local, "vmdk")
+		return j.fromSpooled(local)
 	}
 	if err != nil {
 		return err
@@ -302,7 +304,28 @@ func (j *importJob) fromSpool(r io.Reader, size int64, why string) error {
 	if err != nil {
 		return err
 	}
-	return j.fromImageFile(path, "vmdk")
+	return j.fromSpooled(path)
+}
+
+// fromSpooled imports the VMDK spooled to local as the one file it is.
+// Opened as a local VMDK it would resolve the extent and parent names it
+// gives (which came from the network or an archive) in the scratch
+// directory, importing whatever local files are there; so it is opened
+// over a file system that holds only it. A monolithicSparse file still
+// finds itself: its embedded descriptor's extent line is the file itself,
+// whatever name it gives.
+func (j *importJob) fromSpooled(local string) error {
+	name := filepath.Base(local)
+	d, err := vmdk.OpenFS(source.SpooledAlone(name, local), name, vmdk.Options{})
+	if errors.Is(err, source.ErrNotSpooled) {
+		return fmt.Errorf("%s: %w: a VMDK read from a stream, an archive or a compressed file names other files (%v); they are not in it (a descriptor's extents and parents stay beside it on the server): import the descriptor's URL directly, or a self-contained image (streamOptimized, monolithicSparse)",
+			jobapi.RedactURL(j.source), vmdk.ErrUnsupported, err)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", jobapi.RedactURL(j.source), err)
+	}
+	defer d.Close()
+	return j.fromImage(vmdkImage{d})
 }
 
 // spool copies the rest of a sequential source to the scratch directory
@@ -328,6 +351,14 @@ func (j *importJob) spool(r io.Reader, size int64, why string) (string, error) {
 	}
 	if err != nil {
 		return "", err
+	}
+	if j.hash != nil && j.outer != nil {
+		// What was spooled may be part of the source (an OVA's member, a
+		// compressed file's contents): the checksum covers the whole
+		// source, so the rest of it goes through the hash first.
+		if _, err := io.Copy(io.Discard, source.WithContext(j.ctx, j.outer)); err != nil {
+			return "", err
+		}
 	}
 	if err := j.verifyChecksum(); err != nil {
 		return "", err // before a byte is written

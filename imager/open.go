@@ -57,9 +57,16 @@ func (p *pathFlags) start(ctx context.Context, log io.Writer) {
 	}
 }
 
-// isURL: the source is an http(s) URL, not a path.
+// isURL: the source is an http(s) URL, not a path. A URL's scheme is
+// case-insensitive (RFC 3986 3.1): HTTPS://host/vm.vmdk is a URL too, and
+// taking it for a path would skip the URL's checks (credentials in it).
 func isURL(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+	for _, scheme := range []string{"http://", "https://"} {
+		if len(s) >= len(scheme) && strings.EqualFold(s[:len(scheme)], scheme) {
+			return true
+		}
+	}
+	return false
 }
 
 // openRemoteVMDK opens the VMDK at an http(s) URL in place: its

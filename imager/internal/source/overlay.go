@@ -38,6 +38,25 @@ func OverlayFile(fsys fs.FS, name, local string) fs.FS {
 	return &overlayFS{fsys: fsys, name: name, local: local}
 }
 
+// ErrNotSpooled is what a spooled file's file system says of every other
+// name: a VMDK that came through a stream, an archive or a compressed file
+// is the one file spooled, and the files it names are not there.
+var ErrNotSpooled = fmt.Errorf("%w: only the spooled file is there", fs.ErrNotExist)
+
+// SpooledAlone is a file system holding only the file name, served from
+// the local file at local (where it was spooled). The spool's directory
+// is the scratch directory, never the source's: names a VMDK from the
+// network gives (extents, a parent) must not resolve to local files
+// there, so every other name does not exist (ErrNotSpooled).
+func SpooledAlone(name, local string) fs.FS { return OverlayFile(noFiles{}, name, local) }
+
+// noFiles is an empty file system.
+type noFiles struct{}
+
+func (noFiles) Open(name string) (fs.File, error) {
+	return nil, &fs.PathError{Op: "open", Path: name, Err: ErrNotSpooled}
+}
+
 type overlayFS struct {
 	fsys  fs.FS
 	name  string
