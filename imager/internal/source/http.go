@@ -139,12 +139,18 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 // https:// down to http:// and to another port; and while credentials or
 // a session cookie are in play, to any other host at all (their
 // datastore's files never come from elsewhere). Without them a redirect
-// is followed: a CDN, an object store, a release asset.
+// is followed: a CDN, an object store, a release asset. A session cookie
+// is a credential too, held without credentials files when the server set
+// one: the jar would send it to http:// on the same host, so a redirect
+// from https:// down to http:// is refused while it is held (from a
+// source that was http:// already it has travelled in the clear anyway).
 func (h *httpClient) checkRedirect(req *http.Request, via []*http.Request) error {
-	if h.auth != nil && !h.opts.InsecureCreds && strings.EqualFold(req.URL.Scheme, "http") {
+	cookie := h.sessionCookie(h.sess.home) != ""
+	secret := h.auth != nil || cookie && strings.EqualFold(h.sess.home.Scheme, "https")
+	if secret && !h.opts.InsecureCreds && strings.EqualFold(req.URL.Scheme, "http") {
 		return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrCredentialsOverHTTP)
 	}
-	if (h.auth != nil || h.sessionCookie(h.sess.home) != "") && !sameHost(req.URL, h.sess.home) {
+	if (h.auth != nil || cookie) && !sameHost(req.URL, h.sess.home) {
 		return fmt.Errorf("redirected to %s: %w", jobapi.RedactURL(req.URL.String()), ErrOtherHost)
 	}
 	if len(via) >= 10 {
