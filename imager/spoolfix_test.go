@@ -163,6 +163,17 @@ func TestOVASparseNotLastChecksum(t *testing.T) {
 	}
 	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
 
+	// The same from stdin.
+	dir = t.TempDir()
+	cmd := imagerCmd("import", "--target", dir, "--scratch-dir", t.TempDir(), "--checksum", sha256Flag(ova), "-")
+	cmd.Stdin = bytes.NewReader(ova)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("stdin: %v %s", err, out)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "disk.img")); !bytes.Equal(got, f.raw) {
+		t.Fatal("stdin: content differs")
+	}
+
 	dir = t.TempDir()
 	code, r, _, _ = runImportTest(t, "--target", dir, "--scratch-dir", t.TempDir(), "--checksum", sha256Flag(ova[:len(ova)-1]), ts.URL+"/vm.ova")
 	if code == 0 || !strings.Contains(r.Message, "sha256") {
