@@ -24,10 +24,10 @@ chain_bench() {
 	rm -rf "$dir/esxi/dl" "$dir/esxi/out" "$dir/esxi-scattered/dl" "$dir/esxi-scattered/out"
 	echo
 	echo "ESXi chains ($BENCH_SIZE vmfs thin base + seSparse delta: seq, or scattered) over the datastore API, medians of $runs alternating runs (min-max), every output compared with the chain's content"
-	printf '%-22s %-10s %8s %16s %8s %10s\n' chain/throttle/mode tool median_s min-max_s vs_incumbent peak_MiB
+	printf '%-24s %-10s %8s %16s %8s %10s\n' chain/throttle/mode tool median_s min-max_s vs_incumbent peak_MiB
 	printf '%s\n' "${chain_rows[@]}" | awk '
 		$2 == "incumbent" { inc[$1] = $3 }
-		{ printf "%-22s %-10s %8.2f %16s %7.2fx %10.1f\n", $1, $2, $3, $4 "-" $5, ($3 > 0 ? inc[$1] / $3 : 0), $6 / 1024
+		{ printf "%-24s %-10s %8.2f %16s %7.2fx %10.1f\n", $1, $2, $3, $4 "-" $5, ($3 > 0 ? inc[$1] / $3 : 0), $6 / 1024
 		  if ($2 != "incumbent" && $3 >= inc[$1]) miss = miss sprintf(" %s %s not faster;", $1, $2)
 		  if ($2 == "imager-x1") x1[$1] = $3
 		  if ($2 == "imager-x4" && $1 !~ /^[^\/]*\/0\// && $3 >= x1[$1]) miss = miss sprintf(" %s x4 not faster than x1;", $1)

@@ -314,6 +314,13 @@ func TestHTTPStaleReadAheadDroppedFirst(t *testing.T) {
 	if _, ok := p.blocks[r.big(100)]; !ok {
 		t.Fatal("evict dropped a fresh read-ahead block before the blocks read")
 	}
+	// A block a sequential reader read past goes before an older one a
+	// random read may read again.
+	p.blocks[r.big(int64(n-1))].done = true
+	p.evict()
+	if _, ok := p.blocks[r.big(int64(n-1))]; ok {
+		t.Fatal("evict kept a block a sequential reader is done with over older blocks in use")
+	}
 }
 
 // A parent read around its child's grains (reads with small gaps between
