@@ -513,7 +513,7 @@ var _ = Describe("config/samples", func() {
 		ns := newNamespace()
 		files, err := filepath.Glob(filepath.Join("..", "config", "samples", "storage_*.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(files).To(HaveLen(4))
+		Expect(files).To(HaveLen(5))
 		for _, f := range files {
 			b, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())

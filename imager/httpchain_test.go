@@ -357,7 +357,7 @@ func TestImportHTTPESXiChains(t *testing.T) {
 // Against a host that throttles each connection, as ESXi does, an import
 // with four connections is much faster than with one, and never has more
 // than its connections' requests in flight.
-func TestImportHTTPConnectionsThrottled(t *testing.T) {
+func TestTimedImportHTTPConnections(t *testing.T) {
 	dir := t.TempDir()
 	const size = 16 << 20
 	content := vmdktest.MixedContent(31, size)

@@ -51,7 +51,7 @@ func readLikeCopy(t *testing.T, r io.ReaderAt, size int64, workers int) []byte {
 
 // Against a host that throttles each connection, four connections read
 // a file much faster than one, and never more than four are open.
-func TestHTTPConnectionsParallel(t *testing.T) {
+func TestTimedHTTPConnections(t *testing.T) {
 	const size = 24<<20 + 4096
 	data := randomBytes(size, 4)
 	for _, workers := range []int{2, 1} {
