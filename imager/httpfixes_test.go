@@ -151,20 +151,9 @@ func TestImportHTTPRedirectOtherHost(t *testing.T) {
 	qemu(t, dir, "qemu-io", "-f", "vmdk", "-c", "write -P 0x3c 1M 320k", "-c", "write -P 0x7e 7M 4k", "disk.vmdk")
 	want := rawOf(t, dir, "disk.vmdk")
 	ds := &datastore.Server{Dir: dir, DCPath: "dc", DSName: "ds"}
-	var toOther, authToOther atomic.Int64
-	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		toOther.Add(1)
-		if r.Header.Get("Authorization") != "" {
-			authToOther.Add(1)
-		}
-		ds.ServeHTTP(w, r)
-	}))
-	defer other.Close()
-	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, other.URL+r.URL.RequestURI(), http.StatusFound)
-	}))
-	defer redirect.Close()
-	url := ds.URL(redirect.URL, "disk.vmdk")
+	hosts := datastore.NewOtherHost(ds)
+	defer hosts.Close()
+	url := ds.URL(hosts.Redirect.URL, "disk.vmdk")
 	target := t.TempDir()
 	code, r, _, errs := runImportTest(t, "--target", target, url)
 	wantImported(t, code, r, errs, filepath.Join(target, "disk.img"), want)
@@ -183,15 +172,15 @@ func TestImportHTTPRedirectOtherHost(t *testing.T) {
 
 	tok := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tok, []byte("s3cr3t\n"), 0o600)
-	toOther.Store(0)
+	hosts.Requests.Store(0)
 	target = t.TempDir()
 	code, r, _, _ = runImportTest(t, "--target", target, "--bearer-token-file", tok, "--insecure-allow-credentials-over-http", "--retries", "0", url)
 	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonSourceError)
 	if !strings.Contains(r.Message, "another host") {
 		t.Fatalf("message %q", r.Message)
 	}
-	if toOther.Load() != 0 || authToOther.Load() != 0 {
-		t.Fatalf("with credentials, %d requests reached the other host (%d with them)", toOther.Load(), authToOther.Load())
+	if hosts.Requests.Load() != 0 || hosts.Authorized.Load() != 0 {
+		t.Fatalf("with credentials, %d requests reached the other host (%d with them)", hosts.Requests.Load(), hosts.Authorized.Load())
 	}
 }
 

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
-	"sync/atomic"
 	"testing"
+
+	"github.com/vmdkpop/vmdkpop/test/datastore"
 )
 
 // A redirect to another host (a CDN, an object store) is followed when no
@@ -23,20 +23,9 @@ func TestHTTPFSRedirectOtherHost(t *testing.T) {
 		if !withCreds {
 			ds.User, ds.Password, o.UserFile, o.PassFile = "", "", "", ""
 		}
-		var toOther, authToOther atomic.Int64
-		other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			toOther.Add(1)
-			if r.Header.Get("Authorization") != "" {
-				authToOther.Add(1)
-			}
-			ds.ServeHTTP(w, r)
-		}))
-		defer other.Close()
-		redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			http.Redirect(w, r, other.URL+r.URL.RequestURI(), http.StatusFound)
-		}))
-		defer redirect.Close()
-		fsys, _, err := OpenHTTPFS(context.Background(), ds.URL(redirect.URL, "vm.vmdk"), o, io.Discard)
+		hosts := datastore.NewOtherHost(ds)
+		defer hosts.Close()
+		fsys, _, err := OpenHTTPFS(context.Background(), ds.URL(hosts.Redirect.URL, "vm.vmdk"), o, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,8 +34,8 @@ func TestHTTPFSRedirectOtherHost(t *testing.T) {
 			if !errors.Is(err, ErrOtherHost) {
 				t.Fatalf("with credentials: %v, want ErrOtherHost", err)
 			}
-			if n := toOther.Load(); n != 0 {
-				t.Fatalf("with credentials, %d requests reached the other host (%d with Authorization)", n, authToOther.Load())
+			if n := hosts.Requests.Load(); n != 0 {
+				t.Fatalf("with credentials, %d requests reached the other host (%d with Authorization)", n, hosts.Authorized.Load())
 			}
 			continue
 		}
@@ -60,7 +49,7 @@ func TestHTTPFSRedirectOtherHost(t *testing.T) {
 		if !bytes.Equal(got, flat) {
 			t.Fatal("without credentials: the redirected file reads differently")
 		}
-		if toOther.Load() == 0 {
+		if hosts.Requests.Load() == 0 {
 			t.Fatal("nothing was read from the other host")
 		}
 	}
