@@ -155,7 +155,9 @@ type ImportArgs struct {
 	// HTTPConnections is how many Range requests an http(s) source's
 	// random-access reads keep in flight (0: imager's default).
 	HTTPConnections int64
-	Source          string
+	// VSphere, when set, is the source (Source is then empty).
+	VSphere *VSphereArgs
+	Source  string
 }
 
 // Argv is the command line, "import" first.
@@ -181,5 +183,9 @@ func (c ImportArgs) Argv() []string {
 	a.str("--ova-disk", c.OVADisk)
 	a.str("--root", c.Root)
 	a.int("--http-connections", c.HTTPConnections)
-	return append(a, c.Source)
+	c.VSphere.flags(&a)
+	if c.Source != "" {
+		a = append(a, c.Source)
+	}
+	return a
 }

@@ -42,3 +42,13 @@ func TestRequiredBytes(t *testing.T) {
 		t.Error("a larger overhead needs a larger PVC")
 	}
 }
+
+func TestVSphereArgv(t *testing.T) {
+	got := ImportArgs{ResultFile: ResultPath, Target: "/target", TargetFormat: "raw", CredentialsDir: "/creds",
+		VSphere: &VSphereArgs{URL: "https://vc/sdk", Thumbprint: "AB:CD", UUID: "u-1", DiskIndex: 1, Snapshot: "s1", Transport: TransportNFC}}.Argv()
+	want := []string{"import", "--result-file", "/dev/termination-log", "--target", "/target", "--target-format", "raw", "--credentials-dir", "/creds",
+		"--vsphere-url", "https://vc/sdk", "--vsphere-thumbprint", "AB:CD", "--vsphere-uuid", "u-1", "--vsphere-disk-index", "1", "--vsphere-snapshot", "s1", "--vsphere-transport", "nfc"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}

@@ -94,6 +94,8 @@ type Result struct {
 	// Spooled: the source was copied to scratch space first (no Range
 	// support, or a compressed non-stream image).
 	Spooled bool `json:"spooled,omitempty"`
+	// VSphere describes what a vSphere source read.
+	VSphere *VSphereResult `json:"vsphere,omitempty"`
 }
 
 // Write writes r to path (truncating it), Message with its URLs redacted
@@ -101,6 +103,7 @@ type Result struct {
 // message (?a becomes ?REDACTED), so the cut comes last to keep the bound.
 func Write(path string, r *Result) error {
 	c := *r
+	c.VSphere = r.VSphere.bounded()
 	c.Message = RedactURL(c.Message)
 	if len(c.Message) > MaxMessage {
 		c.Message = c.Message[:MaxMessage-3] + "..."

@@ -1,0 +1,39 @@
+package jobapi
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A result naming a deep chain of long file names, with the longest
+// message, still fits a termination message (4096 bytes).
+func TestWriteBoundsVSphere(t *testing.T) {
+	long := strings.Repeat("x", 1000)
+	var files []string
+	for i := 0; i < 255; i++ {
+		files = append(files, "[datastore1] "+long)
+	}
+	r := &Result{Phase: Failed, Reason: ReasonSourceNotFound, Message: strings.Repeat("m", 5000),
+		VSphere: &VSphereResult{VMName: long, DiskLabel: long, Snapshot: long, BackingFiles: files, CapacityBytes: 1 << 40}}
+	p := filepath.Join(t.TempDir(), "r")
+	if err := Write(p, r); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	if len(b) > 4096 {
+		t.Fatalf("result is %d bytes", len(b))
+	}
+	got, err := Parse(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := got.VSphere
+	if len(v.BackingFiles) != maxBackingFiles || !strings.Contains(v.BackingFiles[maxBackingFiles-2], "248 more") {
+		t.Errorf("backing files %q", v.BackingFiles)
+	}
+	if len(r.VSphere.BackingFiles) != 255 {
+		t.Error("Write changed the caller's result")
+	}
+}
