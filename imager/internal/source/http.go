@@ -36,6 +36,13 @@ type HTTPOptions struct {
 	// Connections is how many Range requests random-access reads keep in
 	// flight (0 or 1: one at a time).
 	Connections int
+	// TLS, when set, is the trust the caller already settled (a vSphere
+	// SDK's pinned thumbprint) and replaces CAFile's.
+	TLS *tls.Config
+	// SessionCookie is a vmware_soap_session the caller logged in for
+	// (the vSphere SDK's): sent, like the jar's own session cookie, only
+	// to the URL's host over https.
+	SessionCookie string
 }
 
 // ErrCredentialsOverHTTP refuses to send credentials in the clear (at
@@ -60,7 +67,10 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = o.StallTimeout
 	tr.MaxIdleConnsPerHost = max(o.Connections, 1) + 2 // parallel Range requests reuse their connections
-	if o.CAFile != "" {
+	switch {
+	case o.TLS != nil:
+		tr.TLSClientConfig = o.TLS.Clone()
+	case o.CAFile != "":
 		pem, err := readSmallFile(o.CAFile, maxCABundle)
 		if err != nil {
 			return nil, invalid(fmt.Errorf("--ca-file: %w", err))
@@ -87,6 +97,45 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 	}
 	jar, _ := cookiejar.New(nil) // never fails without options
 	h := &httpClient{c: &http.Client{Transport: tr, Jar: jar}, url: rawURL, shown: jobapi.RedactURL(rawURL), opts: o, log: log, sess: &session{home: u}}
+	creds, err := loadCredentials(o)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case creds.bearer:
+		h.auth = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+creds.token) }
+	case creds.basic:
+		h.auth = func(r *http.Request) { r.SetBasicAuth(creds.user, creds.pass) }
+		h.basic = true
+	}
+	if o.SessionCookie != "" {
+		if !strings.EqualFold(u.Scheme, "https") {
+			return nil, invalid(fmt.Errorf("%s: a session cookie goes only to https://", h.shown))
+		}
+		// Secure: the jar never sends it to http://, even on the same
+		// host; host-only: never to another host.
+		jar.SetCookies(u, []*http.Cookie{{Name: sessionCookies[0], Value: o.SessionCookie, Path: "/", Secure: true}})
+	}
+	if h.auth != nil && !o.InsecureCreds && strings.EqualFold(u.Scheme, "http") {
+		return nil, invalid(ErrCredentialsOverHTTP)
+	}
+	h.c.CheckRedirect = h.checkRedirect
+	return h, nil
+}
+
+// credentials are what the credential flags name: a bearer token, or a
+// basic-auth user and password.
+type credentials struct {
+	bearer     bool // a token was given (it may be empty)
+	token      string
+	basic      bool // user and pass were given (either may be empty)
+	user, pass string
+}
+
+// loadCredentials reads the credential files o names (--credentials-dir
+// first: a mounted Secret's token, or username and password).
+func loadCredentials(o HTTPOptions) (credentials, error) {
+	var c credentials
 	if d := o.CredsDir; d != "" {
 		exists := func(name string) bool { _, err := os.Stat(filepath.Join(d, name)); return err == nil }
 		switch {
@@ -95,7 +144,7 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		case exists("username") && exists("password"):
 			o.UserFile, o.PassFile = filepath.Join(d, "username"), filepath.Join(d, "password")
 		default:
-			return nil, invalid(fmt.Errorf("--credentials-dir %s: want a token file, or username and password files", d))
+			return c, invalid(fmt.Errorf("--credentials-dir %s: want a token file, or username and password files", d))
 		}
 	}
 	read := func(flagName, path string) (string, error) {
@@ -105,33 +154,38 @@ func newHTTPClient(rawURL string, o HTTPOptions, log io.Writer) (*httpClient, er
 		}
 		return strings.TrimRight(string(b), "\r\n"), nil
 	}
+	var err error
 	switch {
 	case o.TokenFile != "":
-		tok, err := read("--bearer-token-file", o.TokenFile)
-		if err != nil {
-			return nil, err
-		}
-		h.auth = func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+		c.bearer = true
+		c.token, err = read("--bearer-token-file", o.TokenFile)
 	case o.UserFile != "" || o.PassFile != "":
 		if o.UserFile == "" || o.PassFile == "" {
-			return nil, invalid(errors.New("--username-file and --password-file go together"))
+			return c, invalid(errors.New("--username-file and --password-file go together"))
 		}
-		user, err := read("--username-file", o.UserFile)
-		if err != nil {
-			return nil, err
+		c.basic = true
+		if c.user, err = read("--username-file", o.UserFile); err == nil {
+			c.pass, err = read("--password-file", o.PassFile)
 		}
-		pass, err := read("--password-file", o.PassFile)
-		if err != nil {
-			return nil, err
-		}
-		h.auth = func(r *http.Request) { r.SetBasicAuth(user, pass) }
-		h.basic = true
 	}
-	if h.auth != nil && !o.InsecureCreds && strings.EqualFold(u.Scheme, "http") {
-		return nil, invalid(ErrCredentialsOverHTTP)
+	return c, err
+}
+
+// BasicAuth is the user name and password the credential flags of o name
+// (--credentials-dir's username and password, or --username-file and
+// --password-file), for a login of its own (a vSphere SDK session); a
+// token, or no credentials, is an ErrInvalidOptions.
+func BasicAuth(o HTTPOptions) (user, pass string, err error) {
+	c, err := loadCredentials(o)
+	switch {
+	case err != nil:
+		return "", "", err
+	case c.bearer:
+		return "", "", invalid(errors.New("a bearer token does not log in to vSphere: give username and password files (--credentials-dir)"))
+	case !c.basic:
+		return "", "", invalid(errors.New("no credentials: give username and password files (--credentials-dir, or --username-file and --password-file)"))
 	}
-	h.c.CheckRedirect = h.checkRedirect
-	return h, nil
+	return c.user, c.pass, nil
 }
 
 // checkRedirect refuses redirects that would leak credentials: Go

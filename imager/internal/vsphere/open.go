@@ -1,0 +1,54 @@
+package vsphere
+
+import (
+	"context"
+	"fmt"
+	"path"
+
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
+	"github.com/vmdkpop/vmdkpop/vmdk"
+)
+
+// OpenChain opens the disk's backing chain in place over the datastore's
+// /folder API, with the SDK's session: the top's descriptor, and the
+// parents its descriptors name. Those must be the files vSphere named, in
+// order: a descriptor that links elsewhere (a stale parentFileNameHint, a
+// file replaced on the datastore) would be read as the disk, and is a
+// broken chain instead.
+func OpenChain(ctx context.Context, c *Client, d *Disk) (*vmdk.Disk, error) {
+	if len(d.Chain) == 0 || d.Chain[0].URL == nil {
+		return nil, tag(ErrInvalidOptions, "VM %s, %s: resolved for transport %s, not read from the datastore", d.VMName, d.Label, d.Transport)
+	}
+	fsys, name, err := source.OpenHTTPFS(ctx, d.Chain[0].URL.String(), c.HTTPOptions(), c.log)
+	if err != nil {
+		return nil, err
+	}
+	vd, err := vmdk.OpenFS(fsys, name, vmdk.Options{MaxChainDepth: maxChain})
+	if err != nil {
+		return nil, fmt.Errorf("VM %s, %s, %s: %w", d.VMName, d.Label, d.Chain[0].Path, err)
+	}
+	if err := sameChain(d, vd); err != nil {
+		vd.Close()
+		return nil, err
+	}
+	return vd, nil
+}
+
+// sameChain checks that the descriptors link the files vSphere named.
+func sameChain(d *Disk, vd *vmdk.Disk) error {
+	var got []string
+	for l := vd; l != nil; l = l.Parent() {
+		if err := l.ChainError(); err != nil {
+			return fmt.Errorf("VM %s, %s: %s: %w", d.VMName, d.Label, l.Path(), err)
+		}
+		got = append(got, path.Clean(l.Path()))
+	}
+	ok := len(got) == len(d.Chain)
+	for i := 0; ok && i < len(got); i++ {
+		ok = got[i] == path.Base(datastoreFile(d.Chain[i].Path))
+	}
+	if !ok {
+		return tag(ErrChainBroken, "VM %s, %s: the descriptors link %v, but vSphere names the chain %s: the files on the datastore are not the disk vSphere describes", d.VMName, d.Label, got, chainString(d.Chain))
+	}
+	return nil
+}
