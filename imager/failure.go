@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
+	"github.com/vmdkpop/vmdkpop/imager/internal/vsphere"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -126,6 +127,23 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonSourceError, false
 	case errors.Is(err, errDeadline):
 		return jobapi.ReasonDeadlineExceeded, false
+	// A vSphere source's: what the SDK said of the VM, its disk and
+	// its session, before the datastore reads' own (source's) below.
+	case errors.Is(err, vsphere.ErrInUse):
+		// Transient: the controller retries until the VM is off.
+		return jobapi.ReasonSourceInUse, false
+	case errors.Is(err, vsphere.ErrInvalidOptions):
+		return jobapi.ReasonInvalidArguments, true
+	case errors.Is(err, vsphere.ErrNotFound):
+		return jobapi.ReasonSourceNotFound, true
+	case errors.Is(err, vsphere.ErrUnauthorized):
+		return jobapi.ReasonUnauthorized, true
+	case errors.Is(err, vsphere.ErrUnsupported):
+		return jobapi.ReasonUnsupportedImage, true
+	case errors.Is(err, vsphere.ErrChainBroken):
+		return jobapi.ReasonChainBroken, true
+	case errors.Is(err, vsphere.ErrTransient):
+		return jobapi.ReasonNetworkError, false
 	// The source's errors, in its own words.
 	case errors.Is(err, source.ErrInUse):
 		// Before Unauthorized: ESXi's refusal of a locked file is a 403.

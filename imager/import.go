@@ -39,6 +39,7 @@ type importJob struct {
 	scratch      string
 	sync         bool
 	http         source.HTTPOptions
+	vsphere      *jobapi.VSphereArgs // the source, when --vsphere-url is given
 	paths        pathFlags
 	size         int64         // --size: the target's virtual size (0: the source's)
 	maxSize      int64         // --max-size: the largest virtual size allowed (0: the target's)
@@ -168,8 +169,10 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	fs.BoolVar(&cmd.human, "p", false, "human progress on stderr")
 	cache := fs.String("t", "writeback", "writeback (fsync when done) or unsafe")
 	httpFlags(fs, &j.http)
+	var vs jobapi.VSphereArgs
+	vsphereFlags(fs, &vs)
 	j.paths.register(fs)
-	pos, err := parseArgs(fs, args, 1)
+	pos, err := parseArgsRange(fs, args, 0, 1)
 	if err == nil && *sizeFlag != "" {
 		j.size, err = parseSize(*sizeFlag)
 	}
@@ -177,7 +180,16 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 		j.maxSize, err = parseSize(*maxSizeFlag)
 	}
 	if err == nil {
-		err = j.configure(pos[0], *checksum, *cache, options)
+		src := ""
+		if len(pos) == 1 {
+			src = pos[0]
+		}
+		err = j.configure(src, *checksum, *cache, options)
+	}
+	if err == nil {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		err = j.configureVSphere(&vs, set, len(pos), *checksum)
 	}
 	if err != nil {
 		return nil, nil, asUsage(err)

@@ -49,6 +49,8 @@ func (j *importJob) runSafe() (err error) {
 
 func (j *importJob) run() error {
 	switch {
+	case j.vsphere != nil:
+		return j.fromVSphere()
 	case j.source == "-":
 		stdin := source.Paced(j.ctx, os.Stdin, j.http.Pace, "stdin") // stops on a signal even while blocked
 		return j.fromReader(bufio.NewReaderSize(j.hashed(stdin), source.HeadBytes), -1, nil, true)

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/vmdkpop/vmdkpop/imager/internal/vsphere"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+)
+
+// An import from vSphere: the VM's disk named by the --vsphere-* flags,
+// resolved with the SDK, read in place from its datastore (transport
+// datastore) or from an NFC export (transport nfc).
+
+// vsphereFlags registers import's --vsphere-* flags (jobapi.VSphereArgs).
+func vsphereFlags(fs *flag.FlagSet, v *jobapi.VSphereArgs) {
+	fs.StringVar(&v.URL, "vsphere-url", "", "the SDK of a vCenter or ESXi host (https://host/sdk) to import a VM's disk from, instead of a source argument; credentials from --credentials-dir (username, password)")
+	fs.StringVar(&v.Thumbprint, "vsphere-thumbprint", "", "the SHA-1 or SHA-256 thumbprint of the server's certificate (hex, colons optional); without it, the system's CAs and --ca-file's")
+	fs.StringVar(&v.UUID, "vsphere-uuid", "", "the VM's BIOS or instance UUID")
+	fs.StringVar(&v.InventoryPath, "vsphere-path", "", "the VM's inventory path (/DC/vm/folder/name)")
+	fs.StringVar(&v.MoRef, "vsphere-moref", "", "the VM's managed object reference (vm-42)")
+	fs.Int64Var(&v.DiskIndex, "vsphere-disk-index", 0, "the disk, from 0 in the VM's device order")
+	fs.StringVar(&v.DiskLabel, "vsphere-disk-label", "", `the disk by its label ("Hard disk 2")`)
+	fs.StringVar(&v.Snapshot, "vsphere-snapshot", "", "import the disk as of this snapshot (name or moref); needed for a running VM")
+	fs.StringVar(&v.Transport, "vsphere-transport", jobapi.TransportDatastore, "datastore (read the chain's files in place) or nfc (an export lease)")
+}
+
+// configureVSphere checks the --vsphere-* flags against the rest; its
+// errors are usage errors. set: the flags given.
+func (j *importJob) configureVSphere(v *jobapi.VSphereArgs, set map[string]bool, positional int, checksum string) error {
+	if v.URL == "" {
+		for name := range set {
+			if len(name) > 8 && name[:8] == "vsphere-" {
+				return fmt.Errorf("--%s applies with --vsphere-url", name)
+			}
+		}
+		if positional != 1 {
+			return fmt.Errorf("want 1 argument(s), got %d", positional)
+		}
+		return nil
+	}
+	switch {
+	case positional != 0:
+		return errors.New("--vsphere-url is the source: give no source argument with it")
+	case checksum != "":
+		// Its bytes are several files read at random offsets, or a
+		// stream the server makes for this export: no one checksum of
+		// them is one the user could know beforehand.
+		return errors.New("--checksum does not apply to a vSphere source (the chain's files are read in place, not as one stream)")
+	case j.sourceFormat != "auto", j.ovaDisk != "":
+		return errors.New("--source-format and --ova-disk do not apply to a vSphere source")
+	case j.paths.root != "" || j.paths.unsafePaths:
+		return errors.New("--root and --unsafe-paths apply to local files, not a vSphere source")
+	case v.Transport != jobapi.TransportDatastore && v.Transport != jobapi.TransportNFC:
+		return fmt.Errorf("--vsphere-transport %q: want %s or %s", v.Transport, jobapi.TransportDatastore, jobapi.TransportNFC)
+	case v.DiskIndex < 0:
+		return fmt.Errorf("--vsphere-disk-index %d: want 0 or more", v.DiskIndex)
+	case v.DiskLabel != "" && set["vsphere-disk-index"]:
+		return errors.New("--vsphere-disk-label and --vsphere-disk-index: give one")
+	}
+	n := 0
+	for _, s := range []string{v.UUID, v.InventoryPath, v.MoRef} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("name the VM with exactly one of --vsphere-uuid, --vsphere-path and --vsphere-moref")
+	}
+	j.vsphere = v
+	j.source = v.URL
+	return nil
+}
+
+// fromVSphere imports the VM's disk the flags name.
+func (j *importJob) fromVSphere() error {
+	v := j.vsphere
+	c, err := vsphere.Connect(j.ctx, vsphere.Options{URL: v.URL, Thumbprint: v.Thumbprint, HTTP: j.http, Log: j.log})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	d, err := vsphere.Resolve(j.ctx, c, vsphere.Selector{
+		UUID: v.UUID, InventoryPath: v.InventoryPath, MoRef: v.MoRef,
+		DiskIndex: v.DiskIndex, DiskLabel: v.DiskLabel, Snapshot: v.Snapshot,
+		Transport: v.Transport,
+	})
+	if err != nil {
+		return err
+	}
+	j.res.VSphere = d.Result()
+	j.source = fmt.Sprintf("%s of VM %s", d.Label, d.VMName)
+	if d.Snapshot != nil {
+		j.source += " at snapshot " + j.res.VSphere.Snapshot
+	}
+	fmt.Fprintf(j.log, "imager: %s: %d bytes, backing chain %v\n", j.source, d.CapacityBytes, j.res.VSphere.BackingFiles)
+	if d.Transport == jobapi.TransportNFC {
+		err = j.fromVSphereExport(c, d)
+	} else {
+		err = j.fromVSphereDatastore(c, d)
+	}
+	if err != nil {
+		return err
+	}
+	return vsphere.Recheck(j.ctx, c, d)
+}
+
+// fromVSphereDatastore reads the disk's chain in place from its datastore.
+func (j *importJob) fromVSphereDatastore(c *vsphere.Client, d *vsphere.Disk) error {
+	vd, err := vsphere.OpenChain(j.ctx, c, d)
+	if err != nil {
+		return err
+	}
+	defer vd.Close()
+	if vd.Size() != d.CapacityBytes {
+		return fmt.Errorf("%s: %w: the descriptors give %d bytes, vSphere %d: not the disk vSphere describes", j.source, vsphere.ErrChainBroken, vd.Size(), d.CapacityBytes)
+	}
+	return j.fromImage(vmdkImage{vd})
+}
+
+// fromVSphereExport reads the disk from an NFC export lease.
+func (j *importJob) fromVSphereExport(c *vsphere.Client, d *vsphere.Disk) error {
+	return failed(errBadRequest, fmt.Errorf("%s: --vsphere-transport %s is not built yet: use %s", j.source, jobapi.TransportNFC, jobapi.TransportDatastore))
+}
