@@ -54,6 +54,7 @@ func Start(ctx context.Context, o Options) (_ *Fixture, err error) {
 	// vcsim accepts any non-empty credentials.
 	svc.Listen = &url.URL{Host: o.Listen, User: url.UserPassword(o.Username, o.Password)}
 	f.folder = newFolderAuth(svc, o.Username, o.Password)
+	f.nfc = newNFCExports(svc)
 	f.server = svc.NewServer()
 	u := *f.server.URL
 	u.User = nil
@@ -83,6 +84,14 @@ func Start(ctx context.Context, o Options) (_ *Fixture, err error) {
 			return nil, fmt.Errorf("vcenter: VM %s: %w", spec.name, err)
 		}
 		f.VMs = append(f.VMs, *vm)
+		for _, d := range vm.Disks {
+			f.nfc.add(d)
+		}
+		for _, s := range vm.Snapshots {
+			for _, d := range s.Disks {
+				f.nfc.add(d)
+			}
+		}
 	}
 	return f, nil
 }

@@ -18,6 +18,10 @@
 //     session (vcsim itself serves /folder to anyone);
 //   - a running VM holds the top link of each disk (the one it writes):
 //     /folder refuses it with 403, as hostd cannot lock it;
+//   - an NFC export (ExportSnapshot) streams each disk as of the snapshot
+//     as a streamOptimized VMDK, as ESXi does (vcsim sends the top link's
+//     descriptor file as it is); CutNFCExport breaks one half-way and
+//     LeaseOpen says whether a client completed or aborted its lease;
 //   - a certificate of its own (ECDSA, valid for the listen address), so
 //     both a thumbprint and a CA file can be tested.
 //
@@ -83,6 +87,7 @@ type Fixture struct {
 	server *simulator.Server
 	admin  *govmomi.Client
 	folder *folderAuth
+	nfc    *nfcExports
 	client *http.Client
 	once   sync.Once
 
