@@ -8,7 +8,9 @@ import (
 	"testing"
 
 	"github.com/vmware/govmomi/nfc"
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmdkpop/vmdkpop/vmdk"
@@ -46,6 +48,37 @@ func get(t *testing.T, f *Fixture, url string) (*http.Response, []byte, error) {
 	return resp, body, err
 }
 
+// checkExport reads each device URL of an export and checks it streams
+// the disk as a streamOptimized VMDK of the disk's content.
+func checkExport(t *testing.T, f *Fixture, what string, info *nfc.LeaseInfo, disks []Disk) {
+	t.Helper()
+	if len(info.Items) != len(disks) {
+		t.Fatalf("%s: %d device URLs, want one a disk (%d)", what, len(info.Items), len(disks))
+	}
+	for i, item := range info.Items {
+		resp, body, err := get(t, f, item.URL.String())
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %v %v", what, item.URL, resp.Status, err)
+		}
+		d, err := vmdk.OpenReaderAt(bytes.NewReader(body), int64(len(body)), item.Path)
+		if err != nil {
+			t.Fatalf("%s %s: not a VMDK: %v", what, item.Path, err)
+		}
+		want, err := disks[i].Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, d.Size())
+		if _, err := d.ReadAt(got, 0); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if d.CreateType() != "streamOptimized" || !bytes.Equal(got, want) {
+			t.Errorf("%s %s: a %s of %d bytes sha256 %s, want the disk (%d bytes, %s)",
+				what, item.Path, d.CreateType(), len(got), sha256Hex(got), len(want), disks[i].SHA256)
+		}
+	}
+}
+
 // A snapshot's NFC export streams each disk as of the snapshot, as a
 // streamOptimized VMDK that reads as the disk's content; the lease is
 // held until completed.
@@ -58,28 +91,7 @@ func TestNFCExportStreamsTheDiskAsOfTheSnapshot(t *testing.T) {
 			if len(info.Items) != len(s.Disks) {
 				t.Fatalf("%s: %d device URLs, want one a disk (%d)", s.Name, len(info.Items), len(s.Disks))
 			}
-			for i, item := range info.Items {
-				resp, body, err := get(t, f, item.URL.String())
-				if err != nil || resp.StatusCode != http.StatusOK {
-					t.Fatalf("%s %s: %v %v", s.Name, item.URL, resp.Status, err)
-				}
-				d, err := vmdk.OpenReaderAt(bytes.NewReader(body), int64(len(body)), item.Path)
-				if err != nil {
-					t.Fatalf("%s %s: not a VMDK: %v", s.Name, item.Path, err)
-				}
-				want, err := s.Disks[i].Bytes()
-				if err != nil {
-					t.Fatal(err)
-				}
-				got := make([]byte, d.Size())
-				if _, err := d.ReadAt(got, 0); err != nil && err != io.EOF {
-					t.Fatal(err)
-				}
-				if d.CreateType() != "streamOptimized" || !bytes.Equal(got, want) {
-					t.Errorf("%s %s: a %s of %d bytes sha256 %s, want the disk as of the snapshot (%d bytes, %s)",
-						s.Name, item.Path, d.CreateType(), len(got), sha256Hex(got), len(want), s.Disks[i].SHA256)
-				}
-			}
+			checkExport(t, f, s.Name, info, s.Disks)
 			id := lease.Reference().Value
 			if !f.LeaseOpen(id) {
 				t.Fatalf("%s: lease %s not open before it is completed", s.Name, id)
@@ -127,4 +139,45 @@ func TestNFCExportCutHalfWay(t *testing.T) {
 	if f.LeaseOpen(lease.Reference().Value) {
 		t.Error("lease still open after it was aborted")
 	}
+}
+
+// ExportVm, which vcsim lacks, exports a powered-off VM's disks as they
+// are now, and refuses a running VM as ESXi does (InvalidPowerState).
+func TestNFCExportVm(t *testing.T) {
+	eachFixture(t, func(t *testing.T, f *Fixture) {
+		ctx := context.Background()
+		c, err := login(ctx, f, f.Username, f.Password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Logout(ctx)
+		off := object.NewVirtualMachine(c.Client, types.ManagedObjectReference{Type: "VirtualMachine", Value: f.VMs[0].MoRef})
+		for range 2 { // the second export reuses the VM's export snapshot
+			lease, err := off.Export(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := lease.Wait(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkExport(t, f, "ExportVm", info, f.VMs[0].Disks)
+			if err := lease.Complete(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		on := object.NewVirtualMachine(c.Client, types.ManagedObjectReference{Type: "VirtualMachine", Value: f.VMs[1].MoRef})
+		_, err = on.Export(ctx)
+		var fault any
+		if soap.IsSoapFault(err) {
+			fault = soap.ToSoapFault(err).VimFault()
+		}
+		if ips, ok := fault.(types.InvalidPowerState); !ok || ips.ExistingState != types.VirtualMachinePowerStatePoweredOn {
+			t.Fatalf("ExportVm of a running VM: %v (%T), want InvalidPowerState", err, fault)
+		}
+		// Other SDK calls still reach vcsim through the fixture's handler.
+		if _, err := off.Device(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 )
 
@@ -55,6 +56,7 @@ func Start(ctx context.Context, o Options) (_ *Fixture, err error) {
 	svc.Listen = &url.URL{Host: o.Listen, User: url.UserPassword(o.Username, o.Password)}
 	f.folder = newFolderAuth(svc, o.Username, o.Password)
 	f.nfc = newNFCExports(svc)
+	newExportVM(svc, vim25.Path, f.folder.admin.Load)
 	f.server = svc.NewServer()
 	u := *f.server.URL
 	u.User = nil

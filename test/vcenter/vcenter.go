@@ -18,7 +18,9 @@
 //     session (vcsim itself serves /folder to anyone);
 //   - a running VM holds the top link of each disk (the one it writes):
 //     /folder refuses it with 403, as hostd cannot lock it;
-//   - an NFC export (ExportSnapshot) streams each disk as of the snapshot
+//   - ExportVm, which vcsim lacks, exports a powered-off VM's disks and
+//     refuses a running VM (InvalidPowerState), as ESXi does;
+//   - an NFC export (ExportSnapshot, ExportVm) streams each disk as of the snapshot
 //     as a streamOptimized VMDK, as ESXi does (vcsim sends the top link's
 //     descriptor file as it is); CutNFCExport breaks one half-way and
 //     LeaseOpen says whether a client completed or aborted its lease;
