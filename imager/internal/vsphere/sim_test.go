@@ -14,6 +14,7 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
@@ -112,4 +113,81 @@ func snapshot(t *testing.T, vm *object.VirtualMachine, name string) types.Manage
 		t.Fatal(err)
 	}
 	return info.Result.(types.ManagedObjectReference)
+}
+
+// datastore is the simulator's datastore name: its reference and the
+// local directory its /folder API serves.
+func (s *sim) datastore(t *testing.T, c *Client, name string) (types.ManagedObjectReference, string) {
+	t.Helper()
+	f := find.NewFinder(c.Vim, true)
+	dc, err := f.DefaultDatacenter(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SetDatacenter(dc)
+	ds, err := f.Datastore(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := s.m.Map().Get(ds.Reference()).(*simulator.Datastore)
+	return ds.Reference(), obj.Summary.Url
+}
+
+// edit changes a simulated object under its lock, as the simulator's own
+// methods do.
+func (s *sim) edit(ref types.ManagedObjectReference, f func(obj mo.Reference)) {
+	obj := s.m.Map().Get(ref)
+	s.m.Map().WithLock(s.m.Service.Context, obj, func() { f(obj) })
+}
+
+// setDisks makes the VM's (or snapshot's) virtual disks the ones given,
+// keeping its other devices.
+func (s *sim) setDisks(ref types.ManagedObjectReference, disks ...*types.VirtualDisk) {
+	s.edit(ref, func(obj mo.Reference) {
+		var cfg *types.VirtualMachineConfigInfo
+		switch o := obj.(type) {
+		case *simulator.VirtualMachine:
+			cfg = o.Config
+		case *simulator.VirtualMachineSnapshot:
+			cfg = &o.Config
+		}
+		var devs []types.BaseVirtualDevice
+		for _, d := range cfg.Hardware.Device {
+			if _, ok := d.(*types.VirtualDisk); !ok {
+				devs = append(devs, d)
+			}
+		}
+		for _, d := range disks {
+			devs = append(devs, d)
+		}
+		cfg.Hardware.Device = devs
+	})
+}
+
+// disk is a virtual disk with the key, label and capacity given.
+func disk(key int32, label string, capacity int64, b types.BaseVirtualDeviceBackingInfo) *types.VirtualDisk {
+	d := &types.VirtualDisk{CapacityInBytes: capacity, CapacityInKB: capacity / 1024}
+	d.Key = key
+	d.DeviceInfo = &types.Description{Label: label, Summary: "disk"}
+	d.Backing = b
+	return d
+}
+
+// flatChain is a FlatVer2 backing chain of the files (top first) in dir
+// of datastore ds.
+func flatChain(dsName string, ds types.ManagedObjectReference, dir string, names ...string) *types.VirtualDiskFlatVer2BackingInfo {
+	var top, prev *types.VirtualDiskFlatVer2BackingInfo
+	for _, n := range names {
+		b := &types.VirtualDiskFlatVer2BackingInfo{}
+		b.FileName = "[" + dsName + "] " + dir + "/" + n
+		b.Datastore = &ds
+		b.DiskMode = string(types.VirtualDiskModePersistent)
+		if prev == nil {
+			top = b
+		} else {
+			prev.Parent = b
+		}
+		prev = b
+	}
+	return top
 }

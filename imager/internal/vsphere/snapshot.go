@@ -72,18 +72,25 @@ func (d *Disk) atSnapshot(ctx context.Context, c *Client, vm *mo.VirtualMachine,
 	return nil
 }
 
-// flatten lists a snapshot tree, parents before children.
+// flatten lists a snapshot tree, each snapshot before its children: a
+// stack, so a deep tree costs no recursion and each node is handled once.
 func flatten(roots []types.VirtualMachineSnapshotTree) ([]types.VirtualMachineSnapshotTree, error) {
 	var out []types.VirtualMachineSnapshotTree
-	stack := append([]types.VirtualMachineSnapshotTree{}, roots...)
+	var stack []*types.VirtualMachineSnapshotTree
+	push := func(l []types.VirtualMachineSnapshotTree) {
+		for i := len(l) - 1; i >= 0; i-- {
+			stack = append(stack, &l[i])
+		}
+	}
+	push(roots)
 	for len(stack) > 0 {
-		s := stack[0]
-		stack = stack[1:]
+		s := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
 		if len(out) >= maxSnapshots {
 			return nil, tag(ErrChainBroken, "a snapshot tree of more than %d snapshots", maxSnapshots)
 		}
-		out = append(out, s)
-		stack = append(append([]types.VirtualMachineSnapshotTree{}, s.ChildSnapshotList...), stack...)
+		out = append(out, *s)
+		push(s.ChildSnapshotList)
 	}
 	return out, nil
 }
