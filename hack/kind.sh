@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kind.sh: the conventional path, for machines with Docker and kind. Creates
 # a kind cluster "vmdkpop", builds the image with the Dockerfile, loads it
-# and the e2e file server into the nodes, and prints the KUBECONFIG to use:
+# and the e2e servers' image (hack/fileserver and hack/vcsim) into the
+# nodes, and prints the KUBECONFIG to use:
 #
 #   export KUBECONFIG=$(hack/kind.sh)
 #   make test-e2e                 # the same suite as on the local cluster
@@ -27,6 +28,7 @@ fi
 docker build -t vmdkpop:dev . >&2
 kind load docker-image --name "$name" vmdkpop:dev >&2
 CGO_ENABLED=0 go build -trimpath -ldflags=-s -o bin/static/fileserver ./hack/fileserver
-go run ./hack/ociimage -o bin/fileserver-image.tar -t vmdkpop-e2e-fileserver:v1 bin/static/fileserver
+CGO_ENABLED=0 go build -trimpath -ldflags=-s -o bin/static/vcsim ./hack/vcsim
+go run ./hack/ociimage -o bin/fileserver-image.tar -t vmdkpop-e2e-fileserver:v1 -entrypoint /fileserver bin/static/fileserver bin/static/vcsim
 kind load image-archive --name "$name" bin/fileserver-image.tar >&2
 echo "$kubeconfig"

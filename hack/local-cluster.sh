@@ -215,8 +215,10 @@ build_images() {
 	make -s -C "$repo" image >/dev/null
 	(cd "$repo" && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o bin/static/pause ./hack/pause &&
 		CGO_ENABLED=0 go build -trimpath -ldflags=-s -o bin/static/fileserver ./hack/fileserver &&
+		CGO_ENABLED=0 go build -trimpath -ldflags=-s -o bin/static/vcsim ./hack/vcsim &&
 		go run ./hack/ociimage -o bin/pause-image.tar -t vmdkpop-pause:v1 bin/static/pause &&
-		go run ./hack/ociimage -o bin/fileserver-image.tar -t vmdkpop-e2e-fileserver:v1 bin/static/fileserver)
+		go run ./hack/ociimage -o bin/fileserver-image.tar -t vmdkpop-e2e-fileserver:v1 -entrypoint /fileserver \
+			bin/static/fileserver bin/static/vcsim)
 }
 
 load_images() {

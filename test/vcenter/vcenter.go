@@ -68,22 +68,28 @@ type Options struct {
 	Listen string
 }
 
-// Fixture is a running simulator and what it holds.
+// Fixture is a running simulator and what it holds. Its JSON (what
+// hack/vcsim prints) is the description without the password and the
+// disks' content.
 type Fixture struct {
-	URL string // https://host:port/sdk
+	URL string `json:"url"` // https://host:port/sdk
 	// ThumbprintSHA1 and ThumbprintSHA256 are of the server certificate's
 	// DER bytes, upper-case colon hex as vSphere shows them.
-	ThumbprintSHA1, ThumbprintSHA256 string
-	CertPEM                          []byte // the certificate, for --ca-file
-	Username, Password               string
+	ThumbprintSHA1   string `json:"thumbprintSHA1"`
+	ThumbprintSHA256 string `json:"thumbprintSHA256"`
+	// CertPEM is the certificate, for --ca-file (in JSON, base64).
+	CertPEM  []byte `json:"certPEM"`
+	Username string `json:"username"`
+	Password string `json:"-"`
 	// Datacenter and Datastore are the names /folder URLs take
 	// (dcPath=Datacenter&dsName=Datastore).
-	Datacenter, Datastore string
+	Datacenter string `json:"datacenter"`
+	Datastore  string `json:"datastore"`
 	// DatastoreDir is the local directory holding the datastore's files.
-	DatastoreDir string
+	DatastoreDir string `json:"-"`
 	// VMs: a powered-off VM, then a running one, with the same chain
 	// layout (different content).
-	VMs []VM
+	VMs []VM `json:"vms"`
 
 	model  *simulator.Model
 	server *simulator.Server
@@ -98,46 +104,46 @@ type Fixture struct {
 
 // VM is one virtual machine of the fixture.
 type VM struct {
-	Name          string
-	UUID          string // BIOS UUID (config.uuid)
-	InstanceUUID  string // config.instanceUuid
-	MoRef         string // vm-42
-	InventoryPath string // /DC0/vm/<name>
-	Running       bool
+	Name          string `json:"name"`
+	UUID          string `json:"uuid"`          // BIOS UUID (config.uuid)
+	InstanceUUID  string `json:"instanceUuid"`  // config.instanceUuid
+	MoRef         string `json:"moref"`         // vm-42
+	InventoryPath string `json:"inventoryPath"` // /DC0/vm/<name>
+	Running       bool   `json:"running"`
 	// Dir is the VM's directory on the datastore.
-	Dir string
+	Dir string `json:"dir"`
 	// Disks are the VM's virtual disks as they are now, in device order.
-	Disks []Disk
+	Disks []Disk `json:"disks"`
 	// Snapshots are the VM's snapshots, oldest first (s1, s2, ...), each
 	// the child of the one before.
-	Snapshots []Snapshot
+	Snapshots []Snapshot `json:"snapshots"`
 }
 
 // Snapshot is one snapshot of a VM.
 type Snapshot struct {
-	Name  string // s1, s2, ...
-	MoRef string // snapshot-12
+	Name  string `json:"name"`  // s1, s2, ...
+	MoRef string `json:"moref"` // snapshot-12
 	// Disks are the VM's disks as of the snapshot, in device order.
-	Disks []Disk
+	Disks []Disk `json:"disks"`
 }
 
 // Disk is a virtual disk at one point (the VM now, or a snapshot).
 type Disk struct {
-	Label string // "Hard disk 1"
-	Key   int32  // the device key
+	Label string `json:"label"` // "Hard disk 1"
+	Key   int32  `json:"key"`   // the device key
 	// Files are the backing chain's descriptors as the backing names them
 	// (datastore paths, "[LocalDS_0] vm/vm-000001.vmdk"), the top first,
 	// the base last.
-	Files []string
+	Files []string `json:"files"`
 	// DataFiles are every file the chain reads (each descriptor and its
 	// extent), datastore paths, top first.
-	DataFiles []string
+	DataFiles []string `json:"dataFiles"`
 	// Capacity is the disk's size in bytes.
-	Capacity int64
+	Capacity int64 `json:"capacity"`
 	// SHA256 is the hex SHA-256 of the disk's raw content.
-	SHA256 string
+	SHA256 string `json:"sha256"`
 	// Content is the raw content, byte for byte (the chain's model).
-	Content io.ReaderAt
+	Content io.ReaderAt `json:"-"`
 }
 
 // Bytes returns the disk's raw content (Capacity bytes).
