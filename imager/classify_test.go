@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/internal/target"
+	"github.com/vmdkpop/vmdkpop/imager/internal/vsphere"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
@@ -38,6 +39,11 @@ func TestClassifyTypedErrors(t *testing.T) {
 		{source.ErrNoScratch, jobapi.ReasonInvalidArguments, true},
 		{source.ErrFormat, jobapi.ReasonInvalidImage, true},
 		{source.ErrUnsupported, jobapi.ReasonUnsupportedImage, true},
+		// An NFC export: a lease's failure may pass, its URL and its
+		// format stay.
+		{vsphere.ErrLease, jobapi.ReasonLeaseFailed, false},
+		{vsphere.ErrDeviceURL, jobapi.ReasonSourceError, true},
+		{vsphere.ErrNotStream, jobapi.ReasonUnsupportedImage, true},
 		{&source.OpenError{Err: syscall.ENOENT}, jobapi.ReasonSourceNotFound, true},
 		{&source.OpenError{Err: syscall.ELOOP}, jobapi.ReasonSourceNotFound, true},
 		{&source.OpenError{Err: syscall.EIO}, jobapi.ReasonIOError, false},

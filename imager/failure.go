@@ -144,6 +144,14 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonChainBroken, true
 	case errors.Is(err, vsphere.ErrTransient):
 		return jobapi.ReasonNetworkError, false
+	case errors.Is(err, vsphere.ErrLease):
+		return jobapi.ReasonLeaseFailed, false
+	case errors.Is(err, vsphere.ErrDeviceURL):
+		// Not https, another host not trusted: the next lease names the
+		// same.
+		return jobapi.ReasonSourceError, true
+	case errors.Is(err, vsphere.ErrNotStream):
+		return jobapi.ReasonUnsupportedImage, true
 	// The source's errors, in its own words.
 	case errors.Is(err, source.ErrInUse):
 		// Before Unauthorized: ESXi's refusal of a locked file is a 403.

@@ -407,6 +407,12 @@ func (j *importJob) fromStream(r io.Reader) error {
 		return err
 	}
 	defer sr.Close()
+	return j.fromStreamReader(sr)
+}
+
+// fromStreamReader imports the grains of an open stream up to its proven
+// end.
+func (j *importJob) fromStreamReader(sr *vmdk.StreamReader) error {
 	j.describeSource(sr.Descriptor())
 	t, err := j.openTarget(sr.Size())
 	if err != nil {

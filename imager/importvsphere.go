@@ -118,8 +118,3 @@ func (j *importJob) fromVSphereDatastore(c *vsphere.Client, d *vsphere.Disk) err
 	}
 	return j.fromImage(vmdkImage{vd})
 }
-
-// fromVSphereExport reads the disk from an NFC export lease.
-func (j *importJob) fromVSphereExport(c *vsphere.Client, d *vsphere.Disk) error {
-	return failed(errBadRequest, fmt.Errorf("%s: --vsphere-transport %s is not built yet: use %s", j.source, jobapi.TransportNFC, jobapi.TransportDatastore))
-}

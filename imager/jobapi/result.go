@@ -48,6 +48,11 @@ const (
 	ReasonDeadlineExceeded = "DeadlineExceeded" // transient: past imager's --deadline
 	ReasonFailed           = "Failed"           // anything else: transient
 
+	// ReasonLeaseFailed: a vSphere NFC export lease was not ready in
+	// time, was failed by the server, or its stream stopped short.
+	// Transient: a new lease may complete.
+	ReasonLeaseFailed = "LeaseFailed"
+
 	// Target failures by errno (README, "Exit codes and reasons").
 	ReasonFileTooLarge      = "FileTooLarge"      // EFBIG: above the target filesystem's largest file
 	ReasonReadOnlyTarget    = "ReadOnlyTarget"    // EROFS

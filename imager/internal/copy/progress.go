@@ -83,6 +83,14 @@ func (p *Progress) Set(done int64)   { p.update(func() { p.done = done }) }
 func (p *Progress) Add(n int64)      { p.update(func() { p.done += n }) }
 func (p *Progress) SetTotal(t int64) { p.update(func() { p.total = max(t, 0) }) }
 
+// Done is the bytes done so far in this phase (an NFC lease's progress
+// is computed from it).
+func (p *Progress) Done() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
 // Phase starts the spool phase (the first half) or the import after it.
 func (p *Progress) Phase(name string) {
 	p.update(func() {
