@@ -101,7 +101,31 @@ type Result struct {
 	Spooled bool `json:"spooled,omitempty"`
 	// VSphere describes what a vSphere source read.
 	VSphere *VSphereResult `json:"vsphere,omitempty"`
+	// Disks are the disks written by `import --ova-disk all`, each in
+	// the directory Name of Target, in the OVA's member order. Write
+	// keeps as many as fit a termination message and counts the others
+	// in DisksOmitted.
+	Disks        []DiskResult `json:"disks,omitempty"`
+	DisksOmitted int          `json:"disksOmitted,omitempty"`
 }
+
+// DiskResult is one disk of an OVA imported with --ova-disk all.
+type DiskResult struct {
+	Name           string `json:"name"`
+	VirtualSize    int64  `json:"virtualSize,omitempty"`
+	AllocatedBytes int64  `json:"allocatedBytes,omitempty"`
+	// SHA256 of the disk's file in the OVA, when it was one member and
+	// was hashed (its manifest names SHA256, or came after it).
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+// maxDisks is the most disks a result lists before it is measured: far
+// more than fit.
+const maxDisks = 32
+
+// MaxResult is the most a result written by Write takes: what Kubernetes
+// keeps of a termination message.
+const MaxResult = 4096
 
 // Write writes r to path (truncating it), Message with its URLs redacted
 // (RedactURL), then shortened to MaxMessage: redacting can lengthen a
@@ -113,7 +137,23 @@ func Write(path string, r *Result) error {
 	if len(c.Message) > MaxMessage {
 		c.Message = c.Message[:MaxMessage-3] + "..."
 	}
+	disks := r.Disks
+	if len(disks) > maxDisks {
+		disks, c.DisksOmitted = disks[:maxDisks], r.DisksOmitted+len(disks)-maxDisks
+	}
+	c.Disks = make([]DiskResult, 0, len(disks))
+	for _, d := range disks {
+		if len(d.Name) > 64 {
+			d.Name = d.Name[:61] + "..."
+		}
+		c.Disks = append(c.Disks, d)
+	}
 	b, err := json.Marshal(&c)
+	// The list of disks is cut from its end until the whole fits.
+	for err == nil && len(b)+1 > MaxResult && len(c.Disks) > 0 {
+		c.Disks, c.DisksOmitted = c.Disks[:len(c.Disks)-1], c.DisksOmitted+1
+		b, err = json.Marshal(&c)
+	}
 	if err != nil {
 		return err
 	}
