@@ -121,7 +121,7 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonSourceError, true
 	case errors.Is(err, errBadRequest):
 		return jobapi.ReasonInvalidArguments, true
-	case errors.Is(err, errChecksumMismatch):
+	case errors.Is(err, errChecksumMismatch), errors.Is(err, source.ErrChecksum):
 		return jobapi.ReasonChecksumMismatch, true
 	case errors.Is(err, errTruncated):
 		return jobapi.ReasonSourceError, false

@@ -60,6 +60,13 @@ type importJob struct {
 	// outer is the sequential source itself (stdin, an http(s) reply,
 	// read through the hash), not what was found inside it.
 	outer *bufio.Reader
+	// ova is the OVA being read, once found; with --ova-disk all, disks
+	// are the imports of its disks (each with its own target, named
+	// diskName, of the file ovaFile), finished together at the end.
+	ova      *source.OVA
+	disks    []*importJob
+	diskName string
+	ovaFile  *source.OVADisk
 }
 
 // stopGrace is how long a stopped import (a signal, --deadline) waits for
@@ -156,7 +163,7 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	fs.Var(&j.zero, "zero-mode", "zero ranges on block targets: probe (write zeros only where the device does not read zeros), skip (the device reads zeros), write")
 	fs.Float64Var(&j.overhead, "fs-overhead", jobapi.FSOverhead, "fraction of a Filesystem volume its filesystem may keep, for the PVC size a refusal names")
 	fs.StringVar(&j.sourceFormat, "source-format", "auto", "auto, raw, vmdk or ova")
-	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first)")
+	fs.StringVar(&j.ovaDisk, "ova-disk", "", "the OVA disk to import: index (from 0), diskId or file name (default the first); all: every disk, each into a directory of --target named from the OVF")
 	sizeFlag := fs.String("size", "", "virtual size of the imported disk (default the source's; may not be smaller)")
 	maxSizeFlag := fs.String("max-size", "", "largest virtual size the disk may have: a source that expands past it fails TargetTooSmall as it does (default: what the target holds)")
 	checksum := fs.String("checksum", "", "sha256:HEX of the source bytes; a mismatch fails permanently")
@@ -234,6 +241,14 @@ func (j *importJob) configure(source, checksum, cache string, options optionList
 	default:
 		return fmt.Errorf("--source-format %q: want auto, raw, vmdk or ova", j.sourceFormat)
 	}
+	if j.ovaDisk == ovaAll {
+		switch {
+		case j.targetMode == "block":
+			return errors.New("--ova-disk all writes each disk into a directory of --target: not with --target-mode block")
+		case j.size != 0:
+			return errors.New("--ova-disk all: --size would apply to every disk; import the disks one by one to size them")
+		}
+	}
 	if j.deadline < 0 {
 		return fmt.Errorf("--deadline %v: want a positive duration, or 0 for none", j.deadline)
 	}
@@ -261,6 +276,12 @@ func (j *importJob) configure(source, checksum, cache string, options optionList
 // finishResult fills the result from the import's outcome and returns the
 // exit code.
 func (j *importJob) finishResult(err error) int {
+	if len(j.disks) > 0 {
+		j.res.Target, j.res.TargetFormat = j.target, j.targetFormat
+		if err == nil {
+			j.describeDisks()
+		}
+	}
 	if j.out != nil {
 		j.res.Target, j.res.TargetFormat = j.outPath, j.targetFormat
 		if err == nil {

@@ -465,7 +465,7 @@ func makeOVA(t *testing.T, f *importFixture, ovfFirst bool) []byte {
 	if ovfFirst {
 		add("vm.ovf", []byte(ovf))
 	}
-	add("vm.mf", []byte("SHA256(vm.ovf)= 00\n"))
+	add("vm.mf", manifestOf("SHA256", [2][]byte{[]byte("vm.ovf"), []byte(ovf)}, [2][]byte{[]byte("vm-disk1.vmdk"), f.stream}, [2][]byte{[]byte("vm-disk2.vmdk"), second}))
 	add("vm-disk1.vmdk", f.stream)
 	add("vm-disk2.vmdk", second)
 	if !ovfFirst {

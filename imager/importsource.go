@@ -44,7 +44,7 @@ func (j *importJob) runSafe() (err error) {
 			err = target.VolumeTooSmall(err, filepath.Dir(j.outPath), j.outSize)
 		}
 	}
-	return err
+	return j.finishDisks(err)
 }
 
 func (j *importJob) run() error {
@@ -105,6 +105,9 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 	if err != nil {
 		return err
 	}
+	if err := j.allNeedsOVA(kind, outer); err != nil {
+		return err
+	}
 	if !outer && kind == source.KindOVA {
 		return fmt.Errorf("%w: an OVA inside an OVA or a compressed file", source.ErrFormat)
 	}
@@ -119,22 +122,7 @@ func (j *importJob) fromReader(br *bufio.Reader, size int64, remote *source.HTTP
 			return err
 		}
 	case source.KindOVA:
-		r, disk, n, err := source.OpenOVADisk(br, j.ovaDisk)
-		if err != nil {
-			return err
-		}
-		if disk.Of > 1 {
-			fmt.Fprintf(j.log, "imager: importing OVA disk %s of %d\n", disk.Description, disk.Of)
-		}
-		if disk.Gzip {
-			zr, err := source.Decompress(source.KindGzip, r)
-			if err != nil {
-				return fmt.Errorf("OVA disk %s: %w", disk.Href, err)
-			}
-			defer zr.Close()
-			r, n = zr, -1
-		}
-		if err := j.fromReader(bufio.NewReaderSize(r, source.HeadBytes), n, nil, false); err != nil {
+		if err := j.fromOVA(br); err != nil {
 			return err
 		}
 	case source.KindStream:
@@ -189,6 +177,9 @@ func (j *importJob) fromFile(path string) error {
 	}
 	kind, err := source.Detect(head[:n], j.sourceFormat)
 	if err != nil {
+		return err
+	}
+	if err := j.allNeedsOVA(kind, true); err != nil {
 		return err
 	}
 	switch kind {
@@ -357,7 +348,13 @@ func (j *importJob) spool(r io.Reader, size int64, why string) (string, error) {
 	if j.hash != nil && j.outer != nil {
 		// What was spooled may be part of the source (an OVA's member, a
 		// compressed file's contents): the checksum covers the whole
-		// source, so the rest of it goes through the hash first.
+		// source, so the rest of it goes through the hash first, an OVA's
+		// members through their manifest check.
+		if j.ova != nil {
+			if err := j.ova.Finish(); err != nil {
+				return "", err
+			}
+		}
 		if _, err := io.Copy(io.Discard, source.WithContext(j.ctx, j.outer)); err != nil {
 			return "", err
 		}

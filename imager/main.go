@@ -51,7 +51,7 @@ var commands = []command{
 		codes: &exitCodes{usage: checkUsage, failure: checkFailed}},
 	{name: "commit", usage: "commit [-q] IMAGE   (into its backing file; the chain stays valid)", run: runCommit},
 	{name: "rebase", usage: "rebase [-u] -b NEWBACKING IMAGE   (content kept unless -u)", run: runRebase},
-	{name: "import", usage: "import --target DIR|DEVICE [--target-format raw|vmdk] [-o subformat=...] [--checksum sha256:HEX] [--ova-disk N|NAME] [--max-size SIZE] [--min-throughput BYTES/S] [--deadline DURATION] [--scratch-dir DIR] [--result-file F] [http flags] SOURCE   (SOURCE: path, http(s) URL or -)", run: runImport, results: true},
+	{name: "import", usage: "import --target DIR|DEVICE [--target-format raw|vmdk] [-o subformat=...] [--checksum sha256:HEX] [--ova-disk N|NAME|all] [--max-size SIZE] [--min-throughput BYTES/S] [--deadline DURATION] [--scratch-dir DIR] [--result-file F] [http flags] SOURCE   (SOURCE: path, http(s) URL or -)", run: runImport, results: true},
 	{name: "write", usage: "write [-P BYTE | --random SEED] [--result-file F] [--root DIR] OFFSET LENGTH IMAGE   (a pattern into a VMDK, like qemu-io write -P)", run: runWrite, results: true},
 	{name: "checksum", usage: "checksum [-f vmdk|raw] [--size N] [--result-file F] IMAGE   (sha256 of the guest-visible content)", run: runChecksum, results: true},
 	{name: "compare", usage: "compare [-f FMT] [-F FMT] [-s] [-p] A B   (exit 0 identical, 1 different, 2 error or bad command line)", run: runCompare,

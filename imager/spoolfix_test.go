@@ -127,7 +127,7 @@ func TestSlashURLSparseReadsNoScratchFile(t *testing.T) {
 // the right --checksum.
 func TestSpooledSparseImportsAlone(t *testing.T) {
 	f := getFixture(t)
-	ova := ovaOf(t, [2][]byte{[]byte("vm.ovf"), []byte(sparseOVF)}, [2][]byte{[]byte("vm-disk1.vmdk"), f.sparse}, [2][]byte{[]byte("vm.mf"), []byte("SHA256(vm.ovf)= 00\n")})
+	ova := ovaOf(t, [2][]byte{[]byte("vm.ovf"), []byte(sparseOVF)}, [2][]byte{[]byte("vm-disk1.vmdk"), f.sparse}, [2][]byte{[]byte("vm.mf"), manifestOf("SHA1", [2][]byte{[]byte("vm.ovf"), []byte(sparseOVF)}, [2][]byte{[]byte("vm-disk1.vmdk"), f.sparse})})
 	files := map[string][]byte{"vm.ova": ova, "s.vmdk.gz": gzipBytes(t, f.sparse), "s.vmdk.zst": zstdBytes(t, f.sparse), "download": f.sparse}
 	ts := serveFiles(t, files)
 	for name, b := range files {

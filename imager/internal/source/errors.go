@@ -25,12 +25,15 @@ var (
 	ErrProtocol = errors.New("source: the server broke the protocol")
 	// ErrFormat: the source is damaged (an OVA, a gzip or zstd stream).
 	ErrFormat = errors.New("source: damaged")
-	// ErrUnsupported: a format imager does not read (qcow2, VHD, chunked
-	// OVA disks).
+	// ErrUnsupported: a format imager does not read (qcow2, VHD, an OVA
+	// disk's compression other than gzip).
 	ErrUnsupported = errors.New("source: unsupported format")
 	// ErrInUse: the server refuses a file something holds open (ESXi
 	// locks the disks of a running VM); it can be read once released.
 	ErrInUse = errors.New("source: in use")
+	// ErrChecksum: a member of an OVA does not match its manifest (or
+	// the manifest does not list it): the package was damaged or altered.
+	ErrChecksum = errors.New("source: checksum mismatch")
 	// ErrOtherHost: a datastore's file would come from another host,
 	// which its credentials and session must never reach.
 	ErrOtherHost = errors.New("source: another host")

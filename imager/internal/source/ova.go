@@ -2,7 +2,8 @@ package source
 
 import (
 	"archive/tar"
-	"encoding/xml"
+	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,129 +12,450 @@ import (
 	"strings"
 )
 
-// maxOVF bounds the OVF descriptor read into memory.
-const maxOVF = 16 << 20
+// OVA reads an OVA (a tar: the OVF descriptor first, then the files it
+// names, DSP0243 5.3) in one pass, so its disks stream out of a pipe or
+// an HTTP reply: its disks in member order, a chunked file's members
+// joined, every member imported checked against the manifest when the
+// OVA has one, before or after the disks.
+type OVA struct {
+	tr    *tar.Reader
+	Disks []*OVADisk
 
-// ovfEnvelope is the part of an OVF descriptor an import needs: the files
-// the package holds and the disks that use them. Names match in any XML
-// namespace (ovf: attributes included).
-type ovfEnvelope struct {
-	Files []ovfFile `xml:"References>File"`
-	Disks []ovfDisk `xml:"DiskSection>Disk"`
+	envelopeName string
+	envelope     []byte
+	byHref       map[string]*OVADisk
+	// manifest is nil until the .mf member has been read; early are the
+	// digests of the members read before it, checked when it comes.
+	manifest map[string]manifestEntry
+	early    map[string]map[string][]byte
+	// pending is a header the reader of a chunked file read past its last
+	// chunk: the next member, not its own.
+	pending *tar.Header
+	atEOF   bool
+	cur     *diskReader
+	read    map[*OVADisk]bool // disks whose every member has been read
+	skipped map[*OVADisk]bool // disks passed over: their members are skipped
+
+	finished  bool
+	finishErr error
 }
 
-type ovfFile struct {
-	ID          string `xml:"id,attr"`
-	Href        string `xml:"href,attr"`
-	Compression string `xml:"compression,attr"`
-	ChunkSize   string `xml:"chunkSize,attr"`
-}
-
-type ovfDisk struct {
-	DiskID  string `xml:"diskId,attr"`
-	FileRef string `xml:"fileRef,attr"`
-}
-
-// OVADisk is the disk an import takes out of an OVA.
-type OVADisk struct {
-	Href        string // its member name in the tar
-	Gzip        bool   // the member is gzip-compressed (ovf:compression)
-	Index, Of   int
-	Description string
-}
-
-// pickOVADisk finds the disk selected by sel: "" (the first disk), its
-// 0-based index among the OVF's disks, its diskId or its file name.
-func pickOVADisk(ovf []byte, sel string) (*OVADisk, error) {
-	var env ovfEnvelope
-	if err := xml.Unmarshal(ovf, &env); err != nil {
-		return nil, damaged(fmt.Errorf("OVA: OVF descriptor: %w", err))
-	}
-	if len(env.Disks) == 0 {
-		return nil, damaged(errors.New("OVA: the OVF descriptor lists no disks"))
-	}
-	files := map[string]ovfFile{}
-	for _, f := range env.Files {
-		files[f.ID] = f
-	}
-	var names []string
-	pick := -1
-	for i, d := range env.Disks {
-		f, ok := files[d.FileRef]
-		if !ok {
-			return nil, damaged(fmt.Errorf("OVA: disk %q names file %q, which References does not list", d.DiskID, d.FileRef))
-		}
-		names = append(names, fmt.Sprintf("%d=%s(%s)", i, d.DiskID, f.Href))
-		if pick < 0 && (sel == "" || sel == strconv.Itoa(i) || sel == d.DiskID || sel == f.Href) {
-			pick = i
-		}
-	}
-	if pick < 0 {
-		return nil, invalid(fmt.Errorf("OVA: no disk %q; the OVF lists %s", sel, strings.Join(names, ", ")))
-	}
-	f := files[env.Disks[pick].FileRef]
-	if f.ChunkSize != "" {
-		return nil, unsupported(fmt.Errorf("OVA: disk file %q is split into chunks, which imager does not join", f.Href))
-	}
-	switch f.Compression {
-	case "", "identity", "gzip":
-	default:
-		return nil, unsupported(fmt.Errorf("OVA: disk file %q has compression %q", f.Href, f.Compression))
-	}
-	if !validMember(f.Href) {
-		return nil, damaged(fmt.Errorf("OVA: disk file name %q is not a plain member name", f.Href))
-	}
-	return &OVADisk{Href: path.Clean(f.Href), Gzip: f.Compression == "gzip", Index: pick, Of: len(env.Disks), Description: names[pick]}, nil
-}
-
-// validMember accepts relative names that stay inside the archive.
-func validMember(name string) bool {
-	c := path.Clean(name)
-	return name != "" && !path.IsAbs(c) && c != ".." && !strings.HasPrefix(c, "../") && !strings.Contains(name, "\\")
-}
-
-// OpenOVADisk reads an OVA from r up to the selected disk's member and
-// returns that member's reader and size. The OVF descriptor must be the
-// first file, as the OVF specification requires, so the disk can be
-// streamed without reading the archive twice.
-func OpenOVADisk(r io.Reader, sel string) (io.Reader, *OVADisk, int64, error) {
-	tr := tar.NewReader(r)
-	var disk *OVADisk
+// OpenOVA reads an OVA's OVF descriptor, which must be its first file, as
+// the OVF specification requires, so the disks can be streamed without
+// reading the archive twice. Reads stop once ctx is done.
+func OpenOVA(ctx context.Context, r io.Reader) (*OVA, error) {
+	o := &OVA{tr: tar.NewReader(WithContext(ctx, r)), byHref: map[string]*OVADisk{},
+		early: map[string]map[string][]byte{}, read: map[*OVADisk]bool{}, skipped: map[*OVADisk]bool{}}
 	for {
-		hdr, err := tr.Next()
+		hdr, err := o.tr.Next()
 		if err == io.EOF {
-			if disk == nil {
-				return nil, nil, 0, damaged(errors.New("OVA: no .ovf descriptor in the archive"))
-			}
-			return nil, nil, 0, damaged(fmt.Errorf("OVA: the archive has no member %q", disk.Href))
+			return nil, damaged(errors.New("OVA: no .ovf descriptor in the archive"))
 		}
 		if err != nil {
-			return nil, nil, 0, ovaErr(err)
+			return nil, ovaErr(err)
 		}
 		if hdr.Typeflag != tar.TypeReg {
 			continue
 		}
 		name := path.Clean(hdr.Name)
-		if disk == nil {
-			if !strings.EqualFold(path.Ext(name), ".ovf") {
-				return nil, nil, 0, damaged(fmt.Errorf("OVA: the first file is %q; the OVF descriptor must come first", hdr.Name))
-			}
-			if hdr.Size > maxOVF {
-				return nil, nil, 0, damaged(fmt.Errorf("OVA: OVF descriptor of %d bytes (at most %d)", hdr.Size, maxOVF))
-			}
-			ovf, err := io.ReadAll(tr)
-			if err != nil {
-				return nil, nil, 0, ovaErr(err)
-			}
-			if disk, err = pickOVADisk(ovf, sel); err != nil {
-				return nil, nil, 0, err
-			}
-			continue
+		if !strings.EqualFold(path.Ext(name), ".ovf") {
+			return nil, damaged(fmt.Errorf("OVA: the first file is %q; the OVF descriptor must come first", hdr.Name))
 		}
-		if name == disk.Href {
-			return tr, disk, hdr.Size, nil
+		if hdr.Size > maxOVF {
+			return nil, damaged(fmt.Errorf("OVA: OVF descriptor of %d bytes (at most %d)", hdr.Size, maxOVF))
+		}
+		b, err := io.ReadAll(io.LimitReader(o.tr, maxOVF))
+		if err != nil {
+			return nil, ovaErr(err)
+		}
+		if o.Disks, err = parseEnvelope(b); err != nil {
+			return nil, err
+		}
+		for _, d := range o.Disks {
+			o.byHref[d.Href] = d
+		}
+		o.envelopeName, o.envelope = name, b
+		return o, nil
+	}
+}
+
+// Pick finds the disk selected by sel: "" (the first disk), its 0-based
+// index among the OVF's disks, its diskId or its file name.
+func (o *OVA) Pick(sel string) (*OVADisk, error) { return pick(o.Disks, sel) }
+
+// CheckAll says why some disk cannot be imported, if one cannot.
+func (o *OVA) CheckAll() error {
+	for _, d := range o.Disks {
+		if d.problem != nil {
+			return d.problem
 		}
 	}
+	return nil
+}
+
+// Next skips to the next disk in member order (only: that disk, nil: any
+// disk not read yet) and returns its reader, which ends at the end of
+// the disk's file (all its chunks), and the file's size (-1: unknown).
+// What was left unread of the disk before is read through first, so its
+// manifest check is never skipped. Once every disk asked for has been
+// read it returns io.EOF; a disk whose file the archive lacks is
+// damaged.
+func (o *OVA) Next(only *OVADisk) (*OVADisk, io.Reader, int64, error) {
+	if err := o.closeCurrent(); err != nil {
+		return nil, nil, 0, err
+	}
+	for {
+		hdr, err := o.nextHeader()
+		if err == io.EOF {
+			return nil, nil, 0, o.missing(only)
+		}
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		d, err := o.member(hdr)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if d == nil {
+			continue
+		}
+		if only != nil && d != only {
+			o.skipped[d] = true
+			continue
+		}
+		if d.problem != nil {
+			return nil, nil, 0, d.problem
+		}
+		r, err := o.openDisk(d, hdr)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		size := int64(-1)
+		if d.ChunkSize == 0 {
+			size = hdr.Size
+		} else if d.Size > 0 {
+			size = d.Size
+		}
+		return d, r, size, nil
+	}
+}
+
+// missing is Next's end of the archive: io.EOF once every disk asked for
+// has been read.
+func (o *OVA) missing(only *OVADisk) error {
+	for _, d := range o.Disks {
+		if (only == nil || d == only) && !o.read[d] {
+			return damaged(fmt.Errorf("OVA: the archive has no member %q (disk %s)", d.Href, d.Description))
+		}
+	}
+	return io.EOF
+}
+
+// Finish reads the rest of the archive: the disk being read, then every
+// member after it, checking each against what came before (a manifest
+// after the disks verifies them now; a chunk or a disk's file after it
+// was read is refused). An import is verified only once Finish returned
+// nil.
+func (o *OVA) Finish() error {
+	if !o.finished {
+		o.finished = true
+		o.finishErr = o.finish()
+	}
+	return o.finishErr
+}
+
+func (o *OVA) finish() error {
+	if err := o.closeCurrent(); err != nil {
+		return err
+	}
+	for {
+		hdr, err := o.nextHeader()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		d, err := o.member(hdr)
+		if err != nil {
+			return err
+		}
+		if d != nil {
+			o.skipped[d] = true
+		}
+	}
+}
+
+func (o *OVA) nextHeader() (*tar.Header, error) {
+	if h := o.pending; h != nil {
+		o.pending = nil
+		return h, nil
+	}
+	if o.atEOF {
+		return nil, io.EOF
+	}
+	hdr, err := o.tr.Next()
+	if err == io.EOF {
+		o.atEOF = true
+		return nil, io.EOF
+	}
+	if err != nil {
+		return nil, ovaErr(err)
+	}
+	return hdr, nil
+}
+
+// member handles a member met between disks: the manifest is read and
+// checked, a disk's file (or its first chunk) is returned for Next to
+// take or skip, and what contradicts the members before it is refused:
+// a second descriptor or manifest, a chunk out of order, a disk's file
+// again after it was read.
+func (o *OVA) member(hdr *tar.Header) (*OVADisk, error) {
+	if hdr.Typeflag != tar.TypeReg {
+		return nil, nil
+	}
+	name := path.Clean(hdr.Name)
+	switch ext := strings.ToLower(path.Ext(name)); {
+	case ext == ".ovf":
+		return nil, damaged(fmt.Errorf("OVA: a second OVF descriptor %q", hdr.Name))
+	case ext == ".mf":
+		return nil, o.readManifest(hdr)
+	}
+	if d, k, ok := o.chunkOf(name); ok {
+		switch {
+		case o.read[d]:
+			return nil, damaged(fmt.Errorf("OVA: %q after the last chunk of %q", name, d.Href))
+		case o.skipped[d]:
+			return nil, nil
+		case k != 0:
+			return nil, damaged(fmt.Errorf("OVA: %q comes before %q: a chunk is missing or out of order", name, chunkName(d.Href, 0)))
+		}
+		return d, nil
+	}
+	d := o.byHref[name]
+	switch {
+	case d == nil, o.skipped[d]:
+		return nil, nil // a file the import does not need (an ISO, a .cert, another disk)
+	case o.read[d]:
+		return nil, damaged(fmt.Errorf("OVA: the archive holds %q twice", name))
+	case d.ChunkSize > 0:
+		return nil, damaged(fmt.Errorf("OVA: %q is a member although its File has ovf:chunkSize (its chunks are %q, ...)", name, chunkName(d.Href, 0)))
+	}
+	return d, nil
+}
+
+// chunkName is the member holding chunk k of the file href.
+func chunkName(href string, k int) string { return fmt.Sprintf("%s.%09d", href, k) }
+
+// chunkOf parses a chunk's member name: a chunked file's href, a dot and
+// nine digits.
+func chunkOf(name string) (href string, k int, ok bool) {
+	i := len(name) - 10
+	if i <= 0 || name[i] != '.' {
+		return "", 0, false
+	}
+	for _, c := range name[i+1:] {
+		if c < '0' || c > '9' {
+			return "", 0, false
+		}
+	}
+	k, err := strconv.Atoi(name[i+1:])
+	return name[:i], k, err == nil
+}
+
+func (o *OVA) chunkOf(name string) (*OVADisk, int, bool) {
+	href, k, ok := chunkOf(name)
+	if !ok {
+		return nil, 0, false
+	}
+	d := o.byHref[href]
+	if d == nil || d.ChunkSize == 0 {
+		return nil, 0, false
+	}
+	return d, k, true
+}
+
+func (o *OVA) readManifest(hdr *tar.Header) error {
+	if o.manifest != nil {
+		return damaged(fmt.Errorf("OVA: a second manifest %q", hdr.Name))
+	}
+	if hdr.Size > maxManifest {
+		return damaged(fmt.Errorf("OVA: manifest of %d bytes (at most %d)", hdr.Size, maxManifest))
+	}
+	b, err := io.ReadAll(io.LimitReader(o.tr, maxManifest))
+	if err != nil {
+		return ovaErr(err)
+	}
+	m, err := parseManifest(b)
+	if err != nil {
+		return err
+	}
+	h := newMemberHash(o.envelopeName, "SHA1", "SHA256", "SHA512")
+	h.w.Write(o.envelope)
+	if err := verifyAgainst(m, o.envelopeName, h.sums()); err != nil {
+		return err
+	}
+	for name, sums := range o.early {
+		if err := verifyAgainst(m, name, sums); err != nil {
+			return err
+		}
+	}
+	o.manifest, o.early = m, nil
+	return nil
+}
+
+// hashFor is how a member about to be read is hashed: with its manifest
+// line's algorithm, or every algorithm while the manifest may still come.
+// A member the manifest does not list is refused before it is read.
+func (o *OVA) hashFor(name string) (*memberHash, error) {
+	if o.manifest == nil {
+		return newMemberHash(name, "SHA1", "SHA256", "SHA512"), nil
+	}
+	e, ok := o.manifest[name]
+	if !ok {
+		return nil, tag(ErrChecksum, fmt.Errorf("OVA: the manifest does not list %q, so it cannot be verified", name))
+	}
+	return newMemberHash(name, e.alg), nil
+}
+
+// memberRead checks a member read to its end: against the manifest now,
+// or once it comes.
+func (o *OVA) memberRead(h *memberHash) error {
+	sums := h.sums()
+	if o.manifest == nil {
+		o.early[h.name] = sums
+		return nil
+	}
+	return verifyAgainst(o.manifest, h.name, sums)
+}
+
+func (o *OVA) openDisk(d *OVADisk, hdr *tar.Header) (io.Reader, error) {
+	r := &diskReader{o: o, d: d}
+	if err := r.startMember(hdr, 0); err != nil {
+		return nil, err
+	}
+	o.cur = r
+	return r, nil
+}
+
+// closeCurrent reads what is left of the disk being read, through its
+// hash and its chunk checks.
+func (o *OVA) closeCurrent() error {
+	r := o.cur
+	if r == nil {
+		return nil
+	}
+	o.cur = nil
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// diskReader reads a disk's file: its one member, or its chunks joined
+// in order, each hashed and checked as it ends.
+type diskReader struct {
+	o     *OVA
+	d     *OVADisk
+	hash  *memberHash
+	k     int   // the chunk being read
+	n     int64 // bytes read of this member
+	size  int64 // this member's size
+	total int64 // bytes read of the file
+	err   error // sticky: io.EOF at the file's end
+}
+
+func (r *diskReader) startMember(hdr *tar.Header, k int) error {
+	name := path.Clean(hdr.Name)
+	if c := r.d.ChunkSize; c > 0 && (hdr.Size <= 0 || hdr.Size > c) {
+		return damaged(fmt.Errorf("OVA: chunk %q holds %d bytes; ovf:chunkSize is %d", name, hdr.Size, c))
+	}
+	h, err := r.o.hashFor(name)
+	if err != nil {
+		return err
+	}
+	r.hash, r.k, r.n, r.size = h, k, 0, hdr.Size
+	return nil
+}
+
+func (r *diskReader) Read(p []byte) (int, error) {
+	for r.err == nil {
+		n, err := r.o.tr.Read(p)
+		if n > 0 {
+			r.hash.w.Write(p[:n])
+			r.n += int64(n)
+			r.total += int64(n)
+			if err == io.EOF {
+				err = nil // seen again on the next read
+			}
+			if err != nil {
+				r.err = ovaErr(err)
+			}
+			return n, nil
+		}
+		switch {
+		case err == io.EOF:
+			r.err = r.endMember()
+		case err != nil:
+			r.err = ovaErr(err)
+		}
+	}
+	return 0, r.err
+}
+
+// endMember checks the member just read and, for a chunked file, moves to
+// its next chunk: nil when there is one, io.EOF at the file's end.
+func (r *diskReader) endMember() error {
+	o, d := r.o, r.d
+	if r.n != r.size {
+		return damaged(fmt.Errorf("OVA: member %q ended after %d of %d bytes", r.hash.name, r.n, r.size))
+	}
+	if err := o.memberRead(r.hash); err != nil {
+		return err
+	}
+	if d.ChunkSize == 0 {
+		if sum, ok := r.hash.sums()["SHA256"]; ok {
+			d.SHA256 = hex.EncodeToString(sum)
+		}
+		return r.done()
+	}
+	if d.Size > 0 && r.total > d.Size {
+		return damaged(fmt.Errorf("OVA: the chunks of %q hold more than its ovf:size %d bytes", d.Href, d.Size))
+	}
+	// A short chunk is the last one; so is the one that reaches ovf:size.
+	if r.n < d.ChunkSize || (d.Size > 0 && r.total == d.Size) {
+		if d.Size > 0 && r.total != d.Size {
+			return damaged(fmt.Errorf("OVA: the chunks of %q hold %d bytes, not its ovf:size %d", d.Href, r.total, d.Size))
+		}
+		return r.done()
+	}
+	// A full chunk: the next member is the next chunk, or (without
+	// ovf:size to say more must come) what follows the file.
+	hdr, err := o.nextHeader()
+	if err == io.EOF {
+		if d.Size > 0 {
+			return damaged(fmt.Errorf("OVA: the archive ends after %d of %q's %d bytes", r.total, d.Href, d.Size))
+		}
+		return r.done()
+	}
+	if err != nil {
+		return err
+	}
+	name := path.Clean(hdr.Name)
+	if hdr.Typeflag == tar.TypeReg && name == chunkName(d.Href, r.k+1) {
+		return r.startMember(hdr, r.k+1)
+	}
+	if c, _, ok := o.chunkOf(name); ok && c == d {
+		return damaged(fmt.Errorf("OVA: %q where %q must come: a chunk is missing, repeated or out of order", name, chunkName(d.Href, r.k+1)))
+	}
+	if d.Size > 0 {
+		return damaged(fmt.Errorf("OVA: %q ends after %d of its %d bytes, at %q instead of its chunk %q", d.Href, r.total, d.Size, name, chunkName(d.Href, r.k+1)))
+	}
+	o.pending = hdr
+	return r.done()
+}
+
+func (r *diskReader) done() error {
+	r.o.read[r.d] = true
+	return io.EOF
 }
 
 // ovaErr says where a tar error came from; classify tells a damaged

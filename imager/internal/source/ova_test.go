@@ -3,9 +3,12 @@ package source
 import (
 	"archive/tar"
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -23,12 +26,26 @@ func ova(compression string, disk []byte) []byte {
 	return buf.Bytes()
 }
 
+// openOVADisk opens an OVA and the disk sel picks.
+func openOVADisk(b []byte, sel string) (io.Reader, *OVADisk, int64, error) {
+	o, err := OpenOVA(context.Background(), bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	d, err := o.Pick(sel)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	_, r, n, err := o.Next(d)
+	return r, d, n, err
+}
+
 // ovf:compression="gzip" marks the member gzip; identity (or none) does
 // not; other compressions are refused as unsupported.
 func TestOVACompression(t *testing.T) {
 	member := gzipOf(t, []byte("disk bytes"))
 	for compression, gz := range map[string]bool{"": false, "identity": false, "gzip": true} {
-		r, disk, n, err := OpenOVADisk(bytes.NewReader(ova(compression, member)), "")
+		r, disk, n, err := openOVADisk(ova(compression, member), "")
 		if err != nil {
 			t.Fatalf("%q: %v", compression, err)
 		}
@@ -37,7 +54,51 @@ func TestOVACompression(t *testing.T) {
 			t.Fatalf("%q: %+v, %d bytes", compression, disk, n)
 		}
 	}
-	if _, _, _, err := OpenOVADisk(bytes.NewReader(ova("bzip2", member)), ""); !errors.Is(err, ErrUnsupported) {
+	if _, _, _, err := openOVADisk(ova("bzip2", member), ""); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("bzip2: %v", err)
+	}
+}
+
+// tarOf is a tar of the members in order.
+func tarOf(members ...[2]string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, m := range members {
+		tw.WriteHeader(&tar.Header{Name: m[0], Mode: 0o644, Size: int64(len(m[1])), Typeflag: tar.TypeReg})
+		tw.Write([]byte(m[1]))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+const oneDiskOVF = `<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+<References><File ovf:href="d.vmdk" ovf:id="f1"/></References>
+<DiskSection><Disk ovf:diskId="vmdisk1" ovf:fileRef="f1"/></DiskSection></Envelope>`
+
+// A disk read only in part (a stream's reader stops at its end-of-stream
+// marker) is still checked against the manifest: Finish reads the rest
+// of it through its hash.
+func TestOVAFinishChecksUnreadRest(t *testing.T) {
+	disk := strings.Repeat("disk bytes ", 1000)
+	mf := fmt.Sprintf("SHA256(x.ovf)= %x\nSHA256(d.vmdk)= %x\n", sha256.Sum256([]byte(oneDiskOVF)), sha256.Sum256([]byte(disk)))
+	for name, want := range map[string]error{"d.vmdk": nil, "altered": ErrChecksum} {
+		member := disk
+		if name == "altered" {
+			member = disk[:len(disk)-1] + "X"
+		}
+		o, err := OpenOVA(context.Background(), bytes.NewReader(tarOf([2]string{"x.ovf", oneDiskOVF}, [2]string{"x.mf", mf}, [2]string{"d.vmdk", member})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, r, _, err := o.Next(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Read(make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Finish(); !errors.Is(err, want) || (want == nil) != (err == nil) {
+			t.Errorf("%s: Finish: %v, want %v", name, err, want)
+		}
 	}
 }
