@@ -113,8 +113,5 @@ func (j *importJob) fromVSphereDatastore(c *vsphere.Client, d *vsphere.Disk) err
 		return err
 	}
 	defer vd.Close()
-	if vd.Size() != d.CapacityBytes {
-		return fmt.Errorf("%s: %w: the descriptors give %d bytes, vSphere %d: not the disk vSphere describes", j.source, vsphere.ErrChainBroken, vd.Size(), d.CapacityBytes)
-	}
 	return j.fromImage(vmdkImage{vd})
 }

@@ -115,12 +115,24 @@ type datastoreInfo struct {
 // will read it; for transport datastore, each file has its /folder URL
 // and all are in the top's directory, beside each other, as the
 // descriptors' parentFileNameHint names them.
-func chainOf(ctx context.Context, c *Client, disk *types.VirtualDisk, transport string) ([]File, error) {
+// A link's datastore is its backing's; a parent backing may leave it out
+// (vcsim's do), and is then the VM's datastore of the name its path gives.
+func chainOf(ctx context.Context, c *Client, disk *types.VirtualDisk, vmStores []types.ManagedObjectReference, transport string) ([]File, error) {
 	ls, err := links(disk.Backing)
 	if err != nil {
 		return nil, err
 	}
 	stores := map[types.ManagedObjectReference]*datastoreInfo{}
+	store := func(ref types.ManagedObjectReference) (*datastoreInfo, error) {
+		if ds := stores[ref]; ds != nil {
+			return ds, nil
+		}
+		ds, err := lookupDatastore(ctx, c, ref)
+		if err == nil {
+			stores[ref] = ds
+		}
+		return ds, err
+	}
 	var out []File
 	var topDir string
 	var topDS types.ManagedObjectReference
@@ -134,14 +146,23 @@ func chainOf(ctx context.Context, c *Client, disk *types.VirtualDisk, transport 
 			return nil, vsanError(l.file)
 		}
 		if l.datastore == nil {
-			return nil, tag(ErrChainBroken, "%s: vSphere names no datastore for it", l.file)
-		}
-		ds := stores[*l.datastore]
-		if ds == nil {
-			if ds, err = lookupDatastore(ctx, c, *l.datastore); err != nil {
-				return nil, err
+			for _, ref := range vmStores {
+				ds, err := store(ref)
+				if err != nil {
+					return nil, err
+				}
+				if ds.name == p.Datastore {
+					l.datastore = &ref
+					break
+				}
 			}
-			stores[*l.datastore] = ds
+			if l.datastore == nil {
+				return nil, tag(ErrChainBroken, "%s: on datastore %s, which is not one of the VM's", l.file, p.Datastore)
+			}
+		}
+		ds, err := store(*l.datastore)
+		if err != nil {
+			return nil, err
 		}
 		if strings.EqualFold(ds.kind, "vsan") && transport != jobapi.TransportNFC {
 			return nil, vsanError(l.file)

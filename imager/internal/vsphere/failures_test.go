@@ -174,6 +174,22 @@ func TestResolveBrokenChains(t *testing.T) {
 	_, err = OpenChain(ctx, v.c, d)
 	wantErr(t, "a link vSphere does not name", err, ErrChainBroken)
 
+	// The descriptors' size is not the capacity vSphere gives.
+	wrongSize := v.disk1("vm-000001.vmdk", "vm.vmdk")
+	wrongSize.CapacityInBytes += 512
+	v.setDisks(v.s2, wrongSize)
+	d, _ = Resolve(ctx, v.c, sel)
+	_, err = OpenChain(ctx, v.c, d)
+	wantErr(t, "another capacity", err, ErrChainBroken, "vSphere 5247488")
+
+	// A parent on a datastore the VM does not use.
+	other := v.disk1("vm-000001.vmdk", "vm.vmdk")
+	parent := other.Backing.(*types.VirtualDiskFlatVer2BackingInfo).Parent
+	parent.FileName, parent.Datastore = "[OtherDS] chainvm/vm.vmdk", nil
+	v.setDisks(v.s2, other)
+	_, err = Resolve(ctx, v.c, sel)
+	wantErr(t, "a parent on another datastore", err, ErrChainBroken, "not one of the VM's")
+
 	// A file of the chain gone from the datastore.
 	v.setDisks(v.s2, v.disk1("vm-000001.vmdk", "vm.vmdk"))
 	if err := os.Remove(filepath.Join(v.dir, "vm-flat.vmdk")); err != nil {

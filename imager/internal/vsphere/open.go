@@ -31,6 +31,10 @@ func OpenChain(ctx context.Context, c *Client, d *Disk) (*vmdk.Disk, error) {
 		vd.Close()
 		return nil, err
 	}
+	if vd.Size() != d.CapacityBytes {
+		vd.Close()
+		return nil, tag(ErrChainBroken, "VM %s, %s: the descriptors give %d bytes, vSphere %d: the files on the datastore are not the disk vSphere describes", d.VMName, d.Label, vd.Size(), d.CapacityBytes)
+	}
 	return vd, nil
 }
 

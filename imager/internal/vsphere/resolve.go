@@ -76,7 +76,7 @@ func (d *Disk) Result() *jobapi.VSphereResult {
 }
 
 // vmProps are the VM's properties Resolve reads.
-var vmProps = []string{"name", "config.hardware.device", "runtime.powerState", "snapshot"}
+var vmProps = []string{"name", "config.hardware.device", "runtime.powerState", "snapshot", "datastore"}
 
 // Resolve finds the disk s names on c's server and its backing chain.
 // A powered-off or suspended VM (nothing writes its disks while it is
@@ -126,7 +126,7 @@ func Resolve(ctx context.Context, c *Client, s Selector) (*Disk, error) {
 	if d.CapacityBytes <= 0 {
 		return nil, tag(ErrChainBroken, "VM %s: %s has no capacity", vm.Name, d.Label)
 	}
-	if d.Chain, err = chainOf(ctx, c, d.Device, s.Transport); err != nil {
+	if d.Chain, err = chainOf(ctx, c, d.Device, vm.Datastore, s.Transport); err != nil {
 		return nil, fmt.Errorf("VM %s, %s: %w", vm.Name, d.Label, err)
 	}
 	if d.Snapshot != nil && d.PowerState != types.VirtualMachinePowerStatePoweredOff {
