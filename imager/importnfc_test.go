@@ -15,9 +15,9 @@ import (
 
 // startVCenter is a simulated vCenter whose NFC exports stream each disk
 // as ESXi does, and the import flags that reach it.
-func startVCenter(t *testing.T) (*vcenter.Fixture, []string) {
+func startVCenter(t *testing.T, o vcenter.Options) (*vcenter.Fixture, []string) {
 	t.Helper()
-	f, err := vcenter.Start(context.Background(), vcenter.Options{})
+	f, err := vcenter.Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,10 +49,18 @@ func lastLeaseClosed(t *testing.T, f *vcenter.Fixture) {
 	}
 }
 
-// A running VM's disk as of a snapshot, through an NFC export: byte-exact against the chains written, the result
-// saying what was read, the leases closed.
+// A running VM's disk as of a snapshot, through an NFC export of a
+// vCenter, and of an ESXi host whose device URLs name the host "*":
+// byte-exact against the chain written, the result saying what was read,
+// the lease closed.
 func TestImportVSphereNFC(t *testing.T) {
-	f, flags := startVCenter(t)
+	for _, esx := range []bool{false, true} {
+		t.Run(map[bool]string{false: "vCenter", true: "ESXi"}[esx], func(t *testing.T) { importNFC(t, esx) })
+	}
+}
+
+func importNFC(t *testing.T, esx bool) {
+	f, flags := startVCenter(t, vcenter.Options{ESX: esx})
 	for _, c := range []struct {
 		name string
 		args []string
@@ -81,7 +89,7 @@ func TestImportVSphereNFC(t *testing.T) {
 // An export cut half-way: LeaseFailed, transient, no disk left, the
 // lease aborted.
 func TestImportVSphereNFCCut(t *testing.T) {
-	f, flags := startVCenter(t)
+	f, flags := startVCenter(t, vcenter.Options{})
 	f.CutNFCExport(1 << 20)
 	dir := t.TempDir()
 	code, r, _, _ := runImportTest(t, append(append([]string{"--target", dir}, flags...), atS1(f)...)...)
@@ -93,7 +101,7 @@ func TestImportVSphereNFCCut(t *testing.T) {
 // SIGTERM once the lease is open: Terminated, the lease aborted before
 // the process is gone.
 func TestImportVSphereNFCTerminated(t *testing.T) {
-	f, flags := startVCenter(t)
+	f, flags := startVCenter(t, vcenter.Options{})
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
