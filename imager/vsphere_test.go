@@ -18,7 +18,7 @@ import (
 // whose VMs' disks are real ESXi chains: each import is byte for byte the
 // disk the fixture built, as of the snapshot named.
 
-func startVCenter(t *testing.T, o vcenter.Options) (*vcenter.Fixture, string) {
+func startVSphereFixture(t *testing.T, o vcenter.Options) (*vcenter.Fixture, string) {
 	t.Helper()
 	f, err := vcenter.Start(context.Background(), o)
 	if err != nil {
@@ -84,7 +84,7 @@ func TestImportVSphere(t *testing.T) {
 			name = "ESXi, vmfsSparse"
 		}
 		t.Run(name, func(t *testing.T) {
-			f, creds := startVCenter(t, o)
+			f, creds := startVSphereFixture(t, o)
 			off, on := f.VMs[0], f.VMs[1]
 			at := func(vm vcenter.VM, k int) string { return vm.Snapshots[k].Name + " (" + vm.Snapshots[k].MoRef + ")" }
 			for _, tc := range []struct {
@@ -119,7 +119,7 @@ func caFile(t *testing.T, f *vcenter.Fixture) string {
 // Each failure has its reason, its permanence, and a message that says
 // what to do.
 func TestImportVSphereFailures(t *testing.T) {
-	f, creds := startVCenter(t, vcenter.Options{Seed: 53})
+	f, creds := startVSphereFixture(t, vcenter.Options{Seed: 53})
 	off, on := f.VMs[0], f.VMs[1]
 	pin := []string{"--vsphere-thumbprint", f.ThumbprintSHA256}
 	wrong := []byte(strings.ReplaceAll(f.ThumbprintSHA256, ":", ""))
