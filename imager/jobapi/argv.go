@@ -155,6 +155,9 @@ type ImportArgs struct {
 	// HTTPConnections is how many Range requests an http(s) source's
 	// random-access reads keep in flight (0: imager's default).
 	HTTPConnections int64
+	// Backing (-b) is the parent of a delta VMDK written by a delta
+	// import (VSphere.DeltaFrom): the image imported at DeltaFrom.
+	Backing string
 	// VSphere, when set, is the source (Source is then empty).
 	VSphere *VSphereArgs
 	Source  string
@@ -183,9 +186,33 @@ func (c ImportArgs) Argv() []string {
 	a.str("--ova-disk", c.OVADisk)
 	a.str("--root", c.Root)
 	a.int("--http-connections", c.HTTPConnections)
+	a.str("-b", c.Backing)
 	c.VSphere.flags(&a)
 	if c.Source != "" {
 		a = append(a, c.Source)
 	}
 	return a
+}
+
+// ApplyDeltaArgs is `imager apply-delta`: a delta VMDK's own grains (what
+// a delta import wrote) written into a raw disk populated from its
+// parent, bringing it to the delta's point.
+type ApplyDeltaArgs struct {
+	ResultFile string
+	Root       string
+	Target     string // the raw disk: a file (disk.img) or a block device
+	// ExpectParentCID (8 hex digits) refuses a delta whose parentCID is
+	// another: the CID of the image the target was populated from.
+	ExpectParentCID string
+	Delta           string // the delta VMDK
+}
+
+// Argv is the command line, "apply-delta" first.
+func (c ApplyDeltaArgs) Argv() []string {
+	a := argv{"apply-delta"}
+	a.str("--result-file", c.ResultFile)
+	a.str("--root", c.Root)
+	a.str("--target", c.Target)
+	a.str("--expect-parent-cid", c.ExpectParentCID)
+	return append(a, c.Delta)
 }

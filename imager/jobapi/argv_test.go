@@ -52,3 +52,20 @@ func TestVSphereArgv(t *testing.T) {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }
+
+// A delta import (warm migration) and the apply-delta that brings a raw
+// disk to its snapshot.
+func TestDeltaArgv(t *testing.T) {
+	for _, c := range []struct{ got, want []string }{
+		{ImportArgs{ResultFile: ResultPath, Target: "/images/s2", TargetFormat: "vmdk", Root: "/images", Backing: "/images/s1/disk.vmdk",
+			VSphere: &VSphereArgs{URL: "https://vc/sdk", MoRef: "vm-42", Snapshot: "s2", DeltaFrom: "s1", Transport: TransportDatastore}}.Argv(),
+			[]string{"import", "--result-file", "/dev/termination-log", "--target", "/images/s2", "--target-format", "vmdk", "--root", "/images", "-b", "/images/s1/disk.vmdk",
+				"--vsphere-url", "https://vc/sdk", "--vsphere-moref", "vm-42", "--vsphere-snapshot", "s2", "--vsphere-transport", "datastore", "--vsphere-delta-from", "s1"}},
+		{ApplyDeltaArgs{ResultFile: ResultPath, Root: "/images", Target: "/target/disk.img", ExpectParentCID: "0a1b2c3d", Delta: "/images/s2/disk.vmdk"}.Argv(),
+			[]string{"apply-delta", "--result-file", "/dev/termination-log", "--root", "/images", "--target", "/target/disk.img", "--expect-parent-cid", "0a1b2c3d", "/images/s2/disk.vmdk"}},
+	} {
+		if !slices.Equal(c.got, c.want) {
+			t.Errorf("got  %q\nwant %q", c.got, c.want)
+		}
+	}
+}

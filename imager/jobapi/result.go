@@ -99,6 +99,12 @@ type Result struct {
 	// Spooled: the source was copied to scratch space first (no Range
 	// support, or a compressed non-stream image).
 	Spooled bool `json:"spooled,omitempty"`
+	// BytesRead is what a delta import read of the delta's data (not the
+	// disk); BytesWritten and Ranges what apply-delta wrote into its
+	// target (data and zeros) in how many ranges.
+	BytesRead    int64 `json:"bytesRead,omitempty"`
+	BytesWritten int64 `json:"bytesWritten,omitempty"`
+	Ranges       int64 `json:"ranges,omitempty"`
 	// VSphere describes what a vSphere source read.
 	VSphere *VSphereResult `json:"vsphere,omitempty"`
 	// Disks are the disks written by `import --ova-disk all`, each in

@@ -39,6 +39,12 @@ type VSphereArgs struct {
 	Snapshot string
 	// Transport is datastore (default) or nfc.
 	Transport string
+	// DeltaFrom (a snapshot's name or moref, an ancestor of Snapshot)
+	// imports only what changed since it: the links of the chain above
+	// DeltaFrom's, written as a delta VMDK whose parent is
+	// ImportArgs.Backing, the image imported at DeltaFrom (warm
+	// migration). Transport datastore and a vmdk target only.
+	DeltaFrom string
 }
 
 func (v *VSphereArgs) flags(a *argv) {
@@ -54,6 +60,7 @@ func (v *VSphereArgs) flags(a *argv) {
 	a.str("--vsphere-disk-label", v.DiskLabel)
 	a.str("--vsphere-snapshot", v.Snapshot)
 	a.str("--vsphere-transport", v.Transport)
+	a.str("--vsphere-delta-from", v.DeltaFrom)
 }
 
 // VSphereResult is what an import from vSphere read, for the image's
@@ -71,6 +78,14 @@ type VSphereResult struct {
 	// as it is (powered off).
 	Snapshot  string `json:"snapshot,omitempty"`
 	Transport string `json:"transport,omitempty"`
+	// DeltaFrom is the snapshot a delta import started from, "name
+	// (moref)"; BaseTop the top file of the chain as of it, whose chain
+	// (the last files of BackingFiles) the backing image must have been
+	// imported from; DeltaLinks how many links above it were copied (the
+	// first DeltaLinks of BackingFiles).
+	DeltaFrom  string `json:"deltaFrom,omitempty"`
+	BaseTop    string `json:"baseTop,omitempty"`
+	DeltaLinks int    `json:"deltaLinks,omitempty"`
 }
 
 // maxBackingFiles bounds the list a result carries: a termination message
@@ -96,6 +111,13 @@ func (v *VSphereResult) bounded() *VSphereResult {
 			f = f[:157] + "..."
 		}
 		c.BackingFiles[i] = f
+	}
+	// A delta import's two names get less room: with everything else at
+	// its longest, 160 bytes each would pass 4096.
+	for _, s := range []*string{&c.DeltaFrom, &c.BaseTop} {
+		if len(*s) > 80 {
+			*s = (*s)[:77] + "..."
+		}
 	}
 	for _, s := range []*string{&c.VMName, &c.DiskLabel, &c.Snapshot} {
 		if len(*s) > 160 {
