@@ -13,21 +13,11 @@ import (
 	"github.com/vmdkpop/vmdkpop/test/vcenter"
 )
 
-// startVCenter is a simulated vCenter whose NFC exports stream each disk
-// as ESXi does, and the import flags that reach it.
-func startVCenter(t *testing.T, o vcenter.Options) (*vcenter.Fixture, []string) {
+// nfcVCenter is a simulated vCenter (or ESXi host) whose NFC exports
+// stream each disk as ESXi does, and the import flags that reach it.
+func nfcVCenter(t *testing.T, o vcenter.Options) (*vcenter.Fixture, []string) {
 	t.Helper()
-	f, err := vcenter.Start(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
-	creds := t.TempDir()
-	for name, v := range map[string]string{"username": f.Username, "password": f.Password} {
-		if err := os.WriteFile(filepath.Join(creds, name), []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f, creds := startVSphereFixture(t, o)
 	return f, []string{"--vsphere-url", f.URL, "--vsphere-thumbprint", f.ThumbprintSHA256, "--credentials-dir", creds, "--vsphere-transport", "nfc"}
 }
 
@@ -49,8 +39,9 @@ func lastLeaseClosed(t *testing.T, f *vcenter.Fixture) {
 	}
 }
 
-// A running VM's disk as of a snapshot, through an NFC export of a
-// vCenter, and of an ESXi host whose device URLs name the host "*":
+// A powered-off VM's disk as it is (ExportVm) and as of a snapshot, and a
+// running VM's as of a snapshot (ExportSnapshot), through NFC exports of
+// a vCenter and of an ESXi host whose device URLs name the host "*":
 // byte-exact against the chain written, the result saying what was read,
 // the lease closed.
 func TestImportVSphereNFC(t *testing.T) {
@@ -60,7 +51,7 @@ func TestImportVSphereNFC(t *testing.T) {
 }
 
 func importNFC(t *testing.T, esx bool) {
-	f, flags := startVCenter(t, vcenter.Options{ESX: esx})
+	f, flags := nfcVCenter(t, vcenter.Options{ESX: esx})
 	for _, c := range []struct {
 		name string
 		args []string
@@ -68,6 +59,8 @@ func importNFC(t *testing.T, esx bool) {
 		snap string
 	}{
 		{"running, at s1", []string{"--vsphere-uuid", f.VMs[1].UUID, "--vsphere-snapshot", "s1"}, f.VMs[1].Snapshots[0].Disks[0], f.VMs[1].Snapshots[0].MoRef},
+		{"powered off, as it is", []string{"--vsphere-moref", f.VMs[0].MoRef}, f.VMs[0].Disks[0], ""},
+		{"powered off, at s2", []string{"--vsphere-moref", f.VMs[0].MoRef, "--vsphere-snapshot", "s2"}, f.VMs[0].Snapshots[1].Disks[0], f.VMs[0].Snapshots[1].MoRef},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -89,7 +82,7 @@ func importNFC(t *testing.T, esx bool) {
 // An export cut half-way: LeaseFailed, transient, no disk left, the
 // lease aborted.
 func TestImportVSphereNFCCut(t *testing.T) {
-	f, flags := startVCenter(t, vcenter.Options{})
+	f, flags := nfcVCenter(t, vcenter.Options{})
 	f.CutNFCExport(1 << 20)
 	dir := t.TempDir()
 	code, r, _, _ := runImportTest(t, append(append([]string{"--target", dir}, flags...), atS1(f)...)...)
@@ -101,7 +94,7 @@ func TestImportVSphereNFCCut(t *testing.T) {
 // SIGTERM once the lease is open: Terminated, the lease aborted before
 // the process is gone.
 func TestImportVSphereNFCTerminated(t *testing.T) {
-	f, flags := startVCenter(t, vcenter.Options{})
+	f, flags := nfcVCenter(t, vcenter.Options{})
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
