@@ -291,7 +291,7 @@ func (o *OVA) readManifest(hdr *tar.Header) error {
 		return err
 	}
 	h := newMemberHash(o.envelopeName, "SHA1", "SHA256", "SHA512")
-	h.w.Write(o.envelope)
+	h.Write(o.envelope)
 	if err := verifyAgainst(m, o.envelopeName, h.sums()); err != nil {
 		return err
 	}
@@ -380,7 +380,7 @@ func (r *diskReader) Read(p []byte) (int, error) {
 	for r.err == nil {
 		n, err := r.o.tr.Read(p)
 		if n > 0 {
-			r.hash.w.Write(p[:n])
+			r.hash.Write(p[:n])
 			r.n += int64(n)
 			r.total += int64(n)
 			if err == io.EOF {
