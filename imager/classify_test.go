@@ -44,6 +44,15 @@ func TestClassifyTypedErrors(t *testing.T) {
 		{vsphere.ErrLease, jobapi.ReasonLeaseFailed, false},
 		{vsphere.ErrDeviceURL, jobapi.ReasonSourceError, true},
 		{vsphere.ErrNotStream, jobapi.ReasonUnsupportedImage, true},
+		// Resolving the disk: what the SDK says stays, but for the VM
+		// running now and the network.
+		{vsphere.ErrInUse, jobapi.ReasonSourceInUse, false},
+		{vsphere.ErrInvalidOptions, jobapi.ReasonInvalidArguments, true},
+		{vsphere.ErrNotFound, jobapi.ReasonSourceNotFound, true},
+		{vsphere.ErrUnauthorized, jobapi.ReasonUnauthorized, true},
+		{vsphere.ErrUnsupported, jobapi.ReasonUnsupportedImage, true},
+		{vsphere.ErrChainBroken, jobapi.ReasonChainBroken, true},
+		{vsphere.ErrTransient, jobapi.ReasonNetworkError, false},
 		{&source.OpenError{Err: syscall.ENOENT}, jobapi.ReasonSourceNotFound, true},
 		{&source.OpenError{Err: syscall.ELOOP}, jobapi.ReasonSourceNotFound, true},
 		{&source.OpenError{Err: syscall.EIO}, jobapi.ReasonIOError, false},

@@ -33,8 +33,10 @@ type link struct {
 	datastore *types.ManagedObjectReference
 }
 
-// links walks a disk's backing chain, top first.
-func links(b types.BaseVirtualDeviceBackingInfo) ([]link, error) {
+// links walks a disk's backing chain, top first. A virtual-mode RDM is
+// a link only for transport nfc, which exports its bytes; its file on the
+// datastore is a pointer to the LUN.
+func links(b types.BaseVirtualDeviceBackingInfo, transport string) ([]link, error) {
 	var out []link
 	seen := map[string]bool{}
 	for b != nil {
@@ -72,7 +74,13 @@ func links(b types.BaseVirtualDeviceBackingInfo) ([]link, error) {
 			if v.CompatibilityMode == string(types.VirtualDiskCompatibilityModePhysicalMode) {
 				return nil, tag(ErrUnsupported, "a raw device mapping in physical mode (%s, LUN %s): its bytes are the LUN's, which neither the datastore nor an NFC export serves; copy the LUN itself", v.FileName, v.LunUuid)
 			}
-			return nil, tag(ErrUnsupported, "a raw device mapping in virtual mode (%s): its file points at a LUN, not the disk's bytes; use transport %s, which exports the disk", v.FileName, jobapi.TransportNFC)
+			if transport != jobapi.TransportNFC {
+				return nil, tag(ErrUnsupported, "a raw device mapping in virtual mode (%s): its file points at a LUN, not the disk's bytes; use transport %s, which exports the disk", v.FileName, jobapi.TransportNFC)
+			}
+			fb = &v.VirtualDeviceFileBackingInfo
+			if v.Parent != nil {
+				next = v.Parent
+			}
 		default:
 			return nil, tag(ErrUnsupported, "a %T backing: not a VMDK file on a datastore", b)
 		}
@@ -118,7 +126,7 @@ type datastoreInfo struct {
 // A link's datastore is its backing's; a parent backing may leave it out
 // (vcsim's do), and is then the VM's datastore of the name its path gives.
 func chainOf(ctx context.Context, c *Client, disk *types.VirtualDisk, vmStores []types.ManagedObjectReference, transport string) ([]File, error) {
-	ls, err := links(disk.Backing)
+	ls, err := links(disk.Backing, transport)
 	if err != nil {
 		return nil, err
 	}

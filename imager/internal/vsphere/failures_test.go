@@ -1,6 +1,7 @@
 package vsphere
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -115,6 +116,11 @@ func TestResolveUnsupportedDisks(t *testing.T) {
 	v.setDisks(v.s2, disk(2000, "Hard disk 1", chainSize, rdm(types.VirtualDiskCompatibilityModeVirtualMode)))
 	_, err = Resolve(ctx, v.c, sel)
 	wantErr(t, "virtual RDM", err, ErrUnsupported, "virtual mode", "transport nfc")
+	sel.Transport = jobapi.TransportNFC
+	if d, err := Resolve(ctx, v.c, sel); err != nil || paths(d) != "[LocalDS_0] chainvm/rdm.vmdk" {
+		t.Fatalf("virtual RDM over NFC: %v", err)
+	}
+	sel.Transport = ""
 
 	v.setDisks(v.s2, v.disk1("vm-000001.vmdk", "vm.vmdk"))
 	v.edit(v.ds, func(obj mo.Reference) { obj.(*simulator.Datastore).Summary.Type = "vsan" })
@@ -256,4 +262,17 @@ func TestSnapshotTreeBounded(t *testing.T) {
 	}
 	_, err := flatten(tree(maxSnapshots + 1))
 	wantErr(t, "one snapshot too many", err, ErrChainBroken)
+}
+
+// A suspended VM is read as it is: nothing writes its disks until it
+// resumes.
+func TestResolveSuspendedVM(t *testing.T) {
+	v := newChainVM(t, vmdktest.ChainOptions{Seed: 48})
+	v.edit(v.vm.Reference(), func(obj mo.Reference) {
+		obj.(*simulator.VirtualMachine).Runtime.PowerState = types.VirtualMachinePowerStateSuspended
+	})
+	d, got := v.read(t, Selector{MoRef: v.vm.Reference().Value})
+	if d.PowerState != types.VirtualMachinePowerStateSuspended || len(d.Chain) != 3 || !bytes.Equal(got, v.content(t, 2)) {
+		t.Fatalf("suspended: %s, chain %s", d.PowerState, paths(d))
+	}
 }

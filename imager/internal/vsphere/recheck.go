@@ -36,7 +36,7 @@ func Recheck(ctx context.Context, c *Client, d *Disk) error {
 	}
 	for _, dev := range devices {
 		if disk, ok := dev.(*types.VirtualDisk); ok && disk.Key == d.Device.Key {
-			ls, err := links(disk.Backing)
+			ls, err := links(disk.Backing, d.Transport)
 			if err != nil {
 				return err
 			}
