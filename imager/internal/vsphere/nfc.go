@@ -425,6 +425,7 @@ func get(ctx context.Context, c *Client, u *url.URL, thumbprint string) (io.Read
 			Proxy:                 http.ProxyFromEnvironment,
 			TLSClientConfig:       cfg,
 			ResponseHeaderTimeout: loginTimeout,
+			DisableKeepAlives:     true, // one request: nothing idle is left behind
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
