@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
 // OVAs as exporters write them, built here: chunked files, manifests
@@ -292,10 +293,14 @@ func TestImportOVAAll(t *testing.T) {
 	for _, last := range []bool{false, true} {
 		ova := allOVA(t, f, raw, last)
 		src := writeOVA(t, ova)
-		for _, from := range []string{"file", "stdin"} {
+		ts := serveFiles(t, map[string][]byte{"vm.ova": ova})
+		for _, from := range []string{"file", "stdin", "http"} {
 			dir := t.TempDir()
 			res := filepath.Join(t.TempDir(), "result.json")
-			args := []string{"import", "--result-file", res, "--target", dir, "--scratch-dir", t.TempDir(), "--ova-disk", "all", src}
+			args := []string{"import", "--result-file", res, "--target", dir, "--scratch-dir", t.TempDir(), "--checksum", sha256Flag(ova), "--ova-disk", "all", src}
+			if from == "http" {
+				args[len(args)-1] = ts.URL + "/vm.ova"
+			}
 			var code int
 			var errs string
 			if from == "stdin" {
@@ -333,6 +338,28 @@ func TestImportOVAAll(t *testing.T) {
 			}
 		}
 	}
+
+	// --target-format vmdk: each directory holds its disk.vmdk.
+	dir := t.TempDir()
+	code, r, _, errs := runImportTest(t, "--target", dir, "--scratch-dir", t.TempDir(), "--target-format", "vmdk", "--ova-disk", "all", writeOVA(t, allOVA(t, f, raw, false)))
+	if code != 0 {
+		t.Fatalf("vmdk: exit %d %+v %s", code, r, errs)
+	}
+	for _, w := range want {
+		d, err := vmdk.Open(filepath.Join(dir, w.name, "disk.vmdk"), vmdk.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, d.Size())
+		_, err = d.ReadAt(got, 0)
+		d.Close()
+		// A VMDK holds whole sectors: the raw disk's last one is padded
+		// with zeros.
+		padded := append(bytes.Clone(w.data), make([]byte, (512-len(w.data)%512)%512)...)
+		if err != nil || !bytes.Equal(got, padded) {
+			t.Errorf("vmdk: %s differs (%v): %d bytes, want %d", w.name, err, len(got), len(padded))
+		}
+	}
 }
 
 // --ova-disk all writes nothing when the OVA fails its manifest (after
@@ -350,22 +377,33 @@ func TestImportOVAAllRefused(t *testing.T) {
 	for name, c := range map[string]struct {
 		ova    []byte
 		reason string
+		flags  []string
 	}{
-		"manifest last, altered": {altered, jobapi.ReasonChecksumMismatch},
+		"manifest last, altered": {altered, jobapi.ReasonChecksumMismatch, nil},
+		"wrong --checksum":       {good, jobapi.ReasonChecksumMismatch, []string{"--checksum", sha256Flag(altered)}},
 		"one directory": {ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"a/disk.vmdk", ""}, ovfFile{"b/DISK.vmdk", ""})),
-			m("a/disk.vmdk", f.stream), m("b/DISK.vmdk", f.stream)), jobapi.ReasonInvalidArguments},
-		"a disk missing": {ovaOf(t, m("vm.ovf", env), m("vm-disk1.vmdk", f.stream)), jobapi.ReasonInvalidImage},
+			m("a/disk.vmdk", f.stream), m("b/DISK.vmdk", f.stream)), jobapi.ReasonInvalidArguments, nil},
+		"a disk missing": {ovaOf(t, m("vm.ovf", env), m("vm-disk1.vmdk", f.stream)), jobapi.ReasonInvalidImage, nil},
 	} {
 		dir := t.TempDir()
-		code, r, _, _ := runImportTest(t, "--target", dir, "--scratch-dir", t.TempDir(), "--ova-disk", "all", writeOVA(t, c.ova))
+		args := append([]string{"--target", dir, "--scratch-dir", t.TempDir(), "--ova-disk", "all"}, c.flags...)
+		code, r, _, _ := runImportTest(t, append(args, writeOVA(t, c.ova))...)
 		if code != jobapi.ExitPermanent || r.Reason != c.reason || !r.Permanent {
 			t.Errorf("%s: exit %d %s: %s", name, code, r.Reason, r.Message)
 		}
 		emptyDir(t, dir)
 	}
+	// Over HTTP the source's checksum is known only once the disks are
+	// written: they are removed again.
+	ts := serveFiles(t, map[string][]byte{"vm.ova": good})
+	dir := t.TempDir()
+	code, r, _, _ := runImportTest(t, "--target", dir, "--scratch-dir", t.TempDir(), "--ova-disk", "all", "--checksum", sha256Flag(altered), ts.URL+"/vm.ova")
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonChecksumMismatch)
+	emptyDir(t, dir)
+
 	src := filepath.Join(t.TempDir(), "disk.raw")
 	os.WriteFile(src, raw, 0o644)
-	code, r, _, _ := runImportTest(t, "--target", t.TempDir(), "--ova-disk", "all", src)
+	code, r, _, _ = runImportTest(t, "--target", t.TempDir(), "--ova-disk", "all", src)
 	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
 	code, r, _, _ = runImportTest(t, "--target", t.TempDir(), "--ova-disk", "all", "--target-mode", "block", writeOVA(t, good))
 	wantFailed(t, code, r, jobapi.ExitUsage, jobapi.ReasonInvalidArguments)
