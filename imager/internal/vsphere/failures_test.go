@@ -60,6 +60,9 @@ func TestResolveSelectors(t *testing.T) {
 	}{
 		{Selector{UUID: "00000000-0000-0000-0000-000000000000"}, ErrNotFound, []string{"no VM with BIOS or instance uuid"}},
 		{Selector{InventoryPath: "/DC0/vm/nosuchvm"}, ErrNotFound, []string{"no VM at inventory path"}},
+		{Selector{InventoryPath: "/DC0/vm/DC0_H0_VM[0]"}, ErrNotFound, []string{"no VM at inventory path"}},
+		{Selector{InventoryPath: "/DC0/host"}, ErrNotFound, []string{"not a VM"}},
+		{Selector{InventoryPath: "DC0/vm/DC0_H0_VM0"}, ErrInvalidOptions, []string{"full path"}},
 		{Selector{MoRef: "vm-99999"}, ErrNotFound, []string{"vm-99999"}},
 		{Selector{MoRef: "HostSystem:host-21"}, ErrInvalidOptions, []string{"not a VirtualMachine"}},
 		{Selector{}, ErrInvalidOptions, []string{"exactly one"}},

@@ -2,13 +2,11 @@ package vsphere
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 
 	"github.com/vmware/govmomi/fault"
-	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -165,21 +163,7 @@ func findVM(ctx context.Context, c *Client, s Selector) (types.ManagedObjectRefe
 	case s.UUID != "":
 		return vmByUUID(ctx, c, s.UUID)
 	case s.InventoryPath != "":
-		f := find.NewFinder(c.Vim, false)
-		vm, err := f.VirtualMachine(ctx, s.InventoryPath)
-		var (
-			nf *find.NotFoundError
-			mf *find.MultipleFoundError
-		)
-		switch {
-		case errors.As(err, &nf):
-			return none, tag(ErrNotFound, "no VM at inventory path %q", s.InventoryPath)
-		case errors.As(err, &mf):
-			return none, tag(ErrInvalidOptions, "inventory path %q names more than one VM: give the full path, or the VM's moref", s.InventoryPath)
-		case err != nil:
-			return none, sdkError(err, "inventory path %q", s.InventoryPath)
-		}
-		return vm.Reference(), nil
+		return vmByPath(ctx, c, s.InventoryPath)
 	}
 	ref := types.ManagedObjectReference{Type: "VirtualMachine", Value: s.MoRef}
 	if ref.FromString(s.MoRef) && ref.Type != "VirtualMachine" {
@@ -198,6 +182,26 @@ func findVM(ctx context.Context, c *Client, s Selector) (types.ManagedObjectRefe
 		return none, sdkError(err, "VM %s", ref.Value)
 	}
 	return ref, nil
+}
+
+// vmByPath finds the VM at an inventory path, exactly: SearchIndex's
+// FindByInventoryPath, not find.Finder, whose paths are glob patterns
+// ("/DC/vm/db[1]" would find a VM named db1).
+func vmByPath(ctx context.Context, c *Client, p string) (types.ManagedObjectReference, error) {
+	var none types.ManagedObjectReference
+	if !strings.HasPrefix(p, "/") {
+		return none, tag(ErrInvalidOptions, "inventory path %q: want the full path from the root, /datacenter/vm/folder/name", p)
+	}
+	r, err := object.NewSearchIndex(c.Vim).FindByInventoryPath(ctx, p)
+	switch {
+	case err != nil:
+		return none, sdkError(err, "inventory path %q", p)
+	case r == nil:
+		return none, tag(ErrNotFound, "no VM at inventory path %q", p)
+	case r.Reference().Type != "VirtualMachine":
+		return none, tag(ErrNotFound, "inventory path %q is a %s, not a VM", p, r.Reference().Type)
+	}
+	return r.Reference(), nil
 }
 
 // vmByUUID finds the VM whose BIOS or instance UUID is uuid. Clones can
