@@ -16,7 +16,11 @@ import (
 )
 
 // ovaAll is the --ova-disk that imports every disk of an OVA.
-const ovaAll = "all"
+const ovaAll = jobapi.OVADiskAll
+
+// maxAllDisks bounds the disks --ova-disk all writes (a directory and a
+// target each): vSphere gives a VM at most 256 virtual disks.
+const maxAllDisks = 256
 
 // fromOVA imports the disk --ova-disk names out of an OVA, or with
 // --ova-disk all each of its disks into its own directory, reading the
@@ -82,6 +86,9 @@ func (j *importJob) fromOVADisk(disk *source.OVADisk, r io.Reader, n int64) erro
 func (j *importJob) allFromOVA(ova *source.OVA) error {
 	if err := ova.CheckAll(); err != nil {
 		return err
+	}
+	if n := len(ova.Disks); n > maxAllDisks {
+		return failed(errBadRequest, fmt.Errorf("--ova-disk all: the OVF lists %d disks, more than the %d a VM has at most: import them one by one (--ova-disk INDEX)", n, maxAllDisks))
 	}
 	names, err := ovaDiskDirs(ova.Disks)
 	if err != nil {

@@ -371,6 +371,10 @@ func TestImportOVAAllRefused(t *testing.T) {
 	raw := make([]byte, 1<<20+333)
 	good := allOVA(t, f, raw, true)
 	env := ovfOf(ovfFile{"vm-disk1.vmdk", ""}, ovfFile{"vm-disk2.vmdk", ""})
+	var many []ovfFile
+	for i := range 257 {
+		many = append(many, ovfFile{fmt.Sprintf("d%d.vmdk", i), ""})
+	}
 	altered := bytes.Clone(good)
 	i := bytes.LastIndex(altered, []byte("SHA256(data disk.vmdk)= ")) + len("SHA256(data disk.vmdk)= ")
 	altered[i] = "10"[min(1, int(altered[i]-'0'))]
@@ -384,6 +388,7 @@ func TestImportOVAAllRefused(t *testing.T) {
 		"one directory": {ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"a/disk.vmdk", ""}, ovfFile{"b/DISK.vmdk", ""})),
 			m("a/disk.vmdk", f.stream), m("b/DISK.vmdk", f.stream)), jobapi.ReasonInvalidArguments, nil},
 		"a disk missing": {ovaOf(t, m("vm.ovf", env), m("vm-disk1.vmdk", f.stream)), jobapi.ReasonInvalidImage, nil},
+		"257 disks":      {ovaOf(t, m("vm.ovf", ovfOf(many...))), jobapi.ReasonInvalidArguments, nil},
 	} {
 		dir := t.TempDir()
 		args := append([]string{"--target", dir, "--scratch-dir", t.TempDir(), "--ova-disk", "all"}, c.flags...)

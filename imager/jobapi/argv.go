@@ -150,7 +150,7 @@ type ImportArgs struct {
 	// http:// source.
 	InsecureAllowCredentialsOverHTTP bool
 	Checksum                         string // sha256:HEX of the source bytes
-	OVADisk                          string // index, diskId or file name
+	OVADisk                          string // index, diskId or file name (never OVADiskAll: an image is one disk)
 	Root                             string // where the source's extent and parent paths must stay
 	// HTTPConnections is how many Range requests an http(s) source's
 	// random-access reads keep in flight (0: imager's default).
@@ -162,6 +162,12 @@ type ImportArgs struct {
 	VSphere *VSphereArgs
 	Source  string
 }
+
+// OVADiskAll is the --ova-disk that writes every disk of an OVA, each
+// into a directory of the target: for the command line, not for a
+// controller's Job, whose image is one disk at the target's top (the
+// controllers refuse it).
+const OVADiskAll = "all"
 
 // Argv is the command line, "import" first.
 func (c ImportArgs) Argv() []string {
