@@ -61,7 +61,7 @@ race: ## every package's tests under the race detector, the envtest suite includ
 	$(ENVTEST) $(GO) test -race -count=1 -skip '$(BOUNDED)' ./...
 
 bounds: ## the adversarial suites with their time and memory bounds, without the race detector (what CI runs)
-	$(GO) test -count=1 -run '$(BOUNDED)' ./vmdk ./imager ./imager/internal/source
+	$(GO) test -count=1 -run '$(BOUNDED)' ./vmdk ./imager ./imager/internal/source ./imager/internal/vsphere
 
 # Fuzz budgets are execution counts, not durations: a duration races a
 # deadline inside Go 1.26's fuzz coordinator (golang/go#75804) and fails

@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/simulator/sim25"
 )
 
 // colons spells a hex thumbprint as vSphere shows it: AB:CD:... .
@@ -151,5 +153,22 @@ func TestConnectBareHostAndLogout(t *testing.T) {
 	}
 	if _, err := Resolve(context.Background(), c, sel); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+// The session outlives the host's idle timeout while the client is open:
+// a long datastore read talks to the SDK only at its start and end.
+func TestTimedSessionKeepAlive(t *testing.T) {
+	s := newSim(t, simulator.ESX())
+	admin := s.connect(t)
+	if err := sim25.SetSessionTimeout(context.Background(), admin.Vim, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { keepAliveIdle = d }(keepAliveIdle)
+	keepAliveIdle = 50 * time.Millisecond
+	c := s.connect(t)
+	time.Sleep(time.Second)
+	if _, err := Resolve(context.Background(), c, Selector{InventoryPath: "/ha-datacenter/vm/ha-host_VM0"}); err != nil && !errors.Is(err, ErrInUse) {
+		t.Fatalf("after idling past the session timeout: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/session"
+	"github.com/vmware/govmomi/session/keepalive"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
@@ -89,6 +90,10 @@ type Client struct {
 	log  io.Writer
 }
 
+// keepAliveIdle is how long the session may idle before a keepalive
+// call: well inside the 30 minutes after which hosts end it.
+var keepAliveIdle = 5 * time.Minute
+
 // loginTimeout bounds connecting and logging in: a host that accepts the
 // connection and says nothing must not hold the import.
 const loginTimeout = 2 * time.Minute
@@ -126,6 +131,11 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, connectError(u, err)
 	}
+	// Hosts end a session idle for 30 minutes (vCenter's and hostd's
+	// default); an import reading a large disk from the datastore talks
+	// to the SDK only at its start and end, and its /folder reads ride
+	// the same session: a keepalive holds it from Login to Logout.
+	vc.RoundTripper = keepalive.NewHandlerSOAP(vc.RoundTripper, keepAliveIdle, nil)
 	sm := session.NewManager(vc)
 	if err := sm.Login(ctx, url.UserPassword(user, pass)); err != nil {
 		if fault.Is(err, &types.InvalidLogin{}) {
