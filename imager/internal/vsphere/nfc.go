@@ -100,14 +100,15 @@ type ExportOptions struct {
 
 // Export opens an NFC export lease of d (ExportSnapshot for a snapshot,
 // else ExportVm of the VM, which must be powered off), waits for it to
-// be ready, and hands the disk's streamOptimized bytes to importDisk
-// while progress goes to the lease. importDisk must return nil only once
-// it has read the stream to its proven end (vmdk.StreamReader.Next
-// returned io.EOF); Export then checks the body ended there and completes
-// the lease. On every other way out (an error, ctx cancelled, a panic in
-// importDisk) the lease is aborted. A stream cut short fails with
-// ErrLease, whatever importDisk made of the missing end.
-func Export(ctx context.Context, c *Client, d *Disk, o ExportOptions, importDisk func(context.Context, io.Reader) error) error {
+// be ready, and hands the disk's stream to importDisk while progress goes
+// to the lease: a streamOptimized VMDK of the disk's capacity, whose
+// grains importDisk writes. importDisk must return nil only once Next
+// returned io.EOF (the stream proved its end); Export then checks the
+// body ended there and completes the lease. On every other way out (an
+// error, ctx cancelled, a panic in importDisk) the lease is aborted. A
+// stream cut short fails with ErrLease, whatever importDisk made of the
+// missing end.
+func Export(ctx context.Context, c *Client, d *Disk, o ExportOptions, importDisk func(context.Context, *vmdk.StreamReader) error) error {
 	s := exportSpec{VM: d.VM, Snapshot: d.Snapshot, DiskKey: d.Device.Key, Capacity: d.CapacityBytes, Label: d.Label}
 	// The device list as exported, for the disk's place in it (the
 	// keys of the lease's device URLs).
@@ -137,7 +138,7 @@ func exportedDevices(ctx context.Context, c *vim25.Client, s exportSpec) (object
 	return vm.Config.Hardware.Device, nil
 }
 
-func export(ctx context.Context, c *Client, s exportSpec, o ExportOptions, importDisk func(context.Context, io.Reader) error) (err error) {
+func export(ctx context.Context, c *Client, s exportSpec, o ExportOptions, importDisk func(context.Context, *vmdk.StreamReader) error) (err error) {
 	lease, err := openLease(ctx, c.Vim, s)
 	if err != nil {
 		return err
@@ -180,7 +181,17 @@ func export(ctx context.Context, c *Client, s exportSpec, o ExportOptions, impor
 	if err := checkStream(br, s); err != nil {
 		return cut(ctx, lease, s, w, err)
 	}
-	if err := importDisk(ctx, br); err != nil {
+	sr, err := vmdk.NewStreamReader(br)
+	if err != nil {
+		return cut(ctx, lease, s, w, err)
+	}
+	defer sr.Close()
+	// The descriptor's extent line is the disk (vmdk's rule): it is the
+	// one vSphere describes, or this is not the disk asked for.
+	if sr.Size() != s.Capacity {
+		return tag(ErrChainBroken, "the export of %s streams a disk of %d bytes, vSphere gives it %d: not the disk vSphere describes", what(s), sr.Size(), s.Capacity)
+	}
+	if err := importDisk(ctx, sr); err != nil {
 		return cut(ctx, lease, s, w, err)
 	}
 	if err := w.drain(); err != nil {

@@ -3,12 +3,12 @@ package vsphere
 import (
 	"context"
 	"errors"
-	"io"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vmdkpop/vmdkpop/vmdk"
 	"github.com/vmdkpop/vmdkpop/vmdk/vmdktest"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -176,8 +176,8 @@ func TestExportCancelAndPanic(t *testing.T) {
 			cancel(cause)
 		}
 	}}
-	err := Export(ctx, s.client(), s.target(nil), fast, func(ctx context.Context, r io.Reader) error {
-		if err := si.run(ctx, r); err != nil {
+	err := Export(ctx, s.client(), s.target(nil), fast, func(ctx context.Context, sr *vmdk.StreamReader) error {
+		if err := si.run(ctx, sr); err != nil {
 			return err
 		}
 		return context.Cause(ctx) // the import checks its context between grains
@@ -209,12 +209,66 @@ func TestExportDescriptorRefused(t *testing.T) {
 	desc := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\nRW 8192 VMFS \"disk-flat.vmdk\"\n"
 	s.setDisk(s.upload("disk.vmdk", []byte(desc)))
 	called := false
-	err := Export(context.Background(), s.client(), s.target(nil), fast, func(context.Context, io.Reader) error {
+	err := Export(context.Background(), s.client(), s.target(nil), fast, func(context.Context, *vmdk.StreamReader) error {
 		called = true
 		return nil
 	})
 	if !errors.Is(err, ErrNotStream) || !strings.Contains(err.Error(), "descriptor") || called {
 		t.Fatalf("descriptor export: %v (import called: %v), want ErrNotStream", err, called)
+	}
+	if calls, _ := s.lease(); last(calls) != "HttpNfcLeaseAbort" {
+		t.Errorf("lease calls %q: want it aborted", calls)
+	}
+}
+
+// A stream of another size than vSphere's capacity is not the disk: refused
+// before a byte is imported.
+func TestExportWrongSize(t *testing.T) {
+	s := newNFCSim(t, false)
+	s.setDisk(s.upload("disk-stream.vmdk", streamOf(t, vmdktest.MixedContent(9, nfcDiskSize-64<<10), nfcDiskSize-64<<10)))
+	called := false
+	err := Export(context.Background(), s.client(), s.target(nil), fast, func(context.Context, *vmdk.StreamReader) error {
+		called = true
+		return nil
+	})
+	if !errors.Is(err, ErrChainBroken) || called {
+		t.Fatalf("a stream %d bytes short: %v (import called: %v), want ErrChainBroken", 64<<10, err, called)
+	}
+	if calls, _ := s.lease(); last(calls) != "HttpNfcLeaseAbort" {
+		t.Errorf("lease calls %q: want it aborted", calls)
+	}
+}
+
+// A VM powered on between the check and the lease (the lease then holds
+// it running) is refused once the lease is ready, and the lease aborted.
+func TestExportPoweredOnAfterCheck(t *testing.T) {
+	s := newNFCSim(t, false)
+	s.setDisk(s.upload("disk-stream.vmdk", streamOf(t, vmdktest.MixedContent(10, nfcDiskSize), nfcDiskSize)))
+	if _, err := s.vm.PowerOn(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.anyPower = true
+	called := false
+	err := Export(context.Background(), s.client(), s.target(nil), fast, func(context.Context, *vmdk.StreamReader) error {
+		called = true
+		return nil
+	})
+	if !errors.Is(err, ErrInUse) || called {
+		t.Fatalf("running VM, lease granted: %v (import called: %v), want ErrInUse", err, called)
+	}
+	if calls, _ := s.lease(); last(calls) != "HttpNfcLeaseAbort" || !s.gone() {
+		t.Errorf("lease calls %q: want it aborted", calls)
+	}
+}
+
+// A device URL in the clear is not fetched.
+func TestExportPlainHTTPRefused(t *testing.T) {
+	s := newNFCSim(t, false)
+	s.setDisk(s.upload("disk-stream.vmdk", streamOf(t, vmdktest.MixedContent(11, nfcDiskSize), nfcDiskSize)))
+	s.plainHTTP = true
+	err := Export(context.Background(), s.client(), s.target(nil), fast, (&streamImport{}).run)
+	if !errors.Is(err, ErrDeviceURL) || !strings.Contains(err.Error(), "not https") {
+		t.Fatalf("http:// device URL: %v, want ErrDeviceURL", err)
 	}
 	if calls, _ := s.lease(); last(calls) != "HttpNfcLeaseAbort" {
 		t.Errorf("lease calls %q: want it aborted", calls)

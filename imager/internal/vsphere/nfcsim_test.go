@@ -54,6 +54,8 @@ type nfcSim struct {
 	proxyPrint string // the thumbprint leases give for the proxy ("": the right one)
 	cutAfter   int64  // the proxy cuts bodies after this many bytes (0: never)
 	failLease  bool   // the proxy sets the lease in error before it cuts
+	anyPower   bool   // ExportVm exports a VM that is not off (the power-on race)
+	plainHTTP  bool   // device URLs are http://
 	proxy      *httptest.Server
 	leaseCtx   *simulator.Context // the context the last lease was made in
 	lastLease  *simulator.HttpNfcLease
@@ -152,7 +154,7 @@ func (e *exporter) Reference() types.ManagedObjectReference { return e.this }
 
 func (e *exporter) ExportVm(ctx *simulator.Context, req *types.ExportVm) soap.HasFault {
 	vm := ctx.Map.Get(e.real).(*simulator.VirtualMachine)
-	if st := vm.Runtime.PowerState; st != types.VirtualMachinePowerStatePoweredOff {
+	if st := vm.Runtime.PowerState; st != types.VirtualMachinePowerStatePoweredOff && !e.sim.anyPower {
 		return &methods.ExportVmBody{Fault_: simulator.Fault("", &types.InvalidPowerState{ExistingState: st, RequestedState: types.VirtualMachinePowerStatePoweredOff})}
 	}
 	snap := &simulator.VirtualMachineSnapshot{}
@@ -178,6 +180,9 @@ func (e *exporter) bend(ctx *simulator.Context, ref types.ManagedObjectReference
 	urls := lease.Info.DeviceUrl
 	for i := range urls {
 		s.upstream = append(s.upstream, urls[i].Url)
+		if s.plainHTTP {
+			urls[i].Url = strings.Replace(urls[i].Url, "https://", "http://", 1)
+		}
 		if s.viaProxy {
 			u, _ := url.Parse(urls[i].Url)
 			p, _ := url.Parse(s.proxy.URL)
@@ -418,12 +423,7 @@ type streamImport struct {
 	afterGrain func(n int)
 }
 
-func (si *streamImport) run(_ context.Context, r io.Reader) error {
-	sr, err := vmdk.NewStreamReader(r)
-	if err != nil {
-		return err
-	}
-	defer sr.Close()
+func (si *streamImport) run(_ context.Context, sr *vmdk.StreamReader) error {
 	si.disk = make([]byte, sr.Size())
 	for n := 0; ; n++ {
 		g, err := sr.Next()
