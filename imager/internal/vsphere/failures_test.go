@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/test/vcenter"
 	"github.com/vmdkpop/vmdkpop/vmdk/vmdktest"
 )
 
@@ -278,4 +280,52 @@ func TestResolveSuspendedVM(t *testing.T) {
 	if d.PowerState != types.VirtualMachinePowerStateSuspended || len(d.Chain) != 3 || !bytes.Equal(got, v.content(t, 2)) {
 		t.Fatalf("suspended: %s, chain %s", d.PowerState, paths(d))
 	}
+}
+
+// A 403 for a chain's file while the VM runs is the host's lock on it:
+// the SDK took the credentials.
+func TestRefusedWhileRunning(t *testing.T) {
+	forbidden := fmt.Errorf("open: %w", &source.HTTPStatusError{URL: "https://esxi/folder/vm/vm.vmdk", Status: "403 Forbidden", Code: 403})
+	on := &Disk{VMName: "web", PowerState: types.VirtualMachinePowerStatePoweredOn}
+	wantErr(t, "running", refused(on, forbidden), ErrInUse, "403 Forbidden", "power the VM off", "transport nfc")
+	if err := refused(on, forbidden); !errors.Is(err, source.ErrUnauthorized) {
+		t.Fatalf("the status is lost: %v", err)
+	}
+	off := &Disk{VMName: "web", PowerState: types.VirtualMachinePowerStatePoweredOff}
+	if err := refused(off, forbidden); errors.Is(err, ErrInUse) {
+		t.Fatalf("powered off: %v", err)
+	}
+	if err := refused(on, source.ErrNotFound); errors.Is(err, ErrInUse) {
+		t.Fatalf("404 while running: %v", err)
+	}
+}
+
+// The host's lock, as test/vcenter's /folder keeps it on a running VM's
+// top link: a chain that reached it would be refused SourceInUse.
+func TestOpenChainLockedFile(t *testing.T) {
+	f, err := vcenter.Start(context.Background(), vcenter.Options{Seed: 49})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	o := Options{URL: f.URL, Thumbprint: f.ThumbprintSHA256, HTTP: source.HTTPOptions{CredsDir: credsDir(t, f.Username, f.Password), Connections: 1}}
+	c, err := Connect(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	on := f.VMs[1]
+	d, err := Resolve(context.Background(), c, Selector{MoRef: on.MoRef, Snapshot: "s2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As if vSphere had named the running top as the snapshot's.
+	top := on.Disks[0].Files[0]
+	u, err := url.Parse(f.FolderURL(top))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Chain = append([]File{{Path: top, Datastore: d.Chain[0].Datastore, URL: u}}, d.Chain...)
+	_, err = OpenChain(context.Background(), c, d)
+	wantErr(t, "the running top", err, ErrInUse, "power the VM off", "transport nfc")
 }

@@ -2,10 +2,14 @@ package vsphere
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 
+	"github.com/vmware/govmomi/vim25/types"
+
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
@@ -25,7 +29,7 @@ func OpenChain(ctx context.Context, c *Client, d *Disk) (*vmdk.Disk, error) {
 	}
 	vd, err := vmdk.OpenFS(fsys, name, vmdk.Options{MaxChainDepth: maxChain})
 	if err != nil {
-		return nil, fmt.Errorf("VM %s, %s, %s: %w", d.VMName, d.Label, d.Chain[0].Path, err)
+		return nil, refused(d, fmt.Errorf("VM %s, %s, %s: %w", d.VMName, d.Label, d.Chain[0].Path, err))
 	}
 	if err := sameChain(d, vd); err != nil {
 		vd.Close()
@@ -55,4 +59,15 @@ func sameChain(d *Disk, vd *vmdk.Disk) error {
 		return tag(ErrChainBroken, "VM %s, %s: the descriptors link %v, but vSphere names the chain %s: the files on the datastore are not the disk vSphere describes", d.VMName, d.Label, got, chainString(d.Chain))
 	}
 	return nil
+}
+
+// refused says what the host's refusal of a chain's file means. The SDK
+// took the credentials, so a 403 from /folder while the VM is not off is
+// the host holding the file open (ESXi locks what a running VM has open)
+// rather than a bad password: transient, with the ways around it.
+func refused(d *Disk, err error) error {
+	if d.PowerState == types.VirtualMachinePowerStatePoweredOff || !errors.Is(err, source.ErrUnauthorized) {
+		return err
+	}
+	return &tagged{err: fmt.Errorf("%w: the host will not serve the file while VM %s is %s (it holds the chain open): power the VM off, or use --vsphere-transport %s, which exports the snapshot", err, d.VMName, d.PowerState, jobapi.TransportNFC), tag: ErrInUse}
 }
