@@ -3,7 +3,8 @@
 // turns "this VM, this disk, as of this snapshot" into the disk's backing
 // chain (the files, top first, and their datastore /folder URLs), and
 // OpenChain reads that chain in place over the datastore's /folder API
-// with the SDK's session (no VDDK).
+// with the SDK's session (no VDDK), or Export streams the disk from an
+// NFC export lease (transport nfc).
 //
 // Its errors carry the sentinels below, which the command that runs the
 // import maps to reasons and exit codes.
