@@ -330,3 +330,32 @@ func last[T any](xs []T) (x T) {
 	}
 	return x
 }
+
+// Progress goes to the lease well inside its timeout, and reads 0 to 99
+// until the end, whatever the counts.
+func TestLeaseProgress(t *testing.T) {
+	for _, c := range []struct {
+		every   time.Duration
+		timeout int32
+		want    time.Duration
+	}{
+		{0, 300, DefaultProgressInterval},
+		{0, 20, 5 * time.Second},
+		{time.Minute, 0, time.Minute},
+		{time.Second, 1, 250 * time.Millisecond},
+	} {
+		if got := progressInterval(c.every, c.timeout); got != c.want {
+			t.Errorf("progressInterval(%v, %d s) = %v, want %v", c.every, c.timeout, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		done, capacity int64
+		want           int32
+	}{
+		{0, 100, 0}, {50, 100, 50}, {100, 100, 99}, {500, 100, 99}, {-5, 100, 0}, {5, 0, 0}, {1 << 62, 1 << 62, 99},
+	} {
+		if got := percent(func() int64 { return c.done }, c.capacity)(); got != c.want {
+			t.Errorf("percent(%d of %d) = %d, want %d", c.done, c.capacity, got, c.want)
+		}
+	}
+}
