@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -328,4 +329,27 @@ func TestOpenChainLockedFile(t *testing.T) {
 	d.Chain = append([]File{{Path: top, Datastore: d.Chain[0].Datastore, URL: u}}, d.Chain...)
 	_, err = OpenChain(context.Background(), c, d)
 	wantErr(t, "the running top", err, ErrInUse, "power the VM off", "transport nfc")
+}
+
+// A capacity in KB only (older hosts) is taken; one that does not fit in
+// bytes, or none, is not a disk to read.
+func TestResolveCapacity(t *testing.T) {
+	v := newChainVM(t, vmdktest.ChainOptions{Seed: 50})
+	sel := Selector{MoRef: v.vm.Reference().Value, Snapshot: "s2"}
+	for _, tc := range []struct {
+		kb   int64
+		want int64 // 0: refused
+	}{{chainSize / 1024, chainSize}, {1<<54 + 1, 0} /* times 1024 wraps to 1024 */, {math.MaxInt64/1024 + 1, 0}, {0, 0}} {
+		d := v.disk1("vm-000001.vmdk", "vm.vmdk")
+		d.CapacityInBytes, d.CapacityInKB = 0, tc.kb
+		v.setDisks(v.s2, d)
+		got, err := Resolve(context.Background(), v.c, sel)
+		if tc.want == 0 {
+			wantErr(t, fmt.Sprintf("%d KB", tc.kb), err, ErrChainBroken, "no capacity")
+			continue
+		}
+		if err != nil || got.CapacityBytes != tc.want {
+			t.Fatalf("%d KB: %v", tc.kb, err)
+		}
+	}
 }

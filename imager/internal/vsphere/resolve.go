@@ -3,6 +3,7 @@ package vsphere
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 
@@ -118,8 +119,8 @@ func Resolve(ctx context.Context, c *Client, s Selector) (*Disk, error) {
 		}
 	}
 	d.CapacityBytes = d.Device.CapacityInBytes
-	if d.CapacityBytes <= 0 {
-		d.CapacityBytes = d.Device.CapacityInKB * 1024
+	if d.CapacityBytes <= 0 && d.Device.CapacityInKB > 0 && d.Device.CapacityInKB <= math.MaxInt64/1024 {
+		d.CapacityBytes = d.Device.CapacityInKB * 1024 // older hosts give only KB
 	}
 	if d.CapacityBytes <= 0 {
 		return nil, tag(ErrChainBroken, "VM %s: %s has no capacity", vm.Name, d.Label)
