@@ -40,6 +40,7 @@ type importJob struct {
 	sync         bool
 	http         source.HTTPOptions
 	vsphere      *jobapi.VSphereArgs // the source, when --vsphere-url is given
+	backing      string              // -b: a delta import's parent (--vsphere-delta-from)
 	paths        pathFlags
 	size         int64         // --size: the target's virtual size (0: the source's)
 	maxSize      int64         // --max-size: the largest virtual size allowed (0: the target's)
@@ -176,6 +177,7 @@ func parseImport(args []string, log io.Writer) (*importJob, *importCommand, erro
 	fs.BoolVar(&cmd.human, "p", false, "human progress on stderr")
 	cache := fs.String("t", "writeback", "writeback (fsync when done) or unsafe")
 	httpFlags(fs, &j.http)
+	fs.StringVar(&j.backing, "b", "", "with --vsphere-delta-from: the image imported at that snapshot, the parent of the delta VMDK written")
 	var vs jobapi.VSphereArgs
 	vsphereFlags(fs, &vs)
 	j.paths.register(fs)

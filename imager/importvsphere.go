@@ -7,6 +7,7 @@ import (
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/vsphere"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
+	"github.com/vmdkpop/vmdkpop/vmdk"
 )
 
 // An import from vSphere: the VM's disk named by the --vsphere-* flags,
@@ -24,6 +25,7 @@ func vsphereFlags(fs *flag.FlagSet, v *jobapi.VSphereArgs) {
 	fs.StringVar(&v.DiskLabel, "vsphere-disk-label", "", `the disk by its label ("Hard disk 2")`)
 	fs.StringVar(&v.Snapshot, "vsphere-snapshot", "", "import the disk as of this snapshot (name or moref); needed for a running VM")
 	fs.StringVar(&v.Transport, "vsphere-transport", jobapi.TransportDatastore, "datastore (read the chain's files in place) or nfc (an export lease)")
+	fs.StringVar(&v.DeltaFrom, "vsphere-delta-from", "", "import only what changed since this snapshot (name or moref, an ancestor of --vsphere-snapshot), as a delta VMDK whose parent (-b) is the image imported at it")
 }
 
 // configureVSphere checks the --vsphere-* flags against the rest; its
@@ -35,10 +37,16 @@ func (j *importJob) configureVSphere(v *jobapi.VSphereArgs, set map[string]bool,
 				return fmt.Errorf("--%s applies with --vsphere-url", name)
 			}
 		}
+		if j.backing != "" {
+			return errors.New("-b applies with --vsphere-delta-from")
+		}
 		if positional != 1 {
 			return fmt.Errorf("want 1 argument(s), got %d", positional)
 		}
 		return nil
+	}
+	if err := j.configureDelta(v); err != nil {
+		return err
 	}
 	switch {
 	case positional != 0:
@@ -50,8 +58,8 @@ func (j *importJob) configureVSphere(v *jobapi.VSphereArgs, set map[string]bool,
 		return errors.New("--checksum does not apply to a vSphere source (the chain's files are read in place, not as one stream)")
 	case j.sourceFormat != "auto", j.ovaDisk != "":
 		return errors.New("--source-format and --ova-disk do not apply to a vSphere source")
-	case j.paths.root != "" || j.paths.unsafePaths:
-		return errors.New("--root and --unsafe-paths apply to local files, not a vSphere source")
+	case v.DeltaFrom == "" && (j.paths.root != "" || j.paths.unsafePaths):
+		return errors.New("--root and --unsafe-paths apply to local files, not a vSphere source (but -b's, with --vsphere-delta-from)")
 	case v.Transport != jobapi.TransportDatastore && v.Transport != jobapi.TransportNFC:
 		return fmt.Errorf("--vsphere-transport %q: want %s or %s", v.Transport, jobapi.TransportDatastore, jobapi.TransportNFC)
 	case v.DiskIndex < 0:
@@ -95,6 +103,29 @@ func (j *importJob) fromVSphere() error {
 		j.source += " at snapshot " + j.res.VSphere.Snapshot
 	}
 	fmt.Fprintf(j.log, "imager: %s: %d bytes, backing chain %v\n", j.source, d.CapacityBytes, j.res.VSphere.BackingFiles)
+	if v.DeltaFrom != "" {
+		from, err := vsphere.Resolve(j.ctx, c, vsphere.Selector{
+			UUID: v.UUID, InventoryPath: v.InventoryPath, MoRef: v.MoRef,
+			DiskIndex: v.DiskIndex, DiskLabel: v.DiskLabel, Snapshot: v.DeltaFrom,
+			Transport: v.Transport,
+		})
+		if err != nil {
+			return fmt.Errorf("--vsphere-delta-from %s: %w", v.DeltaFrom, err)
+		}
+		above, err := vsphere.DeltaLinks(j.ctx, c, from, d)
+		if err != nil {
+			return err
+		}
+		fr := from.Result()
+		j.res.VSphere.DeltaFrom, j.res.VSphere.BaseTop, j.res.VSphere.DeltaLinks = fr.Snapshot, fr.BackingFiles[0], above
+		j.source += " since snapshot " + fr.Snapshot
+		fmt.Fprintf(j.log, "imager: the delta since %s: the %d link(s) above %s\n", fr.Snapshot, above, fr.BackingFiles[0])
+		err = j.fromVSphereDelta(c, from, d, above)
+		if err != nil {
+			return err
+		}
+		return vsphere.Recheck(j.ctx, c, d)
+	}
 	if d.Transport == jobapi.TransportNFC {
 		err = j.fromVSphereExport(c, d)
 	} else {
@@ -114,4 +145,30 @@ func (j *importJob) fromVSphereDatastore(c *vsphere.Client, d *vsphere.Disk) err
 	}
 	defer vd.Close()
 	return j.fromImage(vmdkImage{vd})
+}
+
+// configureDelta checks a delta import's flags (--vsphere-delta-from, -b)
+// against the rest; its errors are usage errors.
+func (j *importJob) configureDelta(v *jobapi.VSphereArgs) error {
+	switch {
+	case v.DeltaFrom == "" && j.backing != "":
+		return errors.New("-b applies with --vsphere-delta-from")
+	case v.DeltaFrom == "":
+		return nil
+	case j.backing == "":
+		return errors.New("--vsphere-delta-from writes a delta VMDK: give its parent, the image imported at that snapshot, with -b")
+	case j.targetFormat != "vmdk":
+		return errors.New("--vsphere-delta-from writes a delta VMDK: give --target-format vmdk")
+	case v.Transport != jobapi.TransportDatastore:
+		// An export streams the whole disk: the delta's links are
+		// only in the datastore's files.
+		return errors.New("--vsphere-delta-from reads the delta's files on the datastore: give --vsphere-transport datastore")
+	case j.vmdkOpts.subformat != vmdk.MonolithicSparse:
+		return fmt.Errorf("--vsphere-delta-from writes a monolithicSparse delta, not %s", j.vmdkOpts.subformat)
+	case j.targetMode == "block":
+		return errors.New("--vsphere-delta-from writes a VMDK file: not with --target-mode block")
+	case j.size != 0:
+		return errors.New("--vsphere-delta-from: the delta has the disk's size at --vsphere-snapshot; --size does not apply")
+	}
+	return nil
 }

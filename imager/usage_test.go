@@ -44,6 +44,8 @@ func TestUsageErrors(t *testing.T) {
 		"write":    {{"-P", "300", "0", "1M", img}, {"0", "-1M", img}, {"x", "1M", img}, {img}, {"0", "0", img}},
 		"checksum": {{}, {"--size", "abc", img}, {"-f", "qcow2", img}, {"--size", "-1", img}},
 		"compare":  {{img}, {"--bogus", img, img}, {"-f", "qcow2", img, img}, {img, img, img}},
+		"apply-delta": {{img}, {"--target", out}, {"--target", out, "--expect-parent-cid", "12", img}, {"--target", out, "--expect-parent-cid", "0x123456", img},
+			{"--target", out, "-t", "never", img}, {"--target", out, img, img}},
 	}
 	// The brief's own example: a negative size after the image name.
 	rows["create"] = append(rows["create"], []string{"-q", "-o", "subformat=monolithicSparse", "/x/disk.vmdk", "-5368709120"})
