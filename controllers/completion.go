@@ -103,8 +103,11 @@ func (r *VMDKImageReconciler) setReady(img *v1alpha1.VMDKImage, res *jobapi.Resu
 	st.Progress = "100%"
 	st.LastError = ""
 	setIdentity(st, res)
+	// What was read, kept beside what was written (a refresh re-reads
+	// only the latter).
+	st.VSphere = vsphereStatus(res.VSphere)
 	r.setCondition(img, v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonSucceeded, "Job "+st.JobName+" finished")
-	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, fmt.Sprintf("%s image, CID %s", res.CreateType, res.CID))
+	r.setCondition(img, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonSucceeded, fmt.Sprintf("%s image, CID %s%s", res.CreateType, res.CID, vsphereReadyNote(res.VSphere)))
 }
 
 // setFailed records an attempt that failed for good in status.

@@ -301,6 +301,9 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 	if spec.Size != nil {
 		args.Size = spec.Size.Value()
 	}
+	if v := spec.Source.VSphere; v != nil {
+		return vsphereArgs(args, v, volumes, mounts), 0
+	}
 	if h := spec.Source.HTTP; h != nil {
 		scratch := scratchSize(img, cfg)
 		*volumes = append(*volumes, corev1.Volume{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{
@@ -308,18 +311,9 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 		}}})
 		*mounts = append(*mounts, corev1.VolumeMount{Name: "scratch", MountPath: scratchDir})
 		args.ScratchDir = scratchDir
-		if h.CAConfigMap != "" {
-			*volumes = append(*volumes, corev1.Volume{Name: "ca", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-				LocalObjectReference: corev1.LocalObjectReference{Name: h.CAConfigMap},
-				Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
-			}}})
-			*mounts = append(*mounts, corev1.VolumeMount{Name: "ca", MountPath: caDir, ReadOnly: true})
-			args.CAFile = path.Join(caDir, "ca.crt")
-		}
-		if h.SecretRef != "" {
-			*volumes = append(*volumes, corev1.Volume{Name: "credentials", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: h.SecretRef}}})
-			*mounts = append(*mounts, corev1.VolumeMount{Name: "credentials", MountPath: credsDir, ReadOnly: true})
-			args.CredentialsDir = credsDir
+		args.CAFile = mountCA(h.CAConfigMap, volumes, mounts)
+		args.CredentialsDir = mountCredentials(h.SecretRef, nil, volumes, mounts)
+		if args.CredentialsDir != "" {
 			args.InsecureAllowCredentialsOverHTTP = h.InsecureAllowCredentialsOverHTTP
 		}
 		args.Checksum, args.OVADisk, args.Source = h.Checksum, h.OVADisk, h.URL
@@ -330,6 +324,37 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 	*mounts = append(*mounts, corev1.VolumeMount{Name: "source", MountPath: sourceDir, ReadOnly: true})
 	args.Root, args.Source = sourceDir, path.Join(sourceDir, p.Path)
 	return args.Argv(), 0
+}
+
+// mountCA mounts the ca.crt key of a ConfigMap (none: "") read-only and
+// returns the path to give imager's --ca-file ("" for none).
+func mountCA(configMap string, volumes *[]corev1.Volume, mounts *[]corev1.VolumeMount) string {
+	if configMap == "" {
+		return ""
+	}
+	*volumes = append(*volumes, corev1.Volume{Name: "ca", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: configMap},
+		Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}},
+	}}})
+	*mounts = append(*mounts, corev1.VolumeMount{Name: "ca", MountPath: caDir, ReadOnly: true})
+	return path.Join(caDir, "ca.crt")
+}
+
+// mountCredentials mounts a Secret (none: "") read-only, only the given
+// keys if any (then a Secret without one of them fails the pod's mount,
+// before imager runs), and returns the directory to give imager's
+// --credentials-dir ("" for none).
+func mountCredentials(secret string, keys []string, volumes *[]corev1.Volume, mounts *[]corev1.VolumeMount) string {
+	if secret == "" {
+		return ""
+	}
+	src := &corev1.SecretVolumeSource{SecretName: secret}
+	for _, k := range keys {
+		src.Items = append(src.Items, corev1.KeyToPath{Key: k, Path: k})
+	}
+	*volumes = append(*volumes, corev1.Volume{Name: "credentials", VolumeSource: corev1.VolumeSource{Secret: src}})
+	*mounts = append(*mounts, corev1.VolumeMount{Name: "credentials", MountPath: credsDir, ReadOnly: true})
+	return credsDir
 }
 
 // pvcFor builds the PVC an image lives in.

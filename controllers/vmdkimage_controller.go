@@ -244,7 +244,7 @@ func (r *VMDKImageReconciler) keepRecord(ctx context.Context, img *v1alpha1.VMDK
 		return nil
 	}
 	res := jobapi.Result{Phase: jobapi.Succeeded, Reason: jobapi.ReasonSucceeded, CID: st.CID, ParentCID: st.ParentCID, CreateType: st.CreateType,
-		VirtualSize: st.VirtualSize, AllocatedBytes: st.AllocatedBytes}
+		VirtualSize: st.VirtualSize, AllocatedBytes: st.AllocatedBytes, VSphere: vsphereResult(st.VSphere)}
 	if rec := recordOf(pvc, img); rec != nil && rec.Job == st.JobName && rec.Result.Phase == jobapi.Succeeded {
 		res.TargetFormat, res.SourceFormat, res.Target, res.SHA256, res.Spooled = rec.Result.TargetFormat, rec.Result.SourceFormat, rec.Result.Target, rec.Result.SHA256, rec.Result.Spooled
 	}

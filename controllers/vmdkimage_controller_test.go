@@ -422,7 +422,7 @@ var _ = Describe("VMDKImage controller", func() {
 		},
 		Entry("blank without a size", v1alpha1.VMDKImageSpec{}, "size is required for a blank image"),
 		Entry("two sources", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{
-			HTTP: &v1alpha1.HTTPSource{URL: "http://x/d.vmdk"}, Image: &v1alpha1.ImageReference{Name: "a"}}}, "exactly one of http, pvc or image"),
+			HTTP: &v1alpha1.HTTPSource{URL: "http://x/d.vmdk"}, Image: &v1alpha1.ImageReference{Name: "a"}}}, "exactly one of http, pvc, image or vsphere"),
 		Entry("a flat child", v1alpha1.VMDKImageSpec{Size: gi(1), Subformat: v1alpha1.MonolithicFlat, BackingImage: &v1alpha1.ImageReference{Name: "a"}},
 			"a backing image needs a sparse subformat"),
 		Entry("a child with a source", v1alpha1.VMDKImageSpec{Size: gi(1), BackingImage: &v1alpha1.ImageReference{Name: "a"},
@@ -513,7 +513,7 @@ var _ = Describe("config/samples", func() {
 		ns := newNamespace()
 		files, err := filepath.Glob(filepath.Join("..", "config", "samples", "storage_*.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(files).To(HaveLen(5))
+		Expect(files).To(HaveLen(6))
 		for _, f := range files {
 			b, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())

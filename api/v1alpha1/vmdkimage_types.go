@@ -99,7 +99,7 @@ type ImageReference struct {
 
 // ImageSource is where an image's content comes from: exactly one of its
 // fields.
-// +kubebuilder:validation:XValidation:rule="(has(self.http) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.image) ? 1 : 0) == 1",message="source: set exactly one of http, pvc or image"
+// +kubebuilder:validation:XValidation:rule="(has(self.http) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.image) ? 1 : 0) + (has(self.vsphere) ? 1 : 0) == 1",message="source: set exactly one of http, pvc, image or vsphere"
 type ImageSource struct {
 	// HTTP imports a disk (any VMDK, raw, gzip/zstd, or an OVA) from a URL.
 	// +optional
@@ -110,6 +110,11 @@ type ImageSource struct {
 	// Image flattens another VMDKImage's backing chain into this image.
 	// +optional
 	Image *ImageReference `json:"image,omitempty"`
+	// VSphere imports a VM's disk from a vCenter or an ESXi host, named
+	// as vSphere names it (this VM, this disk, as of this snapshot), with
+	// no VDDK.
+	// +optional
+	VSphere *VSphereSource `json:"vsphere,omitempty"`
 }
 
 // HTTPSource is a disk on an HTTP(S) server.
@@ -270,6 +275,11 @@ type VMDKImageStatus struct {
 	// Allocated is AllocatedBytes for people ("12Ki").
 	// +optional
 	Allocated string `json:"allocated,omitempty"`
+	// VSphere is what an import from vSphere read: the VM, the disk, its
+	// backing files, the snapshot. Set when the import succeeds (absent
+	// if its Job's result was lost and the image was read back instead).
+	// +optional
+	VSphere *VSphereStatus `json:"vsphere,omitempty"`
 }
 
 // AnnotationRetry asks the controller for a fresh attempt at a Failed
