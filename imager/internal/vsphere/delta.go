@@ -49,6 +49,13 @@ func DeltaLinks(ctx context.Context, c *Client, from, to *Disk) (int, error) {
 	if !ancestor(parents, *from.Snapshot, later, to.Snapshot == nil) {
 		return 0, tag(ErrInvalidOptions, "VM %s: snapshot %q (%s) is not an ancestor of %s: a delta holds only what changed since an earlier point of the same branch; import the base at an ancestor, or import this point whole", to.VMName, from.SnapshotName, from.Snapshot.Value, what)
 	}
+	return linksAbove(from, to, what)
+}
+
+// linksAbove is how many links of to's chain lie above from's, which
+// must be exactly its last links, file for file on the same datastores.
+// what names to's point in errors.
+func linksAbove(from, to *Disk, what string) (int, error) {
 	above := len(to.Chain) - len(from.Chain)
 	if above < 1 {
 		return 0, tag(ErrChainBroken, "VM %s, %s: the chain at %s (%s) is no longer than at snapshot %q (%s): no delta links between them", to.VMName, to.Label, what, chainString(to.Chain), from.SnapshotName, chainString(from.Chain))
