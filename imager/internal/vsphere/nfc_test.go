@@ -150,13 +150,9 @@ func TestExportNeverReady(t *testing.T) {
 	s.notReady = true
 	o := fast
 	o.ReadyTimeout = 200 * time.Millisecond
-	start := time.Now()
 	err := Export(context.Background(), s.client(), s.target(nil), o, (&streamImport{}).run)
 	if !errors.Is(err, ErrLease) || !strings.Contains(err.Error(), "not ready within 200ms") {
 		t.Fatalf("lease never ready: %v", err)
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("gave up after %v", d)
 	}
 	if calls, _ := s.lease(); !slices.Equal(calls, []string{"HttpNfcLeaseAbort"}) || !s.gone() {
 		t.Errorf("lease calls %q: want it aborted", calls)
