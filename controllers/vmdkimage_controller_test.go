@@ -433,6 +433,10 @@ var _ = Describe("VMDKImage controller", func() {
 		Entry("a bad URL", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "ftp://x"}}}, "spec.source.http.url"),
 		Entry("a bad checksum", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "http://x", Checksum: "md5:00"}}},
 			"spec.source.http.checksum"),
+		// imager's every-disk mode writes a directory per disk: an image
+		// made from it would be Ready with no disk at its top.
+		Entry("every disk of an OVA", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{HTTP: &v1alpha1.HTTPSource{URL: "http://x/vm.ova", OVADisk: "all"}}},
+			"ovaDisk: an image is one disk"),
 		Entry("a path out of the PVC", v1alpha1.VMDKImageSpec{Size: gi(1), Source: &v1alpha1.ImageSource{PVC: &v1alpha1.PVCSource{ClaimName: "c", Path: "a/../../etc/passwd"}}},
 			"path must be relative and stay inside the PVC"),
 	)

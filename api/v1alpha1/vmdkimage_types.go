@@ -143,7 +143,10 @@ type HTTPSource struct {
 	// +optional
 	Checksum string `json:"checksum,omitempty"`
 	// OVADisk picks the disk of an OVA: its index from 0, diskId or file
-	// name (default the first).
+	// name (default the first). An image is one disk: "all" (imager's
+	// every-disk mode) is refused; make one VMDKImage per disk.
+	// +kubebuilder:validation:XValidation:rule="self != 'all'",message="ovaDisk: an image is one disk: name one (its index from 0, diskId or file name) and make a VMDKImage per disk"
+	// +kubebuilder:validation:MaxLength=255
 	// +optional
 	OVADisk string `json:"ovaDisk,omitempty"`
 }
