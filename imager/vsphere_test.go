@@ -10,6 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
+	"github.com/vmdkpop/vmdkpop/imager/internal/vsphere"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/test/vcenter"
 )
@@ -198,5 +203,44 @@ func TestImportVSphereFailures(t *testing.T) {
 	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonSourceNotFound)
 	if !strings.Contains(r.Message, filepath.Base(f.LocalPath(missing))) {
 		t.Fatalf("missing file: message %q", r.Message)
+	}
+}
+
+// A raw device mapping says which transport serves it: none, for a
+// physical-mode RDM (its bytes are the LUN's).
+func TestImportVSphereRDM(t *testing.T) {
+	f, creds := startVSphereFixture(t, vcenter.Options{Seed: 54, Size: 1<<20 + 4096})
+	ctx := context.Background()
+	c, err := vsphere.Connect(ctx, vsphere.Options{URL: f.URL, Thumbprint: f.ThumbprintSHA256, HTTP: source.HTTPOptions{CredsDir: creds}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	off := f.VMs[0]
+	vm := object.NewVirtualMachine(c.Vim, types.ManagedObjectReference{Type: "VirtualMachine", Value: off.MoRef})
+	devices, err := vm.Device(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disk *types.VirtualDisk
+	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
+		if d.GetVirtualDevice().DeviceInfo.GetDescription().Label == "Hard disk 2" {
+			disk = d.(*types.VirtualDisk)
+		}
+	}
+	if disk == nil {
+		t.Fatal("no Hard disk 2")
+	}
+	flat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	rdm := &types.VirtualDiskRawDiskMappingVer1BackingInfo{CompatibilityMode: string(types.VirtualDiskCompatibilityModePhysicalMode), LunUuid: "0200000000600508b1001c"}
+	rdm.FileName, rdm.Datastore = flat.FileName, flat.Datastore
+	disk.Backing = rdm
+	if err := vm.EditDevice(ctx, disk); err != nil {
+		t.Fatal(err)
+	}
+	code, r, _, _ := vsphereImport(t, f, creds, "--vsphere-moref", off.MoRef, "--vsphere-disk-label", "Hard disk 2", "--vsphere-thumbprint", f.ThumbprintSHA256)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonUnsupportedImage)
+	if !strings.Contains(r.Message, "physical mode") || !strings.Contains(r.Message, "copy the LUN") {
+		t.Fatalf("message %q", r.Message)
 	}
 }
