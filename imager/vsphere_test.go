@@ -244,3 +244,28 @@ func TestImportVSphereRDM(t *testing.T) {
 		t.Fatalf("message %q", r.Message)
 	}
 }
+
+// A snapshot deleted while its disk was read (its delta merged into the
+// parent): the copy is not the disk at one moment, and the import fails
+// so that a new attempt reads it whole again.
+func TestImportVSphereSnapshotDeletedWhileRead(t *testing.T) {
+	f, creds := startVSphereFixture(t, vcenter.Options{Seed: 55, Size: 1<<20 + 4096})
+	on := f.VMs[1]
+	defer func(h func(context.Context, *vsphere.Client, *vsphere.Disk)) { vsphereCopied = h }(vsphereCopied)
+	vsphereCopied = func(ctx context.Context, c *vsphere.Client, d *vsphere.Disk) {
+		vm := object.NewVirtualMachine(c.Vim, d.VM)
+		task, err := vm.RemoveSnapshot(ctx, d.Snapshot.Value, false, nil)
+		if err == nil {
+			err = task.Wait(ctx)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	code, r, out, _ := vsphereImport(t, f, creds, "--vsphere-moref", on.MoRef, "--vsphere-snapshot", "s1", "--vsphere-thumbprint", f.ThumbprintSHA256)
+	wantFailed(t, code, r, jobapi.ExitTransient, jobapi.ReasonSourceInUse)
+	if !strings.Contains(r.Message, "is gone after the import") {
+		t.Fatalf("message %q", r.Message)
+	}
+	emptyDir(t, filepath.Dir(out))
+}
