@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path"
 	"strconv"
 	"time"
 
@@ -36,14 +37,24 @@ const (
 // vmdkpop's own pods are, and returns the pod's IP once it is ready.
 func fileserverPod(ns, name string, args []string, volumes []corev1.Volume, mounts []corev1.VolumeMount) string {
 	GinkgoHelper()
+	return serverPod(ns, name, append([]string{"/fileserver", "--addr", ":8080"}, args...), nil, volumes, mounts)
+}
+
+// serverPod runs command from the e2e servers' image (vmdkpop-e2e-fileserver:
+// /fileserver, /vcsim) in namespace ns with env and the volumes given,
+// hardened as vmdkpop's own pods are, and returns the pod's IP once it is
+// ready.
+func serverPod(ns, name string, command []string, env []corev1.EnvVar, volumes []corev1.Volume, mounts []corev1.VolumeMount) string {
+	GinkgoHelper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.PodSpec{
 			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 			Containers: []corev1.Container{{
-				Name: "fileserver", Image: "vmdkpop-e2e-fileserver:v1", ImagePullPolicy: corev1.PullIfNotPresent,
-				Command:      append([]string{"/fileserver", "--addr", ":8080"}, args...),
+				Name: path.Base(command[0]), Image: "vmdkpop-e2e-fileserver:v1", ImagePullPolicy: corev1.PullIfNotPresent,
+				Command:      command,
+				Env:          env,
 				VolumeMounts: mounts,
 				SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
 					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
