@@ -101,6 +101,16 @@ func (a *applyDelta) run() error {
 	case d.ChainError() != nil:
 		return fmt.Errorf("%s: %w", a.delta, d.ChainError())
 	}
+	// The target must not be a file the delta reads (its own, its
+	// parent's extents): raw bytes written into it would corrupt the
+	// chain while it is read.
+	if ti, err := os.Stat(a.target); err == nil {
+		for _, name := range d.Files() {
+			if fi, err := os.Stat(name); err == nil && os.SameFile(ti, fi) {
+				return failed(errBadRequest, fmt.Errorf("target %s is %s, a file of the delta's chain: give the raw disk populated from the delta's parent", a.target, name))
+			}
+		}
+	}
 	f, err := a.openTarget(d.Size())
 	if err != nil {
 		return err

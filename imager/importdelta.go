@@ -62,6 +62,13 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 	if err != nil {
 		return err
 	}
+	// The delta is renamed onto out: were out the base, the base would be
+	// gone and the delta its own parent.
+	if bi, err := os.Stat(j.backing); err == nil {
+		if oi, err := os.Stat(out); err == nil && os.SameFile(bi, oi) {
+			return failed(errBadRequest, fmt.Errorf("the delta would replace its own parent: -b %s is the target %s; write the delta into another directory", j.backing, out))
+		}
+	}
 	j.res.Target, j.res.TargetFormat, j.res.VirtualSize = out, "vmdk", to.CapacityBytes
 	j.prog.SetTotal(to.CapacityBytes)
 	// Built beside its final name, so the parent's path recorded in it

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -134,8 +135,13 @@ func (j *importJob) fromVSphere() error {
 	if err != nil {
 		return err
 	}
+	vsphereCopied(j.ctx, c, d)
 	return vsphere.Recheck(j.ctx, c, d)
 }
+
+// vsphereCopied runs between the copy and its recheck: tests change the
+// VM there, as a user could have while it was read.
+var vsphereCopied = func(context.Context, *vsphere.Client, *vsphere.Disk) {}
 
 // fromVSphereDatastore reads the disk's chain in place from its datastore.
 func (j *importJob) fromVSphereDatastore(c *vsphere.Client, d *vsphere.Disk) error {

@@ -10,6 +10,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vmdkpop/vmdkpop/imager/internal/source"
+	"github.com/vmdkpop/vmdkpop/imager/internal/vsphere"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 	"github.com/vmdkpop/vmdkpop/test/vcenter"
 )
@@ -199,4 +204,68 @@ func TestImportVSphereFailures(t *testing.T) {
 	if !strings.Contains(r.Message, filepath.Base(f.LocalPath(missing))) {
 		t.Fatalf("missing file: message %q", r.Message)
 	}
+}
+
+// A raw device mapping says which transport serves it: none, for a
+// physical-mode RDM (its bytes are the LUN's).
+func TestImportVSphereRDM(t *testing.T) {
+	f, creds := startVSphereFixture(t, vcenter.Options{Seed: 54, Size: 1<<20 + 4096})
+	ctx := context.Background()
+	c, err := vsphere.Connect(ctx, vsphere.Options{URL: f.URL, Thumbprint: f.ThumbprintSHA256, HTTP: source.HTTPOptions{CredsDir: creds}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	off := f.VMs[0]
+	vm := object.NewVirtualMachine(c.Vim, types.ManagedObjectReference{Type: "VirtualMachine", Value: off.MoRef})
+	devices, err := vm.Device(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var disk *types.VirtualDisk
+	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
+		if d.GetVirtualDevice().DeviceInfo.GetDescription().Label == "Hard disk 2" {
+			disk = d.(*types.VirtualDisk)
+		}
+	}
+	if disk == nil {
+		t.Fatal("no Hard disk 2")
+	}
+	flat := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	rdm := &types.VirtualDiskRawDiskMappingVer1BackingInfo{CompatibilityMode: string(types.VirtualDiskCompatibilityModePhysicalMode), LunUuid: "0200000000600508b1001c"}
+	rdm.FileName, rdm.Datastore = flat.FileName, flat.Datastore
+	disk.Backing = rdm
+	if err := vm.EditDevice(ctx, disk); err != nil {
+		t.Fatal(err)
+	}
+	code, r, _, _ := vsphereImport(t, f, creds, "--vsphere-moref", off.MoRef, "--vsphere-disk-label", "Hard disk 2", "--vsphere-thumbprint", f.ThumbprintSHA256)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonUnsupportedImage)
+	if !strings.Contains(r.Message, "physical mode") || !strings.Contains(r.Message, "copy the LUN") {
+		t.Fatalf("message %q", r.Message)
+	}
+}
+
+// A snapshot deleted while its disk was read (its delta merged into the
+// parent): the copy is not the disk at one moment, and the import fails
+// so that a new attempt reads it whole again.
+func TestImportVSphereSnapshotDeletedWhileRead(t *testing.T) {
+	f, creds := startVSphereFixture(t, vcenter.Options{Seed: 55, Size: 1<<20 + 4096})
+	on := f.VMs[1]
+	defer func(h func(context.Context, *vsphere.Client, *vsphere.Disk)) { vsphereCopied = h }(vsphereCopied)
+	vsphereCopied = func(ctx context.Context, c *vsphere.Client, d *vsphere.Disk) {
+		vm := object.NewVirtualMachine(c.Vim, d.VM)
+		task, err := vm.RemoveSnapshot(ctx, d.Snapshot.Value, false, nil)
+		if err == nil {
+			err = task.Wait(ctx)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	code, r, out, _ := vsphereImport(t, f, creds, "--vsphere-moref", on.MoRef, "--vsphere-snapshot", "s1", "--vsphere-thumbprint", f.ThumbprintSHA256)
+	wantFailed(t, code, r, jobapi.ExitTransient, jobapi.ReasonSourceInUse)
+	if !strings.Contains(r.Message, "is gone after the import") {
+		t.Fatalf("message %q", r.Message)
+	}
+	emptyDir(t, filepath.Dir(out))
 }

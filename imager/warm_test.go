@@ -235,14 +235,35 @@ func TestApplyDelta(t *testing.T) {
 	}{
 		{[]string{"--target", img, "--expect-parent-cid", hexCID(wrong), child}, jobapi.ExitPermanent, jobapi.ReasonChainBroken},
 		{[]string{"--target", img, base}, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments},
+		{[]string{"--target", base, child}, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments},
 		{[]string{"--target", img, "--expect-parent-cid", "xyz", child}, jobapi.ExitUsage, jobapi.ReasonInvalidArguments},
 		{[]string{child}, jobapi.ExitUsage, jobapi.ReasonInvalidArguments},
 	} {
+		baseBefore, err := os.ReadFile(base)
+		if err != nil {
+			t.Fatal(err)
+		}
 		code, r, _ := runApplyDeltaTest(t, c.args...)
 		wantFailed(t, code, r, c.code, c.reason)
 		if got, _ := os.ReadFile(img); !bytes.Equal(got, target) {
 			t.Fatalf("%q: the target changed", c.args)
 		}
+		if got, _ := os.ReadFile(base); !bytes.Equal(got, baseBefore) {
+			t.Fatalf("%q: the base changed", c.args)
+		}
+	}
+
+	// Without its parent, the delta's parentCID is no one's word.
+	if err := os.Rename(base, base+".away"); err != nil {
+		t.Fatal(err)
+	}
+	code, r, _ := runApplyDeltaTest(t, "--target", img, "--expect-parent-cid", hexCID(parentCID), child)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonChainBroken)
+	if got, _ := os.ReadFile(img); !bytes.Equal(got, target) {
+		t.Fatal("the target changed")
+	}
+	if err := os.Rename(base+".away", base); err != nil {
+		t.Fatal(err)
 	}
 
 	code, r, errs := runApplyDeltaTest(t, "--target", img, "--expect-parent-cid", hexCID(parentCID), child)
@@ -352,7 +373,22 @@ func TestImportVSphereDeltaRefused(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("s2: exit %d %+v %s", code, b2, errs)
 	}
-	code, r, errs := run(append(delta, "-b", filepath.Join(s2Dir, "disk.vmdk")), "--vsphere-moref", off.MoRef, "--vsphere-delta-from", "s2")
+	// The target is the base: refused, the base left as it was.
+	b2Path := filepath.Join(s2Dir, "disk.vmdk")
+	b2Before, err := os.ReadFile(b2Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, r, _ := run([]string{"--target", s2Dir, "--target-format", "vmdk"}, "-b", b2Path, "--vsphere-moref", off.MoRef, "--vsphere-delta-from", "s2")
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
+	if after, err := os.ReadFile(b2Path); err != nil || !bytes.Equal(after, b2Before) || !strings.Contains(r.Message, "its own parent") {
+		t.Fatalf("the base changed (%v), or the message %q does not say why", err, r.Message)
+	}
+	// A temporary a stopped attempt left is no obstacle.
+	if err := os.WriteFile(filepath.Join(deltaDir, ".disk.vmdk.delta-tmp"), []byte("an attempt's leftovers"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, r, errs = run(append(delta, "-b", b2Path), "--vsphere-moref", off.MoRef, "--vsphere-delta-from", "s2")
 	if code != 0 {
 		t.Fatalf("now: exit %d %+v %s", code, r, errs)
 	}
@@ -365,6 +401,9 @@ func TestImportVSphereDeltaRefused(t *testing.T) {
 	}
 	if r.VSphere.DeltaLinks != 1 || r.VSphere.Snapshot != "" || r.ParentCID != b2.CID {
 		t.Fatalf("result %+v, vSphere %+v", r, r.VSphere)
+	}
+	if names, _ := os.ReadDir(deltaDir); len(names) != 1 {
+		t.Fatalf("the delta's directory holds %v, want disk.vmdk alone", names)
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 )
 
 // chainSize ends in a partial grain.
-const chainSize = 5<<20 + 4096
+const chainSize = 2<<20 + 4096
 
 // chainVM is a running simulated VM whose "Hard disk 1" is a real ESXi
 // chain in its datastore: snapshot s1 points at the base vm.vmdk, s2 at
@@ -125,7 +125,6 @@ func TestResolveAndReadChain(t *testing.T) {
 		}{
 			{"s1", 0, "[LocalDS_0] chainvm/vm.vmdk"},
 			{"s2", 1, "[LocalDS_0] chainvm/vm-000001.vmdk [LocalDS_0] chainvm/vm.vmdk"},
-			{v.s2.Value, 1, "[LocalDS_0] chainvm/vm-000001.vmdk [LocalDS_0] chainvm/vm.vmdk"},
 		} {
 			d, got := v.read(t, Selector{InventoryPath: path, Snapshot: tc.snapshot})
 			if paths(d) != tc.chain {
@@ -151,9 +150,9 @@ func TestResolveAndReadChain(t *testing.T) {
 		if paths(d) != "[LocalDS_0] chainvm/data.vmdk" || !bytes.Equal(got, v.data) {
 			t.Fatalf("Hard disk 2: chain %s", paths(d))
 		}
-		d, got = v.read(t, Selector{InventoryPath: path, DiskIndex: 1})
-		if d.Label != "Hard disk 2" || !bytes.Equal(got, v.data) {
-			t.Fatalf("disk 1: %s", d.Label)
+		d, err := Resolve(context.Background(), v.c, Selector{InventoryPath: path, DiskIndex: 1})
+		if err != nil || d.Label != "Hard disk 2" || paths(d) != "[LocalDS_0] chainvm/data.vmdk" {
+			t.Fatalf("disk 1: %v", err)
 		}
 	}
 }

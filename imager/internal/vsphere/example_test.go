@@ -16,7 +16,7 @@ import (
 // datastore: a simulated vCenter (test/vcenter) stands in for a real one.
 func Example() {
 	ctx := context.Background()
-	vc, err := vcenter.Start(ctx, vcenter.Options{})
+	vc, err := vcenter.Start(ctx, vcenter.Options{Size: 1<<20 + 4096})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -60,5 +60,5 @@ func Example() {
 	// vm-on poweredOn Hard disk 1 at s2
 	// [LocalDS_0] vm-on/vm-on-000001.vmdk
 	// [LocalDS_0] vm-on/vm-on.vmdk
-	// 8392704 bytes
+	// 1052672 bytes
 }

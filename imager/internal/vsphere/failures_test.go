@@ -192,7 +192,7 @@ func TestResolveBrokenChains(t *testing.T) {
 	v.setDisks(v.s2, wrongSize)
 	d, _ = Resolve(ctx, v.c, sel)
 	_, err = OpenChain(ctx, v.c, d)
-	wantErr(t, "another capacity", err, ErrChainBroken, "vSphere 5247488")
+	wantErr(t, "another capacity", err, ErrChainBroken, fmt.Sprint("vSphere ", chainSize+512))
 
 	// A parent on a datastore the VM does not use.
 	other := v.disk1("vm-000001.vmdk", "vm.vmdk")
@@ -304,7 +304,7 @@ func TestRefusedWhileRunning(t *testing.T) {
 // The host's lock, as test/vcenter's /folder keeps it on a running VM's
 // top link: a chain that reached it would be refused SourceInUse.
 func TestOpenChainLockedFile(t *testing.T) {
-	f, err := vcenter.Start(context.Background(), vcenter.Options{Seed: 49})
+	f, err := vcenter.Start(context.Background(), vcenter.Options{Seed: 49, Size: 1<<20 + 4096})
 	if err != nil {
 		t.Fatal(err)
 	}
