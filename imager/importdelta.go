@@ -69,7 +69,6 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 			return failed(errBadRequest, fmt.Errorf("the delta would replace its own parent: -b %s is the target %s; write the delta into another directory", j.backing, out))
 		}
 	}
-	j.res.Target, j.res.TargetFormat, j.res.VirtualSize = out, "vmdk", to.CapacityBytes
 	j.prog.SetTotal(to.CapacityBytes)
 	// Built beside its final name, so the parent's path recorded in it
 	// (relative to its directory) stays right once renamed.
@@ -98,6 +97,7 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 	if err := syncDir(filepath.Dir(out)); err != nil {
 		return targetErr(err)
 	}
+	// The result names the delta (and its size) once it is in place.
 	return target.DescribeVMDK(&j.res, out, j.paths.options())
 }
 

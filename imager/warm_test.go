@@ -433,3 +433,44 @@ func TestDeltaArgsParse(t *testing.T) {
 		t.Fatalf("%q arrived as %+v", argv, a)
 	}
 }
+
+// A delta whose file on the datastore fails to read part-way: the import
+// fails, and the delta begun in the target is removed.
+func TestImportVSphereDeltaDamaged(t *testing.T) {
+	f, flags := warmVCenter(t, false)
+	off := f.VMs[0]
+	root := t.TempDir()
+	baseDir, deltaDir := filepath.Join(root, "base"), filepath.Join(root, "delta")
+	for _, d := range []string{baseDir, deltaDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, base, _, errs := runImportTest(t, append(append([]string{"--target", baseDir, "--target-format", "vmdk"}, flags...), "--vsphere-moref", off.MoRef, "--vsphere-snapshot", "s1")...)
+	if code != 0 {
+		t.Fatalf("base: exit %d %+v %s", code, base, errs)
+	}
+	// The s1 -> s2 delta's extent, cut: its header and tables still
+	// read, the grains stored last (those of the first 16 MiB range: the
+	// generator stores ranges in descending order) are gone, so the copy
+	// fails after the delta was created.
+	s2 := off.Snapshots[1].Disks[0]
+	extent := f.LocalPath(s2.DataFiles[1])
+	if !strings.HasSuffix(extent, "-sesparse.vmdk") {
+		t.Fatalf("%s is not the seSparse delta's extent", extent)
+	}
+	fi, err := os.Stat(extent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(extent, fi.Size()-64<<10); err != nil {
+		t.Fatal(err)
+	}
+	args := append(append([]string{"--target", deltaDir, "--target-format", "vmdk", "--root", root, "-b", filepath.Join(baseDir, "disk.vmdk")}, flags...),
+		"--vsphere-moref", off.MoRef, "--vsphere-snapshot", "s2", "--vsphere-delta-from", "s1")
+	code, r, _, errs := runImportTest(t, args...)
+	if code != jobapi.ExitPermanent || r.Reason != jobapi.ReasonInvalidImage || !strings.Contains(r.Message, "past the end of the file") || r.Target != "" {
+		t.Fatalf("exit %d, result %+v, stderr %s", code, r, errs)
+	}
+	emptyDir(t, deltaDir)
+}
