@@ -21,7 +21,10 @@ dir=${BENCH_DIR:-/var/tmp/bench-warm}
 size=${BENCH_SIZE:-1073741824}
 port=${BENCH_PORT:-18989}
 die() { echo "bench-warm: $*" >&2; exit 1; }
-command -v jq >/dev/null || die "jq not found"
+command -v python3 >/dev/null || die "python3 not found"
+# jget FILE EXPR: EXPR (python, over the JSON object d of FILE's first
+# line) printed.
+jget() { python3 -c 'import json, sys; d = json.loads(open(sys.argv[1]).readline()); v = eval(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
 
 rm -rf "$dir"
 mkdir -p "$dir/creds" "$dir/raw" "$dir/full" "$dir/images/s1" "$dir/images/s2"
@@ -38,11 +41,10 @@ for _ in $(seq 1200); do
 	sleep 0.5
 done
 [ -s "$dir/vcsim.json" ] || die "vcsim did not start"
-desc=$(head -n1 "$dir/vcsim.json")
-url=$(jq -r .url <<<"$desc")
-thumb=$(jq -r .thumbprintSHA256 <<<"$desc")
-moref=$(jq -r '.vms[0].moref' <<<"$desc")
-want=$(jq -r '.vms[0].snapshots[1].disks[0].sha256' <<<"$desc")
+url=$(jget "$dir/vcsim.json" 'd["url"]')
+thumb=$(jget "$dir/vcsim.json" 'd["thumbprintSHA256"]')
+moref=$(jget "$dir/vcsim.json" 'd["vms"][0]["moref"]')
+want=$(jget "$dir/vcsim.json" 'd["vms"][0]["snapshots"][1]["disks"][0]["sha256"]')
 vs=(--vsphere-url "$url" --vsphere-thumbprint "$thumb" --credentials-dir "$dir/creds" --vsphere-moref "$moref" --progress-interval 0)
 
 rows=()
@@ -51,10 +53,10 @@ step() {
 	local name=$1 res=$2
 	shift 2
 	local t0 t1
-	t0=$(date +%s.%N)
-	"$repo/bin/imager" "$@" --result-file "$res" 2>>"$dir/imager.log" >/dev/null || die "$name failed: $(jq -r .message "$res" 2>/dev/null)"
-	t1=$(date +%s.%N)
-	secs=$(echo "$t1 - $t0" | bc)
+	t0=$(date +%s%N)
+	"$repo/bin/imager" "$@" --result-file "$res" 2>>"$dir/imager.log" >/dev/null || die "$name failed: $(jget "$res" 'd.get("message")' 2>/dev/null)"
+	t1=$(date +%s%N)
+	secs=$(((t1 - t0) / 1000000))e-3
 }
 # row NAME READ WRITTEN
 row() { rows+=("$1 $2 $3 $secs"); }
@@ -67,12 +69,12 @@ row full-import-s2 "$(held "$dir/full/disk.img")" "$(held "$dir/full/disk.img")"
 step import-s1-raw "$dir/r-raw.json" import --target "$dir/raw" "${vs[@]}" --vsphere-snapshot s1
 row "import-s1-raw(warm)" "$(held "$dir/raw/disk.img")" "$(held "$dir/raw/disk.img")"
 step import-s1-vmdk "$dir/r-base.json" import --target "$dir/images/s1" --target-format vmdk "${vs[@]}" --vsphere-snapshot s1
-row "import-s1-vmdk(warm)" "$(held "$dir/raw/disk.img")" "$(jq -r .allocatedBytes "$dir/r-base.json")"
+row "import-s1-vmdk(warm)" "$(held "$dir/raw/disk.img")" "$(jget "$dir/r-base.json" 'd["allocatedBytes"]')"
 step delta-s1-s2 "$dir/r-delta.json" import --target "$dir/images/s2" --target-format vmdk --root "$dir/images" -b "$dir/images/s1/disk.vmdk" "${vs[@]}" --vsphere-snapshot s2 --vsphere-delta-from s1
-row "delta-s1-s2(cut)" "$(jq -r .bytesRead "$dir/r-delta.json")" "$(jq -r .allocatedBytes "$dir/r-delta.json")"
-cid=$(jq -r .cid "$dir/r-base.json")
+row "delta-s1-s2(cut)" "$(jget "$dir/r-delta.json" 'd["bytesRead"]')" "$(jget "$dir/r-delta.json" 'd["allocatedBytes"]')"
+cid=$(jget "$dir/r-base.json" 'd["cid"]')
 step apply-delta "$dir/r-apply.json" apply-delta --root "$dir/images" --target "$dir/raw/disk.img" --expect-parent-cid "$cid" "$dir/images/s2/disk.vmdk"
-row "apply-delta(cut)" 0 "$(jq -r .bytesWritten "$dir/r-apply.json")"
+row "apply-delta(cut)" 0 "$(jget "$dir/r-apply.json" 'd["bytesWritten"]')"
 
 got=$(sha256sum "$dir/raw/disk.img" | cut -d' ' -f1)
 [ "$got" = "$want" ] || die "the raw disk after apply-delta is not the disk at s2 ($got, want $want)"
