@@ -111,7 +111,7 @@ func (a *applyDelta) run() error {
 			}
 		}
 	}
-	f, err := a.openTarget(d.Size())
+	f, err := a.openTarget(d.Size(), d.Parent().Size())
 	if err != nil {
 		return err
 	}
@@ -129,10 +129,12 @@ func (a *applyDelta) run() error {
 	return targetErr(f.Close())
 }
 
-// openTarget opens the raw target for a delta of size bytes: a file
-// smaller than that grows (the disk grew between the two snapshots: what
-// it gains reads as zeros in both), a device must hold it.
-func (a *applyDelta) openTarget(size int64) (*os.File, error) {
+// openTarget opens the raw target for a delta of size bytes over a parent
+// of parentSize: a file smaller than the delta grows (the disk grew
+// between the two snapshots: what it gains reads as zeros in both), a
+// device must hold it. A target smaller than the parent was not populated
+// from it: growing it would make zeros of the parent's bytes it lacks.
+func (a *applyDelta) openTarget(size, parentSize int64) (*os.File, error) {
 	f, err := os.OpenFile(a.target, os.O_RDWR, 0)
 	if err != nil {
 		return nil, target.MarkOpen(fmt.Errorf("target %s: %w", a.target, err))
@@ -153,6 +155,10 @@ func (a *applyDelta) openTarget(size int64) (*os.File, error) {
 	case !fi.Mode().IsRegular():
 		f.Close()
 		return nil, failed(errBadRequest, fmt.Errorf("target %s is neither a file nor a block device", a.target))
+	}
+	if have < parentSize {
+		f.Close()
+		return nil, failed(errBadRequest, fmt.Errorf("target %s holds %d bytes, less than the %d of the delta's parent: it was not populated from the parent; populate it from the parent first", a.target, have, parentSize))
 	}
 	if have >= size {
 		return f, nil

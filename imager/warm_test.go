@@ -228,6 +228,10 @@ func TestApplyDelta(t *testing.T) {
 	parentCID := bd.ParentCID()
 	bd.Close()
 	wrong := parentCID ^ 1
+	short := filepath.Join(dir, "short.img")
+	if err := os.WriteFile(short, target[:baseSize/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args   []string
 		code   int
@@ -236,6 +240,7 @@ func TestApplyDelta(t *testing.T) {
 		{[]string{"--target", img, "--expect-parent-cid", hexCID(wrong), child}, jobapi.ExitPermanent, jobapi.ReasonChainBroken},
 		{[]string{"--target", img, base}, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments},
 		{[]string{"--target", base, child}, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments},
+		{[]string{"--target", short, child}, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments},
 		{[]string{"--target", img, "--expect-parent-cid", "xyz", child}, jobapi.ExitUsage, jobapi.ReasonInvalidArguments},
 		{[]string{child}, jobapi.ExitUsage, jobapi.ReasonInvalidArguments},
 	} {
@@ -250,6 +255,9 @@ func TestApplyDelta(t *testing.T) {
 		}
 		if got, _ := os.ReadFile(base); !bytes.Equal(got, baseBefore) {
 			t.Fatalf("%q: the base changed", c.args)
+		}
+		if got, _ := os.ReadFile(short); !bytes.Equal(got, target[:baseSize/2]) {
+			t.Fatalf("%q: the short target changed", c.args)
 		}
 	}
 
