@@ -69,6 +69,15 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 			return failed(errBadRequest, fmt.Errorf("the delta would replace its own parent: -b %s is the target %s; write the delta into another directory", j.backing, out))
 		}
 	}
+	// --size makes the delta's disk larger than vSphere's, as it does a
+	// whole import's: what it adds reads as zeros.
+	size := to.CapacityBytes
+	if j.size > 0 {
+		if j.size < size {
+			return failed(errBadRequest, fmt.Errorf("--size %d is smaller than the disk's %d bytes at %s", j.size, size, j.source))
+		}
+		size = j.size
+	}
 	j.prog.SetTotal(to.CapacityBytes)
 	// Built beside its final name, so the parent's path recorded in it
 	// (relative to its directory) stays right once renamed.
@@ -76,10 +85,10 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return targetErr(err)
 	}
-	o := j.vmdkOpts.create(to.CapacityBytes, j.backing, &j.paths)
+	o := j.vmdkOpts.create(size, j.backing, &j.paths)
 	o.ZeroedGrains, o.GrainSize = true, deltaGrainSize
 	if err := vmdk.Create(tmp, o); err != nil {
-		return target.VolumeTooSmall(target.MarkOpen(err), filepath.Dir(out), to.CapacityBytes)
+		return target.VolumeTooSmall(target.MarkOpen(err), filepath.Dir(out), size)
 	}
 	done := false
 	defer func() {

@@ -173,8 +173,6 @@ func (j *importJob) configureDelta(v *jobapi.VSphereArgs) error {
 		return fmt.Errorf("--vsphere-delta-from writes a monolithicSparse delta, not %s", j.vmdkOpts.subformat)
 	case j.targetMode == "block":
 		return errors.New("--vsphere-delta-from writes a VMDK file: not with --target-mode block")
-	case j.size != 0:
-		return errors.New("--vsphere-delta-from: the delta has the disk's size at --vsphere-snapshot; --size does not apply")
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -392,11 +393,19 @@ func TestImportVSphereDeltaRefused(t *testing.T) {
 	if after, err := os.ReadFile(b2Path); err != nil || !bytes.Equal(after, b2Before) || !strings.Contains(r.Message, "its own parent") {
 		t.Fatalf("the base changed (%v), or the message %q does not say why", err, r.Message)
 	}
+	// --size smaller than the disk.
+	small2 := []string{"-b", b2Path, "--vsphere-moref", off.MoRef, "--vsphere-delta-from", "s2", "--size", "1M"}
+	code, r, _ = run(delta, small2...)
+	wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidArguments)
+	emptyDir(t, deltaDir)
 	// A temporary a stopped attempt left is no obstacle.
 	if err := os.WriteFile(filepath.Join(deltaDir, ".disk.vmdk.delta-tmp"), []byte("an attempt's leftovers"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, r, errs = run(append(delta, "-b", b2Path), "--vsphere-moref", off.MoRef, "--vsphere-delta-from", "s2")
+	// --size larger than the disk: the delta's disk is, reading zeros
+	// past vSphere's capacity.
+	bigger := off.Disks[0].Capacity + 1<<20
+	code, r, errs = run(delta, "-b", b2Path, "--vsphere-moref", off.MoRef, "--vsphere-delta-from", "s2", "--size", strconv.FormatInt(bigger, 10))
 	if code != 0 {
 		t.Fatalf("now: exit %d %+v %s", code, r, errs)
 	}
@@ -404,8 +413,9 @@ func TestImportVSphereDeltaRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	want = append(want, make([]byte, bigger-int64(len(want)))...)
 	if !bytes.Equal(vmdkContent(t, filepath.Join(deltaDir, "disk.vmdk"), root), want) {
-		t.Fatal("the delta since s2 over the image at s2 is not the VM's disk now")
+		t.Fatal("the delta since s2 over the image at s2 is not the VM's disk now (and zeros past it)")
 	}
 	if r.VSphere.DeltaLinks != 1 || r.VSphere.Snapshot != "" || r.ParentCID != b2.CID {
 		t.Fatalf("result %+v, vSphere %+v", r, r.VSphere)
