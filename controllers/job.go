@@ -302,6 +302,11 @@ func imagerArgs(img *v1alpha1.VMDKImage, volumes *[]corev1.Volume, mounts *[]cor
 		args.Size = spec.Size.Value()
 	}
 	if v := spec.Source.VSphere; v != nil {
+		if v.DeltaFrom != "" && spec.BackingImage != nil {
+			// The delta's parent, mounted with the backing chain; the
+			// child names it relative to its own directory.
+			args.Backing, args.Root = imagePath(spec.BackingImage.Name), imagesDir
+		}
 		return vsphereArgs(args, v, volumes, mounts), 0
 	}
 	if h := spec.Source.HTTP; h != nil {

@@ -32,6 +32,7 @@ func vsphereArgs(args jobapi.ImportArgs, v *v1alpha1.VSphereSource, volumes *[]c
 		MoRef:         v.MoRef,
 		DiskLabel:     v.DiskLabel,
 		Snapshot:      v.Snapshot,
+		DeltaFrom:     v.DeltaFrom,
 		// The CRD's enum holds jobapi's transports (checked by a spec).
 		Transport: string(v.Transport),
 	}

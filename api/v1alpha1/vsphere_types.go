@@ -20,6 +20,8 @@ const (
 // +kubebuilder:validation:XValidation:rule="(has(self.uuid) ? 1 : 0) + (has(self.inventoryPath) ? 1 : 0) + (has(self.moref) ? 1 : 0) == 1",message="vsphere: name the VM by exactly one of uuid, inventoryPath or moref"
 // +kubebuilder:validation:XValidation:rule="!(has(self.diskIndex) && has(self.diskLabel))",message="vsphere: name the disk by diskIndex or diskLabel, not both"
 // +kubebuilder:validation:XValidation:rule="!(has(self.thumbprint) && has(self.caConfigMap))",message="vsphere: trust the server by thumbprint or caConfigMap, not both"
+// +kubebuilder:validation:XValidation:rule="!has(self.deltaFrom) || !has(self.transport) || self.transport == 'datastore'",message="vsphere: deltaFrom reads the delta's files on the datastore: transport must be datastore"
+// +kubebuilder:validation:XValidation:rule="!has(self.deltaFrom) || !has(self.snapshot) || self.deltaFrom != self.snapshot",message="vsphere: deltaFrom and snapshot are the same: nothing changed between them"
 type VSphereSource struct {
 	// URL is the SDK endpoint of the vCenter or ESXi host the VM is on:
 	// https://vcenter.example.com/sdk (a bare https://host means the
@@ -119,6 +121,18 @@ type VSphereSource struct {
 	// +kubebuilder:default=datastore
 	// +optional
 	Transport VSphereTransport `json:"transport,omitempty"`
+
+	// DeltaFrom (warm migration) imports only what changed since this
+	// earlier snapshot (its name or moref, an ancestor of snapshot, or of
+	// the powered-off VM's current snapshot without one): the delta files
+	// vSphere wrote since, as a child of spec.backingImage, which must be
+	// the image imported at DeltaFrom (same VM, same disk). The image then
+	// reads as the disk at snapshot. Needs spec.backingImage, the
+	// datastore transport and subformat monolithicSparse.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +optional
+	DeltaFrom string `json:"deltaFrom,omitempty"`
 }
 
 // VSphereStatus is what an import from vSphere read, as imager reported
