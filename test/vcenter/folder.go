@@ -14,6 +14,7 @@ import (
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 // folderAuth stands in front of vcsim's /folder handler with what ESXi
@@ -25,9 +26,12 @@ type folderAuth struct {
 	// it reads the session list a cookie is checked against.
 	admin atomic.Pointer[vim25.Client]
 
-	mu     sync.Mutex
-	valid  map[string]bool // session cookies seen in the session list
-	locked map[string]bool // "<dir>/<file>" a running VM holds
+	mu    sync.Mutex
+	valid map[string]bool // session cookies seen in the session list
+	// tops are the files each VM writes while it runs ("<dir>/<file>",
+	// its disks' top links): locked while that VM is powered on, as it is
+	// now, so a VM powered on mid-read locks them mid-read.
+	tops map[string]types.ManagedObjectReference
 
 	requests atomic.Int64
 }
@@ -39,7 +43,7 @@ type folderAuth struct {
 var folderMethods = []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete}
 
 func newFolderAuth(svc *simulator.Service, user, password string) *folderAuth {
-	a := &folderAuth{svc: svc, user: user, password: password, valid: map[string]bool{}, locked: map[string]bool{}}
+	a := &folderAuth{svc: svc, user: user, password: password, valid: map[string]bool{}, tops: map[string]types.ManagedObjectReference{}}
 	if svc.ServeMux == nil {
 		svc.ServeMux = http.NewServeMux() // what NewServer would make
 	}
@@ -57,7 +61,7 @@ func (a *folderAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := path.Clean(strings.TrimPrefix(r.URL.Path, "/folder/"))
-	if a.isLocked(name) {
+	if a.isLocked(r.Context(), name) {
 		// hostd cannot open a file the VMX holds ("Failed to lock the
 		// file"); over /folder that is 403.
 		http.Error(w, "403 Forbidden: the file is locked by a running virtual machine", http.StatusForbidden)
@@ -108,14 +112,30 @@ func (a *folderAuth) sessionActive(ctx context.Context, key string) bool {
 	return false
 }
 
-func (a *folderAuth) lock(name string) {
+// holds records that VM vm writes name while it runs.
+func (a *folderAuth) holds(name string, vm types.ManagedObjectReference) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.locked[path.Clean(name)] = true
+	a.tops[path.Clean(name)] = vm
 }
 
-func (a *folderAuth) isLocked(name string) bool {
+// isLocked: name is a top link of a VM that is powered on now (the
+// power state read at each request: a power-on mid-read locks the rest of
+// the read). A state it cannot read counts as locked.
+func (a *folderAuth) isLocked(ctx context.Context, name string) bool {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.locked[name]
+	vm, ok := a.tops[name]
+	a.mu.Unlock()
+	if !ok {
+		return false
+	}
+	c := a.admin.Load()
+	if c == nil {
+		return true
+	}
+	var m mo.VirtualMachine
+	if err := property.DefaultCollector(c).RetrieveOne(ctx, vm, []string{"runtime.powerState"}, &m); err != nil {
+		return true
+	}
+	return m.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
 }

@@ -17,7 +17,9 @@
 //     fixture's user, or the vmware_soap_session cookie of a live SDK
 //     session (vcsim itself serves /folder to anyone);
 //   - a running VM holds the top link of each disk (the one it writes):
-//     /folder refuses it with 403, as hostd cannot lock it;
+//     /folder refuses it with 403, as hostd cannot lock it; the power
+//     state is read at each request, so a VM powered on mid-read is
+//     refused from then on, and served again once powered off;
 //   - ExportVm, which vcsim lacks, exports a powered-off VM's disks and
 //     refuses a running VM (InvalidPowerState), as ESXi does;
 //   - an NFC export (ExportSnapshot, ExportVm) streams each disk as of the snapshot

@@ -135,11 +135,12 @@ func (f *Fixture) buildVM(ctx context.Context, inv *inventory, s vmSpec) (*VM, e
 		if err != nil {
 			return nil, fmt.Errorf("power on: %w", err)
 		}
-		// The VM writes its disks' top links: /folder refuses them.
-		for _, d := range disks {
-			for _, name := range d.names(s.deltas)[:2] {
-				f.folder.lock(path.Join(dir, name))
-			}
+	}
+	// A running VM writes its disks' top links: /folder refuses them
+	// while the VM is on (now, or once powered on).
+	for _, d := range disks {
+		for _, name := range d.names(s.deltas)[:2] {
+			f.folder.holds(path.Join(dir, name), vm.Reference())
 		}
 	}
 	return f.readBack(ctx, vm, dir, s, disks, snaps)

@@ -6,10 +6,12 @@ import (
 	"math"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -52,6 +54,10 @@ type Disk struct {
 	// snapshot points at) first, the base last.
 	Chain     []File
 	Transport string
+	// resolvedAt is the server's clock before Resolve read the VM:
+	// Recheck asks for the power-ons since (a VM read as it is that ran
+	// and stopped again mid-read shows the same state after).
+	resolvedAt time.Time
 }
 
 // File is one link of a backing chain.
@@ -93,6 +99,12 @@ func Resolve(ctx context.Context, c *Client, s Selector) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The server's clock, not ours: the events Recheck asks for carry
+	// its times.
+	since, err := methods.GetCurrentTime(ctx, c.Vim)
+	if err != nil {
+		return nil, sdkError(err, "the server's time")
+	}
 	var vm mo.VirtualMachine
 	if err := property.DefaultCollector(c.Vim).RetrieveOne(ctx, ref, vmProps, &vm); err != nil {
 		return nil, sdkError(err, "VM %s", ref.Value)
@@ -100,7 +112,7 @@ func Resolve(ctx context.Context, c *Client, s Selector) (*Disk, error) {
 	if vm.Config == nil {
 		return nil, tag(ErrTransient, "VM %s (%s) has no configuration: vSphere cannot read its files now (an inaccessible datastore, an orphaned VM)", vm.Name, ref.Value)
 	}
-	d := &Disk{VM: ref, VMName: vm.Name, PowerState: vm.Runtime.PowerState, Transport: s.Transport}
+	d := &Disk{VM: ref, VMName: vm.Name, PowerState: vm.Runtime.PowerState, Transport: s.Transport, resolvedAt: *since}
 	now, err := pickDisk(&vm, s)
 	if err != nil {
 		return nil, err
