@@ -56,6 +56,10 @@ func vsphereStatus(res *jobapi.VSphereResult) *v1alpha1.VSphereStatus {
 		BackingFiles:  append([]string(nil), res.BackingFiles...),
 		Snapshot:      res.Snapshot,
 		Transport:     res.Transport,
+		DeltaFrom:     res.DeltaFrom,
+		BaseTop:       res.BaseTop,
+		// jobapi bounds a chain at 255 links.
+		DeltaLinks: int32(min(res.DeltaLinks, 1<<16)),
 	}
 }
 
@@ -72,6 +76,9 @@ func vsphereResult(st *v1alpha1.VSphereStatus) *jobapi.VSphereResult {
 		BackingFiles:  append([]string(nil), st.BackingFiles...),
 		Snapshot:      st.Snapshot,
 		Transport:     st.Transport,
+		DeltaFrom:     st.DeltaFrom,
+		BaseTop:       st.BaseTop,
+		DeltaLinks:    int(st.DeltaLinks),
 	}
 }
 
@@ -89,6 +96,9 @@ func vsphereReadyNote(res *jobapi.VSphereResult) string {
 	note += "VM " + res.VMName
 	if res.Snapshot != "" {
 		note += " at snapshot " + res.Snapshot
+	}
+	if res.DeltaFrom != "" {
+		note += " (the delta since snapshot " + res.DeltaFrom + ")"
 	}
 	return note
 }

@@ -6,9 +6,12 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vmdkpop/vmdkpop/api/v1alpha1"
+	"github.com/vmdkpop/vmdkpop/imager/jobapi"
 )
 
 // Warm migration's image side: a child of the image imported at an
@@ -48,6 +51,29 @@ var _ = Describe("vSphere delta images", func() {
 			}
 		}
 		Expect(mounted).To(BeTrue(), "the base is mounted read-only at /images/base")
+	})
+
+	It("records the delta's start in status.vsphere and the Ready message, kept when status is rebuilt from the PVC", func() {
+		ns := newNamespace()
+		readyImage(ns, "base", "0a1b2c3d", v1alpha1.VMDKImageSpec{Size: gi(1)})
+		newImage(ns, "at-s2", delta(func(*v1alpha1.VMDKImageSpec) {}))
+		res := succeeded("5eed5eed", "0a1b2c3d", "monolithicSparse", 1<<30)
+		files := []string{"[ds] vm/vm-000001.vmdk", "[ds] vm/vm.vmdk"}
+		res.VSphere = &jobapi.VSphereResult{VMName: "vm", DiskLabel: "Hard disk 1", CapacityBytes: 1 << 30, BackingFiles: files,
+			Snapshot: "s2 (snapshot-2)", Transport: jobapi.TransportDatastore, DeltaFrom: "s1 (snapshot-1)", BaseTop: files[1], DeltaLinks: 1}
+		finishJob(jobOf(ns, "at-s2"), 0, res)
+		Eventually(phaseOfImage(ns, "at-s2"), timeout, interval).Should(Equal(v1alpha1.PhaseReady))
+		want := &v1alpha1.VSphereStatus{VMName: "vm", DiskLabel: "Hard disk 1", CapacityBytes: 1 << 30, BackingFiles: files,
+			Snapshot: "s2 (snapshot-2)", Transport: "datastore", DeltaFrom: "s1 (snapshot-1)", BaseTop: files[1], DeltaLinks: 1}
+		img := getImage(ns, "at-s2")
+		Expect(img.Status.VSphere).To(Equal(want))
+		Expect(meta.FindStatusCondition(img.Status.Conditions, v1alpha1.ConditionReady).Message).To(
+			HaveSuffix("from Hard disk 1 of VM vm at snapshot s2 (snapshot-2) (the delta since snapshot s1 (snapshot-1))"))
+		Expect(k8sClient.Delete(ctx, jobOf(ns, "at-s2"), client.PropagationPolicy(metav1.DeletePropagationBackground))).To(Succeed())
+		Eventually(func() int { return len(jobsOf(ns, "at-s2")) }, timeout, interval).Should(BeZero())
+		wipeStatus(ns, "at-s2")
+		Eventually(phaseOfImage(ns, "at-s2"), timeout, interval).Should(Equal(v1alpha1.PhaseReady))
+		Expect(getImage(ns, "at-s2").Status.VSphere).To(Equal(want))
 	})
 
 	It("waits for its backing image like any child", func() {

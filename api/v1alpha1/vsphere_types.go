@@ -161,4 +161,15 @@ type VSphereStatus struct {
 	// Transport is how the disk was read: datastore or nfc.
 	// +optional
 	Transport string `json:"transport,omitempty"`
+	// DeltaFrom, for a delta import (source.vsphere.deltaFrom), is the
+	// snapshot it started from, "name (moref)"; BaseTop the top file of
+	// the chain at it (the backing image's source) and DeltaLinks how
+	// many links above it were read (the first DeltaLinks of
+	// BackingFiles).
+	// +optional
+	DeltaFrom string `json:"deltaFrom,omitempty"`
+	// +optional
+	BaseTop string `json:"baseTop,omitempty"`
+	// +optional
+	DeltaLinks int32 `json:"deltaLinks,omitempty"`
 }
