@@ -150,7 +150,7 @@ func (j *importJob) fromVSphereDatastore(c *vsphere.Client, d *vsphere.Disk) err
 		return err
 	}
 	defer vd.Close()
-	return j.fromImage(vmdkImage{vd})
+	return vsphere.CopyRefused(j.ctx, c, d, j.fromImage(vmdkImage{vd}))
 }
 
 // configureDelta checks a delta import's flags (--vsphere-delta-from, -b)

@@ -2,11 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/vsphere"
 	"github.com/vmdkpop/vmdkpop/imager/jobapi"
@@ -55,5 +65,99 @@ func TestImportVSpherePowerCycledWhileRead(t *testing.T) {
 			t.Fatalf("ESX %v: message %q", esx, r.Message)
 		}
 		emptyDir(t, filepath.Dir(out))
+	}
+}
+
+// sdkProxy is a TLS proxy in front of the fixture, SDK and /folder alike,
+// whose hook sees each request first and may answer it itself (true). It
+// returns the proxy's SDK URL and its certificate's thumbprint.
+func sdkProxy(t *testing.T, f *vcenter.Fixture, hook func(w http.ResponseWriter, r *http.Request) bool) (string, string) {
+	t.Helper()
+	u, err := url.Parse(f.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = ""
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hook(w, r) {
+			rp.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	return srv.URL + "/sdk", hex.EncodeToString(sum[:])
+}
+
+// A powered-off VM's /folder reads refused (403) part-way through the
+// copy, after the SDK took the credentials and the chain opened: not a
+// bad password (Unauthorized, permanent) but the VM powered on mid-copy,
+// which ESXi's locks show as 403; a 401 then is the session ended.
+func TestImportVSphereRefusedMidCopy(t *testing.T) {
+	f, creds := startVSphereFixture(t, vcenter.Options{Seed: 57, Size: 1<<20 + 4096, Deltas: 1})
+	off := f.VMs[0]
+	au, err := url.Parse(f.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	au.User = url.UserPassword(f.Username, f.Password)
+	admin, err := govmomi.NewClient(context.Background(), au, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	power := func(f func(context.Context) (*object.Task, error)) {
+		task, err := f(context.Background())
+		if err == nil {
+			err = task.Wait(context.Background())
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	// The request after which the VM is powered on (the fixture then
+	// refuses its top link) or the proxy refuses every /folder read:
+	// past the chain's opening, before the copy's end.
+	const after = 8
+	for _, c := range []struct {
+		name    string
+		powerOn bool
+		status  int // the proxy's refusal, without powerOn
+		reason  string
+		want    string
+	}{
+		{"the VM powered on", true, 0, jobapi.ReasonSourceInUse, "went from poweredOff to poweredOn"},
+		{"a 403 the VM does not explain", false, http.StatusForbidden, jobapi.ReasonSourceInUse, "most likely the VM was powered on"},
+		{"a 401: the session ended", false, http.StatusUnauthorized, jobapi.ReasonNetworkError, "no longer takes the SDK session"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var n atomic.Int64
+			sdk, pin := sdkProxy(t, f, func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.HasPrefix(r.URL.Path, "/folder/") || n.Add(1) <= after {
+					return false
+				}
+				if !c.powerOn {
+					http.Error(w, http.StatusText(c.status), c.status)
+					return true
+				}
+				if n.Load() == after+1 {
+					vm := object.NewVirtualMachine(admin.Client, types.ManagedObjectReference{Type: "VirtualMachine", Value: off.MoRef})
+					power(vm.PowerOn)
+					t.Cleanup(func() { power(vm.PowerOff) })
+				}
+				return false
+			})
+			target := t.TempDir()
+			code, r, _, errs := runImportTest(t, "--target", target, "--retries", "0", "--vsphere-url", sdk, "--credentials-dir", creds,
+				"--vsphere-thumbprint", pin, "--vsphere-moref", off.MoRef, "--http-connections", "1")
+			if n.Load() <= after {
+				t.Fatalf("only %d /folder requests: the copy was over before the refusal (%s)", n.Load(), errs)
+			}
+			wantFailed(t, code, r, jobapi.ExitTransient, c.reason)
+			if !strings.Contains(r.Message, c.want) {
+				t.Fatalf("message %q, want %q in it", r.Message, c.want)
+			}
+			emptyDir(t, target)
+		})
 	}
 }

@@ -71,3 +71,25 @@ func refused(d *Disk, err error) error {
 	}
 	return &tagged{err: fmt.Errorf("%w: the host will not serve the file while VM %s is %s (it holds the chain open): power the VM off, or use --vsphere-transport %s, which exports the snapshot", err, d.VMName, d.PowerState, jobapi.TransportNFC), tag: ErrInUse}
 }
+
+// CopyRefused says what the host's refusal of a chain's file during the
+// copy means (err is the copy's error; any other passes as it is). The SDK
+// took the credentials and the chain opened with them, so a refusal now
+// is no bad password: a 403 is most likely the VM powered on mid-copy
+// (ESXi locks the files a running VM has open), which Recheck confirms
+// when it can; a 401 is the session ended (expired, or logged out
+// elsewhere). Both are transient: a new attempt logs in and reads the
+// disk whole again.
+func CopyRefused(ctx context.Context, c *Client, d *Disk, err error) error {
+	var st *source.HTTPStatusError
+	if err == nil || errors.Is(err, ErrInUse) || !errors.As(err, &st) || (st.Code != 401 && st.Code != 403) {
+		return err
+	}
+	if st.Code == 401 {
+		return &tagged{err: fmt.Errorf("%w: the host no longer takes the SDK session it took when the copy began (it expired, or was logged out): import again", err), tag: ErrTransient}
+	}
+	if rerr := Recheck(ctx, c, d); errors.Is(rerr, ErrInUse) {
+		return &tagged{err: fmt.Errorf("%v (the host then refused a file of the chain: %v)", rerr, err), tag: ErrInUse}
+	}
+	return &tagged{err: fmt.Errorf("%w: the host refused a file of VM %s's chain mid-copy, after serving it: most likely the VM was powered on (ESXi locks a running VM's files); import again once it is off, or import a snapshot", err, d.VMName), tag: ErrInUse}
+}
