@@ -123,7 +123,7 @@ func classifyCause(err error, onTarget bool) (reason string, permanent bool) {
 		return jobapi.ReasonInvalidArguments, true
 	case errors.Is(err, errChecksumMismatch), errors.Is(err, source.ErrChecksum):
 		return jobapi.ReasonChecksumMismatch, true
-	case errors.Is(err, errTruncated):
+	case errors.Is(err, errTruncated), errors.Is(err, source.ErrTruncated):
 		return jobapi.ReasonSourceError, false
 	case errors.Is(err, errDeadline):
 		return jobapi.ReasonDeadlineExceeded, false

@@ -435,20 +435,9 @@ func TestImportChecksum(t *testing.T) {
 	wantFailed(t, code, r, jobapi.ExitUsage, jobapi.ReasonInvalidArguments)
 }
 
-// makeOVA writes a tar of an OVF descriptor and two disks.
+// makeOVA writes a tar of an OVF descriptor and two disks, their Files'
+// ovf:size their members' sizes.
 func makeOVA(t *testing.T, f *importFixture, ovfFirst bool) []byte {
-	ovf := `<?xml version="1.0" encoding="UTF-8"?>
-<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
-  <References>
-    <File ovf:href="vm-disk1.vmdk" ovf:id="file1" ovf:size="1"/>
-    <File ovf:href="vm-disk2.vmdk" ovf:id="file2" ovf:size="1"/>
-  </References>
-  <DiskSection>
-    <Info>Virtual disk information</Info>
-    <Disk ovf:capacity="1" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
-    <Disk ovf:capacity="1" ovf:diskId="vmdisk2" ovf:fileRef="file2" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
-  </DiskSection>
-</Envelope>`
 	small := filepath.Join(t.TempDir(), "small.raw")
 	os.WriteFile(small, bytes.Repeat([]byte{7}, 1<<20), 0o644)
 	smallVMDK := filepath.Join(t.TempDir(), "small.vmdk")
@@ -456,6 +445,18 @@ func makeOVA(t *testing.T, f *importFixture, ovfFirst bool) []byte {
 		t.Fatal(errs)
 	}
 	second, _ := os.ReadFile(smallVMDK)
+	ovf := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+  <References>
+    <File ovf:href="vm-disk1.vmdk" ovf:id="file1" ovf:size="%d"/>
+    <File ovf:href="vm-disk2.vmdk" ovf:id="file2" ovf:size="%d"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disk information</Info>
+    <Disk ovf:capacity="%d" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+    <Disk ovf:capacity="%d" ovf:diskId="vmdisk2" ovf:fileRef="file2" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>
+  </DiskSection>
+</Envelope>`, len(f.stream), len(second), len(f.raw), 1<<20)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	add := func(name string, data []byte) {

@@ -34,6 +34,9 @@ var (
 	// ErrChecksum: a member of an OVA does not match its manifest (or
 	// the manifest does not list it): the package was damaged or altered.
 	ErrChecksum = errors.New("source: checksum mismatch")
+	// ErrTruncated: the source ended before what it announced (an OVA
+	// cut inside a member): a new download may be whole.
+	ErrTruncated = errors.New("source: ended early")
 	// ErrOtherHost: a datastore's file would come from another host,
 	// which its credentials and session must never reach.
 	ErrOtherHost = errors.New("source: another host")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -25,9 +26,15 @@ type OVA struct {
 	envelope     []byte
 	byHref       map[string]*OVADisk
 	// manifest is nil until the .mf member has been read; early are the
-	// digests of the members read before it, checked when it comes.
-	manifest map[string]manifestEntry
-	early    map[string]map[string][]byte
+	// members met before it (their digests, nil for those not read),
+	// checked when it comes. At most maxListed are kept: a manifest after
+	// more than that is refused (earlyFull), since it cannot list them.
+	// absent are the files the manifest lists that the archive has not
+	// held yet: once it ends, each is missing.
+	manifest  map[string]manifestEntry
+	early     map[string]map[string][]byte
+	earlyFull bool
+	absent    map[string]bool
 	// pending is a header the reader of a chunked file read past its last
 	// chunk: the next member, not its own.
 	pending *tar.Header
@@ -132,6 +139,9 @@ func (o *OVA) Next(only *OVADisk) (*OVADisk, io.Reader, int64, error) {
 		}
 		size := int64(-1)
 		if d.ChunkSize == 0 {
+			if d.Size > 0 && hdr.Size != d.Size {
+				return nil, nil, 0, damaged(fmt.Errorf("OVA: member %q holds %d bytes, but its File's ovf:size is %d: the package is damaged or its descriptor wrong", d.Href, hdr.Size, d.Size))
+			}
 			size = hdr.Size
 		} else if d.Size > 0 {
 			size = d.Size
@@ -171,7 +181,7 @@ func (o *OVA) finish() error {
 	for {
 		hdr, err := o.nextHeader()
 		if err == io.EOF {
-			return nil
+			return o.lacksListed()
 		}
 		if err != nil {
 			return err
@@ -184,6 +194,26 @@ func (o *OVA) finish() error {
 			o.skipped[d] = true
 		}
 	}
+}
+
+// lacksListed refuses an archive that ended without a file its manifest
+// lists: it was cut at a member's boundary, which a tar reader cannot
+// tell from its end.
+func (o *OVA) lacksListed() error {
+	if len(o.absent) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(o.absent))
+	for name := range o.absent {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	more := ""
+	if len(names) > 3 {
+		more = fmt.Sprintf(" and %d more", len(names)-3)
+		names = names[:3]
+	}
+	return damaged(fmt.Errorf("OVA: the manifest lists %q%s, which the archive lacks: the archive is incomplete (cut short?); download it again", names, more))
 }
 
 func (o *OVA) nextHeader() (*tar.Header, error) {
@@ -202,7 +232,33 @@ func (o *OVA) nextHeader() (*tar.Header, error) {
 	if err != nil {
 		return nil, ovaErr(err)
 	}
+	if hdr.Typeflag == tar.TypeReg {
+		o.met(path.Clean(hdr.Name))
+	}
 	return hdr, nil
+}
+
+// maxListed is the most members a manifest of maxManifest bytes can list,
+// each in its shortest line ("SHA1(x)=" and 40 hex digits).
+const maxListed = maxManifest / len("SHA1(x)=0123456789012345678901234567890123456789\n")
+
+// met notes a member the archive holds: one the manifest lists is no
+// longer absent; before the manifest, it is remembered, so the manifest
+// can be checked against it, up to what a manifest could list.
+func (o *OVA) met(name string) {
+	switch {
+	case o.manifest != nil:
+		delete(o.absent, name)
+	case o.earlyFull:
+	case len(o.early) >= maxListed:
+		// The digests are dropped, so memory does not grow with an
+		// archive of tiny chunks; a manifest that still comes is refused.
+		o.early, o.earlyFull = nil, true
+	default:
+		if _, ok := o.early[name]; !ok {
+			o.early[name] = nil
+		}
+	}
 }
 
 // member handles a member met between disks: the manifest is read and
@@ -279,6 +335,9 @@ func (o *OVA) readManifest(hdr *tar.Header) error {
 	if o.manifest != nil {
 		return damaged(fmt.Errorf("OVA: a second manifest %q", hdr.Name))
 	}
+	if o.earlyFull {
+		return damaged(fmt.Errorf("OVA: manifest %q after more than %d members, more than a manifest of at most %d bytes can list: the package is damaged (a chunked file's ovf:chunkSize far too small?)", hdr.Name, maxListed, maxManifest))
+	}
 	if hdr.Size > maxManifest {
 		return damaged(fmt.Errorf("OVA: manifest of %d bytes (at most %d)", hdr.Size, maxManifest))
 	}
@@ -295,9 +354,19 @@ func (o *OVA) readManifest(hdr *tar.Header) error {
 	if err := verifyAgainst(m, o.envelopeName, h.sums()); err != nil {
 		return err
 	}
+	mfName := path.Clean(hdr.Name)
 	for name, sums := range o.early {
+		if sums == nil {
+			continue // a member not read: not checked, but it came
+		}
 		if err := verifyAgainst(m, name, sums); err != nil {
 			return err
+		}
+	}
+	o.absent = map[string]bool{}
+	for name := range m {
+		if _, ok := o.early[name]; !ok && name != o.envelopeName && name != mfName {
+			o.absent[name] = true
 		}
 	}
 	o.manifest, o.early = m, nil
@@ -323,7 +392,9 @@ func (o *OVA) hashFor(name string) (*memberHash, error) {
 func (o *OVA) memberRead(h *memberHash) error {
 	sums := h.sums()
 	if o.manifest == nil {
-		o.early[h.name] = sums
+		if o.early != nil {
+			o.early[h.name] = sums
+		}
 		return nil
 	}
 	return verifyAgainst(o.manifest, h.name, sums)
@@ -377,6 +448,9 @@ func (r *diskReader) startMember(hdr *tar.Header, k int) error {
 }
 
 func (r *diskReader) Read(p []byte) (int, error) {
+	if len(p) == 0 && r.err == nil {
+		return 0, nil // the tar reader would return (0, nil) forever
+	}
 	for r.err == nil {
 		n, err := r.o.tr.Read(p)
 		if n > 0 {
@@ -387,7 +461,7 @@ func (r *diskReader) Read(p []byte) (int, error) {
 				err = nil // seen again on the next read
 			}
 			if err != nil {
-				r.err = ovaErr(err)
+				r.err = r.readErr(err)
 			}
 			return n, nil
 		}
@@ -395,10 +469,18 @@ func (r *diskReader) Read(p []byte) (int, error) {
 		case err == io.EOF:
 			r.err = r.endMember()
 		case err != nil:
-			r.err = ovaErr(err)
+			r.err = r.readErr(err)
 		}
 	}
 	return 0, r.err
+}
+
+// readErr is a failed read of the member: a cut archive says where.
+func (r *diskReader) readErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return tag(ErrTruncated, fmt.Errorf("OVA: the archive ends inside member %q after %d of its %d bytes (%d bytes of disk %s's file): it was cut short; download it again", r.hash.name, r.n, r.size, r.total, r.d.Description))
+	}
+	return ovaErr(err)
 }
 
 // endMember checks the member just read and, for a chunked file, moves to
@@ -427,27 +509,33 @@ func (r *diskReader) endMember() error {
 		}
 		return r.done()
 	}
-	// A full chunk: the next member is the next chunk, or (without
-	// ovf:size to say more must come) what follows the file.
+	// A full chunk: the next member must be the next chunk. The file ends
+	// here only if the manifest, read already, lists no next chunk: an
+	// archive cut at a member's boundary (or a missing chunk) would
+	// otherwise pass for a shorter file.
+	next := chunkName(d.Href, r.k+1)
 	hdr, err := o.nextHeader()
-	if err == io.EOF {
-		if d.Size > 0 {
-			return damaged(fmt.Errorf("OVA: the archive ends after %d of %q's %d bytes", r.total, d.Href, d.Size))
-		}
-		return r.done()
-	}
-	if err != nil {
+	if err != nil && err != io.EOF {
 		return err
 	}
-	name := path.Clean(hdr.Name)
-	if hdr.Typeflag == tar.TypeReg && name == chunkName(d.Href, r.k+1) {
-		return r.startMember(hdr, r.k+1)
+	after := "the archive's end"
+	if hdr != nil {
+		name := path.Clean(hdr.Name)
+		if hdr.Typeflag == tar.TypeReg && name == next {
+			return r.startMember(hdr, r.k+1)
+		}
+		if c, _, ok := o.chunkOf(name); ok && c == d {
+			return damaged(fmt.Errorf("OVA: %q where %q must come: a chunk is missing, repeated or out of order", name, next))
+		}
+		after = fmt.Sprintf("%q", name)
 	}
-	if c, _, ok := o.chunkOf(name); ok && c == d {
-		return damaged(fmt.Errorf("OVA: %q where %q must come: a chunk is missing, repeated or out of order", name, chunkName(d.Href, r.k+1)))
-	}
-	if d.Size > 0 {
-		return damaged(fmt.Errorf("OVA: %q ends after %d of its %d bytes, at %q instead of its chunk %q", d.Href, r.total, d.Size, name, chunkName(d.Href, r.k+1)))
+	switch _, listed := o.manifest[next]; {
+	case d.Size > 0 && hdr == nil:
+		return damaged(fmt.Errorf("OVA: the archive ends after %d of %q's %d bytes (ovf:size), before its chunk %q: the archive is incomplete", r.total, d.Href, d.Size, next))
+	case d.Size > 0:
+		return damaged(fmt.Errorf("OVA: %q ends after %d of its %d bytes (ovf:size), at %s instead of its chunk %q: the archive is incomplete", d.Href, r.total, d.Size, after, next))
+	case o.manifest == nil || listed:
+		return damaged(fmt.Errorf("OVA: %q's chunk %q is full (%d bytes) and %s follows it, not its chunk %q: without ovf:size nothing says the file ends there. Give its File ovf:size, or the archive is incomplete (a chunk missing, or cut short)", d.Href, r.hash.name, r.n, after, next))
 	}
 	o.pending = hdr
 	return r.done()
@@ -459,7 +547,11 @@ func (r *diskReader) done() error {
 }
 
 // ovaErr says where a tar error came from; classify tells a damaged
-// archive (permanent) from a failed read.
+// archive (permanent) from a failed read. An archive that ends inside a
+// header or a member was cut short.
 func ovaErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return tag(ErrTruncated, fmt.Errorf("OVA: the archive ends inside a member or its header: it was cut short; download it again (%w)", err))
+	}
 	return fmt.Errorf("OVA: %w", err)
 }
