@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/event"
+	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
@@ -22,7 +23,16 @@ import (
 func Recheck(ctx context.Context, c *Client, d *Disk) error {
 	pc := property.DefaultCollector(c.Vim)
 	var vm mo.VirtualMachine
-	if err := pc.RetrieveOne(ctx, d.VM, []string{"runtime.powerState", "config.hardware.device"}, &vm); err != nil {
+	props := []string{"runtime.powerState", "config.hardware.device"}
+	err := pc.RetrieveOne(ctx, d.VM, props, &vm)
+	if fault.Is(err, &types.NotAuthenticated{}) {
+		// A long read outlived the session: log in again, once.
+		if err := c.relogin(ctx); err != nil {
+			return err
+		}
+		err = pc.RetrieveOne(ctx, d.VM, props, &vm)
+	}
+	if err != nil {
 		return sdkError(err, "VM %s after the import", d.VMName)
 	}
 	devices := []types.BaseVirtualDevice(nil)

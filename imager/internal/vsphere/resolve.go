@@ -310,8 +310,13 @@ func sdkError(err error, format string, a ...any) error {
 	switch {
 	case fault.Is(err, &types.ManagedObjectNotFound{}):
 		return tag(ErrNotFound, "%s: not found (%v)", what, err)
-	case fault.Is(err, &types.NoPermission{}), fault.Is(err, &types.NotAuthenticated{}):
+	case fault.Is(err, &types.NoPermission{}):
 		return tag(ErrUnauthorized, "%s: %v: the user needs read access to the VM and its datastores", what, err)
+	case fault.Is(err, &types.NotAuthenticated{}):
+		// After Connect's login took the credentials: the session
+		// ended (expired, logged out elsewhere), which a new attempt's
+		// login mends.
+		return tag(ErrTransient, "%s: %v: the SDK session ended; a new attempt logs in again", what, err)
 	}
 	return tag(ErrTransient, "%s: %w", what, err)
 }

@@ -18,12 +18,14 @@ import (
 	"io"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/session/keepalive"
 	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -95,6 +97,9 @@ type Client struct {
 // call: well inside the 30 minutes after which hosts end it.
 var keepAliveIdle = 5 * time.Minute
 
+// keepAliveTimeout bounds one keepalive call.
+const keepAliveTimeout = 30 * time.Second
+
 // loginTimeout bounds connecting and logging in: a host that accepts the
 // connection and says nothing must not hold the import.
 const loginTimeout = 2 * time.Minute
@@ -136,7 +141,15 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	// default); an import reading a large disk from the datastore talks
 	// to the SDK only at its start and end, and its /folder reads ride
 	// the same session: a keepalive holds it from Login to Logout.
-	vc.RoundTripper = keepalive.NewHandlerSOAP(vc.RoundTripper, keepAliveIdle, nil)
+	// govmomi's keepalive stops for good at its first failed call; a
+	// blip of the network must not end the session an hour-long read
+	// rides, so a failure is logged and the next call made as usual.
+	rt := vc.RoundTripper
+	var failing atomic.Bool
+	vc.RoundTripper = keepalive.NewHandlerSOAP(rt, keepAliveIdle, func() error {
+		holdSession(rt, u.Host, log, &failing)
+		return nil
+	})
 	sm := session.NewManager(vc)
 	if err := sm.Login(ctx, url.UserPassword(user, pass)); err != nil {
 		if fault.Is(err, &types.InvalidLogin{}) {
@@ -149,6 +162,42 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		return nil, tag(ErrUnauthorized, "%s: logged in, but the server set no %s cookie to read its datastores with", u.Host, soap.SessionCookieName)
 	}
 	return &Client{Vim: vc, sdk: u, tls: cfg, sess: sm, opts: o, log: log}, nil
+}
+
+// holdSession makes one call that holds the session, bounded in time; a
+// failure is logged (once until a call succeeds), not returned, which
+// would stop the keepalive.
+func holdSession(rt soap.RoundTripper, host string, log io.Writer, failing *atomic.Bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), keepAliveTimeout)
+	defer cancel()
+	_, err := methods.GetCurrentTime(ctx, rt)
+	if err != nil && !failing.Swap(true) {
+		fmt.Fprintf(log, "imager: %s: a keepalive of the SDK session failed (retried every %v): %v\n", host, keepAliveIdle, err)
+	}
+	if err == nil {
+		failing.Store(false)
+	}
+}
+
+// relogin logs in again with the credentials Connect read: after a
+// long read, the session may have ended (the host's idle timeout through
+// a longer outage, a restart of its SDK service) though the credentials
+// are still good.
+func (c *Client) relogin(ctx context.Context) error {
+	user, pass, err := source.BasicAuth(c.opts.HTTP)
+	if err != nil {
+		return tag(ErrInvalidOptions, "%s: %w", c.sdk.Host, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
+	defer cancel()
+	if err := c.sess.Login(ctx, url.UserPassword(user, pass)); err != nil {
+		if fault.Is(err, &types.InvalidLogin{}) {
+			return tag(ErrUnauthorized, "%s: logging in again, the user name or password is wrong (InvalidLogin): check the credentials Secret's username and password", c.sdk.Host)
+		}
+		return connectError(c.sdk, err)
+	}
+	fmt.Fprintf(c.log, "imager: %s: the SDK session had ended; logged in again\n", c.sdk.Host)
+	return nil
 }
 
 // Close logs out: hosts limit the sessions a user may hold.
