@@ -452,7 +452,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 		if err := context.Cause(j.ctx); err != nil {
 			return err
 		}
-		n, err := io.ReadFull(r, buf)
+		n, err := fillBuf(r, buf)
 		if n > 0 {
 			if werr := imgcopy.WriteSparse(t, buf[:n], pos); werr != nil {
 				return targetErr(werr)
@@ -460,8 +460,13 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 			pos += int64(n)
 			j.prog.Set(pos)
 		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
+		if err == io.EOF {
 			break
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, source.ErrTruncated) {
+			// A decompressor's stream that stopped inside its data: the
+			// download was cut, never the disk's end.
+			return failed(errTruncated, fmt.Errorf("the source ended after %d bytes of disk, inside its compressed stream (%v): it was cut short; download it again", pos, err))
 		}
 		if err != nil {
 			return err
@@ -473,6 +478,22 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 	j.outSize = max(pos, j.size)
 	j.res.VirtualSize = j.outSize // a source of unknown size: known now
 	return nil
+}
+
+// fillBuf reads r into buf until buf is full or r ends: io.EOF only at r's
+// own end. Unlike io.ReadFull, whose short read at r's end is
+// io.ErrUnexpectedEOF, it passes r's io.ErrUnexpectedEOF (a gzip or zstd
+// stream cut short) on as the failure it is.
+func fillBuf(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 type countingReader struct {
