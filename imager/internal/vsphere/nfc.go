@@ -230,6 +230,9 @@ func openLease(ctx context.Context, c *vim25.Client, s exportSpec) (*nfc.Lease, 
 	if fault.Is(err, &types.InvalidPowerState{}) {
 		return nil, tag(ErrInUse, "VM %s is not powered off (InvalidPowerState): only a powered-off VM is exported as it is; power it off, or name a snapshot", s.VM.Value)
 	}
+	if e := sdkFault(err, "exporting "+what(s)); e != nil {
+		return nil, e
+	}
 	return nil, fmt.Errorf("%w: the server refused to export %s (%v): it may be busy with another task; retry", ErrLease, what(s), err)
 }
 
@@ -292,6 +295,9 @@ func faultMessage(f *types.LocalizedMethodFault) string {
 func checkPoweredOff(ctx context.Context, c *vim25.Client, vm types.ManagedObjectReference) error {
 	var m mo.VirtualMachine
 	if err := property.DefaultCollector(c).RetrieveOne(ctx, vm, []string{"runtime.powerState"}, &m); err != nil {
+		if e := sdkFault(err, "VM "+vm.Value); e != nil {
+			return e
+		}
 		return fmt.Errorf("%w: reading the power state of VM %s: %v", ErrLease, vm.Value, err)
 	}
 	if st := m.Runtime.PowerState; st != types.VirtualMachinePowerStatePoweredOff {

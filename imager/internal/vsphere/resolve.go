@@ -304,19 +304,38 @@ func listed(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// sdkError says what a failed SDK call means.
+// sdkError says what the SDK's refusal err of what (a call after the
+// login) means: the package's one mapping of the SDK's faults, which
+// sdkFault holds; any other fault, or none (the network), is transient.
 func sdkError(err error, format string, a ...any) error {
 	what := fmt.Sprintf(format, a...)
+	if e := sdkFault(err, what); e != nil {
+		return e
+	}
+	return tag(ErrTransient, "%s: %w", what, err)
+}
+
+// sdkFault is err tagged with what its fault means to every call after
+// the login, or nil for a fault of no meaning here (a caller's own
+// fallback then says what it means to it): the object gone (NotFound),
+// a privilege the user lacks (Unauthorized, the same on every attempt),
+// the session ended (transient: a new attempt logs in again).
+func sdkFault(err error, what string) error {
+	var np *types.NoPermission
 	switch {
 	case fault.Is(err, &types.ManagedObjectNotFound{}):
 		return tag(ErrNotFound, "%s: not found (%v)", what, err)
 	case fault.Is(err, &types.NoPermission{}):
-		return tag(ErrUnauthorized, "%s: %v: the user needs read access to the VM and its datastores", what, err)
+		need := "read access to the VM and its datastores"
+		if _, ok := fault.As(err, &np); ok && np != nil && np.PrivilegeId != "" {
+			need = "the privilege " + np.PrivilegeId
+		}
+		return tag(ErrUnauthorized, "%s: %v: the user needs %s", what, err, need)
 	case fault.Is(err, &types.NotAuthenticated{}):
 		// After Connect's login took the credentials: the session
 		// ended (expired, logged out elsewhere), which a new attempt's
 		// login mends.
 		return tag(ErrTransient, "%s: %v: the SDK session ended; a new attempt logs in again", what, err)
 	}
-	return tag(ErrTransient, "%s: %w", what, err)
+	return nil
 }
