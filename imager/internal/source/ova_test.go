@@ -102,3 +102,26 @@ func TestOVAFinishChecksUnreadRest(t *testing.T) {
 		}
 	}
 }
+
+// Pick takes a disk by its index, diskId or file name, the first by
+// default; a selector that names two disks (one's index and another's
+// diskId, one's diskId and another's file name) is refused naming both.
+func TestOVAPickAmbiguous(t *testing.T) {
+	disks, err := parseEnvelope([]byte(`<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+<References><File ovf:href="a.vmdk" ovf:id="f1"/><File ovf:href="b.vmdk" ovf:id="f2"/><File ovf:href="c.vmdk" ovf:id="f3"/></References>
+<DiskSection><Disk ovf:diskId="1" ovf:fileRef="f1"/><Disk ovf:diskId="c.vmdk" ovf:fileRef="f2"/><Disk ovf:diskId="z" ovf:fileRef="f3"/></DiskSection></Envelope>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sel, want := range map[string]int{"": 0, "0": 0, "a.vmdk": 0, "b.vmdk": 1, "2": 2, "z": 2} {
+		if d, err := pick(disks, sel); err != nil || d != disks[want] {
+			t.Errorf("%q: %v %v, want disk %d", sel, d, err, want)
+		}
+	}
+	for sel, both := range map[string][2]string{"1": {"0=1(a.vmdk)", "1=c.vmdk(b.vmdk)"}, "c.vmdk": {"1=c.vmdk(b.vmdk)", "2=z(c.vmdk)"}} {
+		_, err := pick(disks, sel)
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), both[0]) || !strings.Contains(err.Error(), both[1]) {
+			t.Errorf("%q: %v", sel, err)
+		}
+	}
+}

@@ -110,19 +110,33 @@ func parseEnvelope(b []byte) ([]*OVADisk, error) {
 }
 
 // pick finds the disk selected by sel: "" (the first disk), its 0-based
-// index among the OVF's disks, its diskId or its file name.
+// index among the OVF's disks, its diskId or its file name. A sel that
+// names two disks (one's index, another's diskId "1") is refused: taking
+// the first would import a disk the caller may not have meant.
 func pick(disks []*OVADisk, sel string) (*OVADisk, error) {
 	var names []string
+	var found *OVADisk
 	for i, d := range disks {
-		if sel == "" || sel == strconv.Itoa(i) || sel == d.DiskID || sel == d.Href {
-			if d.problem != nil {
-				return nil, d.problem
-			}
-			return d, nil
-		}
 		names = append(names, d.Description)
+		if sel == "" && i == 0 {
+			found = d // the default, which names no other disk
+			break
+		}
+		if sel != strconv.Itoa(i) && sel != d.DiskID && sel != d.Href {
+			continue
+		}
+		if found != nil {
+			return nil, invalid(fmt.Errorf("OVA: disk %q names both %s and %s (index=diskId(file name)): give the one meant by another of its index, diskId or file name", sel, found.Description, d.Description))
+		}
+		found = d
 	}
-	return nil, invalid(fmt.Errorf("OVA: no disk %q; the OVF lists %s", sel, strings.Join(names, ", ")))
+	switch {
+	case found == nil:
+		return nil, invalid(fmt.Errorf("OVA: no disk %q; the OVF lists %s", sel, strings.Join(names, ", ")))
+	case found.problem != nil:
+		return nil, found.problem
+	}
+	return found, nil
 }
 
 // validMember accepts relative names that stay inside the archive.
