@@ -90,24 +90,38 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 	if err := vmdk.Create(tmp, o); err != nil {
 		return target.VolumeTooSmall(target.MarkOpen(err), filepath.Dir(out), size)
 	}
-	done := false
+	// Until the delta is in place and described, a failure removes it,
+	// at whichever name it has.
+	left := tmp
 	defer func() {
-		if !done {
-			os.Remove(tmp)
+		if left != "" {
+			os.Remove(left)
 		}
 	}()
 	if err := j.copyDelta(vd, tmp, above, baseCID); err != nil {
 		return err
 	}
+	// Rechecked before the rename, as a whole import is before its
+	// target is moved into place: a delta of a snapshot deleted (or a
+	// chain changed) while it was read is no change between two points,
+	// and must not be left at its final name looking finished.
+	vsphereCopied(j.ctx, c, to)
+	if err := vsphere.Recheck(j.ctx, c, to); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp, out); err != nil {
 		return targetErr(err)
 	}
-	done = true
+	left = out
 	if err := syncDir(filepath.Dir(out)); err != nil {
 		return targetErr(err)
 	}
 	// The result names the delta (and its size) once it is in place.
-	return target.DescribeVMDK(&j.res, out, j.paths.options())
+	if err := target.DescribeVMDK(&j.res, out, j.paths.options()); err != nil {
+		return err
+	}
+	left = ""
+	return nil
 }
 
 // copyDelta writes into the delta VMDK at path every range of vd that the

@@ -121,11 +121,8 @@ func (j *importJob) fromVSphere() error {
 		j.res.VSphere.DeltaFrom, j.res.VSphere.BaseTop, j.res.VSphere.DeltaLinks = fr.Snapshot, fr.BackingFiles[0], above
 		j.source += " since snapshot " + fr.Snapshot
 		fmt.Fprintf(j.log, "imager: the delta since %s: the %d link(s) above %s\n", fr.Snapshot, above, fr.BackingFiles[0])
-		err = j.fromVSphereDelta(c, from, d, above)
-		if err != nil {
-			return err
-		}
-		return vsphere.Recheck(j.ctx, c, d)
+		// It rechecks the VM itself, before the delta takes its name.
+		return j.fromVSphereDelta(c, from, d, above)
 	}
 	if d.Transport == jobapi.TransportNFC {
 		err = j.fromVSphereExport(c, d)
