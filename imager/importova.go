@@ -116,7 +116,11 @@ func (j *importJob) allFromOVA(ova *source.OVA) error {
 		sub := j.diskJob(dir, names[disk], disk)
 		j.disks = append(j.disks, sub)
 		err = sub.fromOVADisk(disk, r, n)
-		j.spools = append(j.spools, sub.spools...)
+		// The disk is written: its spooled file goes now, so scratch
+		// holds the largest disk's, not every disk's together.
+		for _, p := range sub.spools {
+			os.Remove(p)
+		}
 		j.res.Spooled = j.res.Spooled || sub.res.Spooled
 		if err != nil {
 			return fmt.Errorf("OVA disk %s: %w", disk.Description, err)
