@@ -52,6 +52,49 @@ type ImageOptions struct {
 	// GrainSize in bytes for sparse extents: a power of two from 8 KiB to
 	// 1 GiB (default 64 KiB).
 	GrainSize int64
+	// DDB are entries of the caller's own for the descriptor's Disk Data
+	// Base (where the disk was made from, say), written after the ones
+	// this package writes, in order. Each key is "ddb." and at most 60
+	// letters, digits, '.', '_' or '-', none of the package's own keys and
+	// none twice; each value at most 512 bytes, without a line break or
+	// NUL (which could not be read back as written). At most 16 entries.
+	DDB []KeyValue
+}
+
+// Bounds of ImageOptions.DDB: the embedded descriptor keeps some room.
+const (
+	maxExtraDDB      = 16
+	maxDDBKeyBytes   = 64
+	maxDDBValueBytes = 512
+)
+
+// ownDDBKeys are the DDB keys newDescriptor writes.
+var ownDDBKeys = []string{"ddb.virtualHWVersion", "ddb.geometry.cylinders", "ddb.geometry.heads", "ddb.geometry.sectors", "ddb.adapterType", "ddb.toolsVersion", "ddb.longContentID"}
+
+// checkDDB checks the caller's DDB entries: each must read back from the
+// descriptor as it was given, and none may shadow another.
+func checkDDB(entries []KeyValue) error {
+	if len(entries) > maxExtraDDB {
+		return fmt.Errorf("%w: %d DDB entries: at most %d", ErrInvalidOptions, len(entries), maxExtraDDB)
+	}
+	seen := map[string]bool{}
+	for _, k := range ownDDBKeys {
+		seen[strings.ToLower(k)] = true
+	}
+	for _, kv := range entries {
+		name, ok := strings.CutPrefix(kv.Key, "ddb.")
+		if !ok || name == "" || len(kv.Key) > maxDDBKeyBytes || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
+			return fmt.Errorf("%w: DDB key %q: want ddb. and at most %d letters, digits, '.', '_' or '-'", ErrInvalidOptions, truncate(kv.Key), maxDDBKeyBytes-4)
+		}
+		if seen[strings.ToLower(kv.Key)] {
+			return fmt.Errorf("%w: DDB key %q is given twice or is one this package writes", ErrInvalidOptions, kv.Key)
+		}
+		seen[strings.ToLower(kv.Key)] = true
+		if len(kv.Value) > maxDDBValueBytes || strings.ContainsAny(kv.Value, "\r\n\x00") {
+			return fmt.Errorf("%w: DDB %s: a value of at most %d bytes without line breaks or NUL", ErrInvalidOptions, kv.Key, maxDDBValueBytes)
+		}
+	}
+	return nil
 }
 
 func (o *ImageOptions) normalize() error {
@@ -88,7 +131,7 @@ func (o *ImageOptions) normalize() error {
 	if g := o.GrainSize / SectorSize; o.GrainSize%SectorSize != 0 || g <= 8 || g > maxGrainSectors || g&(g-1) != 0 {
 		return fmt.Errorf("%w: grain size %d bytes: want a power of two from 8 KiB to 1 GiB", ErrInvalidOptions, o.GrainSize)
 	}
-	return nil
+	return checkDDB(o.DDB)
 }
 
 // newCID returns a random content ID (never the "no parent" value).
@@ -121,7 +164,7 @@ func newDescriptor(o *ImageOptions, createType Subformat, extents []ExtentLine) 
 	c, h, s := geometry(o.Size, o.AdapterType)
 	var id [16]byte
 	rand.Read(id[:])
-	return &Descriptor{
+	d := &Descriptor{
 		Version: 1, Encoding: "UTF-8", CID: newCID(), ParentCID: NoParentCID,
 		CreateType: string(createType), Extents: extents,
 		DDB: []KeyValue{
@@ -134,6 +177,8 @@ func newDescriptor(o *ImageOptions, createType Subformat, extents []ExtentLine) 
 			{"ddb.longContentID", hex.EncodeToString(id[:])},
 		},
 	}
+	d.DDB = append(d.DDB, o.DDB...)
+	return d
 }
 
 // CreateOptions describes a new image for Create.
