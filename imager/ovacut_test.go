@@ -82,7 +82,8 @@ func TestOVACutAtMemberBoundary(t *testing.T) {
 // An OVA cut inside a member (a download or copy stopped short) fails as
 // a source that ended early does, SourceError and transient, naming the
 // member and how much of it came; from a file and from stdin, for a raw
-// disk, a chunk of one and a streamOptimized disk.
+// disk, a chunk of one and a streamOptimized disk; and cut inside a tar
+// header or the descriptor.
 func TestOVACutInsideMember(t *testing.T) {
 	f := getFixture(t)
 	raw := make([]byte, 1<<20)
@@ -123,6 +124,15 @@ func TestOVACutInsideMember(t *testing.T) {
 		b, _ := os.ReadFile(res)
 		if r, err := jobapi.Parse(string(b)); err != nil || cmd.ProcessState.ExitCode() != jobapi.ExitTransient || r.Reason != jobapi.ReasonSourceError || !strings.Contains(r.Message, says) {
 			t.Errorf("%s: stdin: exit %d %v %s", name, cmd.ProcessState.ExitCode(), err, out)
+		}
+	}
+	// Cut inside the disk's tar header, and inside the descriptor.
+	ova := ovaOf(t, m("vm.ovf", env), m("d.img", raw))
+	for _, cut := range []int{at(env, 0) - 300, 700} {
+		code, r, _, _ := runImportTest(t, "--target", t.TempDir(), writeOVA(t, ova[:cut]))
+		wantFailed(t, code, r, jobapi.ExitTransient, jobapi.ReasonSourceError)
+		if !strings.Contains(r.Message, "the archive ends inside a member or its header") {
+			t.Errorf("cut at %d: %s", cut, r.Message)
 		}
 	}
 }
