@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vmware/govmomi/vim25/xml"
 
 	"github.com/vmdkpop/vmdkpop/imager/internal/source"
 )
@@ -131,11 +133,15 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	t.TLSClientConfig = cfg
 	t.DialTLSContext = nil
 	t.ResponseHeaderTimeout = loginTimeout
+	// The HTTP status of the replies, for what a failure to connect
+	// means (a 404: not the SDK's URL).
+	replies := &statusNote{rt: t}
+	sc.Client.Transport = replies
 	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
 	defer cancel()
 	vc, err := vim25.NewClient(ctx, sc)
 	if err != nil {
-		return nil, connectError(u, err)
+		return nil, connectError(u, err, int(replies.last.Load()))
 	}
 	// Hosts end a session idle for 30 minutes (vCenter's and hostd's
 	// default); an import reading a large disk from the datastore talks
@@ -155,7 +161,7 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 		if fault.Is(err, &types.InvalidLogin{}) {
 			return nil, tag(ErrUnauthorized, "%s: the user name or password is wrong (InvalidLogin): check the credentials Secret's username and password", u.Host)
 		}
-		return nil, connectError(u, err)
+		return nil, connectError(u, err, int(replies.last.Load()))
 	}
 	if vc.SessionCookie() == nil {
 		_ = sm.Logout(context.WithoutCancel(ctx))
@@ -194,7 +200,7 @@ func (c *Client) relogin(ctx context.Context) error {
 		if fault.Is(err, &types.InvalidLogin{}) {
 			return tag(ErrUnauthorized, "%s: logging in again, the user name or password is wrong (InvalidLogin): check the credentials Secret's username and password", c.sdk.Host)
 		}
-		return connectError(c.sdk, err)
+		return connectError(c.sdk, err, 0)
 	}
 	fmt.Fprintf(c.log, "imager: %s: the SDK session had ended; logged in again\n", c.sdk.Host)
 	return nil
@@ -250,12 +256,15 @@ func sdkURL(raw string) (*url.URL, error) {
 }
 
 // connectError says what a failure to reach or talk to the SDK means: a
-// certificate that is not trusted will not be on the next attempt; the
-// network may be.
-func connectError(u *url.URL, err error) error {
+// certificate that is not trusted will not be on the next attempt, nor a
+// URL that is not an SDK's; the network may be. status is the HTTP status
+// of the last reply (0: none known).
+func connectError(u *url.URL, err error, status int) error {
 	var (
 		cve *tls.CertificateVerificationError
 		ue  *UntrustedError
+		xu  xml.UnmarshalError // govmomi's own encoding/xml
+		xs  *xml.SyntaxError
 	)
 	switch {
 	case errors.As(err, &ue):
@@ -267,8 +276,30 @@ func connectError(u *url.URL, err error) error {
 			return tag(ErrUnauthorized, "%s: %w", u.Host, err)
 		}
 		return tag(ErrTransient, "%s: %w", u.Host, err)
+	case status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests,
+		status == http.StatusOK && (errors.As(err, &xu) || errors.As(err, &xs) || errors.Is(err, io.EOF)):
+		// A 404, or a web page where a SOAP envelope should be (a
+		// body with no XML element ends in a clean EOF; one cut short
+		// is ErrUnexpectedEOF): the URL is a web server's but not its
+		// SDK's (a typo'd path, the vSphere Client's), and stays so.
+		return tag(ErrInvalidOptions, "--vsphere-url %s is not a vSphere SDK endpoint (want https://host/sdk): %v", u.Redacted(), err)
 	}
 	// Refused, reset, timed out, a proxy's 5xx: the network's, which
 	// may heal.
 	return tag(ErrTransient, "%s: %w", u.Host, err)
+}
+
+// statusNote passes requests to rt and notes the status of the last
+// reply, which soap's errors keep to themselves.
+type statusNote struct {
+	rt   http.RoundTripper
+	last atomic.Int32
+}
+
+func (n *statusNote) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := n.rt.RoundTrip(req)
+	if err == nil {
+		n.last.Store(int32(res.StatusCode))
+	}
+	return res, err
 }
