@@ -87,6 +87,13 @@ func TestResolveSelectors(t *testing.T) {
 			t.Fatalf("s1 by moref %s among two s1: %v", spelling, err)
 		}
 	}
+	// A snapshot named as another's moref: which is meant cannot be told.
+	named := snapshot(t, v.vm, v.s2.Value)
+	_, err = Resolve(ctx, v.c, Selector{MoRef: ref, Snapshot: v.s2.Value})
+	wantErr(t, "a name that is another's moref", err, ErrInvalidOptions, `moref of snapshot "s2"`, named.Value, "VirtualMachineSnapshot:"+v.s2.Value)
+	if d, err := Resolve(ctx, v.c, Selector{MoRef: ref, Snapshot: v.s2.String()}); err != nil || *d.Snapshot != v.s2 {
+		t.Fatalf("s2 by %s: %v", v.s2.String(), err)
+	}
 }
 
 // A running VM's snapshot is read only where the VM does not write.

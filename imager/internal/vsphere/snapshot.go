@@ -15,7 +15,8 @@ import (
 const maxSnapshots = 4096
 
 // atSnapshot makes d the disk as of the snapshot named want (its moref,
-// or its name, unique in the tree): the snapshot's own configuration's
+// or its name, unique in the tree; a want that is one snapshot's moref
+// and another's name is refused): the snapshot's own configuration's
 // device with the same key.
 func (d *Disk) atSnapshot(ctx context.Context, c *Client, vm *mo.VirtualMachine, want string) error {
 	var all []types.VirtualMachineSnapshotTree
@@ -30,11 +31,19 @@ func (d *Disk) atSnapshot(ctx context.Context, c *Client, vm *mo.VirtualMachine,
 	for i, s := range all {
 		if s.Snapshot.Value == want || s.Snapshot.String() == want {
 			hit = &all[i]
-			break
-		}
-		if s.Name == want {
+		} else if s.Name == want {
 			byName = append(byName, s)
 		}
+	}
+	if hit != nil && len(byName) > 0 {
+		// One snapshot's moref, another's name: either could be meant,
+		// and the wrong one is a wrong disk reported as success.
+		refs := make([]string, len(byName))
+		for i, n := range byName {
+			refs[i] = n.Snapshot.Value
+		}
+		return tag(ErrInvalidOptions, "VM %s: %q is both the moref of snapshot %q and the name of snapshot %s: rename that one, or give the moref as VirtualMachineSnapshot:%s",
+			vm.Name, want, hit.Name, listed(refs), hit.Snapshot.Value)
 	}
 	if hit == nil {
 		switch len(byName) {
