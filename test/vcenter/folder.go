@@ -26,8 +26,7 @@ type folderAuth struct {
 	// it reads the session list a cookie is checked against.
 	admin atomic.Pointer[vim25.Client]
 
-	mu    sync.Mutex
-	valid map[string]bool // session cookies seen in the session list
+	mu sync.Mutex
 	// tops are the files each VM writes while it runs ("<dir>/<file>",
 	// its disks' top links): locked while that VM is powered on, as it is
 	// now, so a VM powered on mid-read locks them mid-read.
@@ -43,7 +42,7 @@ type folderAuth struct {
 var folderMethods = []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete}
 
 func newFolderAuth(svc *simulator.Service, user, password string) *folderAuth {
-	a := &folderAuth{svc: svc, user: user, password: password, valid: map[string]bool{}, tops: map[string]types.ManagedObjectReference{}}
+	a := &folderAuth{svc: svc, user: user, password: password, tops: map[string]types.ManagedObjectReference{}}
 	if svc.ServeMux == nil {
 		svc.ServeMux = http.NewServeMux() // what NewServer would make
 	}
@@ -84,15 +83,9 @@ func (a *folderAuth) authorized(r *http.Request) bool {
 }
 
 // sessionActive says whether key is a live SDK session: one in the
-// session manager's list. A key seen once is remembered (a session that
-// logs out keeps its /folder access here, which ESXi would end).
+// session manager's list now (asked at each request, so a session logged
+// out, or expired, loses its /folder access at once, as on ESXi).
 func (a *folderAuth) sessionActive(ctx context.Context, key string) bool {
-	a.mu.Lock()
-	ok := a.valid[key]
-	a.mu.Unlock()
-	if ok {
-		return true
-	}
 	c := a.admin.Load()
 	if c == nil {
 		return false
@@ -103,16 +96,12 @@ func (a *folderAuth) sessionActive(ctx context.Context, key string) bool {
 	}
 	for _, s := range sm.SessionList {
 		if s.Key == key {
-			a.mu.Lock()
-			a.valid[key] = true
-			a.mu.Unlock()
 			return true
 		}
 	}
 	return false
 }
 
-// holds records that VM vm writes name while it runs.
 func (a *folderAuth) holds(name string, vm types.ManagedObjectReference) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -73,3 +74,47 @@ func TestFolderLockFollowsPowerState(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A session's cookie opens /folder while the session lives, and no
+// longer once it is logged out, as on ESXi.
+func TestFolderSessionEndsAtLogout(t *testing.T) {
+	f := fixture(t, "vCenter")
+	ctx := context.Background()
+	c, err := login(ctx, f, f.Username, f.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session string
+	for _, ck := range c.Client.Jar.Cookies(c.Client.URL()) {
+		if ck.Name == soap.SessionCookieName {
+			session = ck.Value
+		}
+	}
+	if session == "" {
+		t.Fatal("the SDK login set no session cookie")
+	}
+	status := func() int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, f.FolderURL(f.VMs[0].Disks[0].Files[0]), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.AddCookie(&http.Cookie{Name: soap.SessionCookieName, Value: session})
+		resp, err := f.HTTPClient().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(); got != http.StatusOK {
+		t.Fatalf("with the live session's cookie: %d", got)
+	}
+	if err := c.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(); got != http.StatusUnauthorized {
+		t.Fatalf("with the cookie of a session logged out: %d, want 401", got)
+	}
+}

@@ -15,7 +15,8 @@
 // What the fixture adds to vcsim, because clients depend on it:
 //   - /folder requires credentials, as ESXi does: basic auth with the
 //     fixture's user, or the vmware_soap_session cookie of a live SDK
-//     session (vcsim itself serves /folder to anyone);
+//     session, checked at each request (one logged out no longer
+//     opens it; vcsim itself serves /folder to anyone);
 //   - a running VM holds the top link of each disk (the one it writes):
 //     /folder refuses it with 403, as hostd cannot lock it; the power
 //     state is read at each request, so a VM powered on mid-read is
