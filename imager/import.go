@@ -57,7 +57,9 @@ type importJob struct {
 	outPath  string
 	outSize  int64
 	outBlock bool
-	spools   []string
+	// rawRead is how many bytes a raw source held, once read in order.
+	rawRead int64
+	spools  []string
 	// outer is the sequential source itself (stdin, an http(s) reply,
 	// read through the hash), not what was found inside it.
 	outer *bufio.Reader

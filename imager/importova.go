@@ -76,7 +76,16 @@ func (j *importJob) fromOVADisk(disk *source.OVADisk, r io.Reader, n int64) erro
 		defer zr.Close()
 		r, n = zr, -1
 	}
-	return j.fromReader(bufio.NewReaderSize(r, source.HeadBytes), n, nil, false)
+	if err := j.fromReader(bufio.NewReaderSize(r, source.HeadBytes), n, nil, false); err != nil {
+		return err
+	}
+	// A raw disk's file is the disk: its length is the disk's capacity.
+	// (A VMDK says its own capacity, which its reader checks the data
+	// against.)
+	if j.res.SourceFormat == "raw" {
+		return disk.CheckRaw(j.rawRead)
+	}
+	return nil
 }
 
 // allFromOVA writes every disk of the OVA, in member order, each into a

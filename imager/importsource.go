@@ -475,6 +475,7 @@ func (j *importJob) fromRaw(r io.Reader, size int64) error {
 	if size >= 0 && pos != size {
 		return failed(errTruncated, fmt.Errorf("the source ended after %d of %d bytes", pos, size))
 	}
+	j.rawRead = pos
 	j.outSize = max(pos, j.size)
 	j.res.VirtualSize = j.outSize // a source of unknown size: known now
 	return nil

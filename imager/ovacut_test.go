@@ -24,13 +24,13 @@ func TestOVACutAtMemberBoundary(t *testing.T) {
 	rand.New(rand.NewSource(7)).Read(raw)
 	size := chunkSize3(raw)
 	p := chunks("vm-disk1.vmdk", raw, size)
-	unsized := ovfOf(ovfFile{"vm-disk1.vmdk", fmt.Sprintf(`ovf:chunkSize="%d"`, size)})
+	unsized := ovfOf(ovfFile{"vm-disk1.vmdk", fmt.Sprintf(`ovf:chunkSize="%d"`, size), len(raw)})
 	ovf := m("vm.ovf", unsized)
 	two := ovaOf(t, ovf, p[0], p[1])
 	noEnd := two[:len(two)-1024] // no end-of-archive blocks: cut right after chunk 1
 	iso := m("vm.iso", []byte("another file"))
 	single := func(attrs string, member []byte) []byte {
-		return ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"vm-disk1.vmdk", attrs})), m("vm-disk1.vmdk", member))
+		return ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"vm-disk1.vmdk", attrs, len(raw)})), m("vm-disk1.vmdk", member))
 	}
 	nvram := m("vm.nvram", []byte("nvram"))
 	for name, c := range map[string]struct {
@@ -45,7 +45,7 @@ func TestOVACutAtMemberBoundary(t *testing.T) {
 		"listed file missing, mf last":  {ovaOf(t, ovf, p[0], p[1], p[2], m("vm.mf", manifestOf("SHA256", ovf, nvram, p[0], p[1], p[2]))), `lists ["vm.nvram"], which the archive lacks`},
 		"member shorter than ovf:size":  {single(fmt.Sprintf(`ovf:size="%d"`, len(raw)), raw[:len(raw)/2]), fmt.Sprintf("holds %d bytes, but its File's ovf:size is %d", len(raw)/2, len(raw))},
 		"member longer than ovf:size":   {single(fmt.Sprintf(`ovf:size="%d"`, len(raw)-1), raw), "but its File's ovf:size is"},
-		"chunks short of ovf:size, cut": {ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"vm-disk1.vmdk", fmt.Sprintf(`ovf:chunkSize="%d" ovf:size="%d"`, size, len(raw))})), p[0], p[1])[:len(two)-1024], "the archive ends after"},
+		"chunks short of ovf:size, cut": {ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"vm-disk1.vmdk", fmt.Sprintf(`ovf:chunkSize="%d" ovf:size="%d"`, size, len(raw)), len(raw)})), p[0], p[1])[:len(two)-1024], "the archive ends after"},
 	} {
 		dir := t.TempDir()
 		code, r, _, _ := runImportTest(t, "--target", dir, writeOVA(t, c.ova))
@@ -60,9 +60,10 @@ func TestOVACutAtMemberBoundary(t *testing.T) {
 	// reaches.
 	exact := raw[:2*size]
 	q := chunks("vm-disk1.vmdk", exact, size)
-	sized := m("vm.ovf", ovfOf(ovfFile{"vm-disk1.vmdk", fmt.Sprintf(`ovf:chunkSize="%d" ovf:size="%d"`, size, len(exact))}))
+	sized := m("vm.ovf", ovfOf(ovfFile{"vm-disk1.vmdk", fmt.Sprintf(`ovf:chunkSize="%d" ovf:size="%d"`, size, len(exact)), len(exact)}))
+	unsizedExact := m("vm.ovf", ovfOf(ovfFile{"vm-disk1.vmdk", fmt.Sprintf(`ovf:chunkSize="%d"`, size), len(exact)}))
 	for name, ova := range map[string][]byte{
-		"manifest first": ovaOf(t, ovf, m("vm.mf", manifestOf("SHA256", ovf, q[0], q[1])), q[0], q[1], iso),
+		"manifest first": ovaOf(t, unsizedExact, m("vm.mf", manifestOf("SHA256", unsizedExact, q[0], q[1])), q[0], q[1], iso),
 		"ovf:size":       ovaOf(t, sized, q[0], q[1], iso),
 		"single member":  single(fmt.Sprintf(`ovf:size="%d"`, len(raw)), raw),
 	} {
@@ -89,13 +90,13 @@ func TestOVACutInsideMember(t *testing.T) {
 	raw := make([]byte, 1<<20)
 	rand.New(rand.NewSource(5)).Read(raw)
 	size := chunkSize3(raw)
-	env := ovfOf(ovfFile{"d.img", ""})
+	env := ovfOf(ovfFile{"d.img", "", len(raw)})
 	// at is where member's data starts in the tar: after the descriptor's
 	// header and blocks and the member's header.
 	at := func(env []byte, before int) int { return 512 + (len(env)+511)/512*512 + before + 512 }
-	chunked := ovfOf(ovfFile{"d.img", fmt.Sprintf(`ovf:chunkSize="%d"`, size)})
+	chunked := ovfOf(ovfFile{"d.img", fmt.Sprintf(`ovf:chunkSize="%d"`, size), len(raw)})
 	p := chunks("d.img", raw, size)
-	stream := ovfOf(ovfFile{"d.vmdk", ""})
+	stream := ovfOf(ovfFile{"d.vmdk", "", len(f.raw)})
 	for name, c := range map[string]struct {
 		ova    []byte
 		start  int // where the member cut starts
@@ -134,5 +135,57 @@ func TestOVACutInsideMember(t *testing.T) {
 		if !strings.Contains(r.Message, "the archive ends inside a member or its header") {
 			t.Errorf("cut at %d: %s", cut, r.Message)
 		}
+	}
+}
+
+// A raw disk's file is the disk: one of another length than its Disk's
+// ovf:capacity (in bytes, or "byte * 2^N") is refused, InvalidImage, with
+// nothing written; one whose capacity imager cannot read (a ${property},
+// other units) imports as it is, as does a VMDK (its own capacity is the
+// disk's).
+func TestImportOVARawCapacity(t *testing.T) {
+	f := getFixture(t)
+	raw := make([]byte, 1<<20)
+	rand.New(rand.NewSource(17)).Read(raw)
+	ovaWith := func(disk []byte, capacity string) string {
+		env := fmt.Appendf(nil, `<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
+<References><File ovf:href="d.img" ovf:id="file1"/></References>
+<DiskSection><Info>d</Info><Disk %s ovf:diskId="vmdisk1" ovf:fileRef="file1"/></DiskSection>
+<VirtualSystem ovf:id="vm"><Info>A VM</Info><Name>vm</Name></VirtualSystem>
+</Envelope>`, capacity)
+		return writeOVA(t, ovaOf(t, m("vm.ovf", env), m("d.img", disk)))
+	}
+	for _, capacity := range []string{
+		fmt.Sprintf(`ovf:capacity="%d"`, len(raw)),
+		`ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^20"`,
+		`ovf:capacity="${disk.size}"`,
+		`ovf:capacity="1" ovf:capacityAllocationUnits="MegaBytes"`,
+		`ovf:capacity="3" ovf:capacityAllocationUnits="byte * 2^70"`,
+	} {
+		dir := t.TempDir()
+		code, r, _, errs := runImportTest(t, "--target", dir, ovaWith(raw, capacity))
+		if code != 0 {
+			t.Fatalf("%s: exit %d %s: %s", capacity, code, r.Reason, r.Message)
+		}
+		wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), raw)
+	}
+	dir := t.TempDir()
+	code, r, _, errs := runImportTest(t, "--target", dir, ovaWith(f.stream, `ovf:capacity="1"`))
+	wantImported(t, code, r, errs, filepath.Join(dir, "disk.img"), f.raw)
+
+	for capacity, says := range map[string]string{
+		fmt.Sprintf(`ovf:capacity="%d"`, len(raw)+512):                                 "a raw disk of 1048576 bytes, but its ovf:capacity is 1049088 bytes",
+		`ovf:capacity="2" ovf:capacityAllocationUnits="byte * 2^20"`:                   "but its ovf:capacity is 2097152 bytes",
+		`ovf:capacity="1023" ovf:capacityAllocationUnits="Byte*2^10"`:                  "but its ovf:capacity is 1047552 bytes",
+		`ovf:capacity="9223372036854775807" ovf:capacityAllocationUnits="byte * 2^10"`: "overflows",
+	} {
+		dir := t.TempDir()
+		code, r, _, _ := runImportTest(t, "--target", dir, ovaWith(raw, capacity))
+		wantFailed(t, code, r, jobapi.ExitPermanent, jobapi.ReasonInvalidImage)
+		if !strings.Contains(r.Message, says) {
+			t.Errorf("%s: %s", capacity, r.Message)
+		}
+		emptyDir(t, dir)
 	}
 }

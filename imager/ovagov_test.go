@@ -46,15 +46,19 @@ func manifestOf(alg string, members ...member) []byte {
 	return b.Bytes()
 }
 
-// ovfFile is a File of the OVF's References: its attributes as written.
-type ovfFile struct{ href, attrs string }
+// ovfFile is a File of the OVF's References: its attributes as written,
+// and its disk's capacity.
+type ovfFile struct {
+	href, attrs string
+	capacity    int
+}
 
 // ovfOf is an OVF descriptor of disks vmdisk1, vmdisk2, ... one per file.
 func ovfOf(files ...ovfFile) []byte {
 	var refs, disks strings.Builder
 	for i, f := range files {
 		fmt.Fprintf(&refs, `<File ovf:href="%s" ovf:id="file%d" %s/>`, f.href, i+1, f.attrs)
-		fmt.Fprintf(&disks, `<Disk ovf:capacity="1" ovf:diskId="vmdisk%d" ovf:fileRef="file%d" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>`, i+1, i+1)
+		fmt.Fprintf(&disks, `<Disk ovf:capacity="%d" ovf:diskId="vmdisk%d" ovf:fileRef="file%d" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>`, f.capacity, i+1, i+1)
 	}
 	return []byte(`<?xml version="1.0" encoding="UTF-8"?>
 <Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1">
@@ -122,7 +126,7 @@ func TestImportOVAChunked(t *testing.T) {
 			fmt.Sprintf(`%s ovf:chunkSize="%d" ovf:size="%d"`, c.attrs, size, len(file)),
 			fmt.Sprintf(`%s ovf:chunkSize="%d"`, c.attrs, size),
 		} {
-			env := ovfOf(ovfFile{"vm-disk1.vmdk", attrs})
+			env := ovfOf(ovfFile{"vm-disk1.vmdk", attrs, len(f.raw)})
 			ova := ovaOf(t, append([]member{m("vm.ovf", env)}, append(parts, m("vm.iso", []byte("after the disk")))...)...)
 			dir := t.TempDir()
 			code, r, _, errs := runImportTest(t, "--target", dir, writeOVA(t, ova))
@@ -156,7 +160,7 @@ func TestOVAChunksOutOfOrder(t *testing.T) {
 	short := m("vm-disk1.vmdk.000000001", p[1][1][:size-2])
 	big := m("vm-disk1.vmdk.000000000", append(bytes.Clone(p[0][1]), 0))
 	ovaWith := func(attrs string, parts []member) string {
-		env := ovfOf(ovfFile{"vm-disk1.vmdk", attrs})
+		env := ovfOf(ovfFile{"vm-disk1.vmdk", attrs, len(raw)})
 		return writeOVA(t, ovaOf(t, append([]member{m("vm.ovf", env)}, parts...)...))
 	}
 	for _, attrs := range []string{sized, unsized} {
@@ -208,7 +212,7 @@ func TestOVAChunksOutOfOrder(t *testing.T) {
 // a damaged OVA. A .cert member is ignored.
 func TestImportOVAManifest(t *testing.T) {
 	f := getFixture(t)
-	env := ovfOf(ovfFile{"vm-disk1.vmdk", ""}, ovfFile{"vm-disk2.vmdk", ""})
+	env := ovfOf(ovfFile{"vm-disk1.vmdk", "", len(f.raw)}, ovfFile{"vm-disk2.vmdk", "", len(f.raw)})
 	ovf, d1, d2 := m("vm.ovf", env), m("vm-disk1.vmdk", f.stream), m("vm-disk2.vmdk", []byte("not read, not hashed"))
 	cert := m("vm.cert", []byte("-----BEGIN CERTIFICATE-----\n"))
 	altered := m("vm-disk1.vmdk", append(bytes.Clone(f.stream), make([]byte, 512)...)) // padding after the stream: it still imports
@@ -263,8 +267,8 @@ func TestImportOVAManifest(t *testing.T) {
 // or last.
 func allOVA(t *testing.T, f *importFixture, raw []byte, manifestLast bool) []byte {
 	size := chunkSize3(raw)
-	env := ovfOf(ovfFile{"vm-disk1.vmdk", ""}, ovfFile{"data disk.vmdk", ""},
-		ovfFile{"vm-disk3.img", fmt.Sprintf(`ovf:chunkSize="%d" ovf:size="%d"`, size, len(raw))})
+	env := ovfOf(ovfFile{"vm-disk1.vmdk", "", len(f.raw)}, ovfFile{"data disk.vmdk", "", len(f.raw)},
+		ovfFile{"vm-disk3.img", fmt.Sprintf(`ovf:chunkSize="%d" ovf:size="%d"`, size, len(raw)), len(raw)})
 	disks := append([]member{m("vm-disk1.vmdk", f.stream)}, chunks("vm-disk3.img", raw, size)...)
 	disks = append(disks, m("data disk.vmdk", f.sparse))
 	mf := m("vm.mf", manifestOf("SHA256", append([]member{m("vm.ovf", env)}, disks...)...))
@@ -370,10 +374,10 @@ func TestImportOVAAllRefused(t *testing.T) {
 	f := getFixture(t)
 	raw := make([]byte, 1<<20+333)
 	good := allOVA(t, f, raw, true)
-	env := ovfOf(ovfFile{"vm-disk1.vmdk", ""}, ovfFile{"vm-disk2.vmdk", ""})
+	env := ovfOf(ovfFile{"vm-disk1.vmdk", "", len(f.raw)}, ovfFile{"vm-disk2.vmdk", "", len(f.raw)})
 	var many []ovfFile
 	for i := range 257 {
-		many = append(many, ovfFile{fmt.Sprintf("d%d.vmdk", i), ""})
+		many = append(many, ovfFile{fmt.Sprintf("d%d.vmdk", i), "", len(f.raw)})
 	}
 	altered := bytes.Clone(good)
 	i := bytes.LastIndex(altered, []byte("SHA256(data disk.vmdk)= ")) + len("SHA256(data disk.vmdk)= ")
@@ -385,7 +389,7 @@ func TestImportOVAAllRefused(t *testing.T) {
 	}{
 		"manifest last, altered": {altered, jobapi.ReasonChecksumMismatch, nil},
 		"wrong --checksum":       {good, jobapi.ReasonChecksumMismatch, []string{"--checksum", sha256Flag(altered)}},
-		"one directory": {ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"a/disk.vmdk", ""}, ovfFile{"b/DISK.vmdk", ""})),
+		"one directory": {ovaOf(t, m("vm.ovf", ovfOf(ovfFile{"a/disk.vmdk", "", len(f.raw)}, ovfFile{"b/DISK.vmdk", "", len(f.raw)})),
 			m("a/disk.vmdk", f.stream), m("b/DISK.vmdk", f.stream)), jobapi.ReasonInvalidArguments, nil},
 		"a disk missing": {ovaOf(t, m("vm.ovf", env), m("vm-disk1.vmdk", f.stream)), jobapi.ReasonInvalidImage, nil},
 		"257 disks":      {ovaOf(t, m("vm.ovf", ovfOf(many...))), jobapi.ReasonInvalidArguments, nil},

@@ -19,7 +19,7 @@ func TestImportOVAAllSpoolsOneAtATime(t *testing.T) {
 	f := getFixture(t)
 	raw := make([]byte, 1<<20)
 	rand.New(rand.NewSource(13)).Read(raw)
-	env := ovfOf(ovfFile{"vm-disk1.vmdk", ""}, ovfFile{"vm-disk2.img", ""})
+	env := ovfOf(ovfFile{"vm-disk1.vmdk", "", len(f.raw)}, ovfFile{"vm-disk2.img", "", len(raw)})
 	ova := ovaOf(t, m("vm.ovf", env), m("vm-disk1.vmdk", f.sparse), m("vm-disk2.img", raw))
 	held := bytes.Index(ova, raw[:4096]) + 4096
 

@@ -26,7 +26,10 @@ type OVADisk struct {
 	ChunkSize int64
 	// Size is the file's ovf:size (of all its chunks together), 0 when
 	// not given.
-	Size        int64
+	Size int64
+	// Capacity is the disk's ovf:capacity in bytes, 0 when not a number
+	// (a ${property}) or in units imager does not read.
+	Capacity    int64
 	Index, Of   int
 	Description string
 	// SHA256 is the hex sha256 of the file's one member, once it was read
@@ -80,6 +83,9 @@ func parseEnvelope(b []byte) ([]*OVADisk, error) {
 			return nil, damaged(fmt.Errorf("OVA: file %q has ovf:size %d", href, f.Size))
 		}
 		disk.Size = int64(f.Size)
+		if disk.Capacity, err = parseCapacity(d.Capacity, d.CapacityAllocationUnits); err != nil {
+			return nil, damaged(fmt.Errorf("OVA: disk %q: %w", d.DiskID, err))
+		}
 		if f.ChunkSize != nil {
 			if *f.ChunkSize <= 0 {
 				return nil, damaged(fmt.Errorf("OVA: file %q has ovf:chunkSize %d", href, *f.ChunkSize))
@@ -107,6 +113,43 @@ func parseEnvelope(b []byte) ([]*OVADisk, error) {
 		d.Of = len(disks)
 	}
 	return disks, nil
+}
+
+// CheckRaw refuses a raw disk of n bytes whose ovf:capacity is another
+// size: a raw disk's file is the disk.
+func (d *OVADisk) CheckRaw(n int64) error {
+	if d.Capacity > 0 && n != d.Capacity {
+		return damaged(fmt.Errorf("OVA: disk %s: a raw disk of %d bytes, but its ovf:capacity is %d bytes: the package is damaged or its descriptor wrong", d.Description, n, d.Capacity))
+	}
+	return nil
+}
+
+// parseCapacity reads a Disk's ovf:capacity in bytes: a decimal number of
+// ovf:capacityAllocationUnits, "byte" (the default) or "byte * 2^N" as
+// exporters write them. Anything else (a ${property}, other units) is 0,
+// unknown: only a capacity known for sure is checked against the disk.
+func parseCapacity(capacity string, units *string) (int64, error) {
+	n, err := strconv.ParseInt(capacity, 10, 64)
+	if err != nil || n <= 0 || capacity[0] == '+' {
+		return 0, nil
+	}
+	shift := 0
+	if units != nil {
+		u := strings.ToLower(strings.Join(strings.Fields(*units), ""))
+		switch exp, ok := strings.CutPrefix(u, "byte*2^"); {
+		case u == "" || u == "byte":
+		case !ok:
+			return 0, nil
+		default:
+			if shift, err = strconv.Atoi(exp); err != nil || shift < 0 || shift > 62 || exp[0] == '+' {
+				return 0, nil
+			}
+		}
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("ovf:capacity %s of %s overflows", capacity, *units)
+	}
+	return n << shift, nil
 }
 
 // pick finds the disk selected by sel: "" (the first disk), its 0-based
