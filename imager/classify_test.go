@@ -39,6 +39,7 @@ func TestClassifyTypedErrors(t *testing.T) {
 		{source.ErrNoScratch, jobapi.ReasonInvalidArguments, true},
 		{source.ErrFormat, jobapi.ReasonInvalidImage, true},
 		{source.ErrUnsupported, jobapi.ReasonUnsupportedImage, true},
+		{source.ErrTruncated, jobapi.ReasonSourceError, false}, // an OVA cut short: as a raw file that ends early
 		// An NFC export: a lease's failure may pass, its URL and its
 		// format stay.
 		{vsphere.ErrLease, jobapi.ReasonLeaseFailed, false},
