@@ -122,7 +122,7 @@ func (j *importJob) fromVSphere() error {
 		j.source += " since snapshot " + fr.Snapshot
 		fmt.Fprintf(j.log, "imager: the delta since %s: the %d link(s) above %s\n", fr.Snapshot, above, fr.BackingFiles[0])
 		// It rechecks the VM itself, before the delta takes its name.
-		return j.fromVSphereDelta(c, from, d, above)
+		return vsphere.CopyRefused(j.ctx, c, d, j.fromVSphereDelta(c, from, d, above))
 	}
 	if d.Transport == jobapi.TransportNFC {
 		err = j.fromVSphereExport(c, d)

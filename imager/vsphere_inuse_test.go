@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -156,6 +157,67 @@ func TestImportVSphereRefusedMidCopy(t *testing.T) {
 			wantFailed(t, code, r, jobapi.ExitTransient, c.reason)
 			if !strings.Contains(r.Message, c.want) {
 				t.Fatalf("message %q, want %q in it", r.Message, c.want)
+			}
+			emptyDir(t, target)
+		})
+	}
+}
+
+// A snapshot's frozen chain refused (403) mid-copy, whole or as a delta:
+// SourceInUse (the snapshot most likely being deleted), no disk left.
+func TestImportVSphereSnapshotRefusedMidCopy(t *testing.T) {
+	f, creds := startVSphereFixture(t, vcenter.Options{Seed: 59, Size: 1<<20 + 4096})
+	on := f.VMs[1]
+	root := t.TempDir()
+	base := filepath.Join(root, "s1")
+	if err := os.Mkdir(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, r, _, errs := runImportTest(t, "--target", base, "--target-format", "vmdk", "--retries", "0", "--vsphere-url", f.URL, "--credentials-dir", creds,
+		"--vsphere-thumbprint", f.ThumbprintSHA256, "--vsphere-moref", on.MoRef, "--vsphere-snapshot", "s1")
+	if code != 0 {
+		t.Fatalf("the base at s1: exit %d %+v %s", code, r, errs)
+	}
+	for _, c := range []struct {
+		name  string
+		flags []string
+	}{
+		{"whole", []string{"--vsphere-snapshot", "s2"}},
+		{"a delta", []string{"--vsphere-snapshot", "s2", "--vsphere-delta-from", "s1", "--target-format", "vmdk", "-b", filepath.Join(base, "disk.vmdk"), "--root", root}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// total: the /folder requests of the import left alone; the
+			// last two are refused, well past the chain's opening.
+			var n, total atomic.Int64
+			var refuse atomic.Bool
+			sdk, pin := sdkProxy(t, f, func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.HasPrefix(r.URL.Path, "/folder/") {
+					return false
+				}
+				if k := n.Add(1); refuse.Load() && k > total.Load()-2 {
+					http.Error(w, http.StatusText(http.StatusForbidden), http.StatusForbidden)
+					return true
+				}
+				return false
+			})
+			run := func() (int, *jobapi.Result, string, string) {
+				target := filepath.Join(t.TempDir(), "out")
+				if err := os.Mkdir(target, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				code, r, _, errs := runImportTest(t, append([]string{"--target", target, "--retries", "0", "--vsphere-url", sdk, "--credentials-dir", creds,
+					"--vsphere-thumbprint", pin, "--vsphere-moref", on.MoRef, "--http-connections", "1"}, c.flags...)...)
+				return code, r, target, errs
+			}
+			if code, r, _, errs := run(); code != 0 {
+				t.Fatalf("left alone: exit %d %+v %s", code, r, errs)
+			}
+			total.Store(n.Swap(0))
+			refuse.Store(true)
+			code, r, target, _ := run()
+			wantFailed(t, code, r, jobapi.ExitTransient, jobapi.ReasonSourceInUse)
+			if want := "most likely the snapshot is being deleted or consolidated"; !strings.Contains(r.Message, want) {
+				t.Fatalf("message %q, want %q in it", r.Message, want)
 			}
 			emptyDir(t, target)
 		})

@@ -91,5 +91,10 @@ func CopyRefused(ctx context.Context, c *Client, d *Disk, err error) error {
 	if rerr := Recheck(ctx, c, d); errors.Is(rerr, ErrInUse) {
 		return &tagged{err: fmt.Errorf("%v (the host then refused a file of the chain: %v)", rerr, err), tag: ErrInUse}
 	}
+	if d.Snapshot != nil {
+		// A running VM locks only its top, which no snapshot's chain
+		// holds: a frozen link refused is most likely being merged.
+		return &tagged{err: fmt.Errorf("%w: the host refused a file of snapshot %s's chain mid-copy, after serving it: most likely the snapshot is being deleted or consolidated (which locks its files); import again", err, d.SnapshotName), tag: ErrInUse}
+	}
 	return &tagged{err: fmt.Errorf("%w: the host refused a file of VM %s's chain mid-copy, after serving it: most likely the VM was powered on (ESXi locks a running VM's files); import again once it is off, or import a snapshot", err, d.VMName), tag: ErrInUse}
 }
