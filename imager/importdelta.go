@@ -36,10 +36,15 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 	if err != nil {
 		return fmt.Errorf("-b %s: %w", j.backing, err)
 	}
-	baseSize, baseCID := base.Size(), base.CID()
+	baseSize, baseCID, baseDesc := base.Size(), base.CID(), base.Descriptor()
 	base.Close()
 	if baseSize != from.CapacityBytes {
 		return failed(errBadRequest, fmt.Errorf("-b %s is a disk of %d bytes, but %s at snapshot %s is %d bytes: it is not the image imported at %s; give that image", j.backing, baseSize, from.Label, j.res.VSphere.DeltaFrom, from.CapacityBytes, j.res.VSphere.DeltaFrom))
+	}
+	// The size is only the first clue: the stamp says which disk at
+	// which point -b is.
+	if err := j.checkBaseStamp(baseDesc, from); err != nil {
+		return err
 	}
 	vd, err := vsphere.OpenChain(j.ctx, c, to)
 	if err != nil {

@@ -99,6 +99,8 @@ func (j *importJob) fromVSphere() error {
 		return err
 	}
 	j.res.VSphere = d.Result()
+	// A VMDK target (a delta too) says which disk at which point it is.
+	j.vmdkOpts.image.DDB = stampOf(d).ddb()
 	j.source = fmt.Sprintf("%s of VM %s", d.Label, d.VMName)
 	if d.Snapshot != nil {
 		j.source += " at snapshot " + j.res.VSphere.Snapshot

@@ -66,8 +66,14 @@ func (v *VSphereArgs) flags(a *argv) {
 // VSphereResult is what an import from vSphere read, for the image's
 // status.
 type VSphereResult struct {
-	VMName    string `json:"vmName,omitempty"`
-	DiskLabel string `json:"diskLabel,omitempty"`
+	VMName string `json:"vmName,omitempty"`
+	// InstanceUUID is the VM's instance UUID and DiskKey the disk's
+	// device key: with Snapshot's moref and the top of BackingFiles,
+	// what a VMDK target is stamped with (its provenance, which a delta
+	// import checks its base against).
+	InstanceUUID string `json:"instanceUuid,omitempty"`
+	DiskLabel    string `json:"diskLabel,omitempty"`
+	DiskKey      int32  `json:"diskKey,omitempty"`
 	// CapacityBytes is the disk's capacity as vSphere reports it.
 	CapacityBytes int64 `json:"capacityBytes,omitempty"`
 	// BackingFiles are the datastore paths of the chain read, the top
@@ -112,14 +118,18 @@ func (v *VSphereResult) bounded() *VSphereResult {
 		}
 		c.BackingFiles[i] = f
 	}
-	// A delta import's two names get less room: with everything else at
-	// its longest, 160 bytes each would pass 4096.
-	for _, s := range []*string{&c.DeltaFrom, &c.BaseTop} {
+	if len(c.InstanceUUID) > 40 { // a UUID is 36
+		c.InstanceUUID = c.InstanceUUID[:37] + "..."
+	}
+	// A delta import's two names and the disk's label (short in vSphere:
+	// "Hard disk 2") get less room: with everything else at its longest,
+	// 160 bytes each would pass 4096.
+	for _, s := range []*string{&c.DeltaFrom, &c.BaseTop, &c.DiskLabel} {
 		if len(*s) > 80 {
 			*s = (*s)[:77] + "..."
 		}
 	}
-	for _, s := range []*string{&c.VMName, &c.DiskLabel, &c.Snapshot} {
+	for _, s := range []*string{&c.VMName, &c.Snapshot} {
 		if len(*s) > 160 {
 			*s = (*s)[:157] + "..."
 		}

@@ -16,7 +16,7 @@ func TestWriteBoundsVSphere(t *testing.T) {
 		files = append(files, "[datastore1] "+long)
 	}
 	r := &Result{Phase: Failed, Reason: ReasonSourceNotFound, Message: strings.Repeat("m", 5000),
-		VSphere: &VSphereResult{VMName: long, DiskLabel: long, Snapshot: long, BackingFiles: files, CapacityBytes: 1 << 40,
+		VSphere: &VSphereResult{VMName: long, InstanceUUID: long, DiskKey: -1 << 31, DiskLabel: long, Snapshot: long, BackingFiles: files, CapacityBytes: 1 << 40,
 			DeltaFrom: long, BaseTop: long, DeltaLinks: 254}}
 	p := filepath.Join(t.TempDir(), "r")
 	if err := Write(p, r); err != nil {
@@ -34,8 +34,8 @@ func TestWriteBoundsVSphere(t *testing.T) {
 	if len(v.BackingFiles) != maxBackingFiles || !strings.Contains(v.BackingFiles[maxBackingFiles-2], "248 more") {
 		t.Errorf("backing files %q", v.BackingFiles)
 	}
-	if len(v.DeltaFrom) != 80 || len(v.BaseTop) != 80 || v.DeltaLinks != 254 {
-		t.Errorf("delta import's part: %q, %q, %d", v.DeltaFrom, v.BaseTop, v.DeltaLinks)
+	if len(v.DeltaFrom) != 80 || len(v.BaseTop) != 80 || v.DeltaLinks != 254 || len(v.InstanceUUID) != 40 || v.DiskKey != -1<<31 || len(v.DiskLabel) != 80 {
+		t.Errorf("delta import's part: %q, %q, %d; instance %q, disk key %d, label %q", v.DeltaFrom, v.BaseTop, v.DeltaLinks, v.InstanceUUID, v.DiskKey, v.DiskLabel)
 	}
 	if len(r.VSphere.BackingFiles) != 255 {
 		t.Error("Write changed the caller's result")

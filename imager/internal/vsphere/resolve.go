@@ -54,6 +54,10 @@ type Disk struct {
 	// snapshot points at) first, the base last.
 	Chain     []File
 	Transport string
+	// InstanceUUID is the VM's instance UUID (config.instanceUuid),
+	// which names it across servers and re-registrations, as a moref
+	// does not; a clone gets its own. "" when the server gives none.
+	InstanceUUID string
 	// resolvedAt is the server's clock before Resolve read the VM:
 	// Recheck asks for the power-ons since (a VM read as it is that ran
 	// and stopped again mid-read shows the same state after).
@@ -70,7 +74,7 @@ type File struct {
 
 // Result is what the import read, for its result.
 func (d *Disk) Result() *jobapi.VSphereResult {
-	r := &jobapi.VSphereResult{VMName: d.VMName, DiskLabel: d.Label, CapacityBytes: d.CapacityBytes, Transport: d.Transport}
+	r := &jobapi.VSphereResult{VMName: d.VMName, InstanceUUID: d.InstanceUUID, DiskLabel: d.Label, DiskKey: d.Device.Key, CapacityBytes: d.CapacityBytes, Transport: d.Transport}
 	for _, f := range d.Chain {
 		r.BackingFiles = append(r.BackingFiles, f.Path)
 	}
@@ -81,7 +85,7 @@ func (d *Disk) Result() *jobapi.VSphereResult {
 }
 
 // vmProps are the VM's properties Resolve reads.
-var vmProps = []string{"name", "config.hardware.device", "runtime.powerState", "snapshot", "datastore"}
+var vmProps = []string{"name", "config.hardware.device", "config.instanceUuid", "runtime.powerState", "snapshot", "datastore"}
 
 // Resolve finds the disk s names on c's server and its backing chain.
 // A powered-off or suspended VM (nothing writes its disks while it is
@@ -112,7 +116,7 @@ func Resolve(ctx context.Context, c *Client, s Selector) (*Disk, error) {
 	if vm.Config == nil {
 		return nil, tag(ErrTransient, "VM %s (%s) has no configuration: vSphere cannot read its files now (an inaccessible datastore, an orphaned VM)", vm.Name, ref.Value)
 	}
-	d := &Disk{VM: ref, VMName: vm.Name, PowerState: vm.Runtime.PowerState, Transport: s.Transport, resolvedAt: *since}
+	d := &Disk{VM: ref, VMName: vm.Name, InstanceUUID: vm.Config.InstanceUuid, PowerState: vm.Runtime.PowerState, Transport: s.Transport, resolvedAt: *since}
 	now, err := pickDisk(&vm, s)
 	if err != nil {
 		return nil, err
