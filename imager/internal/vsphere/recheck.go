@@ -80,7 +80,10 @@ var ranEvents = []string{"VmStartingEvent", "VmPoweredOnEvent", "VmResumingEvent
 // is not taken.
 func stayedOff(ctx context.Context, c *Client, d *Disk) error {
 	em := c.Vim.ServiceContent.EventManager
-	if em == nil || d.resolvedAt.IsZero() {
+	if d.resolvedAt.IsZero() {
+		return tag(ErrInvalidOptions, "VM %s, %s: not a disk Resolve found (no time it was resolved at): whether the VM ran since cannot be told", d.VMName, d.Label)
+	}
+	if em == nil {
 		return tag(ErrTransient, "VM %s: the server keeps no events, so whether the VM ran while %s was read cannot be told: import a snapshot instead", d.VMName, d.Label)
 	}
 	since := d.resolvedAt
