@@ -137,7 +137,7 @@ func TestHostileCredentialFiles(t *testing.T) {
 		"a token file of a megabyte":       {"--bearer-token-file", huge},
 	} {
 		t.Run(name, func(t *testing.T) {
-			run, r, dir := importResult(t, bound{Time: 5 * time.Second, Mem: 48 << 20}, nil, append(args, ts.URL+"/stream.vmdk")...)
+			run, r, dir := importResult(t, bound{Time: 5 * time.Second, Mem: 38 << 20}, nil, append(args, ts.URL+"/stream.vmdk")...)
 			if run.Elapsed > time.Second {
 				t.Errorf("took %v to refuse", run.Elapsed)
 			}

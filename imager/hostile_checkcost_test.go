@@ -88,7 +88,7 @@ func TestHostileCheckCost(t *testing.T) {
 			return filepath.Join(dir, "q.vmdk")
 		},
 		grains: 16,
-		b:      bound{Time: 3 * time.Second, Mem: 48 << 20},
+		b:      bound{Time: 3 * time.Second, Mem: 38 << 20},
 	}, {
 		name: "the same with its last grain cut off the file",
 		build: func(t *testing.T, dir string) string {
@@ -104,7 +104,7 @@ func TestHostileCheckCost(t *testing.T) {
 		},
 		code: checkCorrupt,
 		want: "lies past the end of the file",
-		b:    bound{Time: 3 * time.Second, Mem: 48 << 20},
+		b:    bound{Time: 3 * time.Second, Mem: 38 << 20},
 	}, {
 		name: "empty 512 TiB header",
 		build: func(t *testing.T, dir string) string {
@@ -112,7 +112,7 @@ func TestHostileCheckCost(t *testing.T) {
 			bareKDMV(t, p, sectors512TiB, false)
 			return p
 		},
-		b: bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b: bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}, {
 		name: "512 TiB whose 2^20 GD entries share one written, empty table",
 		build: func(t *testing.T, dir string) string {
@@ -124,7 +124,7 @@ func TestHostileCheckCost(t *testing.T) {
 		},
 		code: checkCorrupt,
 		want: fmt.Sprintf("the grain table 0 and the grain table 1 share sectors %d..%d (%d more grain tables lie there too)", gdEnd, gdEnd+3, gd512-2),
-		b:    bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}, {
 		name: "512 TiB whose one grain, at the far end, is cut off the file",
 		build: func(t *testing.T, dir string) string {
@@ -135,18 +135,18 @@ func TestHostileCheckCost(t *testing.T) {
 		},
 		code: checkCorrupt,
 		want: fmt.Sprintf("grain %d (sector %d) lies past the end of the file", gd512*512-1, gdEnd+4),
-		b:    bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}, {
 		name:   "COWD of 2^32-1 one-sector grains, one grain at the far end",
 		build:  func(t *testing.T, dir string) string { return bigCOWD(t, dir, 0) },
 		grains: 1,
-		b:      bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b:      bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}, {
 		name:  "the same COWD with its grain over its grain directory",
 		build: func(t *testing.T, dir string) string { return bigCOWD(t, dir, 5) },
 		code:  checkCorrupt,
 		want:  fmt.Sprintf("grain %d (sector 5) overlaps the grain directory", 1<<32-2),
-		b:     bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b:     bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -139,12 +139,12 @@ func TestHostileCostCommands(t *testing.T) {
 		check: func(t *testing.T, stdout string) {
 			wantMappings(t, stdout, 1)
 		},
-		b: bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b: bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}, {
 		name: "human map of a 512 TiB image with one grain at the far end",
 		args: []string{"map", far},
 		out:  fmt.Sprintf("%#-20x%#-20x", farOffset, 1<<20),
-		b:    bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}, {
 		name: "convert -O raw of an empty 15 TiB image",
 		args: []string{"convert", "-O", "raw", empty15, filepath.Join(dir, "out15.raw")},
@@ -155,36 +155,36 @@ func TestHostileCostCommands(t *testing.T) {
 			}
 			os.Remove(filepath.Join(dir, "out15.raw"))
 		},
-		b: bound{Time: 2 * time.Second, Mem: 32 << 20},
+		b: bound{Time: 2 * time.Second, Mem: 22 << 20},
 	}, {
 		name: "convert -O vmdk of a sparse 1.5 TiB raw file",
 		args: []string{"convert", "-f", "raw", "-O", "vmdk", sparseRaw, fromRaw},
-		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 30 << 20},
 	}, {
 		name: "compare of the sparse raw file with its conversion",
 		args: []string{"compare", "-f", "raw", sparseRaw, fromRaw},
 		out:  "Images are identical.",
-		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 30 << 20},
 	}, {
 		name: "convert -O raw of a 1.5 TiB monolithicFlat storing 8 KiB",
 		args: []string{"convert", "-O", "raw", flat, filepath.Join(dir, "flat.raw")},
-		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 30 << 20},
 	}, {
 		name: "compare of the monolithicFlat image with its raw conversion",
 		args: []string{"compare", "-F", "raw", flat, filepath.Join(dir, "flat.raw")},
 		out:  "Images are identical.",
-		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 30 << 20},
 	}, {
 		name: "compare of two empty 512 TiB images",
 		args: []string{"compare", empty, empty},
 		out:  "Images are identical.",
-		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 30 << 20},
 	}, {
 		name: "compare finds the one grain at the far end of 512 TiB",
 		args: []string{"compare", empty, far},
 		code: 1,
 		out:  fmt.Sprintf("Content mismatch at offset %d!", farOffset),
-		b:    bound{Time: 2 * time.Second, Mem: 40 << 20},
+		b:    bound{Time: 2 * time.Second, Mem: 30 << 20},
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -228,7 +228,7 @@ func TestHostileCostRefusedUpFront(t *testing.T) {
 	t.Run("raw output larger than the filesystem's largest file", func(t *testing.T) {
 		ext2 := mountSmallExt2(t)
 		out := filepath.Join(ext2, "disk.raw")
-		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 32 << 20}, nil, "convert", "-O", "raw", big, out)
+		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 22 << 20}, nil, "convert", "-O", "raw", big, out)
 		if r.Code != jobapi.ExitPermanent || !strings.Contains(r.Stderr, "more than a file on this filesystem can hold") {
 			t.Fatalf("exit %d, stderr %q", r.Code, r.Stderr)
 		}
@@ -244,7 +244,7 @@ func TestHostileCostRefusedUpFront(t *testing.T) {
 	t.Run("import to a device smaller than the disk", func(t *testing.T) {
 		dev := loopDevice(t, 16<<20)
 		res := filepath.Join(t.TempDir(), "result.json")
-		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 32 << 20}, nil, "import", "--result-file", res, "--target", dev, big)
+		r := runBounded(t, bound{Time: 2 * time.Second, Mem: 22 << 20}, nil, "import", "--result-file", res, "--target", dev, big)
 		b, err := os.ReadFile(res)
 		if err != nil {
 			t.Fatalf("exit %d, no result: %v (%s)", r.Code, err, r.Stderr)
@@ -274,7 +274,7 @@ func TestHostileCostChecksum(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := hex.EncodeToString(h.Sum(nil))
-	r := runBounded(t, bound{Time: 10 * time.Second, Mem: 32 << 20}, nil, "checksum", filepath.Join(dir, "c.vmdk"))
+	r := runBounded(t, bound{Time: 10 * time.Second, Mem: 22 << 20}, nil, "checksum", filepath.Join(dir, "c.vmdk"))
 	if r.Code != 0 || !strings.HasPrefix(r.Stdout, want) {
 		t.Fatalf("exit %d, %q (%s), want %s", r.Code, r.Stdout, r.Stderr, want)
 	}
@@ -285,7 +285,7 @@ func TestHostileCostChecksum(t *testing.T) {
 func TestHostileCostMapStreams(t *testing.T) {
 	shared := filepath.Join(t.TempDir(), "shared.vmdk")
 	sharedTables(t, shared)
-	r := runBounded(t, bound{Time: 5 * time.Second, Mem: 32 << 20}, nil, "map", "--output=json", shared)
+	r := runBounded(t, bound{Time: 5 * time.Second, Mem: 22 << 20}, nil, "map", "--output=json", shared)
 	if r.Code != 0 {
 		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}

@@ -56,7 +56,7 @@ func TestHostileFiles(t *testing.T) {
 	images := fifoImages(t, dir)
 	images["character device"] = "/dev/zero"
 	other := filepath.Join(dir, "zero.raw")
-	b := bound{Time: time.Second, Mem: 32 << 20}
+	b := bound{Time: time.Second, Mem: 22 << 20}
 
 	for what, img := range images {
 		unsafe := []string{}
@@ -208,7 +208,7 @@ func lineStream(t *testing.T, line string) []byte {
 // claims more than the extent holds, read as the line says when it
 // claims less (and check reports what the line hides).
 func TestHostileFilesExtentLines(t *testing.T) {
-	b := bound{Time: 2 * time.Second, Mem: 32 << 20}
+	b := bound{Time: 2 * time.Second, Mem: 22 << 20}
 	for _, c := range []struct {
 		name, line string
 		code       int
@@ -257,7 +257,7 @@ func TestHostileFilesFIFOTarget(t *testing.T) {
 			if stdin {
 				args[len(args)-1], in = "-", bytes.NewReader(f.raw)
 			}
-			run := runBounded(t, bound{Time: 3 * time.Second, Mem: 32 << 20}, in, args...)
+			run := runBounded(t, bound{Time: 3 * time.Second, Mem: 22 << 20}, in, args...)
 			if run.Elapsed > time.Second {
 				t.Errorf("took %v to refuse", run.Elapsed)
 			}

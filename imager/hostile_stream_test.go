@@ -110,7 +110,7 @@ func noRangeServer(t *testing.T, body []byte) string {
 // sector), from stdin and from HTTP, either imports the whole disk (a cut
 // in qemu's zero padding loses nothing) or fails with exit 3 InvalidImage.
 func TestHostileStreamImport(t *testing.T) {
-	b := bound{Time: 10 * time.Second, Mem: 64 << 20}
+	b := bound{Time: 10 * time.Second, Mem: 54 << 20}
 	for _, s := range streamCuts(t) {
 		for _, via := range []string{"stdin", "http"} {
 			t.Run(s.name+"/"+via, func(t *testing.T) {
@@ -191,7 +191,7 @@ func TestHostileStreamCheckExit(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			path := filepath.Join(dir, "c.vmdk")
 			os.WriteFile(path, c.img, 0o644)
-			run := runBounded(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, "check", path)
+			run := runBounded(t, bound{Time: 10 * time.Second, Mem: 54 << 20}, nil, "check", path)
 			if run.Code != c.code {
 				t.Fatalf("exit %d, want %d: %s%s", run.Code, c.code, run.Stdout, run.Stderr)
 			}
@@ -212,7 +212,7 @@ func TestHostileStreamNetworkCut(t *testing.T) {
 		w.Write(s.img[:len(s.img)*3/4])
 	}))
 	t.Cleanup(ts.Close)
-	run, r, dir := importResult(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, nil, "--retries", "0", ts.URL+"/disk.vmdk")
+	run, r, dir := importResult(t, bound{Time: 10 * time.Second, Mem: 54 << 20}, nil, "--retries", "0", ts.URL+"/disk.vmdk")
 	wantOutcome(t, run, r, dir, jobapi.ExitTransient, jobapi.ReasonNetworkError, nil)
 }
 
@@ -266,7 +266,7 @@ func TestHostileStreamEndlessImport(t *testing.T) {
 		{"zeros forever", make([]byte, 512)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			run, r, dir := importResult(t, bound{Time: 10 * time.Second, Mem: 64 << 20}, &endlessSource{head: h, unit: c.unit}, "-")
+			run, r, dir := importResult(t, bound{Time: 10 * time.Second, Mem: 54 << 20}, &endlessSource{head: h, unit: c.unit}, "-")
 			wantOutcome(t, run, r, dir, jobapi.ExitPermanent, jobapi.ReasonInvalidImage, nil)
 		})
 	}

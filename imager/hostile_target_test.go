@@ -151,7 +151,7 @@ func TestHostileUnknownSizeLimits(t *testing.T) {
 			if tc.spool {
 				tc.args = append(tc.args, "--target-format", "vmdk", "--scratch-dir", scratch)
 			}
-			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, stdin, target, append(tc.args, "-")...)
+			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 38 << 20}, stdin, target, append(tc.args, "-")...)
 			if tc.reason == jobapi.ReasonNoSpace { // the filler stays
 				os.Remove(filepath.Join(target, "filler"))
 			}
@@ -215,7 +215,7 @@ func TestHostileKilledImportRetries(t *testing.T) {
 
 			fast := httptest.NewServer(&server{files: map[string][]byte{"disk.raw": data}})
 			defer fast.Close()
-			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, nil, dir, "--target-format", tc.format, fast.URL+"/disk.raw")
+			run, r, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 38 << 20}, nil, dir, "--target-format", tc.format, fast.URL+"/disk.raw")
 			if run.Code != 0 {
 				t.Fatalf("the retry: exit %d %s: %s", run.Code, r.Reason, r.Message)
 			}
@@ -327,7 +327,7 @@ func TestHostileSIGTERMWhileWriteBlocked(t *testing.T) {
 	}
 	small := httptest.NewServer(&server{files: map[string][]byte{"disk.raw": bytes.Repeat([]byte{1}, 1<<20)}})
 	defer small.Close()
-	run, r2, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 48 << 20}, nil, dir, small.URL+"/disk.raw")
+	run, r2, _ := importInto(t, bound{Time: 10 * time.Second, Mem: 38 << 20}, nil, dir, small.URL+"/disk.raw")
 	if run.Code != 0 {
 		t.Fatalf("the next attempt: exit %d %+v", run.Code, r2)
 	}

@@ -25,7 +25,7 @@ import (
 // stderr line before the first byte, or leave images that read as before
 // (and a re-run that completes).
 
-var writesBound = bound{Time: 10 * time.Second, Mem: 40 << 20}
+var writesBound = bound{Time: 10 * time.Second, Mem: 30 << 20}
 
 // runLean is runBounded under writesBound after handing the test
 // process's free heap back to the OS: Go starts the child with vfork, so

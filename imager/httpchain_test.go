@@ -402,7 +402,7 @@ func TestHostileHTTPChainMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, url, creds := serveChain(t, &httpChain{dir: dir}, "vm-000001.vmdk", nil)
-	b := bound{Time: 60 * time.Second, Mem: 160 << 20} // the pool is 44 MiB; the Go heap may grow to twice what is live
+	b := bound{Time: 60 * time.Second, Mem: 150 << 20} // the pool is 44 MiB; the Go heap may grow to twice what is live
 	run, r, target := importResult(t, b, nil, append(creds, url)...)
 	if run.Code != 0 {
 		t.Fatalf("exit %d: %s", run.Code, run.Stderr)
