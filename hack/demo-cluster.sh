@@ -8,7 +8,12 @@
 # base under a seSparse snapshot, served as /folder/... with basic auth),
 # a VMDKImage imports the snapshot's chain over HTTP in place, a PVC is
 # populated from it, and its consumer's checksum is printed next to the
-# source's. The cluster keeps running:
+# source's. Last, a VM's disk named as vSphere users name it: a pod runs
+# VMware's simulator (hack/vcsim: a vCenter whose running VM's disk is an
+# ESXi chain with snapshots s1, s2), a VMDKImage with source.vsphere
+# imports that VM's disk as of s2 (trusted by thumbprint), a PVC is
+# populated from it, and its consumer's checksum is printed next to the
+# simulator's. The cluster keeps running:
 # `export KUBECONFIG=/var/lib/vmdkpop-cluster/kubeconfig` to look around,
 # `hack/local-cluster.sh down` to stop it.
 set -euo pipefail
@@ -112,14 +117,79 @@ spec:
   dataSourceRef: {apiGroup: storage.vmdkpop.io, kind: VMDKImage, name: esxi-vm}
 YAML
 check_pod esxi-disk-check esxi-disk
+echo "== a vCenter in a pod (VMware's simulator): a running VM, its disk a vmfs base under seSparse snapshots s1, s2"
+k create secret generic vcenter-credentials --from-literal=username=administrator@vsphere.local \
+	--from-literal=password=vmware-demo --dry-run=client -o yaml | k apply -f - >/dev/null
+k apply -f - <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata:
+  name: vcenter
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: vcsim
+    image: vmdkpop-e2e-fileserver:v1
+    # It listens on the pod's IP: the URLs it hands out must name it.
+    command: ["/vcsim", "--listen", "$(POD_IP):8989", "--size", "67108864", "--seed", "7", "--credentials-dir", "/creds"]
+    env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    volumeMounts: [{name: tmp, mountPath: /tmp}, {name: creds, mountPath: /creds, readOnly: true}]
+  volumes:
+  - {name: tmp, emptyDir: {}}
+  - {name: creds, secret: {secretName: vcenter-credentials}}
+YAML
+k wait --for=condition=Ready pod/vcenter --timeout=180s >/dev/null
+# vcsim prints what it holds as one JSON line: the SDK URL, the
+# certificate's thumbprint, the VMs, their snapshots and the sha256 of
+# each disk as of each snapshot.
+inv=
+for _ in $(seq 60); do
+	inv=$(k logs vcenter | grep -m1 '^{' || true)
+	[ -n "$inv" ] && break
+	sleep 1
+done
+[ -n "$inv" ] || { echo "vcsim printed no inventory" >&2; exit 1; }
+vc() { python3 -c 'import json, sys; d = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$inv" "$1"; }
+vc_url=$(vc 'd["url"]')
+vc_thumb=$(vc 'd["thumbprintSHA256"]')
+vc_vm=$(vc '[v for v in d["vms"] if v["running"]][0]["inventoryPath"]')
+vc_sum=$(vc '[v for v in d["vms"] if v["running"]][0]["snapshots"][1]["disks"][0]["sha256"]')
+echo "importing $vc_vm (running) as of snapshot s2 from $vc_url"
+k apply -f - <<YAML
+apiVersion: storage.vmdkpop.io/v1alpha1
+kind: VMDKImage
+metadata:
+  name: vcenter-vm
+spec:
+  source:
+    vsphere:
+      url: "$vc_url"
+      secretRef: vcenter-credentials
+      thumbprint: "$vc_thumb"
+      inventoryPath: "$vc_vm"
+      diskLabel: Hard disk 1
+      snapshot: s2
+  storage: {size: 128Mi}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: vcenter-disk
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 128Mi}}
+  dataSourceRef: {apiGroup: storage.vmdkpop.io, kind: VMDKImage, name: vcenter-vm}
+YAML
+check_pod vcenter-disk-check vcenter-disk
 echo "== waiting for the images"
-for img in base base-delta base-flat esxi-vm; do
+for img in base base-delta base-flat esxi-vm vcenter-vm; do
 	k wait --for=jsonpath='{.status.phase}'=Ready "vmdkimage/$img" --timeout=300s >/dev/null
 done
-k wait --for=jsonpath='{.status.phase}'=Succeeded pod/vm-disk-check pod/esxi-disk-check --timeout=300s >/dev/null
+k wait --for=jsonpath='{.status.phase}'=Succeeded pod/vm-disk-check pod/esxi-disk-check pod/vcenter-disk-check --timeout=300s >/dev/null
 k get vmdkimages -o wide
 echo
-k get pvc vm-disk esxi-disk -o custom-columns='PVC:.metadata.name,STATUS:.status.phase,VOLUME:.spec.volumeName,POPULATOR:.metadata.annotations.storage\.vmdkpop\.io/populator-phase'
+k get pvc vm-disk esxi-disk vcenter-disk -o custom-columns='PVC:.metadata.name,STATUS:.status.phase,VOLUME:.spec.volumeName,POPULATOR:.metadata.annotations.storage\.vmdkpop\.io/populator-phase'
 echo
 echo "== the populated disk.img, as its consumer sees it"
 k logs vm-disk-check
@@ -127,5 +197,10 @@ echo
 echo "== the ESXi snapshot's chain: its content at the source, and the populated disk.img as its consumer sees it"
 k logs esxi-datastore | sed -n 's/.*its content.s sha256 is \([0-9a-f]*\).*/source (vm-000001.vmdk over its base): \1/p'
 k logs esxi-disk-check
+echo
+echo "== the vCenter VM's disk as of s2: what the simulator wrote, and the populated disk.img as its consumer sees it"
+echo "source ($vc_vm, Hard disk 1, snapshot s2): $vc_sum"
+k get vmdkimage vcenter-vm -o jsonpath='{.status.vsphere}{"\n"}'
+k logs vcenter-disk-check
 echo
 echo "cluster left running: export KUBECONFIG=$KUBECONFIG; stop it with hack/local-cluster.sh down"
