@@ -176,39 +176,8 @@ func (a *applyDelta) openTarget(size, parentSize int64) (*os.File, error) {
 
 // write copies the delta's own ranges (depth 0) into f.
 func (a *applyDelta) write(d *vmdk.Disk, f *os.File) error {
-	buf := make([]byte, copyChunk)
-	return d.MapEach(a.ctx, func(m vmdk.Mapping) error {
-		if m.Depth != 0 {
-			return nil // the parent's: the target has it
-		}
-		if m.NoAccess {
-			return fmt.Errorf("%s: %w: bytes [%d, +%d) are in a NOACCESS extent", a.delta, vmdk.ErrNoAccess, m.Offset, m.Length)
-		}
-		a.res.Ranges++
-		data := m.Data && !m.Zero
-		if !data {
-			// A zeroed grain hides the parent's bytes: on a file, zeros
-			// written (not a hole punched: a filesystem without punch
-			// support would fail here, and a hole saves nothing the next
-			// writes would not fill again); on a device, zeros too.
-			clear(buf)
-		}
-		for off, end := m.Offset, m.Offset+m.Length; off < end; {
-			if err := a.ctx.Err(); err != nil {
-				return err
-			}
-			p := buf[:min(int64(len(buf)), end-off)]
-			if data {
-				if _, err := d.ReadAt(p, off); err != nil {
-					return fmt.Errorf("%s: read at byte %d: %w", a.delta, off, err)
-				}
-			}
-			if _, err := f.WriteAt(p, off); err != nil {
-				return targetErr(err)
-			}
-			a.res.BytesWritten += int64(len(p))
-			off += int64(len(p))
-		}
-		return nil
-	})
+	n, err := copyOwnRanges(a.ctx, d, a.delta, 1, f, nil)
+	a.res.Ranges += n.Ranges
+	a.res.BytesWritten += n.Written
+	return err
 }

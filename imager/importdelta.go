@@ -26,9 +26,6 @@ import (
 // random.
 const deltaGrainSize = 8 << 10
 
-// copyChunk is how much of a range is read and written at once.
-const copyChunk = 1 << 20
-
 // fromVSphereDelta writes the links of to's chain above from's (above of
 // them) into a delta VMDK whose parent is j.backing.
 func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, above int) error {
@@ -118,7 +115,7 @@ func (j *importJob) fromVSphereDelta(c *vsphere.Client, from, to *vsphere.Disk, 
 		return targetErr(err)
 	}
 	left = out
-	if err := syncDir(filepath.Dir(out)); err != nil {
+	if err := target.SyncDir(filepath.Dir(out)); err != nil {
 		return targetErr(err)
 	}
 	// The result names the delta (and its size) once it is in place.
@@ -157,45 +154,7 @@ func (j *importJob) writeDelta(vd, child *vmdk.Disk, above int, baseCID uint32) 
 	if child.ParentCID() != baseCID || child.ChainError() != nil {
 		return fmt.Errorf("%s: %w: the new delta does not link -b %s (CID %08x)", path, vmdk.ErrChainBroken, j.backing, baseCID)
 	}
-	buf := make([]byte, copyChunk)
-	return vd.MapEach(j.ctx, func(m vmdk.Mapping) error {
-		defer j.prog.Add(m.Length)
-		if m.Depth >= above {
-			return nil // S1's: the parent has it
-		}
-		if m.NoAccess {
-			return fmt.Errorf("%s: %w: bytes [%d, +%d) of the delta are in a NOACCESS extent", j.source, vmdk.ErrNoAccess, m.Offset, m.Length)
-		}
-		data := m.Data && !m.Zero
-		if !data {
-			clear(buf)
-		}
-		for off, end := m.Offset, m.Offset+m.Length; off < end; {
-			if err := j.ctx.Err(); err != nil {
-				return err
-			}
-			p := buf[:min(int64(len(buf)), end-off)]
-			if data {
-				if _, err := vd.ReadAt(p, off); err != nil {
-					return fmt.Errorf("%s: read the delta at byte %d: %w", j.source, off, err)
-				}
-				j.res.BytesRead += int64(len(p))
-			}
-			if _, err := child.WriteAt(p, off); err != nil {
-				return targetErr(err)
-			}
-			off += int64(len(p))
-		}
-		return nil
-	})
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	n, err := copyOwnRanges(j.ctx, vd, j.source, above, child, func(m vmdk.Mapping) { j.prog.Add(m.Length) })
+	j.res.BytesRead += n.Read
+	return err
 }

@@ -105,7 +105,7 @@ func (t *rawFile) Finish(size int64) error {
 		os.Remove(t.f.Name())
 		return Mark(err)
 	}
-	return Mark(syncDir(filepath.Dir(t.final)))
+	return Mark(SyncDir(filepath.Dir(t.final)))
 }
 
 func (t *rawFile) Abort() {

@@ -106,7 +106,9 @@ func AllocatedBytes(path string) int64 {
 	return fi.Size()
 }
 
-func syncDir(dir string) error {
+// SyncDir makes a rename in dir durable (a directory that cannot be
+// synced, EINVAL on some filesystems, is not an error).
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

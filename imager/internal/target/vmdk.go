@@ -158,5 +158,5 @@ func moveImage(tmpDir, dir, name string) error {
 	if err := os.Rename(filepath.Join(tmpDir, name), filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
