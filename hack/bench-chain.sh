@@ -13,6 +13,9 @@
 # is compared with the chain's content, and each figure is the median of
 # BENCH_RUNS with its min-max. Rows are chain/throttle/mode.
 #
+# measure and stats are hack/bench-lib.sh's (sourced by bench-import.sh):
+# each run after an untimed sync.
+#
 # Env (besides bench-import.sh's): BENCH_THROTTLE, bytes per second per
 # connection, 0 for none (default "0 128M": both rows).
 
@@ -96,9 +99,4 @@ chain_bench_one() {
 		kill "$srv" 2>/dev/null
 		wait "$srv" 2>/dev/null || true
 	done
-}
-
-# stats prints "median min max" of its arguments.
-stats() {
-	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s %s", m, v[1], v[NR] }'
 }

@@ -1,184 +1,92 @@
 #!/usr/bin/env bash
-# bench-convert.sh: imager convert vs qemu-img convert (VMDK -> raw) on a
-# deterministic mixed-content disk (1/4 holes, 1/4 random, 1/2 text-like) as
-# monolithicSparse and streamOptimized images.
+# bench-convert.sh: imager convert against qemu-img convert, per issue 16's
+# method. The disk is deterministic (benchtool gen: pieces of 64 KiB to
+# 3 MiB, about 40% zeros left as holes, 20% random, 40% log-like text), its
+# images made by qemu-img itself (mono.vmdk monolithicSparse, stream.vmdk
+# streamOptimized: the incumbent's own output), and a 3-deep chain over
+# mono.vmdk (two children each rewriting 64 scattered MiB, by qemu-io).
+#
+# Every row runs qemu-img and imager alternately (q, i, q, i, ...): one
+# untimed warm-up each (a kind's second cache mode runs right after its
+# first, which warmed it, and has none), then BENCH_RUNS timed runs each, every one after
+# an untimed sync, into a fresh output (removed before; the overwrite rows
+# write onto their previous output instead), and every output of both
+# tools is verified after its run (raw: cmp with the truth; VMDK: qemu-img
+# compare with the truth, and qemu-img check of imager's): a mismatch
+# kills the script. Figures are medians with min-max, peak RSS the maximum
+# over the runs.
+#
+# Rows (each cache mode both tools run with the same -t):
+#   sparse->raw, stream->raw            mono.vmdk, stream.vmdk to raw
+#   raw->stream                         src.raw to streamOptimized, default
+#                                       level; with imager/qemu-img size
+#   raw->mono                           src.raw to monolithicSparse
+#   flatten chain3->mono                the chain's top to monolithicSparse
+#   defaults as typed sparse->raw       no -t for either: imager's durable
+#                                       default against qemu-img's unsafe one
+#   overwrite sparse->raw (defaults), overwrite sparse->raw -t unsafe
+#                                       onto the previous run's output, with
+#                                       imager into a new file alternating
+#                                       (target: overwrite <= 1.05x fresh)
+# then the floor: cp --sparse=always of src.raw, dd of mono's allocated
+# bytes (with and without conv=fdatasync), zlib throughput on the disk's
+# grains (benchtool floor).
 #
 # Env:
-#   BENCH_DIR   work directory (default: a fresh mktemp dir under /var/tmp,
-#               removed at exit; a given BENCH_DIR is kept, and its source
-#               images are reused when they match BENCH_SIZE/BENCH_SEED)
-#   BENCH_SIZE  virtual disk size (default 1G; K/M/G suffixes)
-#   BENCH_SEED  generator seed (default 1)
-#   BENCH_RUNS  timed runs per tool, best is kept (default 3)
-#   IMAGER      imager binary (default: bin/imager, built with go build)
-#   BENCH_CACHE output cache modes to compare, each run by both tools with
-#               the same -t (default "unsafe writeback": unsafe = no flush,
-#               qemu-img convert's default; writeback = fsync at the end,
-#               imager's default, what a Job needs)
-#   BENCH_QEMU_OPTS  extra qemu-img convert options
-#   BENCH_STRICT=1  exit 1 when the targets are not met
-#   BENCH_GEN_ONLY=1  only make src.raw, mono.vmdk and stream.vmdk in
-#               BENCH_DIR (hack/bench-import.sh uses them)
-#
-# Timings are warm page cache: each tool runs once as warm-up, then the best
-# of BENCH_RUNS runs is reported. Peak RSS is the maximum over the timed runs.
+#   BENCH_DIR    work directory (default: a fresh one under /var/tmp,
+#                removed at exit; a given one is kept and its inputs reused
+#                while their stamp matches)
+#   BENCH_SIZE   virtual disk size (default 1G; K/M/G suffixes)
+#   BENCH_SEED   generator seed (default 1)
+#   BENCH_RUNS   timed runs per tool and row (default 5, at least 5)
+#   BENCH_QUICK=1  a smoke test: BENCH_RUNS defaults to 1, and the table
+#                says "QUICK: not a measurement"
+#   BENCH_CACHE  cache modes of the per-mode rows (default "unsafe writeback")
+#   BENCH_ROWS   extended regex: only the rows whose names match
+#   BENCH_FLOOR=0  skip the floor section
+#   BENCH_STRICT=1 exit 1 when a target is not met
+#   BENCH_TABLE=0  record the samples ($BENCH_DIR/samples-convert.tsv) but
+#                print no table (hack/bench-all.sh prints one for all)
+#   BENCH_GEN_ONLY=1  only make the inputs in BENCH_DIR
+#   BENCH_SELFTEST=imager|qemu  flip a byte of that tool's every output:
+#                the script must die of its verification (make bench-selftest)
+#   IMAGER       imager binary (default bin/imager, built from this tree)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-size_h=${BENCH_SIZE:-1G}
-seed=${BENCH_SEED:-1}
-runs=${BENCH_RUNS:-3}
-read -r -a qemu_opts <<<"${BENCH_QEMU_OPTS:-}"
-read -r -a cache_modes <<<"${BENCH_CACHE:-unsafe writeback}"
-imager=${IMAGER:-$repo/bin/imager}
-
 die() { echo "bench-convert: $*" >&2; exit 1; }
-
-command -v qemu-img >/dev/null || die "qemu-img not found (apt-get install -y qemu-utils)"
-if [[ ! -x /usr/bin/time ]]; then
-	echo "bench-convert: installing GNU time" >&2
-	apt-get install -y time >/dev/null || die "/usr/bin/time missing and 'apt-get install -y time' failed"
-fi
+# shellcheck source=hack/bench-lib.sh
+source "$repo/hack/bench-lib.sh"
+bench_need_tools
+bench_settings
+read -r -a cache_modes <<<"${BENCH_CACHE:-unsafe writeback}"
 size=$(numfmt --from=iec "$size_h") || die "bad BENCH_SIZE $size_h"
+((size % (1 << 20) == 0 && size >= 64 << 20)) || die "BENCH_SIZE $size_h: want a whole number of MiB, at least 64M"
+bench_build
+bench_dir bench-convert
+samples=$dir/samples-convert.tsv
 
-if [[ -z ${IMAGER:-} ]]; then
-	# go build is incremental: a no-op when bin/imager is up to date.
-	(cd "$repo" && go build -o bin/imager ./imager) || die "go build ./imager failed"
-fi
-[[ -x $imager ]] || die "$imager is not executable"
-
-if [[ -n ${BENCH_DIR:-} ]]; then
-	dir=$BENCH_DIR
-	mkdir -p "$dir"
+# --- inputs ------------------------------------------------------------------
+# The stamp names everything the inputs depend on: a changed generator or
+# qemu-img makes them again.
+stamp="size=$size seed=$seed gen=$(sha256sum "$repo/hack/benchtool/gen.go" | cut -c1-16) $(qemu-img --version | head -n1) chain=v2"
+if [[ -f stamp && $(cat stamp) == "$stamp" && -f src.raw && -f mono.vmdk && -f stream.vmdk && -f chain-top.vmdk && -f chain.raw ]]; then
+	echo "reusing the inputs in $dir"
 else
-	dir=$(mktemp -d /var/tmp/bench-convert.XXXXXX)
-	trap 'rm -rf "$dir"' EXIT
-fi
-cd "$dir"
-
-# --- 1. deterministic mixed-content raw disk -------------------------------
-stamp="size=$size seed=$seed v1"
-if [[ -f stamp && $(cat stamp) == "$stamp" && -f src.raw && -f mono.vmdk && -f stream.vmdk ]]; then
-	echo "reusing src.raw, mono.vmdk, stream.vmdk in $dir"
-else
-	rm -f stamp src.raw mono.vmdk stream.vmdk
-	mkdir -p gen
-	cat >gen/main.go <<'EOF'
-// gen writes a deterministic mixed-content raw disk: pieces of 64 KiB to
-// 3 MiB that are holes (1/4), random bytes (1/4) or log-like text (1/2).
-package main
-
-import (
-	"fmt"
-	"math/rand/v2"
-	"os"
-	"strconv"
-)
-
-var words = []string{"vmdk", "grain", "table", "kubernetes", "volume", "populator", "kubelet",
-	"mounted", "sector", "extent", "descriptor", "stream", "marker", "footer", "the", "a", "of",
-	"to", "and", "in", "is", "for", "on", "with", "from", "pod", "node", "disk", "image", "raw"}
-var levels = []string{"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"}
-
-func text(r *rand.Rand, b []byte) {
-	line := make([]byte, 0, 256)
-	for i := 0; i < len(b); {
-		line = line[:0]
-		line = append(line, "2024-05-"...)
-		line = strconv.AppendInt(line, 10+r.Int64N(20), 10)
-		line = append(line, 'T')
-		line = strconv.AppendInt(line, 10+r.Int64N(14), 10)
-		line = append(line, ':')
-		line = strconv.AppendInt(line, 10+r.Int64N(50), 10)
-		line = append(line, ':')
-		line = strconv.AppendInt(line, 10+r.Int64N(50), 10)
-		line = append(line, ' ')
-		line = append(line, levels[r.IntN(len(levels))]...)
-		for n := 3 + r.IntN(10); n > 0; n-- {
-			line = append(line, ' ')
-			line = append(line, words[r.IntN(len(words))]...)
-		}
-		line = append(line, " id="...)
-		line = strconv.AppendUint(line, r.Uint64N(1<<20), 16)
-		line = append(line, '\n')
-		i += copy(b[i:], line)
-	}
-}
-
-func main() {
-	if len(os.Args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: gen SIZE SEED OUT")
-		os.Exit(2)
-	}
-	size, err1 := strconv.ParseInt(os.Args[1], 10, 64)
-	seed, err2 := strconv.ParseUint(os.Args[2], 10, 64)
-	if err1 != nil || err2 != nil || size <= 0 {
-		fmt.Fprintln(os.Stderr, "gen: bad SIZE or SEED")
-		os.Exit(2)
-	}
-	f, err := os.Create(os.Args[3])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	r := rand.New(rand.NewPCG(seed, 0x766d646b))
-	var key [32]byte
-	key[0] = byte(seed)
-	noise := rand.NewChaCha8(key)
-	buf := make([]byte, 3<<20)
-	var counts [3]int64
-	for off := int64(0); off < size; {
-		n := min(int64(1+r.IntN(48))<<16, size-off)
-		kind := r.IntN(4)
-		b := buf[:n]
-		switch kind {
-		case 0: // hole
-		case 1:
-			noise.Read(b)
-		default:
-			text(r, b)
-		}
-		if kind != 0 {
-			if _, err := f.WriteAt(b, off); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				os.Exit(1)
-			}
-		}
-		counts[min(kind, 2)] += n
-		off += n
-	}
-	if err := f.Truncate(size); err == nil {
-		err = f.Close()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Printf("src.raw: %d MiB zeros, %d MiB random, %d MiB text\n", counts[0]>>20, counts[1]>>20, counts[2]>>20)
-}
-EOF
+	rm -f stamp src.raw mono.vmdk stream.vmdk chain-*.vmdk chain.raw
 	t0=$SECONDS
-	(cd gen && GOFLAGS= GO111MODULE=on go build -o gen main.go) || die "building the generator failed"
-	gen/gen "$size" "$seed" src.raw
-	echo "generated src.raw in $((SECONDS - t0)) s"
-	t0=$SECONDS
+	"$benchtool" gen -size "$size" -seed "$seed" -o src.raw || die "benchtool gen failed"
 	qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse src.raw mono.vmdk
 	qemu-img convert -f raw -O vmdk -o subformat=streamOptimized src.raw stream.vmdk
-	echo "made mono.vmdk ($(du -h --apparent-size mono.vmdk | cut -f1)) and stream.vmdk ($(du -h --apparent-size stream.vmdk | cut -f1)) in $((SECONDS - t0)) s"
-	echo "$stamp" >stamp
-fi
-if [[ ${BENCH_GEN_ONLY:-0} == 1 ]]; then
-	exit 0
-fi
-# A 3-deep chain over mono.vmdk for the flatten row: each level rewrites
-# scattered MiB with new data.
-if [[ ! -f chain-top.vmdk || chain-top.vmdk -ot mono.vmdk ]]; then
-	rm -f chain-*.vmdk
+	# The chain: each level rewrites scattered MiB with a byte pattern.
+	# Each child is made after its parent's writes (a write gives the
+	# parent a new CID, which would break an older child). The truth,
+	# chain.raw, is src.raw with the same writes made by qemu-io's raw
+	# driver: no VMDK code of either tool in it.
+	cp --sparse=always src.raw chain.raw
 	shift_mib=0
 	parent=mono.vmdk
 	for level in mid top; do
-		# Each child is made after its parent's writes: a write gives the
-		# parent a new CID, which would break an older child.
 		qemu-img create -q -f vmdk -b "$parent" -F vmdk "chain-$level.vmdk"
 		parent=chain-$level.vmdk
 		cmds=()
@@ -187,113 +95,136 @@ if [[ ! -f chain-top.vmdk || chain-top.vmdk -ot mono.vmdk ]]; then
 		done
 		shift_mib=7
 		qemu-io -f vmdk "${cmds[@]}" "chain-$level.vmdk" >/dev/null
+		qemu-io -f raw "${cmds[@]}" chain.raw >/dev/null
 	done
+	qemu-img compare -q -f vmdk -F raw chain-top.vmdk chain.raw || die "the chain does not read as chain.raw: the fixture is wrong"
+	echo "made the inputs in $((SECONDS - t0)) s: mono.vmdk $(du -h --apparent-size mono.vmdk | cut -f1), stream.vmdk $(du -h --apparent-size stream.vmdk | cut -f1)"
+	echo "$stamp" >stamp
 fi
+[[ ${BENCH_GEN_ONLY:-0} == 1 ]] && exit 0
+start=$SECONDS
+: >"$samples"
+warmup_note="1 untimed warm-up each (per row kind: its second cache mode runs right after the first)"
+bench_header
 
-# --- 2. timed conversions ---------------------------------------------------
-# measure OUTVAR CMD...: runs CMD under /usr/bin/time; OUTVAR gets "secs kib".
-measure() {
-	local __out=$1
-	shift
-	local tf
-	tf=$(mktemp time.XXXXXX)
-	if ! /usr/bin/time -o "$tf" -f '%e %M' "$@" >cmd.log 2>&1; then
-		cat cmd.log >&2
-		die "command failed: $*"
-	fi
-	printf -v "$__out" '%s' "$(tail -n1 "$tf")"
-	rm -f "$tf"
-}
-
-# convert TOOL IMG: the command line of TOOL converting IMG to out-TOOL.raw
-# with cache mode $mode.
-# src.raw is converted the other way, to streamOptimized (out-TOOL.vmdk);
-# src.raw:mono to monolithicSparse; chain-top.vmdk is flattened to
-# monolithicSparse.
-convert_cmd() {
-	if [[ $2 == src.raw:mono || $2 == chain-top.vmdk ]]; then
-		local in=${2%:mono} f=raw
-		[[ $in == *.vmdk ]] && f=vmdk
-		case $1 in
-		qemu) cmd=(qemu-img convert -t "$mode" "${qemu_opts[@]}" -f "$f" -O vmdk "$in" out-qemu.vmdk) ;;
-		imager) cmd=("$imager" convert -t "$mode" -f "$f" -O vmdk "$in" out-imager.vmdk) ;;
-		esac
-		return
-	fi
-	if [[ $2 == src.raw ]]; then
-		case $1 in
-		qemu) cmd=(qemu-img convert -t "$mode" "${qemu_opts[@]}" -f raw -O vmdk -o subformat=streamOptimized src.raw out-qemu.vmdk) ;;
-		imager) cmd=("$imager" convert -t "$mode" -f raw -O vmdk -o subformat=streamOptimized src.raw out-imager.vmdk) ;;
-		esac
-		return
-	fi
-	case $1 in
-	qemu) cmd=(qemu-img convert -t "$mode" "${qemu_opts[@]}" -f vmdk -O raw "$2" out-qemu.raw) ;;
-	imager) cmd=("$imager" convert -t "$mode" -O raw "$2" out-imager.raw) ;;
+# --- rows --------------------------------------------------------------------
+# row_cmd TOOL: the command line of TOOL (qemu, imager, imager-fresh) for
+# the current kind and mode: sets cmd, out (its output) and truth.
+row_cmd() {
+	local tool=$1 t=() in fin fout sub=
+	[[ $mode == default ]] || t=(-t "$mode")
+	truth=src.raw
+	case $kind in
+	sparse-raw) in=mono.vmdk fin=vmdk fout=raw ;;
+	stream-raw) in=stream.vmdk fin=vmdk fout=raw ;;
+	raw-stream) in=src.raw fin=raw fout=vmdk sub=streamOptimized ;;
+	raw-mono) in=src.raw fin=raw fout=vmdk sub=monolithicSparse ;;
+	flatten) in=chain-top.vmdk fin=vmdk fout=vmdk sub=monolithicSparse truth=chain.raw ;;
+	*) die "row kind $kind" ;;
+	esac
+	out=out-$tool.$fout
+	[[ $fout == vmdk ]] && out=out-$tool.vmdk
+	local o=()
+	[[ -n $sub ]] && o=(-o "subformat=$sub")
+	case $tool in
+	qemu) cmd=("${qemu_img[@]}" convert "${t[@]}" -f "$fin" -O "$fout" "${o[@]}" "$in" "$out") ;;
+	imager*)
+		# imager probes a VMDK's format itself, as users type it; a raw
+		# source is named.
+		local f=()
+		[[ $fin == raw ]] && f=(-f raw)
+		cmd=("${imager_cmd[@]}" convert "${t[@]}" "${f[@]}" -O "$fout" "${o[@]}" "$in" "$out") ;;
 	esac
 }
 
-declare -A best_s peak_k
-rows=()
-for mode in "${cache_modes[@]}"; do
-for img in mono.vmdk stream.vmdk src.raw src.raw:mono chain-top.vmdk; do
-	for tool in qemu imager; do
-		best_s[$tool]=''
-		peak_k[$tool]=0
-		rm -f "out-$tool.raw" "out-$tool.vmdk"
-		convert_cmd "$tool" "$img"
-		measure warm "${cmd[@]}"
-	done
-	for ((i = 1; i <= runs; i++)); do
-		for tool in qemu imager; do
-			rm -f "out-$tool.raw" "out-$tool.vmdk"
-			convert_cmd "$tool" "$img"
+# verify TOOL RUN: TOOL's output is the truth, or the script dies.
+verify() {
+	local what="$1's output of \"$row\" (run $2: ${cmd[*]})"
+	if [[ $out == *.raw ]]; then
+		cmp -s -- "$out" "$truth" || die "MISMATCH: $what differs from $truth"
+		return
+	fi
+	qemu-img compare -q -f vmdk -F raw "$out" "$truth" || die "MISMATCH: $what does not read as $truth (qemu-img compare)"
+	if [[ $1 == imager* ]]; then
+		qemu-img check -q -f vmdk "$out" || die "BROKEN: $what fails qemu-img check"
+	fi
+}
+
+# run_row NAME KIND MODE TARGET...: the alternating runs of one row, its
+# targets recorded (TARGET: KIND=VALUE, as benchtool table reads them);
+# warmup=0 skips the warm-up. Sets ran when the row was not filtered out.
+run_row() {
+	row=$1 kind=$2 mode=$3
+	shift 3
+	ran=0
+	[[ $row =~ $rows_re ]] || return 0
+	ran=1
+	local tools=(qemu imager) overwrite=0 m secs kib t0=$SECONDS
+	[[ $kind == overwrite-* ]] && { overwrite=1 kind=${kind#overwrite-} tools+=(imager-fresh); }
+	echo "== $row"
+	for tg in "$@"; do record target "$row" "${tg%%=*}" "${tg#*=}"; done
+	for tool in "${tools[@]}"; do row_cmd "$tool"; rm -f "$out"; done
+	for ((i = 1 - warmup; i <= runs; i++)); do # run 0 is the warm-up
+		for tool in "${tools[@]}"; do
+			row_cmd "$tool"
+			# An overwrite run writes onto the previous run's output
+			# (the warm-up's, for the first).
+			((overwrite == 1)) && [[ $tool != imager-fresh ]] || rm -f "$out"
 			measure m "${cmd[@]}"
+			verify "$tool" "$i"
 			read -r secs kib <<<"$m"
-			echo "  $img -t $mode $tool run $i: ${secs}s, $((kib / 1024)) MiB"
-			if [[ -z ${best_s[$tool]} ]] || awk -v a="$secs" -v b="${best_s[$tool]}" 'BEGIN{exit !(a < b)}'; then
-				best_s[$tool]=$secs
+			if ((i == 0)); then
+				echo "  warm-up $tool: ${secs} s"
+				continue
 			fi
-			if ((kib > peak_k[$tool])); then
-				peak_k[$tool]=$kib
-			fi
+			echo "  run $i $tool: ${secs} s, $((kib / 1024)) MiB"
+			record run "$row" "$tool" "$secs" "$kib"
 		done
 	done
-	if [[ $img == src.raw ]]; then
-		qemu-img compare -q -f vmdk -F raw out-imager.vmdk src.raw || die "MISMATCH: imager's streamOptimized output differs from src.raw"
-		size_ratio=$(awk -v a="$(stat -c %s out-imager.vmdk)" -v b="$(stat -c %s out-qemu.vmdk)" 'BEGIN{printf "%.3f", a / b}')
-		echo "  streamOptimized output size imager/qemu-img: $size_ratio"
-		img=raw-to-stream
-	elif [[ $img == src.raw:mono || $img == chain-top.vmdk ]]; then
-		qemu-img compare -q -f vmdk -F vmdk out-imager.vmdk out-qemu.vmdk || die "MISMATCH: imager and qemu-img disagree on $img"
-		qemu-img check -q -f vmdk out-imager.vmdk || die "imager's output of $img fails qemu-img check"
-		[[ $img == src.raw:mono ]] && img=raw-to-mono || img=flatten-chain3
-	elif ! cmp out-qemu.raw out-imager.raw; then
-		die "MISMATCH: imager and qemu-img disagree on $img"
+	if [[ $kind == raw-stream ]]; then
+		record size "$row" "$(stat -c %s out-imager.vmdk)" "$(stat -c %s out-qemu.vmdk)"
 	fi
-	rows+=("$img/$mode ${best_s[qemu]} ${best_s[imager]} ${peak_k[imager]} ${peak_k[qemu]}")
-	rm -f out-qemu.raw out-imager.raw out-qemu.vmdk out-imager.vmdk
-done
-done
+	rm -f out-qemu.* out-imager.* out-imager-fresh.*
+	echo "  ($((SECONDS - t0)) s with the verification)"
+}
 
-# --- 3. report ----------------------------------------------------------------
-echo
-echo "imager $(cd "$repo" && git describe --always --dirty 2>/dev/null || echo '?'), $(qemu-img --version | head -n1), $(nproc) CPUs, disk $size_h, best of $runs (warm cache)"
-echo "both tools run with the same -t cache mode; extra qemu-img options: ${BENCH_QEMU_OPTS:-none}"
-printf '%-22s %10s %10s %8s %12s %12s\n' image qemu-img_s imager_s ratio imager_MiB qemu_MiB
-printf '%s\n' "${rows[@]}" | awk '{
-	printf "%-22s %10.2f %10.2f %7.2fx %12.1f %12.1f\n", $1, $2, $3, ($3 > 0 ? $2 / $3 : 0), $4 / 1024, $5 / 1024
-}'
-verdict=$(printf '%s\n' "${rows[@]}" | awk '
-	{ ratio = ($3 > 0) ? $2 / $3 : 0
-	  if ($1 ~ /^mono/ && ratio < 1) miss = miss sprintf(" monolithicSparse %.2fx < 1x;", ratio)
-	  if ($1 ~ /^stream/ && ratio < 2) miss = miss sprintf(" streamOptimized %.2fx < 2x;", ratio)
-	  if ($1 ~ /^raw-to-stream/ && ratio < 4) miss = miss sprintf(" raw->streamOptimized %.2fx < 4x;", ratio)
-	  if ($1 ~ /^raw-to-mono/ && ratio < 1.5) miss = miss sprintf(" raw->monolithicSparse %.2fx < 1.5x;", ratio)
-	  if ($1 ~ /^flatten/ && ratio < 1) miss = miss sprintf(" flatten %.2fx < 1x;", ratio)
-	  if ($4 / 1024 >= 100) miss = miss sprintf(" %s imager RSS %.0f MiB >= 100 MiB;", $1, $4 / 1024) }
-	END { print (miss == "" ? "MET" : "NOT MET:" miss) }')
-echo "targets (imager >= 1x qemu-img on monolithicSparse, >= 2x on streamOptimized, >= 4x raw->streamOptimized, >= 1.5x raw->monolithicSparse, >= 1x flatten, imager peak RSS < 100 MiB): $verdict"
-if [[ ${BENCH_STRICT:-0} == 1 && $verdict != MET ]]; then
-	exit 1
+# A kind's cache modes run one after the other: the first mode's runs warm
+# the second's source and binaries, so only the first has a warm-up
+# (qemu-img's raw->stream warm-up alone is 40 s at 1 GiB).
+for kind_row in "sparse->raw|sparse-raw|ratio=2.0" "stream->raw|stream-raw|ratio=2.2" \
+	"raw->stream|raw-stream|ratio=6.5 size=1.01" "raw->mono|raw-mono|ratio=2.5" \
+	"flatten chain3->mono|flatten|ratio=1.5"; do
+	IFS='|' read -r name kind targets <<<"$kind_row"
+	read -r -a targets <<<"$targets"
+	warmup=1
+	for mode in "${cache_modes[@]}"; do
+		run_row "$name -t $mode" "$kind" "$mode" "${targets[@]}" && [[ $ran == 1 ]] && warmup=0
+	done
+done
+warmup=1
+run_row "defaults as typed sparse->raw" sparse-raw default ratio=1.0
+run_row "overwrite sparse->raw (defaults)" overwrite-sparse-raw default fresh=1.05
+run_row "overwrite sparse->raw -t unsafe" overwrite-sparse-raw unsafe fresh=1.05
+
+# --- floor -------------------------------------------------------------------
+if [[ ${BENCH_FLOOR:-1} == 1 ]]; then
+	echo "== floor"
+	alloc=$(($(stat -c '%b * %B' mono.vmdk)))
+	alloc_mib=$((alloc >> 20))
+	floor_rm=floor.raw
+	floor_time "cp --sparse=always src.raw" cp --sparse=always src.raw floor.raw
+	floor_time "dd of mono.vmdk's allocated $alloc_mib MiB, bs=1M" dd if=src.raw of=floor.raw bs=1M count="$alloc_mib"
+	floor_time "dd of the same, conv=fdatasync" dd if=src.raw of=floor.raw bs=1M count="$alloc_mib" conv=fdatasync
+	floor_rm=
+	# The level imager compresses at by default, from its own help text.
+	level=$("$imager" convert -h 2>&1 | sed -n '/zlib level/s/.*(default \([1-9]\)).*/\1/p' | head -n1)
+	"$benchtool" floor -src src.raw -mib 32 -levels "6${level:+,$level}" >>"$samples" || die "benchtool floor failed"
+fi
+
+echo "bench-convert: $((SECONDS - start)) s of runs, verification and floor"
+if [[ ${BENCH_TABLE:-1} == 1 ]]; then
+	echo
+	strict_flag=()
+	[[ $strict == 1 ]] && strict_flag=(-strict)
+	"$benchtool" table "${strict_flag[@]}" "$samples" || exit 1
 fi

@@ -1,98 +1,122 @@
 #!/usr/bin/env bash
-# bench-import.sh: `imager import` of a streamOptimized image over loopback
-# HTTP into a sparse disk.img, against the incumbent path (curl to a file,
-# then qemu-img convert -O raw), in one run on the same files.
+# bench-import.sh: `imager import` of stream.vmdk (bench-convert.sh's
+# inputs: qemu-img's streamOptimized image of the mixed disk) over loopback
+# HTTP into a fresh disk.img directory, against the incumbent as typed:
+# `curl -o dl.vmdk URL && qemu-img convert -t MODE -f vmdk -O raw dl.vmdk
+# out/disk.img`, in both cache modes, by the method of bench-convert.sh:
+# alternating runs after one warm-up each, sync before each, a fresh output
+# directory (and download) every run, every output of both compared with
+# src.raw by cmp, medians with min-max. The server is this repo's Go
+# hack/fileserver (Range support); the floor section times curl alone from
+# it and, for comparison, from python3's http.server.
 #
-# Env:
-#   BENCH_DIR   work directory (default /var/tmp/bench-import, kept: the
-#               generated images are reused)
-#   BENCH_SIZE  virtual disk size (default 1G), BENCH_SEED (default 1)
-#   BENCH_RUNS  timed runs per tool, best kept (default 3)
-#   BENCH_CACHE cache modes (default "unsafe writeback"), the same -t for both
-#   BENCH_STRICT=1  exit 1 when the targets are not met
-#   BENCH_PATHS what to run (default "stream chain"): chain is an ESXi
-#               snapshot chain over the datastore API (hack/bench-chain.sh)
-#
-# Peak memory is the maximum RSS over the timed runs (for the incumbent,
-# the larger of curl and qemu-img).
+# Env: as bench-convert.sh (BENCH_DIR, BENCH_SIZE, BENCH_SEED, BENCH_RUNS,
+# BENCH_QUICK, BENCH_CACHE, BENCH_ROWS, BENCH_FLOOR, BENCH_STRICT,
+# BENCH_TABLE, BENCH_SELFTEST, IMAGER), and
+#   BENCH_PATHS  what to run (default "stream"); "stream chain" adds the ESXi
+#                snapshot chains over the datastore API (hack/bench-chain.sh,
+#                its own table)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-dir=${BENCH_DIR:-/var/tmp/bench-import}
-runs=${BENCH_RUNS:-3}
-read -r -a cache_modes <<<"${BENCH_CACHE:-unsafe writeback}"
 die() { echo "bench-import: $*" >&2; exit 1; }
+# shellcheck source=hack/bench-lib.sh
+source "$repo/hack/bench-lib.sh"
+bench_need_tools
+bench_settings
+read -r -a cache_modes <<<"${BENCH_CACHE:-unsafe writeback}"
+read -r -a paths <<<"${BENCH_PATHS:-stream}"
+bench_build
+bench_dir bench-import
+BENCH_GEN_ONLY=1 BENCH_DIR=$dir "$repo/hack/bench-convert.sh" || die "making the inputs failed"
+(cd "$repo" && go build -o bin/fileserver ./hack/fileserver) || die "go build ./hack/fileserver failed"
+samples=$dir/samples-import.tsv
+: >"$samples"
+bench_header
 
-command -v curl >/dev/null || die "curl not found (apt-get install -y curl)"
-command -v python3 >/dev/null || die "python3 not found"
-mkdir -p "$dir"
-BENCH_GEN_ONLY=1 BENCH_DIR=$dir "$repo/hack/bench-convert.sh"
-(cd "$repo" && go build -o bin/imager ./imager) || die "go build ./imager failed"
-imager=$repo/bin/imager
-cd "$dir"
+servers=()
+cleanup() {
+	for s in "${servers[@]}"; do kill "$s" 2>/dev/null; wait "$s" 2>/dev/null || true; done
+	rm -rf "$dir/out-qemu" "$dir/out-imager" "$dir/dl.vmdk"
+}
+trap 'cleanup; [[ -n ${BENCH_DIR:-} ]] || rm -rf "$dir"' EXIT
 
-port=$((20000 + RANDOM % 20000))
-python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >http.log 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null; rm -rf "$dir/out-q" "$dir/out-i" "$dir/dl.vmdk"' EXIT
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/stamp" && break; sleep 0.1; done
-url=http://127.0.0.1:$port/stream.vmdk
-
-measure() { # OUTVAR CMD...: "secs kib"
-	local __out=$1 tf
+# serve NAME CMD...: start a server of $dir on a free port (CMD has PORT
+# where the port goes); sets url.
+serve() {
+	local name=$1 port pid
 	shift
-	tf=$(mktemp time.XXXXXX)
-	/usr/bin/time -o "$tf" -f '%e %M' "$@" >cmd.log 2>&1 || { cat cmd.log >&2; die "failed: $*"; }
-	printf -v "$__out" '%s' "$(tail -n1 "$tf")"
-	rm -f "$tf"
+	for _ in 1 2 3 4 5; do
+		port=$((20000 + RANDOM % 20000))
+		"${@//PORT/$port}" >"$name.log" 2>&1 &
+		pid=$!
+		for _ in $(seq 50); do
+			curl -sf -o /dev/null "http://127.0.0.1:$port/stamp" && { servers+=("$pid"); url=http://127.0.0.1:$port/stream.vmdk; return 0; }
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill "$pid" 2>/dev/null || true
+	done
+	die "$name did not start: $(cat "$name.log")"
 }
-run_tool() { # TOOL MODE
-	rm -rf out-q out-i dl.vmdk
-	mkdir -p out-q out-i
-	case $1 in
-	incumbent) cmd=(bash -c "curl -sSf -o dl.vmdk '$url' && qemu-img convert -t $2 -f vmdk -O raw dl.vmdk out-q/disk.img && rm -f dl.vmdk") ;;
-	imager) cmd=("$imager" import -t "$2" --progress-interval 0 --target out-i "$url") ;;
-	esac
-	measure m "${cmd[@]}"
-}
+serve fileserver "$repo/bin/fileserver" --dir "$dir" --addr 127.0.0.1:PORT
 
-BENCH_SIZE=${BENCH_SIZE:-1G}
-read -r -a paths <<<"${BENCH_PATHS:-stream chain}"
+if [[ " ${paths[*]} " == *" stream "* ]]; then
+	printf -v qemu_q '%q ' "${qemu_img[@]}"
+	for mode in "${cache_modes[@]}"; do
+		row="http import stream->disk.img -t $mode"
+		[[ $row =~ $rows_re ]] || continue
+		echo "== $row"
+		record target "$row" ratio 2.0
+		for ((i = 0; i <= runs; i++)); do # run 0 is the warm-up
+			for tool in qemu imager; do
+				rm -rf out-qemu out-imager dl.vmdk
+				mkdir -p "out-$tool"
+				case $tool in
+				qemu) cmd=(bash -c "curl -sSf -o dl.vmdk '$url' && $qemu_q convert -t $mode -f vmdk -O raw dl.vmdk out-qemu/disk.img") ;;
+				imager) cmd=("${imager_cmd[@]}" import -t "$mode" --progress-interval 0 --target out-imager "$url") ;;
+				esac
+				measure m "${cmd[@]}"
+				cmp -s out-$tool/disk.img src.raw || die "MISMATCH: $tool's disk.img of \"$row\" (run $i: ${cmd[*]}) differs from src.raw"
+				read -r secs kib <<<"$m"
+				if ((i == 0)); then
+					echo "  warm-up $tool: $secs s"
+					continue
+				fi
+				echo "  run $i $tool: $secs s, $((kib / 1024)) MiB"
+				record run "$row" "$tool" "$secs" "$kib"
+			done
+		done
+	done
+	rm -rf out-qemu out-imager dl.vmdk
+	record note "http import: the qemu column is the incumbent, curl then qemu-img convert (its peak RSS the larger of the two); the server is hack/fileserver on 127.0.0.1"
+
+	if [[ ${BENCH_FLOOR:-1} == 1 ]]; then
+		echo "== floor"
+		floor_time "curl -o /dev/null of stream.vmdk from hack/fileserver" curl -sSf -o /dev/null "$url"
+		if command -v python3 >/dev/null; then
+			go_url=$url
+			serve python python3 -m http.server --bind 127.0.0.1 --directory "$dir" PORT
+			floor_time "curl -o /dev/null of stream.vmdk from python3 -m http.server" curl -sSf -o /dev/null "$url"
+			url=$go_url
+		fi
+	fi
+fi
+
 chain_verdict=MET
 if [[ " ${paths[*]} " == *" chain "* ]]; then
 	# shellcheck source=hack/bench-chain.sh
 	source "$repo/hack/bench-chain.sh"
 	chain_rows=()
+	BENCH_SIZE=$size_h
 	chain_bench || chain_verdict="NOT MET"
 fi
-[[ " ${paths[*]} " == *" stream "* ]] || { [[ ${BENCH_STRICT:-0} == 1 && $chain_verdict != MET ]] && exit 1; exit 0; }
 
-rows=()
-for mode in "${cache_modes[@]}"; do
-	declare -A best=() peak=()
-	for tool in incumbent imager; do run_tool $tool "$mode"; done # warm-up
-	cmp out-i/disk.img src.raw || die "MISMATCH: imported disk.img differs from src.raw"
-	for ((i = 1; i <= runs; i++)); do
-		for tool in incumbent imager; do
-			run_tool $tool "$mode"
-			read -r secs kib <<<"$m"
-			echo "  -t $mode $tool run $i: ${secs}s, $((kib / 1024)) MiB"
-			if [[ -z ${best[$tool]:-} ]] || awk -v a="$secs" -v b="${best[$tool]}" 'BEGIN{exit !(a < b)}'; then best[$tool]=$secs; fi
-			((kib > ${peak[$tool]:-0})) && peak[$tool]=$kib
-		done
-	done
-	alloc=$(du -k out-i/disk.img | cut -f1)
-	rows+=("http-stream-to-disk.img/$mode ${best[incumbent]} ${best[imager]} ${peak[imager]} ${peak[incumbent]} $alloc")
-done
-
-echo
-echo "imager $(cd "$repo" && git describe --always --dirty 2>/dev/null || echo '?'), $(qemu-img --version | head -n1), $(curl --version | head -n1 | cut -d' ' -f1-2), $(nproc) CPUs, best of $runs"
-printf '%-32s %12s %10s %8s %12s %14s %14s\n' path incumbent_s imager_s ratio imager_MiB incumbent_MiB disk.img_MiB
-printf '%s\n' "${rows[@]}" | awk '{ printf "%-32s %12.2f %10.2f %7.2fx %12.1f %14.1f %14.1f\n", $1, $2, $3, ($3 > 0 ? $2 / $3 : 0), $4 / 1024, $5 / 1024, $6 / 1024 }'
-verdict=$(printf '%s\n' "${rows[@]}" | awk '{ r = ($3 > 0) ? $2 / $3 : 0
-	if (r <= 1) miss = miss sprintf(" %s %.2fx <= 1x;", $1, r)
-	if ($4 / 1024 >= 256) miss = miss sprintf(" %s RSS %.0f MiB;", $1, $4 / 1024) }
-	END { print (miss == "" ? "MET" : "NOT MET:" miss) }')
-echo "targets (faster than curl + qemu-img convert, imager peak RSS < 256 MiB): $verdict"
-[[ ${BENCH_STRICT:-0} == 1 && ($verdict != MET || $chain_verdict != MET) ]] && exit 1
+if [[ ${BENCH_TABLE:-1} == 1 && -s $samples ]]; then
+	echo
+	strict_flag=()
+	[[ $strict == 1 ]] && strict_flag=(-strict)
+	"$benchtool" table "${strict_flag[@]}" "$samples" || exit 1
+fi
+[[ $strict == 1 && $chain_verdict != MET ]] && exit 1
 exit 0
