@@ -42,7 +42,7 @@ func (e *sparseExtent) write(p []byte, off int64, fill func(p []byte, off int64)
 			if err := e.pwrite(part, int64(gte)*SectorSize+off-start, "grain data"); err != nil {
 				return err
 			}
-		case n == e.grainLen(g) && isZero(part) && (e.zeroedGTE || (kind == runUnallocated && fill == nil)):
+		case n == e.grainLen(g) && e.skipsZeros(kind, fill) && isZero(part):
 			// A whole grain of zeros needs no data: a zeroed-grain entry, or
 			// nothing at all for an unallocated grain with no parent.
 			if e.zeroedGTE && gte != 1 {
@@ -50,6 +50,14 @@ func (e *sparseExtent) write(p []byte, off int64, fill func(p []byte, off int64)
 					return err
 				}
 			}
+		case n == e.grainBytes && e.grainLen(g) == e.grainBytes:
+			// Whole new grains: this one and those after it go to the end
+			// of the file in one write.
+			k, err := e.appendGrains(g, p, fill)
+			if err != nil {
+				return err
+			}
+			n = k
 		default:
 			if err := e.allocate(g, part, off-start, kind == runZero, fill); err != nil {
 				return err
@@ -91,6 +99,59 @@ func (e *sparseExtent) checkWritable(off, n int64) error {
 		}
 	}
 	return nil
+}
+
+// skipsZeros reports whether a whole grain of zeros written over a grain
+// of this kind needs no data: the extent has zeroed-grain entries, or the
+// grain is unallocated and no parent shows through it.
+func (e *sparseExtent) skipsZeros(kind runKind, fill func([]byte, int64) error) bool {
+	return e.zeroedGTE || (kind == runUnallocated && fill == nil)
+}
+
+// appendGrains writes whole grains from g on, taken from the start of p,
+// at the end of the file with one pwrite instead of one per grain, and
+// returns the bytes of p they took (at least grain g's). The run ends at
+// p's last whole grain, at a grain already stored or partial (the disk's
+// last), or at a grain of zeros that needs no data. As with allocate, the
+// grain table entries change only in memory, after the data is written:
+// flush syncs the data before it writes any table.
+func (e *sparseExtent) appendGrains(g int64, p []byte, fill func([]byte, int64) error) (int64, error) {
+	count := int64(1)
+	for (count+1)*e.grainBytes <= int64(len(p)) {
+		next := g + count
+		if e.grainLen(next) != e.grainBytes {
+			break
+		}
+		gte, err := e.gte(next)
+		if err != nil {
+			return 0, err
+		}
+		kind := e.kindOf(gte)
+		if kind != runUnallocated && kind != runZero {
+			break
+		}
+		at := count * e.grainBytes
+		if e.skipsZeros(kind, fill) && isZero(p[at:at+e.grainBytes]) {
+			break
+		}
+		count++
+	}
+	sector, sectors := e.nextFree, e.grainBytes/SectorSize
+	if sector+count*sectors > math.MaxUint32 {
+		return 0, fmt.Errorf("%s: %w: the extent would pass 2^32 sectors, the most a grain table entry can address", e.src.name, ErrUnsupported)
+	}
+	n := count * e.grainBytes
+	if err := e.pwrite(p[:n], sector*SectorSize, "new grains"); err != nil {
+		return 0, err
+	}
+	e.nextFree += count * sectors
+	e.src.grown.Store(max(e.src.end(), e.nextFree*SectorSize))
+	for i := range count {
+		if err := e.setGTE(g+i, uint32(sector+i*sectors)); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }
 
 // allocate appends a new grain holding part at offset within, the rest of
