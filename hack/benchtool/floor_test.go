@@ -63,7 +63,7 @@ func TestFloor(t *testing.T) {
 	}
 	for _, want := range []string{
 		"klauspost/compress/zlib deflate -6, 1 goroutine\t", "klauspost/compress/zlib deflate -6, 2 goroutines\t",
-"klauspost/compress/zlib inflate (with a compare), 2 goroutines\t",
+		"klauspost/compress/zlib inflate (with a compare), 2 goroutines\t",
 		"compress/zlib (Go) deflate -6, 1 goroutine\t", "compress/zlib (Go) inflate (with a compare), 1 goroutine\t",
 	} {
 		if !strings.Contains(out.String(), "floor\t"+want) {

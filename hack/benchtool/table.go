@@ -259,6 +259,9 @@ func writeTable(s *samples, w io.Writer, rssMiB float64) []string {
 		if fr := r.secs["imager-fresh"]; len(fr) > 0 {
 			fmt.Fprintf(w, "%s: imager into a new file, alternating with the overwrites: %s s\n", r.name, fmtSecs(fr))
 		}
+		if r.imagerSize > 0 {
+			fmt.Fprintf(w, "%s: output size imager %d bytes, qemu-img %d bytes: %.4fx\n", r.name, r.imagerSize, r.qemuSize, float64(r.imagerSize)/float64(r.qemuSize))
+		}
 	}
 	for _, n := range s.notes {
 		fmt.Fprintln(w, n)

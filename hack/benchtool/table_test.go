@@ -128,13 +128,14 @@ func TestTableStrict(t *testing.T) {
 		}
 		return p
 	}
-	good := write("good", "header\th\ntarget\tr\tratio\t2\n"+runs("r", "qemu", "10", "3", "3", "3", "3", "3")+runs("r", "imager", "10", "1", "1", "1", "1", "1"))
+	good := write("good", "header\th\nsize\tr\t1017\t1000\ntarget\tr\tratio\t2\n"+runs("r", "qemu", "10", "3", "3", "3", "3", "3")+runs("r", "imager", "10", "1", "1", "1", "1", "1"))
 	bad := write("bad", "quick\t1\ntarget\tq\tratio\t2\n"+runs("q", "qemu", "10", "1")+runs("q", "imager", "10", "1"))
 	var out bytes.Buffer
 	if err := tableMain([]string{"-strict", good}, &out); err != nil {
 		t.Fatalf("met table: %v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "3.00x") || !strings.Contains(out.String(), "MET") || strings.Contains(out.String(), "QUICK") {
+	if !strings.Contains(out.String(), "3.00x") || !strings.Contains(out.String(), "MET") || strings.Contains(out.String(), "QUICK") ||
+		!strings.Contains(out.String(), "r: output size imager 1017 bytes, qemu-img 1000 bytes: 1.0170x") {
 		t.Errorf("met table:\n%s", out.String())
 	}
 	out.Reset()
