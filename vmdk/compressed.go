@@ -1,15 +1,9 @@
 package vmdk
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"runtime"
 	"sync"
-
-	"github.com/klauspost/compress/flate"
-	"github.com/klauspost/compress/zlib"
 )
 
 // Compressed (streamOptimized) grains: each GTE points at a grain marker
@@ -231,57 +225,12 @@ func isZlib(b []byte) bool {
 	return len(b) >= 2 && b[0]&0x0f == 8 && b[0]>>4 <= 7 && (uint16(b[0])<<8|uint16(b[1]))%31 == 0
 }
 
-var (
-	zlibReaders  sync.Pool // io.ReadCloser implementing zlib.Resetter
-	flateReaders sync.Pool // io.ReadCloser implementing flate.Resetter
-)
-
 // inflate decompresses src into dst, which must receive exactly len(dst)
 // bytes; a stream that inflates to more or fewer is an error.
 func inflate(dst, src []byte) error {
-	br := bytes.NewReader(src)
-	var r io.Reader
 	if isZlib(src) {
-		if zr, ok := zlibReaders.Get().(io.ReadCloser); ok {
-			if err := zr.(zlib.Resetter).Reset(br, nil); err != nil {
-				return err
-			}
-			r = zr
-			defer zlibReaders.Put(zr)
-		} else {
-			zr, err := zlib.NewReader(br)
-			if err != nil {
-				return err
-			}
-			r = zr
-			defer zlibReaders.Put(zr)
-		}
-	} else {
-		fr, ok := flateReaders.Get().(io.ReadCloser)
-		if ok {
-			if err := fr.(flate.Resetter).Reset(br, nil); err != nil {
-				return err
-			}
-		} else {
-			fr = flate.NewReader(br)
-		}
-		r = fr
-		defer flateReaders.Put(fr)
+		return inflateZlib(dst, src)
 	}
-	n, err := io.ReadFull(r, dst)
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("inflated to %d bytes, want %d", n, len(dst))
-		}
-		return fmt.Errorf("inflate: %w", err)
-	}
-	// Reading on verifies the zlib checksum and catches over-long data.
-	var extra [1]byte
-	switch n, err := r.Read(extra[:]); {
-	case n > 0:
-		return fmt.Errorf("inflates to more than %d bytes", len(dst))
-	case err != nil && err != io.EOF:
-		return fmt.Errorf("inflate: %w", err)
-	}
-	return nil
+	_, err := inflateRaw(dst, src)
+	return err
 }
