@@ -51,6 +51,7 @@ type rawFile struct {
 	f     *os.File
 	final string
 	sync  bool
+	out   *writeOut // nil unless sync
 }
 
 func openFile(path string, size int64, o Options) (*rawFile, error) {
@@ -69,15 +70,20 @@ func openFile(path string, size int64, o Options) (*rawFile, error) {
 			return nil, MarkOpen(fmt.Errorf("the image's virtual size is %s (%d bytes), more than a file on this filesystem can hold: %w", human(size), size, err))
 		}
 	}
-	return &rawFile{f: f, final: path, sync: o.Sync}, nil
+	return &rawFile{f: f, final: path, sync: o.Sync, out: newWriteOut(f, o.Sync)}, nil
 }
 
 func (t *rawFile) WriteAt(p []byte, off int64) (int, error) {
 	n, err := t.f.WriteAt(p, off)
+	if err == nil {
+		err = t.out.wrote(off, int64(n))
+	}
 	return n, Mark(err)
 }
 
-func (t *rawFile) Zero(off, n int64) error { return nil }
+// Zero leaves a hole (the file was created empty), which needs no
+// write-out: it only moves the write-out's watermark.
+func (t *rawFile) Zero(off, n int64) error { return Mark(t.out.wrote(off, n)) }
 func (t *rawFile) HoleUnit() int           { return rawHoleUnit }
 func (t *rawFile) Ordered() bool           { return false }
 func (t *rawFile) Path() string            { return t.final }
@@ -89,8 +95,11 @@ func (t *rawFile) Finish(size int64) error {
 	if size >= 0 {
 		err = t.f.Truncate(size)
 	}
+	if werr := t.out.stop(); err == nil {
+		err = werr
+	}
 	if err == nil && t.sync {
-		err = t.f.Sync()
+		err = syncFile(t.f)
 	}
 	if cerr := t.f.Close(); err == nil {
 		err = cerr
@@ -109,6 +118,7 @@ func (t *rawFile) Finish(size int64) error {
 }
 
 func (t *rawFile) Abort() {
+	t.out.stop()
 	t.f.Close()
 	os.Remove(t.f.Name())
 }
@@ -122,6 +132,7 @@ type blockDevice struct {
 	size int64 // the device's
 	mode ZeroMode
 	sync bool
+	out  *writeOut // nil unless sync
 }
 
 // openDevice opens a block target (a device, or a file written as one)
@@ -153,11 +164,14 @@ func openBlock(path string, size int64, o Options) (*blockDevice, error) {
 	if mode == "" {
 		mode = ZeroProbe
 	}
-	return &blockDevice{f: f, size: devSize, mode: mode, sync: o.Sync}, nil
+	return &blockDevice{f: f, size: devSize, mode: mode, sync: o.Sync, out: newWriteOut(f, o.Sync)}, nil
 }
 
 func (t *blockDevice) WriteAt(p []byte, off int64) (int, error) {
 	n, err := t.f.WriteAt(p, off)
+	if err == nil {
+		err = t.out.wrote(off, int64(n))
+	}
 	return n, Mark(err)
 }
 
@@ -166,9 +180,9 @@ func (t *blockDevice) Ordered() bool { return false }
 func (t *blockDevice) Path() string  { return t.f.Name() }
 
 func (t *blockDevice) Finish(size int64) error {
-	var err error
-	if t.sync {
-		err = t.f.Sync()
+	err := t.out.stop()
+	if err == nil && t.sync {
+		err = syncFile(t.f)
 	}
 	if cerr := t.f.Close(); err == nil {
 		err = cerr
@@ -176,7 +190,10 @@ func (t *blockDevice) Finish(size int64) error {
 	return Mark(err)
 }
 
-func (t *blockDevice) Abort() { t.f.Close() }
+func (t *blockDevice) Abort() {
+	t.out.stop()
+	t.f.Close()
+}
 
 func (t *blockDevice) Describe(r *jobapi.Result) { r.AllocatedBytes = AllocatedBytes(t.f.Name()) }
 
@@ -187,6 +204,13 @@ var (
 
 // Zero makes [off, off+n) of the device read zeros.
 func (t *blockDevice) Zero(off, n int64) error {
+	if err := t.zero(off, n); err != nil {
+		return err
+	}
+	return Mark(t.out.wrote(off, n))
+}
+
+func (t *blockDevice) zero(off, n int64) error {
 	switch t.mode {
 	case ZeroSkip:
 		return nil

@@ -21,6 +21,7 @@ type vmdkImage struct {
 	disk     *vmdk.Disk         // sparse and flat subformats
 	stream   *vmdk.StreamWriter // streamOptimized
 	file     *os.File           // the stream's file
+	out      *writeOut          // its write-out, nil unless sync
 	lock     *os.File           // tmpDir, flocked while this attempt is alive
 }
 
@@ -38,7 +39,8 @@ func openVMDK(path string, size int64, o Options) (*vmdkImage, error) {
 	c.Size = size
 	if c.Subformat == vmdk.StreamOptimized {
 		if t.file, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
-			t.stream, err = vmdk.NewStreamWriter(t.file, vmdk.StreamOptions{ImageOptions: c.ImageOptions, Level: o.Level, ExtentFileName: filepath.Base(path)})
+			t.out = newWriteOut(t.file, o.Sync)
+			t.stream, err = vmdk.NewStreamWriter(&streamFile{f: t.file, out: t.out}, vmdk.StreamOptions{ImageOptions: c.ImageOptions, Level: o.Level, ExtentFileName: filepath.Base(path)})
 			t.holeUnit = len(zeros) // the writer drops zero grains itself
 		}
 	} else if err = vmdk.Create(tmp, c); err == nil {
@@ -80,9 +82,12 @@ func (t *vmdkImage) Finish(size int64) error {
 	if t.stream != nil {
 		err = t.stream.Close()
 	}
+	if werr := t.out.stop(); err == nil {
+		err = werr
+	}
 	if t.file != nil {
 		if err == nil && t.sync {
-			err = t.file.Sync()
+			err = syncFile(t.file)
 		}
 		if cerr := t.file.Close(); err == nil {
 			err = cerr
@@ -104,6 +109,7 @@ func (t *vmdkImage) Finish(size int64) error {
 
 // Abort drops the half-written image.
 func (t *vmdkImage) Abort() {
+	t.out.stop() // no write-out of what is dropped
 	if t.stream != nil {
 		t.stream.Close()
 	}
@@ -139,6 +145,23 @@ func DescribeVMDK(r *jobapi.Result, path string, o vmdk.Options) error {
 	r.ParentCID = fmt.Sprintf("%08x", d.ParentCID())
 	r.Target, r.TargetFormat = path, "vmdk"
 	return nil
+}
+
+// streamFile is the stream's file: written in order, so its write-out's
+// watermark is what has been written.
+type streamFile struct {
+	f   *os.File
+	off int64
+	out *writeOut
+}
+
+func (s *streamFile) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	if werr := s.out.wrote(s.off, int64(n)); err == nil {
+		err = werr
+	}
+	s.off += int64(n)
+	return n, err
 }
 
 // moveImage renames the files of the image `name` from tmpDir into dir,
