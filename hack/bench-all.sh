@@ -12,6 +12,10 @@ die() { echo "bench-all: $*" >&2; exit 1; }
 source "$repo/hack/bench-lib.sh"
 bench_need_tools
 bench_settings # refuses a bad BENCH_RUNS before any work
+bench_build
+# One imager for both scripts: a tree edited during the run changes neither
+# the binary nor the header's git describe.
+export IMAGER=$imager BENCH_IMAGER_DESC=$imager_desc
 bench_dir bench
 t0=$SECONDS
 BENCH_DIR=$dir BENCH_TABLE=0 "$repo/hack/bench-convert.sh"

@@ -104,8 +104,8 @@ fi
 [[ ${BENCH_GEN_ONLY:-0} == 1 ]] && exit 0
 start=$SECONDS
 : >"$samples"
-warmup_note="1 untimed warm-up each (per row kind: its second cache mode runs right after the first)"
 bench_header
+record note "convert: a row's second cache mode (-t writeback) runs right after its first, whose runs warmed it, and has no warm-up of its own"
 
 # --- rows --------------------------------------------------------------------
 # row_cmd TOOL: the command line of TOOL (qemu, imager, imager-fresh) for

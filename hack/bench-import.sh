@@ -112,7 +112,7 @@ if [[ " ${paths[*]} " == *" chain "* ]]; then
 	chain_bench || chain_verdict="NOT MET"
 fi
 
-if [[ ${BENCH_TABLE:-1} == 1 && -s $samples ]]; then
+if [[ ${BENCH_TABLE:-1} == 1 ]] && grep -q "^run" "$samples"; then
 	echo
 	strict_flag=()
 	[[ $strict == 1 ]] && strict_flag=(-strict)

@@ -47,7 +47,7 @@ bench_build() {
 		imager_desc="imager $(cd "$repo" && git describe --always --dirty 2>/dev/null || echo '?')"
 	else
 		imager=$IMAGER
-		imager_desc="imager $IMAGER ($(stat -c %y "$IMAGER" 2>/dev/null | cut -d. -f1))"
+		imager_desc=${BENCH_IMAGER_DESC:-"imager $IMAGER ($(stat -c %y "$IMAGER" 2>/dev/null | cut -d. -f1))"}
 	fi
 	[[ -x $imager ]] || die "$imager is not executable"
 	(cd "$repo" && go build -o bin/benchtool ./hack/benchtool) || die "go build ./hack/benchtool failed"
@@ -86,7 +86,7 @@ record() {
 
 bench_header() {
 	[[ $quick == 1 ]] && record quick 1
-	record header "$imager_desc, $(qemu-img --version | head -n1), $(nproc) CPUs, disk $size_h (seed $seed), $runs timed runs per tool after ${warmup_note:-1 untimed warm-up each}"
+	record header "$imager_desc, $(qemu-img --version | head -n1), $(nproc) CPUs, disk $size_h (seed $seed), $runs timed runs per tool after 1 untimed warm-up each"
 	record header "cache: the source is warm in the page cache; sync (untimed) before every run; outputs are fresh files (but the overwrite rows) and each is verified after its run"
 }
 
