@@ -89,7 +89,7 @@ func (t *rawFile) Ordered() bool           { return false }
 func (t *rawFile) Path() string            { return t.final }
 
 // Finish cuts the file to size (where a disk too large for the
-// filesystem fails, EFBIG), syncs it and renames it into place.
+// filesystem fails, EFBIG), syncs it and moves it into place (replace).
 func (t *rawFile) Finish(size int64) error {
 	var err error
 	if size >= 0 {
@@ -108,7 +108,7 @@ func (t *rawFile) Finish(size int64) error {
 		err = os.Chmod(t.f.Name(), 0o644)
 	}
 	if err == nil {
-		err = os.Rename(t.f.Name(), t.final)
+		err = replace(t.f.Name(), t.final)
 	}
 	if err != nil {
 		os.Remove(t.f.Name())

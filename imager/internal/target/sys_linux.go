@@ -16,3 +16,13 @@ func sysSyncFileRange(fd int, off, n int64, flags int) error {
 	}
 	return err
 }
+
+// sysExchange swaps the files at a and b in one step (renameat2
+// RENAME_EXCHANGE); errNoExchange where the filesystem cannot.
+func sysExchange(a, b string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		return errNoExchange
+	}
+	return err
+}

@@ -5,3 +5,6 @@ package target
 // sysSyncFileRange: without sync_file_range, Finish's fsync does all the
 // write-out.
 func sysSyncFileRange(fd int, off, n int64, flags int) error { return errNoSyncFileRange }
+
+// sysExchange: without renameat2, a replaced file is renamed over.
+func sysExchange(a, b string) error { return errNoExchange }

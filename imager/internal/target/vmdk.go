@@ -164,8 +164,8 @@ func (s *streamFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// moveImage renames the files of the image `name` from tmpDir into dir,
-// the descriptor last, then syncs dir.
+// moveImage moves the files of the image `name` from tmpDir into dir
+// (replace), the descriptor last, then syncs dir.
 func moveImage(tmpDir, dir, name string) error {
 	entries, err := os.ReadDir(tmpDir)
 	if err != nil {
@@ -173,12 +173,12 @@ func moveImage(tmpDir, dir, name string) error {
 	}
 	for _, e := range entries {
 		if e.Name() != name {
-			if err := os.Rename(filepath.Join(tmpDir, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			if err := replace(filepath.Join(tmpDir, e.Name()), filepath.Join(dir, e.Name())); err != nil {
 				return err
 			}
 		}
 	}
-	if err := os.Rename(filepath.Join(tmpDir, name), filepath.Join(dir, name)); err != nil {
+	if err := replace(filepath.Join(tmpDir, name), filepath.Join(dir, name)); err != nil {
 		return err
 	}
 	return SyncDir(dir)
