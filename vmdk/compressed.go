@@ -182,17 +182,19 @@ func (e *sparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, win
 		return fmt.Errorf("%s: %w: compressed grain %d at sector %d lies past the end of the file", e.src.name, ErrCorrupt, g, gte)
 	}
 	maxCompressed := maxCompressedSize(e.grainBytes)
-	// read returns n file bytes at off, from the window when it has them.
-	read := func(off, n int64, what string) ([]byte, error) {
+	// read returns n file bytes at off, from the window when it has them;
+	// what names them for an error of a read from the file (made only
+	// then: the window serves every grain of a sequential read).
+	read := func(off, n int64, what func() string) ([]byte, error) {
 		if window != nil && off >= windowOff && off+n <= windowOff+int64(len(window)) {
 			return window[off-windowOff : off-windowOff+n], nil
 		}
 		b := make([]byte, n)
-		return b, e.src.readFull(b, off, what)
+		return b, e.src.readFull(b, off, what())
 	}
 	var data []byte
 	if e.markers {
-		m, err := read(host, grainMarkerSize, fmt.Sprintf("grain marker of grain %d", g))
+		m, err := read(host, grainMarkerSize, func() string { return fmt.Sprintf("grain marker of grain %d", g) })
 		if err != nil {
 			return err
 		}
@@ -203,13 +205,13 @@ func (e *sparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, win
 		if err := gm.grainErr(e.grainBytes, e.capacity); err != nil {
 			return fmt.Errorf("%s: %w: grain %d: %v", e.src.name, ErrCorrupt, g, err)
 		}
-		if data, err = read(host+grainMarkerSize, int64(gm.size), fmt.Sprintf("compressed grain %d", g)); err != nil {
+		if data, err = read(host+grainMarkerSize, int64(gm.size), func() string { return fmt.Sprintf("compressed grain %d", g) }); err != nil {
 			return err
 		}
 	} else {
 		// No marker: the compressed stream starts at the GTE and ends itself.
 		var err error
-		if data, err = read(host, min(maxCompressed, e.src.size-host), fmt.Sprintf("compressed grain %d", g)); err != nil {
+		if data, err = read(host, min(maxCompressed, e.src.size-host), func() string { return fmt.Sprintf("compressed grain %d", g) }); err != nil {
 			return err
 		}
 	}

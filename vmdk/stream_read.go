@@ -2,14 +2,20 @@ package vmdk
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
 )
 
-// streamReadAhead bounds the content of grains a StreamReader holds ahead
-// of its caller.
+// streamReadAhead bounds the buffers (compressed and inflated) of the
+// grains a StreamReader holds ahead of its caller.
 const streamReadAhead = 32 << 20
+
+// streamSlots bounds the grains in flight: enough for the inflating
+// goroutines to run ahead while the caller writes the grain it has
+// (2 MiB of 64 KiB grains), so inflate and the write overlap.
+const streamSlots = 32
 
 // StreamReader reads a streamOptimized image sequentially from any
 // io.Reader (an HTTP body, a pipe) without seeking: every grain marker
@@ -26,22 +32,36 @@ type StreamReader struct {
 	size       int64 // bytes of the disk: what the descriptor's line places
 	lastLBA    int64 // LBA of the previous grain, -1 before the first
 	proof      *streamProof
+	sector     [SectorSize]byte // the parser's marker sector
 
-	results chan chan grainResult // in stream order
-	stop    chan struct{}
-	done    bool
-	err     error
+	// Grains travel in slots, a fixed set reused: the parser fills a free
+	// slot's compressed bytes and queues it in order (and for a worker
+	// to inflate); Next returns its content and frees it at the next Next.
+	free  chan *streamSlot
+	order chan *streamSlot
+	held  *streamSlot // the grain the last Next returned
+	stop  chan struct{}
+	done  bool
+	err   error
+}
+
+// streamSlot is one grain in flight, its buffers kept for the next.
+type streamSlot struct {
+	lba  int64
+	comp []byte // compressed bytes
+	out  []byte // inflated content (a grain's worth, allocated once)
+	g    Grain
+	err  error
+	done chan struct{} // one send when g or err is set
 }
 
 // Grain is one grain of content from a StreamReader.
 type Grain struct {
-	Offset int64  // byte offset in the disk
-	Data   []byte // inflated content; shorter than a grain only at the disk's end
-}
-
-type grainResult struct {
-	g   Grain
-	err error
+	Offset int64 // byte offset in the disk
+	// Data is the inflated content; shorter than a grain only at the
+	// disk's end. It is valid until the next call to Next or Close: the
+	// buffer is reused for a later grain.
+	Data []byte
 }
 
 // NewStreamReader reads the header and descriptor of a streamOptimized
@@ -63,8 +83,11 @@ func verifyStream(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	var buf []byte
 	for {
-		if _, _, err := s.nextCompressed(); err != nil {
+		_, data, err := s.nextCompressed(buf)
+		buf = data
+		if err != nil {
 			if err == io.EOF {
 				return nil
 			}
@@ -77,7 +100,7 @@ func verifyStream(r io.Reader) error {
 // first grain.
 func openStream(r io.Reader) (*StreamReader, error) {
 	s := &StreamReader{r: bufio.NewReaderSize(r, 1<<20), lastLBA: -1}
-	buf := make([]byte, SectorSize)
+	buf := s.sector[:]
 	if err := s.readFull(buf, "sparse header"); err != nil {
 		return nil, err
 	}
@@ -172,42 +195,74 @@ func (s *StreamReader) skipTo(off int64) error {
 	return nil
 }
 
-// start runs the parser: it reads markers in order and hands compressed
-// grains to a bounded set of inflating goroutines; results keeps their order.
+// start runs the parser, which reads markers in order and hands
+// compressed grains to a bounded set of inflating goroutines; the order
+// channel keeps stream order.
 func (s *StreamReader) start() {
-	// Grains in flight (queued plus inflating) are bounded in bytes too, so
-	// large grains cannot multiply memory by the core count.
-	workers := int(max(1, min(int64(runtime.GOMAXPROCS(0)), streamReadAhead/s.grainBytes)))
-	s.results = make(chan chan grainResult, workers)
+	// Grains in flight are bounded in bytes too, so large grains cannot
+	// multiply memory by the slot count.
+	slotBytes := s.grainBytes + maxCompressedSize(s.grainBytes)
+	slots := int(max(1, min(streamSlots, streamReadAhead/slotBytes)))
+	workers := min(runtime.GOMAXPROCS(0), slots)
+	s.free = make(chan *streamSlot, slots)
+	for range slots {
+		s.free <- &streamSlot{done: make(chan struct{}, 1)}
+	}
+	// Each queue has room for every slot: sends to them never block.
+	s.order = make(chan *streamSlot, slots)
+	work := make(chan *streamSlot, slots)
 	s.stop = make(chan struct{})
-	sem := make(chan struct{}, workers)
+	for range workers {
+		go func() {
+			for sl := range work {
+				s.inflateSlot(sl)
+				sl.done <- struct{}{}
+			}
+		}()
+	}
 	go func() {
-		defer close(s.results)
+		defer close(s.order)
+		defer close(work)
 		for {
-			res := make(chan grainResult, 1)
+			var sl *streamSlot
 			select {
-			case s.results <- res:
+			case sl = <-s.free:
 			case <-s.stop:
 				return
 			}
-			lba, data, err := s.nextCompressed()
+			lba, data, err := s.nextCompressed(sl.comp)
+			sl.comp = data
 			if err != nil {
-				res <- grainResult{err: err}
+				sl.err = err
+				sl.done <- struct{}{}
+				s.order <- sl
 				return
 			}
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem }()
-				off := lba * SectorSize
-				out := make([]byte, min(s.grainBytes, s.capacity-off))
-				if err := inflate(out, data); err != nil {
-					res <- grainResult{err: fmt.Errorf("%w: stream: grain at LBA %d: %v", ErrCorrupt, lba, err)}
-					return
-				}
-				res <- grainResult{g: Grain{Offset: off, Data: out[:min(int64(len(out)), s.size-off)]}}
-			}()
+			sl.lba = lba
+			s.order <- sl
+			work <- sl
 		}
 	}()
+}
+
+// inflateSlot inflates sl's grain into sl's buffer. A panic becomes the
+// grain's error: this runs where no caller can recover.
+func (s *StreamReader) inflateSlot(sl *streamSlot) {
+	defer func() {
+		if r := recover(); r != nil {
+			sl.err = fmt.Errorf("vmdk: internal error: stream: grain at LBA %d: %v", sl.lba, r)
+		}
+	}()
+	off := sl.lba * SectorSize
+	if sl.out == nil {
+		sl.out = make([]byte, s.grainBytes)
+	}
+	out := sl.out[:min(s.grainBytes, s.capacity-off)]
+	if err := inflate(out, sl.comp); err != nil {
+		sl.err = fmt.Errorf("%w: stream: grain at LBA %d: %v", ErrCorrupt, sl.lba, err)
+		return
+	}
+	sl.g = Grain{Offset: off, Data: out[:min(int64(len(out)), s.size-off)]}
 }
 
 // Next returns the next grain in stream order, or io.EOF once the stream
@@ -217,23 +272,31 @@ func (s *StreamReader) start() {
 // io.ErrUnexpectedEOF instead; grains already returned came before the
 // cut, so a caller must not treat what it wrote as the disk until io.EOF.
 // All-zero grains are absent from a stream: ranges Next never returns read
-// as zeros.
+// as zeros. The grain's Data is valid until the next Next or Close.
 func (s *StreamReader) Next() (Grain, error) {
 	if s.err != nil {
 		return Grain{}, s.err
 	}
-	res, ok := <-s.results
+	if s.done {
+		return Grain{}, errors.New("vmdk: stream: Next after Close")
+	}
+	if sl := s.held; sl != nil {
+		s.held = nil
+		sl.g, sl.err = Grain{}, nil
+		s.free <- sl // room for every slot: never blocks
+	}
+	sl, ok := <-s.order
 	if !ok {
-		s.err = io.EOF
-		return Grain{}, s.err
+		return Grain{}, errors.New("vmdk: internal error: stream: the parser stopped without a reason")
 	}
-	r := <-res
-	if r.err != nil {
-		s.err = r.err
+	<-sl.done
+	if sl.err != nil {
+		s.err = sl.err
 		s.Close()
-		return Grain{}, r.err
+		return Grain{}, sl.err
 	}
-	return r.g, nil
+	s.held = sl
+	return sl.g, nil
 }
 
 // Close stops the background parser without waiting for it: a parser
@@ -248,10 +311,12 @@ func (s *StreamReader) Close() error {
 }
 
 // nextCompressed reads markers up to the next grain and returns its LBA and
-// compressed data; io.EOF at the end of the stream, once the stream has
-// proved it ended there (see streamProof).
-func (s *StreamReader) nextCompressed() (int64, []byte, error) {
-	sector := make([]byte, SectorSize)
+// compressed data, in buf when it has room (the returned slice is buf,
+// grown, even with an error: keep it for the next call); io.EOF at the
+// end of the stream, once the stream has proved it ended there (see
+// streamProof).
+func (s *StreamReader) nextCompressed(buf []byte) (int64, []byte, error) {
+	sector := s.sector[:]
 	for {
 		at := s.pos
 		n, err := io.ReadFull(s.r, sector)
@@ -260,46 +325,52 @@ func (s *StreamReader) nextCompressed() (int64, []byte, error) {
 		case err == io.EOF:
 			// A clean end where a marker belongs: the end of qemu's layout,
 			// which has no end-of-stream marker, or a truncated stream.
-			return 0, nil, s.end(false)
+			return 0, buf, s.end(false)
 		case err == io.ErrUnexpectedEOF:
-			return 0, nil, fmt.Errorf("%w: stream: ends inside a sector at byte %d: %w", ErrCorrupt, s.pos, io.ErrUnexpectedEOF)
+			return 0, buf, fmt.Errorf("%w: stream: ends inside a sector at byte %d: %w", ErrCorrupt, s.pos, io.ErrUnexpectedEOF)
 		case err != nil:
-			return 0, nil, fmt.Errorf("stream: read marker at byte %d: %w", at, err)
+			return 0, buf, fmt.Errorf("stream: read marker at byte %d: %w", at, err)
 		}
 		if isZero(sector) {
 			if err := s.drainPadding(at); err != nil {
-				return 0, nil, err
+				return 0, buf, err
 			}
-			return 0, nil, s.end(true)
+			return 0, buf, s.end(true)
 		}
 		if s.proof.footer {
-			return 0, nil, fmt.Errorf("%w: stream: a marker at byte %d follows the footer; only the end-of-stream marker may", ErrCorrupt, at)
+			return 0, buf, fmt.Errorf("%w: stream: a marker at byte %d follows the footer; only the end-of-stream marker may", ErrCorrupt, at)
 		}
 		m := parseMarker(sector)
 		if m.size == 0 {
 			if err := s.readMetadata(m, at); err != nil {
-				return 0, nil, err
+				return 0, buf, err
 			}
 			continue
 		}
 		if err := m.grainErr(s.grainBytes, s.capacity); err != nil {
-			return 0, nil, fmt.Errorf("%w: stream: grain marker at byte %d: %v", ErrCorrupt, at, err)
+			return 0, buf, fmt.Errorf("%w: stream: grain marker at byte %d: %v", ErrCorrupt, at, err)
 		}
 		lba := int64(m.val)
 		if lba <= s.lastLBA {
-			return 0, nil, fmt.Errorf("%w: stream: grain at LBA %d follows LBA %d; out-of-order streams need random access", ErrUnsupported, lba, s.lastLBA)
+			return 0, buf, fmt.Errorf("%w: stream: grain at LBA %d follows LBA %d; out-of-order streams need random access", ErrUnsupported, lba, s.lastLBA)
 		}
 		s.lastLBA = lba
 		s.proof.grain(lba, at/SectorSize)
 		// The compressed bytes start inside the marker's sector; the grain
 		// is padded to a sector boundary.
-		data := make([]byte, m.size)
+		if cap(buf) < int(m.size) {
+			// Grown geometrically up to the bound grainErr checked, so a
+			// run of growing grains does not reallocate each time.
+			limit := int(maxCompressedSize(s.grainBytes))
+			buf = make([]byte, 0, max(int(m.size), min(2*cap(buf), limit)))
+		}
+		data := buf[:m.size]
 		n = copy(data, sector[grainMarkerSize:])
 		if err := s.readFull(data[n:], "compressed grain"); err != nil {
-			return 0, nil, err
+			return 0, buf, err
 		}
 		if err := s.skipTo(at + (grainMarkerSize+int64(m.size)+SectorSize-1)/SectorSize*SectorSize); err != nil {
-			return 0, nil, err
+			return 0, buf, err
 		}
 		if lba*SectorSize >= s.size {
 			continue // past what the descriptor's line places: not in the disk
