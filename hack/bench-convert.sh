@@ -97,6 +97,9 @@ else
 		qemu-io -f vmdk "${cmds[@]}" "chain-$level.vmdk" >/dev/null
 		qemu-io -f raw "${cmds[@]}" chain.raw >/dev/null
 	done
+	for img in mono.vmdk stream.vmdk; do
+		qemu-img compare -q -f vmdk -F raw "$img" src.raw || die "$img does not read as src.raw: the fixture is wrong"
+	done
 	qemu-img compare -q -f vmdk -F raw chain-top.vmdk chain.raw || die "the chain does not read as chain.raw: the fixture is wrong"
 	echo "made the inputs in $((SECONDS - t0)) s: mono.vmdk $(du -h --apparent-size mono.vmdk | cut -f1), stream.vmdk $(du -h --apparent-size stream.vmdk | cut -f1)"
 	echo "$stamp" >stamp
