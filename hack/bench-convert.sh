@@ -65,6 +65,11 @@ size=$(numfmt --from=iec "$size_h") || die "bad BENCH_SIZE $size_h"
 bench_build
 bench_dir bench-convert
 samples=$dir/samples-convert.tsv
+# About 60% of the disk is data; at most about eight copies of it lie in
+# the directory at once (src.raw, the three images, chain.raw, outputs).
+need=$((size * 6 / 10 * 8 + (1 << 30)))
+avail=$(($(df --output=avail -B1 "$dir" | tail -n1)))
+((need <= avail + $(du -s -B1 "$dir" | cut -f1))) || die "$dir has $((avail >> 20)) MiB free, the run needs about $((need >> 20)) MiB: free some, or set BENCH_DIR elsewhere"
 
 # --- inputs ------------------------------------------------------------------
 # The stamp names everything the inputs depend on: a changed generator or
