@@ -102,7 +102,7 @@ func (t *vmdkImage) Finish(size int64) error {
 		}
 	}
 	if err == nil {
-		err = moveImage(t.tmpDir, filepath.Dir(t.path), filepath.Base(t.path))
+		err = moveImage(t.tmpDir, filepath.Dir(t.path), filepath.Base(t.path), t.sync)
 	}
 	return Mark(err)
 }
@@ -165,8 +165,9 @@ func (s *streamFile) Write(p []byte) (int, error) {
 }
 
 // moveImage moves the files of the image `name` from tmpDir into dir
-// (replace), the descriptor last, then syncs dir.
-func moveImage(tmpDir, dir, name string) error {
+// (replace), the descriptor last, then syncs dir when the image is to be
+// durable (-t unsafe flushes nothing, as qemu-img's default).
+func moveImage(tmpDir, dir, name string, sync bool) error {
 	entries, err := os.ReadDir(tmpDir)
 	if err != nil {
 		return err
@@ -181,5 +182,8 @@ func moveImage(tmpDir, dir, name string) error {
 	if err := replace(filepath.Join(tmpDir, name), filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	return SyncDir(dir)
+	if !sync {
+		return nil
+	}
+	return syncDir(dir)
 }

@@ -55,6 +55,10 @@ var errNoSyncFileRange = errors.New("sync_file_range not supported")
 // them): what makes it durable, whatever the write-out did.
 var syncFile = (*os.File).Sync
 
+// syncDir is the directory's fsync after a durable target's rename (a
+// test counts them).
+var syncDir = SyncDir
+
 type span struct{ start, end int64 }
 
 // writeOut is the progressive write-out of one file; nil does nothing

@@ -77,6 +77,18 @@ func countFsyncs(t *testing.T) func() int {
 	return func() int { mu.Lock(); defer mu.Unlock(); return n }
 }
 
+// countDirSyncs counts the directory fsyncs targets make during the test.
+func countDirSyncs(t *testing.T) func() int {
+	n := 0
+	old := syncDir
+	syncDir = func(dir string) error {
+		n++
+		return old(dir)
+	}
+	t.Cleanup(func() { syncDir = old })
+	return func() int { return n }
+}
+
 // piece is a range a worker writes (data) or leaves a hole (Zero).
 type piece struct {
 	off, n int64
@@ -253,15 +265,17 @@ func TestWriteOutStream(t *testing.T) {
 	}
 }
 
-// -t unsafe is qemu-img's no-flush mode: no write-out, no fsync, on any
-// target; durable ones have both (the hooks see them).
+// -t unsafe is qemu-img's no-flush mode: no write-out, no fsync of the
+// file or its directory, on any target; durable ones have all three (the
+// hooks see them).
 func TestWriteOutUnsafeNone(t *testing.T) {
 	calls := recordFileRanges(t, nil)
 	fsyncs := countFsyncs(t)
+	dirSyncs := countDirSyncs(t)
 	size := int64(40 << 20)
 	data := randomBytes(int(size), 4)
 	for _, sync := range []bool{false, true} {
-		before, fsyncsBefore := len(calls()), fsyncs()
+		before, fsyncsBefore, dirsBefore := len(calls()), fsyncs(), dirSyncs()
 		dir := t.TempDir()
 		dev := filepath.Join(dir, "dev")
 		if err := os.WriteFile(dev, nil, 0o644); err != nil {
@@ -294,12 +308,13 @@ func TestWriteOutUnsafeNone(t *testing.T) {
 			}
 			os.RemoveAll(filepath.Join(dir, "out"))
 		}
-		n, f := len(calls())-before, fsyncs()-fsyncsBefore
-		if !sync && (n != 0 || f != 0) {
-			t.Fatalf("-t unsafe: %d sync_file_range calls, %d fsyncs", n, f)
+		n, f, d := len(calls())-before, fsyncs()-fsyncsBefore, dirSyncs()-dirsBefore
+		if !sync && (n != 0 || f != 0 || d != 0) {
+			t.Fatalf("-t unsafe: %d sync_file_range calls, %d fsyncs, %d directory fsyncs", n, f, d)
 		}
-		if sync && (n < 3 || f != 3) {
-			t.Fatalf("durable: %d sync_file_range calls, %d fsyncs over three targets", n, f)
+		// The device's is not renamed: two directory fsyncs.
+		if sync && (n < 3 || f != 3 || d != 2) {
+			t.Fatalf("durable: %d sync_file_range calls, %d fsyncs, %d directory fsyncs over three targets", n, f, d)
 		}
 	}
 }
