@@ -4,7 +4,8 @@
 # tool has one byte flipped after it exits (benchtool corrupt), and each
 # script must then die naming a MISMATCH, on a raw output (cmp), a
 # streamOptimized and a monolithicSparse one (qemu-img compare), a
-# flattened chain, and an import's disk.img; the same rows run clean
+# flattened chain, an overwritten output, bench-linear.sh's outputs and an
+# import's disk.img; the same rows run clean
 # first, so that a death is the corruption's doing. Quick runs on a 64 MiB
 # disk: about a minute.
 set -euo pipefail
@@ -15,7 +16,8 @@ dir=${BENCH_DIR:-$(mktemp -d /var/tmp/bench-selftest.XXXXXX)}
 [[ -n ${BENCH_DIR:-} ]] || trap 'rm -rf "$dir"' EXIT
 export BENCH_DIR=$dir BENCH_SIZE=64M BENCH_QUICK=1 BENCH_RUNS=1 BENCH_FLOOR=0 BENCH_TABLE=0 BENCH_CACHE=unsafe
 unset BENCH_STRICT
-convert_rows=("sparse->raw -t unsafe" "raw->stream -t unsafe" "raw->mono -t unsafe" "flatten chain3->mono -t unsafe")
+convert_rows=("sparse->raw -t unsafe" "raw->stream -t unsafe" "raw->mono -t unsafe" "flatten chain3->mono -t unsafe" "overwrite sparse->raw -t unsafe")
+export BENCH_LINEAR_SIZES=64M BENCH_LINEAR_CONTENT=64M
 
 # expect WANT SCRIPT ROW [TOOL]: run SCRIPT on ROW alone (corrupting TOOL's
 # outputs); WANT is pass or MISMATCH.
@@ -38,6 +40,11 @@ expect() {
 for row in "${convert_rows[@]}"; do
 	expect pass bench-convert.sh "$row"
 	for tool in imager qemu; do expect MISMATCH bench-convert.sh "$row" "$tool"; done
+done
+# bench-linear.sh verifies its own way (qemu-img compare of raw outputs).
+for row in "sparse->raw virt 64M data 64M" "raw->mono virt 64M data 64M"; do
+	expect pass bench-linear.sh "$row"
+	for tool in imager qemu; do expect MISMATCH bench-linear.sh "$row" "$tool"; done
 done
 row="http import stream->disk.img -t unsafe"
 expect pass bench-import.sh "$row"
