@@ -20,7 +20,7 @@
 # connection, 0 for none (default "0 128M": both rows).
 
 chain_bench() {
-	local runs=${BENCH_RUNS:-5}
+	# runs: bench_settings's (hack/bench-lib.sh), as the stream rows'.
 	(cd "$repo" && go build -o bin/fileserver ./hack/fileserver) || die "go build ./hack/fileserver failed"
 	chain_bench_one seq "$dir/esxi"
 	chain_bench_one scattered "$dir/esxi-scattered" -scattered
