@@ -22,6 +22,15 @@ const maxCompressedGrain = 16 << 20
 // call; the grains are then inflated in parallel.
 func (e *sparseExtent) readCompressed(p []byte, off int64) error {
 	first, last := off/e.grainBytes, (off+int64(len(p))-1)/e.grainBytes
+	if first == last {
+		// One grain (a run between unallocated ones is often one): no
+		// goroutines, nothing allocated.
+		gte, err := e.gte(first)
+		if err != nil {
+			return err
+		}
+		return e.grainInto(p, off, first, gte, nil, 0)
+	}
 	gtes := make([]uint32, last-first+1)
 	for i := range gtes {
 		v, err := e.gte(first + int64(i))
@@ -30,27 +39,36 @@ func (e *sparseExtent) readCompressed(p []byte, off int64) error {
 		}
 		gtes[i] = v
 	}
-	window, windowOff, err := e.readWindow(gtes)
+	wp, windowOff, err := e.readWindow(gtes)
 	if err != nil {
 		return err
 	}
-	defer putWindow(window)
-	one := func(i int) error {
-		g := first + int64(i)
-		start := g * e.grainBytes
-		lo, hi := max(off, start), min(off+int64(len(p)), start+e.grainBytes)
-		dst := p[lo-off : hi-off]
-		if lo == start && hi-start == e.grainLen(g) {
-			return e.inflateGrain(g, gtes[i], dst, window, windowOff) // whole grain: straight into p
-		}
-		data, err := e.cachedGrain(g, gtes[i])
-		if err != nil {
-			return err
-		}
-		copy(dst, data[lo-start:hi-start])
-		return nil
+	defer windows.put(wp)
+	var window []byte
+	if wp != nil {
+		window = *wp
 	}
-	return parallel(len(gtes), one)
+	return parallel(len(gtes), func(i int) error {
+		return e.grainInto(p, off, first+int64(i), gtes[i], window, windowOff)
+	})
+}
+
+// grainInto fills the part of p (the extent's bytes from off) that grain
+// g (at GTE gte) covers: a whole grain is inflated straight into p, a
+// part of one through cachedGrain.
+func (e *sparseExtent) grainInto(p []byte, off, g int64, gte uint32, window []byte, windowOff int64) error {
+	start := g * e.grainBytes
+	lo, hi := max(off, start), min(off+int64(len(p)), start+e.grainBytes)
+	dst := p[lo-off : hi-off]
+	if lo == start && hi-start == e.grainLen(g) {
+		return e.inflateGrain(g, gte, dst, window, windowOff)
+	}
+	data, err := e.cachedGrain(g, gte)
+	if err != nil {
+		return err
+	}
+	copy(dst, data[lo-start:hi-start])
+	return nil
 }
 
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines and returns the
@@ -106,19 +124,42 @@ func parallel(n int, f func(int) error) error {
 	return firstErr
 }
 
-var windows sync.Pool
+// bufPool keeps buffers for reads of compressed bytes: the windows of
+// requests (several MiB) and single grains' bytes (a grain's worth) in
+// pools of their own, so neither takes the other's and reallocates.
+type bufPool struct {
+	pool sync.Pool // of *[]byte: a pointer, so Put allocates nothing
+	unit int       // capacities are rounded up to a multiple of it
+}
 
-func putWindow(b []byte) {
-	if b != nil {
-		b = b[:0]
-		windows.Put(&b)
+var (
+	windows   = &bufPool{unit: 1 << 20}
+	grainBufs = &bufPool{unit: 128 << 10}
+)
+
+// get returns a buffer of n bytes; put it back with put.
+func (bp *bufPool) get(n int) *[]byte {
+	p, _ := bp.pool.Get().(*[]byte)
+	if p == nil {
+		p = new([]byte)
+	}
+	if cap(*p) < n {
+		*p = make([]byte, n, (n+bp.unit-1)/bp.unit*bp.unit)
+	}
+	*p = (*p)[:n]
+	return p
+}
+
+func (bp *bufPool) put(p *[]byte) {
+	if p != nil {
+		bp.pool.Put(p)
 	}
 }
 
 // readWindow reads the file range holding all of gtes' compressed grains
 // when they ascend and the range is small; otherwise it returns nil and
 // grains are read one by one.
-func (e *sparseExtent) readWindow(gtes []uint32) ([]byte, int64, error) {
+func (e *sparseExtent) readWindow(gtes []uint32) (*[]byte, int64, error) {
 	if len(gtes) < 2 {
 		return nil, 0, nil
 	}
@@ -132,19 +173,12 @@ func (e *sparseExtent) readWindow(gtes []uint32) ([]byte, int64, error) {
 	if lo >= hi || hi-lo > maxWindow {
 		return nil, 0, nil
 	}
-	var buf []byte
-	if p, ok := windows.Get().(*[]byte); ok {
-		buf = *p
-	}
-	if cap(buf) < int(hi-lo) {
-		buf = make([]byte, hi-lo, (hi-lo+1<<20-1)&^(1<<20-1))
-	}
-	buf = buf[:hi-lo]
-	if err := e.src.readFull(buf, lo, "compressed grains"); err != nil {
-		putWindow(buf)
+	p := windows.get(int(hi - lo))
+	if err := e.src.readFull(*p, lo, "compressed grains"); err != nil {
+		windows.put(p)
 		return nil, 0, err
 	}
-	return buf, lo, nil
+	return p, lo, nil
 }
 
 // grainLen is the content length of grain g: a full grain, or less for the
@@ -175,29 +209,36 @@ func (e *sparseExtent) cachedGrain(g int64, gte uint32) ([]byte, error) {
 
 // inflateGrain inflates compressed grain g (at GTE gte) into dst, which is
 // exactly the grain's content length. The compressed bytes come from window
-// (file bytes starting at windowOff) when it holds them, else from the file.
+// (file bytes starting at windowOff) when it holds them, else from the
+// file, into a pooled buffer: a grain between unallocated ones (a run of
+// one grain) allocates nothing either.
 func (e *sparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, windowOff int64) error {
 	host := int64(gte) * SectorSize
 	if host+grainMarkerSize > e.src.end() {
 		return fmt.Errorf("%s: %w: compressed grain %d at sector %d lies past the end of the file", e.src.name, ErrCorrupt, g, gte)
 	}
 	maxCompressed := maxCompressedSize(e.grainBytes)
-	// read returns n file bytes at off, from the window when it has them;
-	// what names them for an error of a read from the file (made only
-	// then: the window serves every grain of a sequential read).
-	read := func(off, n int64, what func() string) ([]byte, error) {
-		if window != nil && off >= windowOff && off+n <= windowOff+int64(len(window)) {
-			return window[off-windowOff : off-windowOff+n], nil
-		}
-		b := make([]byte, n)
-		return b, e.src.readFull(b, off, what())
+	in := func(off, n int64) bool {
+		return window != nil && off >= windowOff && off+n <= windowOff+int64(len(window))
 	}
 	var data []byte
 	if e.markers {
-		m, err := read(host, grainMarkerSize, func() string { return fmt.Sprintf("grain marker of grain %d", g) })
-		if err != nil {
-			return err
+		if !in(host, grainMarkerSize) {
+			bp := grainBufs.get(int(grainMarkerSize + maxCompressed))
+			defer grainBufs.put(bp)
+			buf := *bp
+			if err := e.src.readFull(buf[:grainMarkerSize], host, "grain marker"); err != nil {
+				return fmt.Errorf("grain %d: %w", g, err)
+			}
+			window, windowOff = buf[:grainMarkerSize], host
+			if size := int64(parseMarker(window).size); size <= maxCompressed {
+				window = buf[:grainMarkerSize+size]
+				if err := e.src.readFull(window[grainMarkerSize:], host+grainMarkerSize, "compressed grain"); err != nil {
+					return fmt.Errorf("grain %d: %w", g, err)
+				}
+			}
 		}
+		m := window[host-windowOff : host-windowOff+grainMarkerSize]
 		gm := parseMarker(m)
 		if want := uint64(g * e.grainBytes / SectorSize); gm.val != want {
 			return fmt.Errorf("%s: %w: grain marker at sector %d says LBA %d, its grain table says %d", e.src.name, ErrCorrupt, gte, gm.val, want)
@@ -205,15 +246,31 @@ func (e *sparseExtent) inflateGrain(g int64, gte uint32, dst, window []byte, win
 		if err := gm.grainErr(e.grainBytes, e.capacity); err != nil {
 			return fmt.Errorf("%s: %w: grain %d: %v", e.src.name, ErrCorrupt, g, err)
 		}
-		if data, err = read(host+grainMarkerSize, int64(gm.size), func() string { return fmt.Sprintf("compressed grain %d", g) }); err != nil {
-			return err
+		at, n := host+grainMarkerSize, int64(gm.size)
+		if !in(at, n) {
+			// In the window only in part: read it whole.
+			bp := grainBufs.get(int(n))
+			defer grainBufs.put(bp)
+			buf := *bp
+			if err := e.src.readFull(buf[:n], at, "compressed grain"); err != nil {
+				return fmt.Errorf("grain %d: %w", g, err)
+			}
+			window, windowOff = buf[:n], at
 		}
+		data = window[at-windowOff : at-windowOff+n]
 	} else {
 		// No marker: the compressed stream starts at the GTE and ends itself.
-		var err error
-		if data, err = read(host, min(maxCompressed, e.src.size-host), func() string { return fmt.Sprintf("compressed grain %d", g) }); err != nil {
-			return err
+		n := min(maxCompressed, e.src.size-host)
+		if !in(host, n) {
+			bp := grainBufs.get(int(n))
+			defer grainBufs.put(bp)
+			buf := *bp
+			if err := e.src.readFull(buf[:n], host, "compressed grain"); err != nil {
+				return fmt.Errorf("grain %d: %w", g, err)
+			}
+			window, windowOff = buf[:n], host
 		}
+		data = window[host-windowOff : host-windowOff+n]
 	}
 	if err := inflate(dst, data); err != nil {
 		return fmt.Errorf("%s: %w: grain %d at sector %d: %v", e.src.name, ErrCorrupt, g, gte, err)
