@@ -36,7 +36,11 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(code)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if fixture.dir != "" {
+		os.RemoveAll(fixture.dir) // shared by the tests, so not a t.TempDir
+	}
+	os.Exit(code)
 }
 
 func imagerCmd(args ...string) *exec.Cmd {
