@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -140,7 +141,7 @@ func (w *writeOut) add(a, b int64) {
 		w.done, w.above = true, nil // no more watermark; Finish's fsync does it all
 		return
 	}
-	w.above = append(w.above[:i], append([]span{{a, b}}, w.above[j:]...)...)
+	w.above = slices.Replace(w.above, i, j, span{a, b})
 }
 
 func (w *writeOut) sync(s span, flags int) error {
