@@ -556,31 +556,42 @@ func inflateZlib(dst, src []byte) error {
 }
 
 // adler32 is RFC 1950's checksum of p. hash/adler32 adds a byte at a
-// time; this adds 8 at once (s2 gains 8*s1 plus the bytes weighted 8..1),
-// the sums and weighted sums taken four 16-bit lanes per multiply.
+// time (s1 += b; s2 += s1: a chain of dependent adds); this takes 128
+// bytes at a time in 16-bit lanes of 64-bit words, each lane summing one
+// byte position of the words (and, for s2, the running sums before each
+// word), and folds the lanes into s1 and s2 once a block: for a block of
+// N bytes b_t, s2 gains N*s1 + sum((N-t) * b_t).
 func adler32(p []byte) uint32 {
 	const mod = 65521
-	const lanes = 0x00ff00ff00ff00ff
-	var s1, s2 uint64 = 1, 0
-	for len(p) > 0 {
-		// In 64 bits, s2 stays far from overflow over 1 MiB.
-		block := p[:min(len(p), 1<<20)]
-		p = p[len(block):]
-		for len(block) >= 8 {
-			x := binary.LittleEndian.Uint64(block)
-			even, odd := x&lanes, x>>8&lanes
-			sum := (even + odd) * 0x0001000100010001 >> 48
-			w := (even*0x0008000600040002)>>48 + (odd*0x0007000500030001)>>48
-			s2 += 8*s1 + w
-			s1 += sum
-			block = block[8:]
+	const bytes = 0x00ff00ff00ff00ff
+	s1, s2 := uint64(1), uint64(0)
+	blocks := 0
+	for len(p) >= 128 {
+		// Lanes stay below 2^16: e, o at most 16*255, pe, po at most
+		// 255*(0+1+...+15).
+		var e, o, pe, po uint64
+		for i := 0; i < 128; i += 8 {
+			x := binary.LittleEndian.Uint64(p[i:])
+			pe += e
+			po += o
+			e += x & bytes
+			o += x >> 8 & bytes
 		}
-		for _, c := range block {
-			s1 += uint64(c)
-			s2 += s1
+		p = p[128:]
+		// Byte j of word k is t = 8k+j: N-t = 8(15-k) + (8-j).
+		s2 += 128*s1 + 8*(laneSum(pe)+laneSum(po)) +
+			8*(e&0xffff) + 6*(e>>16&0xffff) + 4*(e>>32&0xffff) + 2*(e>>48) +
+			7*(o&0xffff) + 5*(o>>16&0xffff) + 3*(o>>32&0xffff) + o>>48
+		s1 += laneSum(e) + laneSum(o)
+		if blocks++; blocks == 4096 { // 512 KiB: s2 stays far below 2^64
+			s1, s2, blocks = s1%mod, s2%mod, 0
 		}
-		s1 %= mod
-		s2 %= mod
 	}
-	return uint32(s2<<16 | s1)
+	for _, c := range p {
+		s1 += uint64(c)
+		s2 += s1
+	}
+	return uint32(s2%mod<<16 | s1%mod)
 }
+
+func laneSum(v uint64) uint64 { return v&0xffff + v>>16&0xffff + v>>32&0xffff + v>>48 }
