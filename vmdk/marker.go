@@ -42,16 +42,21 @@ func parseMarker(b []byte) marker {
 // encode returns the marker's bytes: the 12-byte head of a grain marker
 // (the compressed data follows it), or the whole sector of a metadata
 // marker (size 0).
-func (m marker) encode() []byte {
+func (m marker) encode() []byte { return m.appendTo(nil) }
+
+// appendTo appends the marker's bytes (as encode returns them) to b: a
+// writer that reuses b allocates nothing per grain.
+func (m marker) appendTo(b []byte) []byte {
 	n := grainMarkerSize
 	if m.size == 0 {
 		n = SectorSize
 	}
-	b := make([]byte, n)
-	binary.LittleEndian.PutUint64(b[0:], m.val)
-	binary.LittleEndian.PutUint32(b[8:], m.size)
+	start := len(b)
+	b = append(b, make([]byte, n)...)
+	binary.LittleEndian.PutUint64(b[start:], m.val)
+	binary.LittleEndian.PutUint32(b[start+8:], m.size)
 	if m.size == 0 {
-		binary.LittleEndian.PutUint32(b[12:], m.typ)
+		binary.LittleEndian.PutUint32(b[start+12:], m.typ)
 	}
 	return b
 }

@@ -31,6 +31,11 @@ type StreamOptions struct {
 // footer marker and footer, end-of-stream marker. All-zero grains are
 // skipped. Grains are compressed on all cores; the output does not depend
 // on scheduling.
+//
+// A fixed set of grain jobs (2 per worker, each with its grain buffer and
+// its compressed output) circulates: Write fills one, the workers
+// compress it, the emitter writes it out in grain order and hands it back.
+// Nothing is allocated per grain, and memory is bounded by the jobs.
 type StreamWriter struct {
 	out        *bufio.Writer
 	pos        int64 // bytes written to out
@@ -40,28 +45,32 @@ type StreamWriter struct {
 	level      int
 	desc       *Descriptor
 
-	cur     []byte // the grain being filled
-	curOff  int64  // content offset of cur
-	written int64  // content bytes accepted so far
+	cur     *grainJob // the grain being filled
+	written int64     // content bytes accepted so far
 
 	gd      []uint32
 	gt      []uint32 // current grain table
 	gtIndex int64    // index of gt, -1 before the first grain
 
-	jobs    chan chan compressedGrain // in grain order
-	done    chan error                // the emitter's result, after jobs closes
-	failed  chan struct{}             // closed by the emitter on its first error
-	failErr error                     // that error, set before failed closes
-	grains  sync.Pool                 // grain buffers
-	workers chan struct{}             // bounds grains being compressed
-	err     error
-	closed  bool
+	free     chan *grainJob // jobs not in use
+	todo     chan *grainJob // to compress, any order
+	order    chan *grainJob // submitted, in grain order, for the emitter
+	done     chan error     // the emitter's result, after order closes
+	failed   chan struct{}  // closed by the emitter on its first error
+	failErr  error          // that error, set before failed closes
+	compress sync.WaitGroup // the workers
+	head     []byte         // the emitter's grain marker
+	err      error
+	closed   bool
 }
 
-type compressedGrain struct {
+// grainJob is one grain on its way through the writer.
+type grainJob struct {
 	lba  int64
-	data []byte
-	err  error
+	data []byte        // the grain's content, up to a grain
+	out  bytes.Buffer  // its zlib stream
+	err  error         // from compressing it
+	done chan struct{} // a worker finished it
 }
 
 // NewStreamWriter writes the header and descriptor and returns a writer for
@@ -111,10 +120,20 @@ func NewStreamWriter(w io.Writer, opts StreamOptions) (*StreamWriter, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
-	s.jobs = make(chan chan compressedGrain, 2*opts.Workers)
+	// Two jobs per worker: one being compressed, one filled or waiting
+	// for the emitter meanwhile.
+	jobs := 2 * opts.Workers
+	s.free = make(chan *grainJob, jobs)
+	s.todo = make(chan *grainJob, jobs)
+	s.order = make(chan *grainJob, jobs)
+	for range jobs {
+		s.free <- &grainJob{done: make(chan struct{}, 1)}
+	}
 	s.done = make(chan error, 1)
 	s.failed = make(chan struct{})
-	s.workers = make(chan struct{}, opts.Workers)
+	for range opts.Workers {
+		s.compress.Go(func() { compressGrains(s.todo, s.level) })
+	}
 	go s.emit()
 	return s, nil
 }
@@ -133,7 +152,7 @@ func (s *StreamWriter) write(p []byte) {
 
 func (s *StreamWriter) pad() {
 	if r := s.pos % SectorSize; r != 0 {
-		s.write(make([]byte, SectorSize-r))
+		s.write(zeroBlock[:SectorSize-r])
 	}
 }
 
@@ -149,24 +168,38 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		if s.cur == nil {
-			if b, ok := s.grains.Get().(*[]byte); ok {
-				s.cur = (*b)[:0]
-			} else {
-				s.cur = make([]byte, 0, s.grainBytes)
+			if err := s.take(); err != nil {
+				return n, err
 			}
-			s.curOff = s.written
 		}
-		k := copy(s.cur[len(s.cur):cap(s.cur)], p[n:])
-		s.cur = s.cur[:len(s.cur)+k]
+		j := s.cur
+		k := int(min(int64(len(p)-n), s.grainBytes-int64(len(j.data))))
+		j.data = append(j.data, p[n:n+k]...)
 		n += k
 		s.written += int64(k)
-		if int64(len(s.cur)) == s.grainBytes {
+		if int64(len(j.data)) == s.grainBytes {
 			if err := s.submit(); err != nil {
 				return n, err
 			}
 		}
 	}
 	return n, nil
+}
+
+// take makes a free job the grain being filled, from the content position
+// on, waiting for the emitter to finish one if all are in use.
+func (s *StreamWriter) take() error {
+	select {
+	case j := <-s.free:
+		if j.data == nil {
+			j.data = make([]byte, 0, s.grainBytes)
+		}
+		j.data, j.lba = j.data[:0], s.written/SectorSize
+		s.cur = j
+		return nil
+	case <-s.failed:
+		return fmt.Errorf("vmdk: stream output failed: %w", s.failErr)
+	}
 }
 
 // WriteAt writes content at off, which may not lie before what was already
@@ -189,7 +222,7 @@ func (s *StreamWriter) skipTo(off int64) error {
 	}
 	if s.cur != nil {
 		// Fill the open grain up to off (or its end) with zeros.
-		fill := min(off-s.written, s.grainBytes-int64(len(s.cur)))
+		fill := min(off-s.written, s.grainBytes-int64(len(s.cur.data)))
 		if _, err := s.Write(make([]byte, fill)); err != nil {
 			return err
 		}
@@ -208,53 +241,48 @@ func (s *StreamWriter) skipTo(off int64) error {
 	return nil
 }
 
-// submit hands the filled grain to a compressor, keeping grain order.
+// submit hands the filled grain to the workers and the emitter, keeping
+// grain order; a grain of zeros goes back to the free jobs.
 func (s *StreamWriter) submit() error {
+	j := s.cur
+	s.cur = nil
+	if isZero(j.data) {
+		s.free <- j // never blocks: the jobs are the channel's capacity
+		return nil
+	}
 	select {
 	case <-s.failed:
+		s.free <- j
 		return fmt.Errorf("vmdk: stream output failed: %w", s.failErr)
 	default:
 	}
-	data := s.cur
-	lba := s.curOff / SectorSize
-	s.cur = nil
-	if isZero(data) {
-		s.grains.Put(&data)
-		return nil
-	}
-	res := make(chan compressedGrain, 1)
-	s.jobs <- res
-	s.workers <- struct{}{}
-	go func() {
-		defer func() { <-s.workers }()
-		res <- compressGrain(lba, data, s.level)
-		s.grains.Put(&data)
-	}()
+	// Neither send blocks: a job is in at most one of order and todo at
+	// a time, and each holds every job.
+	s.order <- j
+	s.todo <- j
 	return nil
 }
 
-var zlibWriters [10]sync.Pool
-
-func compressGrain(lba int64, data []byte, level int) compressedGrain {
-	var buf bytes.Buffer
-	buf.Grow(len(data)/2 + 64)
-	zw, _ := zlibWriters[level].Get().(*zlib.Writer)
-	if zw == nil {
-		var err error
-		if zw, err = zlib.NewWriterLevel(&buf, level); err != nil {
-			return compressedGrain{err: err}
+// compressGrains is a worker: it compresses the jobs of todo at level
+// until todo closes, with one zlib writer for all of them.
+func compressGrains(todo <-chan *grainJob, level int) {
+	var zw *zlib.Writer
+	for j := range todo {
+		j.out.Reset()
+		j.err = nil
+		if zw == nil {
+			zw, j.err = zlib.NewWriterLevel(&j.out, level)
+		} else {
+			zw.Reset(&j.out)
 		}
-	} else {
-		zw.Reset(&buf)
+		if j.err == nil {
+			_, j.err = zw.Write(j.data)
+		}
+		if j.err == nil {
+			j.err = zw.Close()
+		}
+		j.done <- struct{}{}
 	}
-	defer zlibWriters[level].Put(zw)
-	if _, err := zw.Write(data); err != nil {
-		return compressedGrain{err: err}
-	}
-	if err := zw.Close(); err != nil {
-		return compressedGrain{err: err}
-	}
-	return compressedGrain{lba: lba, data: buf.Bytes()}
 }
 
 func isZero(b []byte) bool {
@@ -271,27 +299,27 @@ func isZero(b []byte) bool {
 var zeroBlock = make([]byte, 64<<10)
 
 // emit writes compressed grains in order, with a grain table after each
-// table's grains.
+// table's grains, and frees their jobs.
 func (s *StreamWriter) emit() {
 	var err error
-	for res := range s.jobs {
-		g := <-res
-		if err != nil {
-			continue // drain
+	for j := range s.order {
+		<-j.done
+		if err == nil {
+			if err = j.err; err == nil {
+				err = s.emitGrain(j.lba, j.out.Bytes())
+			}
+			if err != nil {
+				s.failErr = err
+				close(s.failed)
+			}
 		}
-		if err = g.err; err == nil {
-			err = s.emitGrain(g)
-		}
-		if err != nil {
-			s.failErr = err
-			close(s.failed)
-		}
+		s.free <- j
 	}
 	s.done <- err
 }
 
-func (s *StreamWriter) emitGrain(g compressedGrain) error {
-	grain := g.lba * SectorSize / s.grainBytes
+func (s *StreamWriter) emitGrain(lba int64, data []byte) error {
+	grain := lba * SectorSize / s.grainBytes
 	if t := grain / maxGTEsPerGT; t != s.gtIndex {
 		s.flushGT()
 		s.gtIndex, s.gt = t, make([]uint32, maxGTEsPerGT)
@@ -301,8 +329,9 @@ func (s *StreamWriter) emitGrain(g compressedGrain) error {
 		return fmt.Errorf("%w: stream passes 2^32 sectors, the most a grain table entry can address", ErrUnsupported)
 	}
 	s.gt[grain%maxGTEsPerGT] = uint32(sector)
-	s.write(marker{val: uint64(g.lba), size: uint32(len(g.data))}.encode())
-	s.write(g.data)
+	s.head = marker{val: uint64(lba), size: uint32(len(data))}.appendTo(s.head[:0])
+	s.write(s.head)
+	s.write(data)
 	s.pad()
 	return s.err
 }
@@ -339,11 +368,14 @@ func (s *StreamWriter) Close() error {
 		// A write that stopped inside a grain: the rest of the grain reads
 		// as zeros, and a compressed grain must inflate to its whole
 		// length (a grain, or what is left of the disk), so pad it.
-		want := min(s.grainBytes, s.size-s.curOff)
-		s.cur = append(s.cur, make([]byte, want-int64(len(s.cur)))...)
+		j := s.cur
+		want := min(s.grainBytes, s.size-j.lba*SectorSize)
+		j.data = append(j.data, make([]byte, want-int64(len(j.data)))...)
 		err = s.submit()
 	}
-	close(s.jobs)
+	close(s.todo)
+	close(s.order)
+	s.compress.Wait()
 	if e := <-s.done; err == nil {
 		err = e
 	}
