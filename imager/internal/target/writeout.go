@@ -28,13 +28,16 @@ import (
 // moves over ranges whose writes have returned: covered ranges above it
 // are kept (at most outMaxSpans of them; a writer that scatters more
 // loses the progressive write-out, never data) until the gap below them
-// is filled.
+// is filled. A gap that writes went on outSkip past is taken as a hole a
+// caller left without Zero (the copy's workers are never more than a few
+// chunks apart): at worst some pages are written out twice.
 
 const (
 	outKick     = 8 << 20  // start write-out each time the watermark moved this far
 	outLag      = 64 << 20 // wait for what lies this far behind the watermark,
 	outWait     = 16 << 20 // in steps of this much
 	outMaxSpans = 4096
+	outSkip     = 2 * outLag // a gap covered this far past is a hole
 )
 
 // sync_file_range's flags (the same on every Linux architecture).
@@ -122,7 +125,7 @@ func (w *writeOut) wrote(off, n int64) error {
 
 // add covers [a, b) and moves the watermark over what is now contiguous.
 func (w *writeOut) add(a, b int64) {
-	if b <= w.mark {
+	if w.done || b <= w.mark {
 		return
 	}
 	// The first span that ends at or after a may touch or overlap [a, b).
@@ -142,6 +145,12 @@ func (w *writeOut) add(a, b int64) {
 		return
 	}
 	w.above = slices.Replace(w.above, i, j, span{a, b})
+	k := 0
+	for k < len(w.above) && w.above[len(w.above)-1].end-w.mark > outSkip {
+		w.mark = w.above[k].end
+		k++
+	}
+	w.above = append(w.above[:0], w.above[k:]...)
 }
 
 func (w *writeOut) sync(s span, flags int) error {

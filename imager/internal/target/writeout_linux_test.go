@@ -390,8 +390,19 @@ func TestWriteOutWatermark(t *testing.T) {
 	if w.mark != 40 || len(w.above) != 0 {
 		t.Fatalf("mark %d, above %v", w.mark, w.above)
 	}
+	// A gap left behind (a hole without a Zero call) is passed over once
+	// writes went outSkip past it, not before.
+	w.add(50, outSkip+40)
+	if w.mark != 40 || len(w.above) != 1 {
+		t.Fatalf("mark %d, above %v", w.mark, w.above)
+	}
+	w.add(outSkip+41, outSkip+60)
+	if w.mark != outSkip+40 || len(w.above) != 1 || w.above[0] != (span{outSkip + 41, outSkip + 60}) {
+		t.Fatalf("mark %d, above %v", w.mark, w.above)
+	}
+	base := w.above[0].end + 1
 	for i := range int64(outMaxSpans + 1) {
-		w.add(100+2*i, 101+2*i)
+		w.add(base+2*i, base+1+2*i)
 	}
 	if !w.done || w.above != nil {
 		t.Fatalf("%d spans kept", len(w.above))
@@ -418,5 +429,29 @@ func BenchmarkWriteOutWrote(b *testing.B) {
 		if err := w.wrote(j*n, n); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A writer that leaves holes without Zero calls still has its file
+// written out as it goes, outSkip behind.
+func TestWriteOutHolesWithoutZero(t *testing.T) {
+	calls := recordFileRanges(t, nil)
+	size := int64(300 << 20)
+	data := randomBytes(64<<10, 6)
+	path := filepath.Join(t.TempDir(), "disk.img")
+	tg, err := Open(path, size, Options{Format: Raw, Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := int64(0); off < size; off += 4 << 20 {
+		if _, err := tg.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tg.Finish(size); err != nil {
+		t.Fatal(err)
+	}
+	if to := size - outSkip - 4<<20 - outKick; !covers(calls(), syncStart, to) {
+		t.Fatalf("write-out started over less than [0, %d): %v", to, calls())
 	}
 }
