@@ -71,57 +71,64 @@ func (e *sparseExtent) grainInto(p []byte, off, g int64, gte uint32, window []by
 	return nil
 }
 
-// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines and returns the
-// first error. A panic in fn becomes an error rather than killing the
-// process from a goroutine no caller can recover.
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines, the caller's
+// among them, and returns the first error. A panic in fn becomes an error
+// rather than killing the process from a goroutine no caller can recover.
+// It runs once per read request (or run of grains); the caller working
+// too, a request on two cores starts one goroutine, not two.
 func parallel(n int, f func(int) error) error {
-	fn := func(i int) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("vmdk: internal error: %v", r)
-			}
-		}()
-		return f(i)
-	}
+	j := &parallelJob{f: f, n: n}
 	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := range n {
-			if err := fn(i); err != nil {
-				return err
-			}
+	j.wg.Add(workers - 1)
+	for range workers - 1 {
+		go j.work(true)
+	}
+	j.work(false)
+	j.wg.Wait()
+	return j.err
+}
+
+type parallelJob struct {
+	f    func(int) error
+	n    int
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	next int
+	err  error // the first error
+}
+
+// work runs items until none is left or one failed.
+func (j *parallelJob) work(spawned bool) {
+	if spawned {
+		defer j.wg.Done()
+	}
+	for {
+		j.mu.Lock()
+		i := j.next
+		j.next++
+		stop := j.err != nil
+		j.mu.Unlock()
+		if i >= j.n || stop {
+			return
 		}
-		return nil
-	}
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		next     int
-		firstErr error
-	)
-	for range workers {
-		wg.Go(func() {
-			for {
-				mu.Lock()
-				i := next
-				next++
-				stop := firstErr != nil
-				mu.Unlock()
-				if i >= n || stop {
-					return
-				}
-				if err := fn(i); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					return
-				}
+		if err := j.one(i); err != nil {
+			j.mu.Lock()
+			if j.err == nil {
+				j.err = err
 			}
-		})
+			j.mu.Unlock()
+			return
+		}
 	}
-	wg.Wait()
-	return firstErr
+}
+
+func (j *parallelJob) one(i int) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("vmdk: internal error: %v", r)
+		}
+	}()
+	return j.f(i)
 }
 
 // bufPool keeps buffers for reads of compressed bytes: the windows of
