@@ -3,13 +3,14 @@ package vmdk
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"sync"
 
-	"github.com/klauspost/compress/zlib"
+	"github.com/klauspost/compress/flate"
 )
 
 // StreamOptions configures a StreamWriter.
@@ -264,25 +265,52 @@ func (s *StreamWriter) submit() error {
 }
 
 // compressGrains is a worker: it compresses the jobs of todo at level
-// until todo closes, with one zlib writer for all of them.
+// until todo closes, with one deflate writer for all of them. The zlib
+// framing (RFC 1950) is written here rather than by a zlib.Writer so the
+// checksum is the package's adler32 (several times hash/adler32's speed);
+// the header is the one zlib.Writer writes, so the bytes are the same.
 func compressGrains(todo <-chan *grainJob, level int) {
-	var zw *zlib.Writer
+	var fw *flate.Writer
+	head := zlibHeader(level)
 	for j := range todo {
 		j.out.Reset()
+		j.out.Write(head[:])
 		j.err = nil
-		if zw == nil {
-			zw, j.err = zlib.NewWriterLevel(&j.out, level)
+		if fw == nil {
+			fw, j.err = flate.NewWriter(&j.out, level)
 		} else {
-			zw.Reset(&j.out)
+			fw.Reset(&j.out)
 		}
 		if j.err == nil {
-			_, j.err = zw.Write(j.data)
+			_, j.err = fw.Write(j.data)
 		}
 		if j.err == nil {
-			j.err = zw.Close()
+			j.err = fw.Close()
 		}
+		var sum [4]byte
+		binary.BigEndian.PutUint32(sum[:], adler32(j.data))
+		j.out.Write(sum[:])
 		j.done <- struct{}{}
 	}
+}
+
+// zlibHeader is RFC 1950's header for a deflate stream with a 32 KiB
+// window at level (1-9): FLEVEL as zlib sets it, FCHECK making the pair a
+// multiple of 31.
+func zlibHeader(level int) [2]byte {
+	h := [2]byte{0x78, 0}
+	switch {
+	case level <= 1:
+		h[1] = 0 << 6
+	case level <= 5:
+		h[1] = 1 << 6
+	case level == 6:
+		h[1] = 2 << 6
+	default:
+		h[1] = 3 << 6
+	}
+	h[1] += uint8(31 - binary.BigEndian.Uint16(h[:])%31)
+	return h
 }
 
 func isZero(b []byte) bool {

@@ -1,8 +1,13 @@
 package vmdk
 
 import (
+	"bytes"
+	stdzlib "compress/zlib"
 	"io"
+	"math/rand/v2"
 	"testing"
+
+	"github.com/klauspost/compress/zlib"
 )
 
 // TestWithinMeasuresStreamWriterAllocs: the stream writer allocates
@@ -32,4 +37,47 @@ func TestWithinMeasuresStreamWriterAllocs(t *testing.T) {
 		t.Errorf("%.0f grains more cost %.0f allocations more (%.0f for 6 MiB, %.0f for 48 MiB): want none per grain", grains, extra, small, large)
 	}
 	t.Logf("allocations: %.0f for 6 MiB, %.0f for 48 MiB", small, large)
+}
+
+// TestStreamWriterZlibFraming: the writer's own zlib framing (header and
+// Adler-32 around klauspost's deflate) gives, at every level, the bytes
+// zlib.Writer gives, which every inflater (and ours) reads back.
+func TestStreamWriterZlibFraming(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	text, random := make([]byte, 64<<10), make([]byte, 64<<10)
+	logLines(r, text)
+	for i := range random {
+		random[i] = byte(r.Uint32())
+	}
+	grains := [][]byte{text, random, bytes.Repeat([]byte{7}, 64<<10), text[:1000]}
+	for level := 1; level <= 9; level++ {
+		for i, g := range grains {
+			todo := make(chan *grainJob, 1)
+			j := &grainJob{data: g, done: make(chan struct{}, 1)}
+			todo <- j
+			close(todo)
+			compressGrains(todo, level)
+			if j.err != nil {
+				t.Fatal(j.err)
+			}
+			var want bytes.Buffer
+			zw, err := zlib.NewWriterLevel(&want, level)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zw.Write(g)
+			zw.Close()
+			if !bytes.Equal(j.out.Bytes(), want.Bytes()) {
+				t.Errorf("level %d grain %d: %d bytes differ from zlib.Writer's %d", level, i, j.out.Len(), want.Len())
+			}
+			zr, err := stdzlib.NewReader(bytes.NewReader(j.out.Bytes()))
+			if err != nil {
+				t.Fatalf("level %d grain %d: %v", level, i, err)
+			}
+			got, err := io.ReadAll(zr)
+			if err != nil || !bytes.Equal(got, g) {
+				t.Fatalf("level %d grain %d: compress/zlib reads %d bytes, %v", level, i, len(got), err)
+			}
+		}
+	}
 }
