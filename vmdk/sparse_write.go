@@ -261,6 +261,26 @@ func (e *sparseExtent) flush(durable bool) error {
 	return nil
 }
 
+// writeDirtyTables writes the changed grain tables and their redundant
+// copies, with no sync before, between or after (Disk.CloseUnsynced).
+func (e *sparseExtent) writeDirtyTables() error {
+	if len(e.dirty) == 0 {
+		return nil
+	}
+	if err := e.writeTables(e.gd, "grain table"); err != nil {
+		return err
+	}
+	if e.rgd != nil {
+		if err := e.writeTables(e.rgd, "redundant grain table"); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	clear(e.dirty)
+	e.mu.Unlock()
+	return nil
+}
+
 // writeTables writes the dirty grain tables where directory gd places them.
 func (e *sparseExtent) writeTables(gd []uint32, what string) error {
 	raw := make([]byte, 0, e.gtEntries*4)

@@ -119,3 +119,78 @@ func (p *powerFS) grainWritesSince(mark, name string) int {
 	}
 	return n
 }
+
+// TestSparseCloseUnsynced: CloseUnsynced writes the grain tables (and
+// their redundant copies) with no sync at all, and the image reads as
+// written; Close, for the same writes, syncs the grains before it writes
+// the first table.
+func TestSparseCloseUnsynced(t *testing.T) {
+	const size = 6<<20 + 4096
+	for _, unsynced := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unsynced=%v", unsynced), func(t *testing.T) {
+			dir := t.TempDir()
+			p := installPowerFS(t, dir)
+			top := filepath.Join(dir, "d.vmdk")
+			if err := Create(top, CreateOptions{ImageOptions: ImageOptions{Size: size}}); err != nil {
+				t.Fatal(err)
+			}
+			d := mustOpen(t, top, Options{ReadWrite: true})
+			model := make([]byte, size)
+			r := rand.New(rand.NewSource(6))
+			r.Read(model[:1<<20])
+			r.Read(model[3<<20 : 5<<20])
+			if _, err := d.WriteAt(model[:1<<20], 0); err != nil { // CID changed and synced here
+				t.Fatal(err)
+			}
+			p.mark("written")
+			if _, err := d.WriteAt(model[3<<20:5<<20], 3<<20); err != nil {
+				t.Fatal(err)
+			}
+			p.mark("close")
+			var err error
+			if unsynced {
+				err = d.CloseUnsynced()
+			} else {
+				err = d.Close()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			syncs, tablesAfterSync := p.closeOps("close", "d.vmdk", 64<<10)
+			if unsynced && syncs != 0 {
+				t.Errorf("CloseUnsynced synced %d times", syncs)
+			}
+			if !unsynced && (syncs == 0 || !tablesAfterSync) {
+				t.Errorf("Close synced %d times, tables only after a sync: %v", syncs, tablesAfterSync)
+			}
+			if rep := mustCheck(t, top, false); !rep.Clean() || rep.Grains != 48 {
+				t.Errorf("check: %+v", rep)
+			}
+			d = mustOpen(t, top, Options{})
+			sameBytes(t, "read back", readAll(t, d), model)
+			d.Close()
+			writeFile(t, filepath.Join(dir, "m.raw"), model)
+			sh(t, dir, "qemu-img", "compare", "-f", "vmdk", "-F", "raw", "d.vmdk", "m.raw")
+		})
+	}
+}
+
+// closeOps counts the syncs of file name recorded after mark, and says
+// whether every write smaller than grain (a grain table's) came after one.
+func (p *powerFS) closeOps(mark, name string, grain int) (syncs int, tablesAfterSync bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen, tablesAfterSync := false, true
+	for _, op := range p.ops {
+		switch {
+		case op.kind == opMark && op.mark == mark:
+			seen = true
+		case !seen || op.ino != p.ino[name]:
+		case op.kind == opSync:
+			syncs++
+		case op.kind == opWrite && len(op.data) < grain && syncs == 0:
+			tablesAfterSync = false
+		}
+	}
+	return syncs, tablesAfterSync
+}
