@@ -60,6 +60,7 @@ func openFile(path string, size int64, o Options) (*rawFile, error) {
 		return nil, MarkOpen(err)
 	}
 	lockTemp(f) // without flock, a later attempt leaves it alone
+	dropCache(path)
 	// Size the file now (a hole, no space used) so that a disk larger
 	// than the filesystem's largest file (EFBIG: ext4's 16 TiB - 4 KiB) is
 	// refused before the copy, not by Finish after it.

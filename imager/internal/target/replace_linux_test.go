@@ -8,8 +8,10 @@ import (
 	"sort"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/vmdkpop/vmdkpop/vmdk"
+	"golang.org/x/sys/unix"
 )
 
 // countExchanges counts the name exchanges replace makes; fail, when
@@ -199,5 +201,91 @@ func TestOverwriteFailedKeepsOld(t *testing.T) {
 	}
 	if n := names(t, dir); len(n) != 1 {
 		t.Fatalf("left in the directory: %v", n)
+	}
+}
+
+// resident is how many of path's pages are in the page cache.
+func resident(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// Opening a target over an output on disk drops the old output's cached
+// pages (they would hold memory the copy needs until Finish removes
+// them); an old output still waiting for write-out keeps them (dropping
+// would write it out first), as does one FIEMAP cannot see through. Either
+// way the old output is intact.
+func TestOverwriteDropsOldCache(t *testing.T) {
+	for _, synced := range []bool{true, false} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "disk.img")
+		old := randomBytes(16<<20, 7)
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(old); err != nil {
+			t.Fatal(err)
+		}
+		if synced {
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pending, ok := delalloc(f)
+		f.Close()
+		if synced && pending {
+			t.Fatal("a synced file reads as waiting for write-out")
+		}
+		var st unix.Statfs_t
+		if !synced && !pending && unix.Statfs(dir, &st) == nil && st.Type == unix.EXT4_SUPER_MAGIC {
+			t.Fatal("an ext4 file just written (delayed allocation) does not read as waiting for write-out")
+		}
+		os.ReadFile(path) // all cached
+		before := resident(t, path)
+		tg, err := Open(path, 1<<20, Options{Format: Raw, Sync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := resident(t, path)
+		if !synced && ok {
+			// Not written out by Open (POSIX_FADV_DONTNEED would have).
+			g, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			still, _ := delalloc(g)
+			g.Close()
+			if pending && !still {
+				t.Fatal("Open wrote out the old output")
+			}
+		}
+		tg.Abort()
+		drop := synced && ok
+		if drop && after > before/8 || !drop && after < before {
+			t.Fatalf("synced %v (FIEMAP %v, pending %v): %d of the old output's pages cached before Open, %d after", synced, ok, pending, before, after)
+		}
+		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, old) {
+			t.Fatalf("the old output changed (err %v)", err)
+		}
 	}
 }

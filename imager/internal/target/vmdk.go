@@ -35,6 +35,7 @@ func openVMDK(path string, size int64, o Options) (*vmdkImage, error) {
 		lockTemp(t.lock) // without flock, a later attempt leaves it alone
 	}
 	tmp := filepath.Join(tmpDir, filepath.Base(path))
+	dropCache(path)
 	c := o.VMDK
 	c.Size = size
 	if c.Subformat == vmdk.StreamOptimized {
