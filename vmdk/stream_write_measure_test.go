@@ -3,9 +3,12 @@ package vmdk
 import (
 	"bytes"
 	stdzlib "compress/zlib"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zlib"
 )
@@ -78,6 +81,56 @@ func TestStreamWriterZlibFraming(t *testing.T) {
 			if err != nil || !bytes.Equal(got, g) {
 				t.Fatalf("level %d grain %d: compress/zlib reads %d bytes, %v", level, i, len(got), err)
 			}
+		}
+	}
+}
+
+// failAfter accepts n bytes, then fails every write.
+type failAfter struct{ n int }
+
+var errOutput = errors.New("output device gone")
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		k := f.n
+		f.n = 0
+		return k, errOutput
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// TestStreamWriterOutputFails: when the output fails, a later Write
+// returns its error instead of taking the rest of the disk (or hanging
+// with every grain job held), and Close returns it too.
+func TestStreamWriterOutputFails(t *testing.T) {
+	raw := logDisk(5, 64<<20)
+	for _, workers := range []int{1, 4} {
+		done := make(chan error, 1)
+		go func() {
+			w, err := NewStreamWriter(&failAfter{n: 3 << 20}, StreamOptions{ImageOptions: ImageOptions{Size: int64(len(raw))}, Workers: workers})
+			if err != nil {
+				done <- err
+				return
+			}
+			var werr error
+			for off := 0; off < len(raw) && werr == nil; off += 1 << 20 {
+				_, werr = w.Write(raw[off : off+1<<20])
+			}
+			cerr := w.Close()
+			if !errors.Is(werr, errOutput) || !errors.Is(cerr, errOutput) {
+				done <- fmt.Errorf("Write: %v, Close: %v; want both to be the output's error", werr, cerr)
+				return
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%d workers: %v", workers, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d workers: the writer hangs after its output failed", workers)
 		}
 	}
 }
