@@ -46,8 +46,13 @@ import (
 // MiB are kept (small blocks counted by their size), plus at most
 // Connections blocks being fetched for entries already dropped from the
 // cache (a read fetched exactly uses the caller's buffer); with the
-// default 4 connections that is (32+8+4) × 1 MiB = 44 MiB per import,
-// (32 + 3N) MiB for N. And what a file serves is bounded by what is
+// default 4 connections that is (16+8+4) × 1 MiB = 28 MiB per import,
+// and at most (24 + N) MiB for N, the read-ahead being at most
+// maxReadAhead blocks; the buffers of dropped blocks are kept for the
+// next fetches (at most 9 MiB of them: maxFree). The cache was 32
+// blocks, each fetch a new buffer: with the Go heap's headroom a 1 GiB
+// chain's import peaked at 100-147 MiB of RSS, over issue 16's 64 MiB.
+// And what a file serves is bounded by what is
 // used: for its random reads, min(size, max(2 × asked, cache)) +
 // randomSlack + one small block, plus the bytes read exactly (below
 // twice its size when each byte is read once); for its sequential runs,
@@ -55,7 +60,7 @@ import (
 
 const (
 	httpBlockSize = 1 << 20
-	cacheBlocks   = 32
+	cacheBlocks   = 16
 	// MaxConnections bounds --http-connections: more parallel requests
 	// than this only add load on the host.
 	MaxConnections = 16
@@ -75,6 +80,9 @@ const (
 	largeRead = httpBlockSize / 2
 	// smallBlockSize is the block of a random read.
 	smallBlockSize = 64 << 10
+	// maxReadAhead bounds the blocks read ahead, whatever the
+	// connections.
+	maxReadAhead = 8
 	// randomSlack is what a file's random reads may fetch beyond twice
 	// what they asked for before they are fetched exactly.
 	randomSlack = 1 << 20
@@ -86,7 +94,7 @@ var errDropped = errors.New("source: read-ahead block dropped from the cache")
 // blockPool is the connection slots and block cache of one source.
 type blockPool struct {
 	slots     chan struct{} // one per request in flight
-	readAhead int           // blocks fetched ahead of a sequential reader
+	readAhead int           // blocks fetched ahead of the sequential readers
 	keep      int64         // bytes of blocks the cache keeps
 
 	mu     sync.Mutex
@@ -94,7 +102,29 @@ type blockPool struct {
 	order  []blockKey // least recently used first
 	cached int64      // bytes of the blocks in the cache
 	made   int64      // bytes of the blocks made so far: a block's age is made - born
+	// ahead counts the cached blocks read ahead that no reader has asked
+	// for yet. It is the pool's, not each stream's: readAhead bounds it,
+	// so the read-ahead of several files read at once (a chain's delta
+	// and parents) shares the cache's room for it, instead of each
+	// evicting the others' before they are read and fetching them again.
+	ahead int
+	// free holds the buffers of blocks done with (out of the cache, read
+	// by nobody), by size class, for the next fetches: a 1 GiB chain
+	// would otherwise leave a GiB of garbage behind it, and the collector
+	// lets garbage grow as large as what is live (the cache) before it
+	// runs, which doubled the import's footprint.
+	free [2][][]byte
 }
+
+// maxFree is how many buffers of each size free holds: 1 MiB ones for
+// what a burst of reads evicts before the fetches of its blocks start (a
+// connection's turn can be several blocks away: the copy workers' reads
+// of 4 blocks each, and a read-ahead); small ones, fetched one at a time,
+// 16 (1 MiB). More would be live memory for nothing: in a scattered
+// chain's import, which evicts more than it fetches into blocks, free
+// stays full. (A small buffer is not cut from a free large one: one small
+// block still cached would keep the whole large buffer.)
+var maxFree = [2]int{8, 16}
 
 // blockKey is the block of r of size bytes (httpBlockSize or
 // smallBlockSize, less at the end of the file) at byte at, a multiple of
@@ -114,8 +144,10 @@ func newBlockPool(connections int) *blockPool {
 	if conns > 1 {
 		// Enough to keep every connection busy for two rounds while the
 		// reader copies what it got; one connection is today's reader,
-		// which only fetches what is asked.
-		ahead = 2 * conns
+		// which only fetches what is asked. Past maxReadAhead, the
+		// copy workers' own reads keep the other connections busy, and
+		// the memory stays what 4 connections use.
+		ahead = min(2*conns, maxReadAhead)
 	}
 	return &blockPool{slots: make(chan struct{}, conns), readAhead: ahead, keep: int64(cacheBlocks+ahead) * httpBlockSize, blocks: map[blockKey]*httpBlock{}}
 }
@@ -156,6 +188,14 @@ type httpBlock struct {
 	wanted bool  // a ReadAt waits for it, not only the read-ahead
 	done   bool  // a sequential reader read past its end
 	born   int64 // the pool's made when it was made
+	// refs counts the ReadAts that may still copy from data, loaded says
+	// load is done with it; both the pool's mu guards. data goes back to
+	// the pool's free buffers only once the block is out of the cache,
+	// loaded and unreferenced: a block dropped while a reader copies from
+	// it, or while it is being fetched, keeps its buffer until then.
+	refs   int
+	loaded bool
+	ahead  bool // counted in the pool's ahead
 }
 
 func newHTTPReaderAt(ctx context.Context, h *httpClient, size int64, validator string, pool *blockPool) *httpReaderAt {
@@ -181,6 +221,7 @@ func (r *httpReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return r.done(p, off, end)
 	}
+	defer r.release(keys, blocks)
 	n := 0
 	for i, b := range blocks {
 		<-b.ready
@@ -224,7 +265,12 @@ func (r *httpReaderAt) start(off, end int64) ([]blockKey, []*httpBlock) {
 			r.fetched += min(at+size, r.size) - at
 		}
 		b := r.lookup(k)
+		if b.ahead {
+			b.ahead = false
+			p.ahead--
+		}
 		b.wanted = true
+		b.refs++ // until ReadAt has copied from it: release
 		// A sequential reader past a block's end is done with it: it
 		// goes first, before random reads' small blocks that will be
 		// read again.
@@ -235,12 +281,73 @@ func (r *httpReaderAt) start(off, end int64) ([]blockKey, []*httpBlock) {
 		last := (end - 1) / httpBlockSize
 		lastBlock := (r.size - 1) / httpBlockSize
 		for idx := last + 1; idx <= min(last+int64(p.readAhead), lastBlock); idx++ {
-			if _, ok := p.blocks[r.big(idx)]; !ok {
-				r.lookup(r.big(idx))
+			if _, ok := p.blocks[r.big(idx)]; ok {
+				continue
 			}
+			if p.ahead >= p.readAhead {
+				break
+			}
+			r.lookup(r.big(idx)).ahead = true
+			p.ahead++
 		}
 	}
 	return keys, blocks
+}
+
+// release is ReadAt's, once done with the blocks start returned.
+func (r *httpReaderAt) release(keys []blockKey, blocks []*httpBlock) {
+	p := r.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, b := range blocks {
+		b.refs--
+		if p.blocks[keys[i]] != b {
+			p.recycle(b)
+		}
+	}
+}
+
+// recycle keeps the buffer of b, a block out of the cache, for another
+// fetch, if nobody can read it any more; the pool's mu is held.
+func (p *blockPool) recycle(b *httpBlock) {
+	if b.refs > 0 || !b.loaded || b.data == nil {
+		return
+	}
+	p.put(b.data)
+	b.data = nil
+}
+
+// sizeClass is the index in free of buffers of capacity c, or -1.
+func sizeClass(c int) int {
+	switch c {
+	case httpBlockSize:
+		return 0
+	case smallBlockSize:
+		return 1
+	}
+	return -1
+}
+
+// put keeps buf for get; the pool's mu is held.
+func (p *blockPool) put(buf []byte) {
+	if c := sizeClass(cap(buf)); c >= 0 && len(p.free[c]) < maxFree[c] {
+		p.free[c] = append(p.free[c], buf[:cap(buf)])
+	}
+}
+
+// get returns a buffer of n bytes for a block of size bytes (n is less
+// at the end of the file), a kept one if there is one.
+func (p *blockPool) get(size, n int64) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := sizeClass(int(size)); c >= 0 {
+		if f := p.free[c]; len(f) > 0 {
+			buf := f[len(f)-1]
+			p.free[c] = f[:len(f)-1]
+			return buf[:n]
+		}
+	}
+	return make([]byte, n, size)
 }
 
 // smallBlocks: the file's random reads may go on through small blocks;
@@ -334,6 +441,12 @@ func (p *blockPool) evict() {
 // held.
 func (p *blockPool) drop(i int) {
 	k := p.order[i]
+	b := p.blocks[k]
+	if b.ahead {
+		b.ahead = false
+		p.ahead--
+	}
+	p.recycle(b)
 	delete(p.blocks, k)
 	p.cached -= k.size
 	p.order = append(p.order[:i], p.order[i+1:]...)
@@ -365,6 +478,12 @@ func (r *httpReaderAt) load(k blockKey, b *httpBlock) {
 	if b.err != nil {
 		r.forget(k, b) // the next read tries again
 	}
+	p.mu.Lock()
+	b.loaded = true
+	if p.blocks[k] != b {
+		p.recycle(b) // dropped while it was fetched
+	}
+	p.mu.Unlock()
 }
 
 func (r *httpReaderAt) forget(k blockKey, b *httpBlock) {
@@ -393,8 +512,11 @@ func (r *httpReaderAt) fetchExact(buf []byte, off int64) error {
 
 // fetchBlock reads block k; the caller holds a connection slot.
 func (r *httpReaderAt) fetchBlock(k blockKey) ([]byte, error) {
-	buf := make([]byte, min(k.at+k.size, r.size)-k.at)
+	buf := r.pool.get(k.size, min(k.at+k.size, r.size)-k.at)
 	if err := r.fetch(buf, k.at); err != nil {
+		r.pool.mu.Lock()
+		r.pool.put(buf)
+		r.pool.mu.Unlock()
 		return nil, err
 	}
 	return buf, nil
