@@ -2,7 +2,6 @@ package target
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"syscall"
 )
@@ -43,10 +42,12 @@ func replace(tmp, final string) error {
 		switch err := exchange(tmp, final); {
 		case err == nil:
 			// tmp is the old output now: a file (Unlink never removes a
-			// directory that took final's place meanwhile).
-			if err := syscall.Unlink(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("remove the replaced %s (now %s): %w", final, tmp, err)
-			}
+			// directory that took final's place meanwhile). The new
+			// output is in place: a failed removal must not fail it (the
+			// caller would drop tmp's name and skip the directory's
+			// sync); the old file, unlocked under a temporary name, is
+			// removed as a stale attempt by the next target opened here.
+			syscall.Unlink(tmp)
 			return nil
 		case !errors.Is(err, errNoExchange):
 			return &os.LinkError{Op: "exchange", Old: tmp, New: final, Err: err}

@@ -289,3 +289,38 @@ func TestOverwriteDropsOldCache(t *testing.T) {
 		}
 	}
 }
+
+// Once the names are exchanged the new output is in place: an old output
+// that cannot be removed after (here a directory took its temporary name)
+// must not fail the target, which would drop the name and skip the
+// directory's sync of a finished output (found by review).
+func TestOverwriteRemovalFailureKeepsNew(t *testing.T) {
+	old := exchange
+	exchange = func(a, b string) error {
+		if err := old(a, b); err != nil {
+			return err
+		}
+		// a now names the old output: move it aside, leave a directory.
+		if err := os.Rename(a, a+".old"); err != nil {
+			return err
+		}
+		return os.Mkdir(a, 0o755)
+	}
+	t.Cleanup(func() { exchange = old })
+	_, path, _ := oldOutput(t)
+	size := int64(1 << 20)
+	data := randomBytes(int(size), 7)
+	tg, err := Open(path, size, Options{Format: Raw, Sync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Finish(size); err != nil {
+		t.Fatalf("Finish after the exchange, the old output not removable: %v", err)
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the new output is not in place (%v)", err)
+	}
+}

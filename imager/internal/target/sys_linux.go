@@ -12,11 +12,13 @@ import (
 
 // sysSyncFileRange is sync_file_range(2); a file that has no write-out to
 // start (a pipe, a filesystem without it, a kernel or sandbox without the
-// call) is errNoSyncFileRange.
+// call) is errNoSyncFileRange, its errno kept: a wait's EINVAL or
+// EOPNOTSUPP may instead be a write the device refused (BLK_STS_INVAL,
+// BLK_STS_NOTSUPP), which writeOut.sync tells apart.
 func sysSyncFileRange(fd int, off, n int64, flags int) error {
 	err := unix.SyncFileRange(fd, off, n, flags)
 	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ESPIPE) || errors.Is(err, unix.EOPNOTSUPP) {
-		return errNoSyncFileRange
+		return unsupportedError{err}
 	}
 	return err
 }

@@ -162,15 +162,30 @@ func (w *writeOut) sync(s span, flags int) error {
 	if err := c.Control(func(fd uintptr) { serr = syncFileRange(int(fd), s.start, s.end-s.start, flags) }); err != nil {
 		return err
 	}
-	if serr != nil && !errors.Is(serr, errNoSyncFileRange) {
-		what := "start the write-out"
-		if flags&syncWaitAfter != 0 {
-			what = "wait for the write-out"
-		}
-		return fmt.Errorf("%s: %s of bytes [%d, %d): %w", w.f.Name(), what, s.start, s.end, serr)
+	waited := flags&(syncWaitBefore|syncWaitAfter) != 0
+	if serr == nil || errors.Is(serr, errNoSyncFileRange) && !waited {
+		return serr
 	}
-	return serr
+	// Only a start (no wait) can mean "not supported": the first call on
+	// a file is one, so support is known before any wait. A wait returns
+	// the file's write-back error, and consumes it, so the fsync at Finish
+	// would not see it: whatever its errno, it must fail the write.
+	var u unsupportedError
+	if errors.As(serr, &u) {
+		serr = u.errno
+	}
+	what := "start the write-out"
+	if waited {
+		what = "wait for the write-out"
+	}
+	return fmt.Errorf("%s: %s of bytes [%d, %d): %w", w.f.Name(), what, s.start, s.end, serr)
 }
+
+// unsupportedError is errNoSyncFileRange with the errno that said so.
+type unsupportedError struct{ errno error }
+
+func (e unsupportedError) Error() string   { return errNoSyncFileRange.Error() + ": " + e.errno.Error() }
+func (e unsupportedError) Is(t error) bool { return t == errNoSyncFileRange }
 
 // fail keeps the first error (write-out not supported just stops it) and
 // returns what the writer is to see.

@@ -455,3 +455,37 @@ func TestWriteOutHolesWithoutZero(t *testing.T) {
 		t.Fatalf("write-out started over less than [0, %d): %v", to, calls())
 	}
 }
+
+// TestWriteOutWaitErrorNeverUnsupported: a wait's EOPNOTSUPP or EINVAL is
+// the file's write-back error (a device that refused a write: BLK_STS_NOTSUPP,
+// BLK_STS_INVAL), which the wait consumes so the fsync at Finish returns 0;
+// taken for "sync_file_range not supported" it would be dropped and a lost
+// write reported as a finished disk (found by review).
+func TestWriteOutWaitErrorNeverUnsupported(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.EOPNOTSUPP, syscall.EINVAL} {
+		old := syncFileRange
+		syncFileRange = func(fd int, off, n int64, flags int) error {
+			if flags == syncWait {
+				return unsupportedError{errno} // what sysSyncFileRange makes of it
+			}
+			return old(fd, off, n, flags)
+		}
+		path := filepath.Join(t.TempDir(), "disk.img")
+		size := int64(outLag + outWait + outKick + 8)
+		tg, err := Open(path, size, Options{Format: Raw, Sync: true})
+		if err != nil {
+			syncFileRange = old
+			t.Fatal(err)
+		}
+		tg.WriteAt([]byte("data"), 0)
+		tg.Zero(4, outLag+outWait+outKick)
+		ferr := tg.Finish(size)
+		syncFileRange = old
+		if !errors.Is(ferr, errno) || errors.Is(ferr, errNoSyncFileRange) {
+			t.Errorf("a wait failing %v: Finish returned %v, want that errno and not \"unsupported\"", errno, ferr)
+		}
+		if _, err := os.Stat(path); err == nil {
+			t.Errorf("a wait failing %v: the output was moved into place", errno)
+		}
+	}
+}
