@@ -6,10 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmdkpop/vmdkpop/vmdk/vmdktest"
 )
 
 // Write-throughput benchmarks on 64 MiB of the benchmark script's kind of
@@ -40,43 +41,11 @@ func logDisk(seed uint64, n int) []byte {
 				}
 			}
 		default:
-			logLines(r, b[off:end])
+			vmdktest.LogLines(r, b[off:end])
 		}
 		off = end
 	}
 	return b
-}
-
-var (
-	benchWords  = []string{"vmdk", "grain", "table", "kubernetes", "volume", "populator", "kubelet", "mounted", "sector", "extent", "descriptor", "stream", "marker", "footer", "the", "a", "of", "to", "and", "in", "is", "for", "on", "with", "from", "pod", "node", "disk", "image", "raw"}
-	benchLevels = []string{"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"}
-)
-
-// logLines fills b with lines like "2024-05-17T12:31:44 INFO grain the
-// volume id=3fa2c".
-func logLines(r *rand.Rand, b []byte) {
-	line := make([]byte, 0, 256)
-	for i := 0; i < len(b); {
-		line = append(line[:0], "2024-05-"...)
-		line = strconv.AppendInt(line, 10+r.Int64N(20), 10)
-		line = append(line, 'T')
-		for k, lim := range []int64{14, 50, 50} {
-			if k > 0 {
-				line = append(line, ':')
-			}
-			line = strconv.AppendInt(line, 10+r.Int64N(lim), 10)
-		}
-		line = append(line, ' ')
-		line = append(line, benchLevels[r.IntN(len(benchLevels))]...)
-		for k := 3 + r.IntN(10); k > 0; k-- {
-			line = append(line, ' ')
-			line = append(line, benchWords[r.IntN(len(benchWords))]...)
-		}
-		line = append(line, " id="...)
-		line = strconv.AppendUint(line, r.Uint64N(1<<20), 16)
-		line = append(line, '\n')
-		i += copy(b[i:], line)
-	}
 }
 
 // feedChunks calls write for each 4 MiB chunk of raw (what imager's copy

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zlib"
+
+	"github.com/vmdkpop/vmdkpop/vmdk/vmdktest"
 )
 
 // TestWithinMeasuresStreamWriterAllocs: the stream writer allocates
@@ -48,7 +50,7 @@ func TestWithinMeasuresStreamWriterAllocs(t *testing.T) {
 func TestStreamWriterZlibFraming(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	text, random := make([]byte, 64<<10), make([]byte, 64<<10)
-	logLines(r, text)
+	vmdktest.LogLines(r, text)
 	for i := range random {
 		random[i] = byte(r.Uint32())
 	}

@@ -33,64 +33,54 @@ var codecs = []codec{
 		name: "klauspost/compress/zlib",
 		deflate: func(level int) (func(*bytes.Buffer, []byte) error, error) {
 			w, err := zlib.NewWriterLevel(io.Discard, level)
-			if err != nil {
-				return nil, err
-			}
-			return func(dst *bytes.Buffer, src []byte) error {
-				w.Reset(dst)
-				if _, err := w.Write(src); err != nil {
-					return err
-				}
-				return w.Close()
-			}, nil
+			return deflater(w), err
 		},
-		inflate: func() func([]byte, []byte) error {
-			var r io.ReadCloser
-			return func(dst, src []byte) error {
-				var err error
-				if r == nil {
-					r, err = zlib.NewReader(bytes.NewReader(src))
-				} else {
-					err = r.(zlib.Resetter).Reset(bytes.NewReader(src), nil)
-				}
-				if err == nil {
-					_, err = io.ReadFull(r, dst)
-				}
-				return err
-			}
-		},
+		inflate: inflater(zlib.NewReader),
 	},
 	{
 		name: "compress/zlib (Go)",
 		deflate: func(level int) (func(*bytes.Buffer, []byte) error, error) {
 			w, err := stdzlib.NewWriterLevel(io.Discard, level)
-			if err != nil {
-				return nil, err
-			}
-			return func(dst *bytes.Buffer, src []byte) error {
-				w.Reset(dst)
-				if _, err := w.Write(src); err != nil {
-					return err
-				}
-				return w.Close()
-			}, nil
+			return deflater(w), err
 		},
-		inflate: func() func([]byte, []byte) error {
-			var r io.ReadCloser
-			return func(dst, src []byte) error {
-				var err error
-				if r == nil {
-					r, err = stdzlib.NewReader(bytes.NewReader(src))
-				} else {
-					err = r.(stdzlib.Resetter).Reset(bytes.NewReader(src), nil)
-				}
-				if err == nil {
-					_, err = io.ReadFull(r, dst)
-				}
-				return err
-			}
-		},
+		inflate: inflater(stdzlib.NewReader),
 	},
+}
+
+// deflater compresses each grain with w, reset onto dst.
+func deflater(w interface {
+	io.WriteCloser
+	Reset(io.Writer)
+}) func(*bytes.Buffer, []byte) error {
+	return func(dst *bytes.Buffer, src []byte) error {
+		w.Reset(dst)
+		if _, err := w.Write(src); err != nil {
+			return err
+		}
+		return w.Close()
+	}
+}
+
+// inflater inflates each grain with one reader from newReader, reset
+// onto each grain's bytes (both packages' readers have the same Reset).
+func inflater(newReader func(io.Reader) (io.ReadCloser, error)) func() func([]byte, []byte) error {
+	return func() func([]byte, []byte) error {
+		var r io.ReadCloser
+		return func(dst, src []byte) error {
+			var err error
+			if r == nil {
+				r, err = newReader(bytes.NewReader(src))
+			} else {
+				err = r.(interface {
+					Reset(io.Reader, []byte) error
+				}).Reset(bytes.NewReader(src), nil)
+			}
+			if err == nil {
+				_, err = io.ReadFull(r, dst)
+			}
+			return err
+		}
+	}
 }
 
 // sampleGrains reads the non-zero grains of the raw file at path, every

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/vmdkpop/vmdkpop/vmdk/vmdktest"
 )
 
 // pieceUnit is the generator's granularity: every piece is a multiple of
@@ -16,38 +18,6 @@ const pieceUnit = 64 << 10
 
 // maxPiece bounds a piece at 3 MiB (48 grains), the mix.
 const maxPiece = 48 * pieceUnit
-
-var words = []string{"vmdk", "grain", "table", "kubernetes", "volume", "populator", "kubelet",
-	"mounted", "sector", "extent", "descriptor", "stream", "marker", "footer", "the", "a", "of",
-	"to", "and", "in", "is", "for", "on", "with", "from", "pod", "node", "disk", "image", "raw"}
-var levels = []string{"INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"}
-
-// text fills b with log-like lines: compressible about as real guest text
-// is (3-4x), unlike zeros or random bytes.
-func text(r *rand.Rand, b []byte) {
-	line := make([]byte, 0, 256)
-	for i := 0; i < len(b); {
-		line = line[:0]
-		line = append(line, "2024-05-"...)
-		line = strconv.AppendInt(line, 10+r.Int64N(20), 10)
-		line = append(line, 'T')
-		line = strconv.AppendInt(line, 10+r.Int64N(14), 10)
-		line = append(line, ':')
-		line = strconv.AppendInt(line, 10+r.Int64N(50), 10)
-		line = append(line, ':')
-		line = strconv.AppendInt(line, 10+r.Int64N(50), 10)
-		line = append(line, ' ')
-		line = append(line, levels[r.IntN(len(levels))]...)
-		for n := 3 + r.IntN(10); n > 0; n-- {
-			line = append(line, ' ')
-			line = append(line, words[r.IntN(len(words))]...)
-		}
-		line = append(line, " id="...)
-		line = strconv.AppendUint(line, r.Uint64N(1<<20), 16)
-		line = append(line, '\n')
-		i += copy(b[i:], line)
-	}
-}
 
 // Kinds of piece, drawn 2:1:2 so that the bytes are about 40% zeros,
 // 20% random and 40% text.
@@ -109,7 +79,7 @@ func generate(f *os.File, size, content int64, seed uint64) (mix, error) {
 		case kindRandom:
 			noise.Read(b)
 		case kindText:
-			text(r, b)
+			vmdktest.LogLines(r, b)
 		}
 		if kind != kindZero {
 			if _, err := f.WriteAt(b, off*spread); err != nil {
