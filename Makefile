@@ -124,7 +124,7 @@ demo-imager: build ## imager alone, end to end on a generated disk (hack/demo.sh
 # min-max, every output verified). Each script's header lists its env:
 # BENCH_SIZE (default 1G), BENCH_RUNS (default 5, at least 5),
 # BENCH_STRICT=1, IMAGER=/path/to/an/older/imager, BENCH_DIR (kept).
-bench: ## imager vs qemu-img: convert rows and HTTP import, one table (hack/bench-all.sh; about 15 min at 1 GiB)
+bench: ## imager vs qemu-img: convert rows and HTTP import, one table (hack/bench-all.sh; about 22 min at 1 GiB)
 	hack/bench-all.sh
 
 bench-convert: ## only the convert rows and the floor (hack/bench-convert.sh)
